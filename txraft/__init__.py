@@ -1,0 +1,1 @@
+"""txraft: a Raft-replicated key-value store on Twisted."""

@@ -1,0 +1,463 @@
+"""
+The pure Raft core: roles, terms, elections, replication, commitment.
+
+L{RaftCore} follows Figure 2 of Ongaro & Ousterhout, "In Search of an
+Understandable Consensus Algorithm" (2014).  It does no I/O and reads no
+clock: it is driven by three inputs,
+
+  - L{RaftCore.tick}: one unit of logical time has passed;
+  - L{RaftCore.step}: a message arrived from a peer;
+  - L{RaftCore.propose}: clients asked the leader to append commands;
+
+and each input returns a L{Ready} saying what to persist, what to send and
+what became committed.  The driver must make a L{Ready}'s state durable
+before sending its messages or its reply, and must do so before feeding the
+core its next input: the core counts its own log as replicated as soon as
+it has appended to it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import attrs
+from twisted.logger import Logger
+
+from txraft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+)
+from txraft.raftlog import RaftLog
+
+FOLLOWER = "follower"
+CANDIDATE = "candidate"
+LEADER = "leader"
+
+#: The command a new leader appends to commit entries of earlier terms (section 5.4.2).
+NOOP = "noop"
+
+#: AppendEntries carries at most this many bytes of commands (at least one entry).
+MAX_APPEND_BYTES = 512 * 1024
+
+
+class NotLeaderError(Exception):
+    """A proposal reached a node that is not the leader; ``leaderId`` may name one."""
+
+    def __init__(self, leaderId: str | None) -> None:
+        super().__init__(leaderId)
+        self.leaderId = leaderId
+
+
+@attrs.frozen
+class HardState:
+    """The state Figure 2 requires on stable storage besides the log."""
+
+    currentTerm: int = 0
+    votedFor: str | None = None
+
+
+@attrs.define
+class Ready:
+    """
+    The output of one input to the core, to be handled in this order:
+
+      1. persist: save C{hardState} if not L{None}; drop log entries from
+         C{truncateFrom} on if not L{None}; append C{entries}; fsync;
+      2. send C{reply} (if any) back to the peer whose request was stepped,
+         and each C{(peer, message)} in C{messages};
+      3. apply C{committed} to the state machine, in order.
+    """
+
+    hardState: HardState | None = None
+    truncateFrom: int | None = None
+    entries: list[Entry] = attrs.Factory(list)
+    messages: list[tuple[str, Message]] = attrs.Factory(list)
+    reply: Message | None = None
+    committed: list[Entry] = attrs.Factory(list)
+
+    @property
+    def needsSync(self) -> bool:
+        """Whether step 1 writes anything."""
+        return bool(self.hardState or self.truncateFrom is not None or self.entries)
+
+
+@attrs.define
+class Progress:
+    """
+    The leader's view of one follower (Figure 2's nextIndex and matchIndex).
+
+    In probe mode the leader sends one AppendEntries and waits for its answer
+    (or the next heartbeat) before sending another, because it does not yet
+    know where the follower's log matches.  Once an append succeeds it
+    switches to pipelining: new entries are sent as soon as they are
+    proposed, and ``nextIndex`` advances optimistically.
+    """
+
+    nextIndex: int
+    matchIndex: int = 0
+    probing: bool = True
+    probeSent: bool = False
+
+
+class RaftCore:
+    """
+    One Raft server's consensus state machine.
+
+    @ivar currentTerm: the latest term this server has seen; only increases.
+    @ivar votedFor: whom this server voted for in C{currentTerm}, or L{None}.
+    @ivar log: the server's L{RaftLog}.
+    @ivar commitIndex: the highest index known to be committed; only increases.
+    @ivar role: L{FOLLOWER}, L{CANDIDATE} or L{LEADER}.
+    @ivar leaderId: the leader of C{currentTerm} as far as this server knows.
+    """
+
+    log_ = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        peers: Sequence[str],
+        *,
+        hardState: HardState = HardState(),
+        entries: Sequence[Entry] = (),
+        electionTicks: tuple[int, int] = (40, 80),
+        heartbeatTicks: int = 10,
+        rng: random.Random | None = None,
+        maxAppendBytes: int = MAX_APPEND_BYTES,
+    ) -> None:
+        """
+        @param peers: the other servers' names.
+        @param hardState: the recovered term and vote.
+        @param entries: the recovered log.
+        @param electionTicks: the election timeout is drawn uniformly from
+            C{[low, high)} ticks each time it is reset (section 5.2).
+        @param heartbeatTicks: how often a leader sends AppendEntries to an
+            idle follower; must be well below C{electionTicks[0]}.
+        @param rng: the source of randomized timeouts (seed it in tests).
+        """
+        low, high = electionTicks
+        if not 0 < heartbeatTicks < low < high:
+            raise ValueError("need 0 < heartbeatTicks < electionTicks low < high")
+        self.name = name
+        self.peers = tuple(p for p in peers if p != name)
+        self.currentTerm = hardState.currentTerm
+        self.votedFor = hardState.votedFor
+        self.log = RaftLog(entries)
+        self.commitIndex = 0
+        self.role = FOLLOWER
+        self.leaderId: str | None = None
+        self.electionTicks = electionTicks
+        self.heartbeatTicks = heartbeatTicks
+        self.maxAppendBytes = maxAppendBytes
+        self._rng = rng if rng is not None else random.Random()
+        self._electionElapsed = 0
+        self._heartbeatElapsed = 0
+        self._electionTimeout = 0
+        self._votes: dict[str, bool] = {}
+        self._progress: dict[str, Progress] = {}
+        self._handedOut = 0  # entries up to here were returned in Ready.committed
+        self._persisted = hardState
+        self._ready = Ready()
+        self._resetElectionTimer()
+
+    # -- inputs -------------------------------------------------------------
+
+    def tick(self) -> Ready:
+        """Advance logical time by one tick: maybe start an election or heartbeat."""
+        if self.role == LEADER:
+            self._heartbeatElapsed += 1
+            if self._heartbeatElapsed >= self.heartbeatTicks:
+                self._heartbeatElapsed = 0
+                for peer in self.peers:
+                    self._sendAppend(peer, heartbeat=True)
+        else:
+            self._electionElapsed += 1
+            if self._electionElapsed >= self._electionTimeout:
+                self._campaign()
+        return self._takeReady()
+
+    def step(self, peer: str, message: Message) -> Ready:
+        """Handle C{message} from C{peer}; requests get their answer in C{Ready.reply}."""
+        if peer not in self.peers:
+            raise ValueError(f"{peer!r} is not a peer of {self.name!r}")
+        if message.term > self.currentTerm:
+            # Figure 2, all servers: a higher term means we are out of date.
+            isLeader = isinstance(message, AppendEntries)
+            self._becomeFollower(message.term, peer if isLeader else None)
+        if message.term < self.currentTerm:
+            # A stale sender: tell requesters our term so they step down; drop responses.
+            if isinstance(message, RequestVote):
+                self._ready.reply = RequestVoteResponse(self.currentTerm, False)
+            elif isinstance(message, AppendEntries):
+                self._ready.reply = AppendEntriesResponse(self.currentTerm, False)
+        elif isinstance(message, RequestVote):
+            self._handleRequestVote(peer, message)
+        elif isinstance(message, RequestVoteResponse):
+            self._handleVote(peer, message)
+        elif isinstance(message, AppendEntries):
+            self._handleAppendEntries(peer, message)
+        else:
+            self._handleAppendResponse(peer, message)
+        return self._takeReady()
+
+    def propose(self, commands: Sequence[str]) -> Ready:
+        """
+        Append C{commands} to the leader's log and start replicating them.
+
+        The new entries are C{Ready.entries}, in order, so the caller learns
+        their indexes and term.
+
+        @raise NotLeaderError: if this server is not the leader.
+        """
+        if self.role != LEADER:
+            raise NotLeaderError(self.leaderId)
+        self._replicate(commands)
+        return self._takeReady()
+
+    # -- status ---------------------------------------------------------------
+
+    def quorum(self) -> int:
+        """How many servers, this one included, make a majority."""
+        return (len(self.peers) + 1) // 2 + 1
+
+    def progress(self, peer: str) -> Progress:
+        """The leader's L{Progress} for C{peer} (only meaningful on a leader)."""
+        return self._progress[peer]
+
+    # -- roles ------------------------------------------------------------------
+
+    def _becomeFollower(self, term: int, leaderId: str | None) -> None:
+        if term > self.currentTerm:
+            self.currentTerm = term
+            self.votedFor = None
+        if self.role != FOLLOWER:
+            self.log_.info("{name} becomes follower in term {term}", name=self.name, term=term)
+        self.role = FOLLOWER
+        self.leaderId = leaderId
+        self._progress = {}
+        self._resetElectionTimer()
+
+    def _campaign(self) -> None:
+        """Section 5.2: increment the term, vote for ourselves, ask everyone else."""
+        self.currentTerm += 1
+        self.votedFor = self.name
+        self.role = CANDIDATE
+        self.leaderId = None
+        self._votes = {self.name: True}
+        self._resetElectionTimer()
+        self.log_.info(
+            "{name} starts an election for term {term}", name=self.name, term=self.currentTerm
+        )
+        if self._countVotes() >= self.quorum():
+            self._becomeLeader()
+            return
+        request = RequestVote(self.currentTerm, self.log.lastIndex, self.log.lastTerm)
+        for peer in self.peers:
+            self._ready.messages.append((peer, request))
+
+    def _becomeLeader(self) -> None:
+        self.role = LEADER
+        self.leaderId = self.name
+        self._heartbeatElapsed = 0
+        nextIndex = self.log.lastIndex + 1
+        self._progress = {peer: Progress(nextIndex) for peer in self.peers}
+        self.log_.info("{name} is leader for term {term}", name=self.name, term=self.currentTerm)
+        # Section 5.4.2 / Figure 8: entries of earlier terms only commit once an
+        # entry of the leader's own term does; a no-op gets there at once.
+        self._replicate([NOOP])
+
+    def _resetElectionTimer(self) -> None:
+        self._electionElapsed = 0
+        low, high = self.electionTicks
+        self._electionTimeout = self._rng.randrange(low, high)
+
+    # -- RequestVote --------------------------------------------------------------
+
+    def _handleRequestVote(self, peer: str, request: RequestVote) -> None:
+        # One vote per term, first come first served; and never for a
+        # candidate whose log is less complete than ours (section 5.4.1).
+        grant = self.votedFor in (None, peer) and self.log.isUpToDate(
+            request.lastLogIndex, request.lastLogTerm
+        )
+        if grant:
+            self.votedFor = peer
+            self._resetElectionTimer()
+        self._ready.reply = RequestVoteResponse(self.currentTerm, grant)
+
+    def _handleVote(self, peer: str, response: RequestVoteResponse) -> None:
+        if self.role != CANDIDATE:
+            return
+        self._votes[peer] = response.voteGranted
+        if self._countVotes() >= self.quorum():
+            self._becomeLeader()
+
+    def _countVotes(self) -> int:
+        return sum(self._votes.values())
+
+    # -- AppendEntries: follower side -------------------------------------------
+
+    def _handleAppendEntries(self, peer: str, request: AppendEntries) -> None:
+        if self.role == LEADER:
+            # Election Safety says this cannot happen; refuse rather than obey.
+            self.log_.error(
+                "{name}: {peer} claims to lead term {term}, which we lead",
+                name=self.name,
+                peer=peer,
+                term=self.currentTerm,
+            )
+            self._ready.reply = AppendEntriesResponse(self.currentTerm, False)
+            return
+        if self.role == CANDIDATE or self.leaderId != peer:
+            self._becomeFollower(self.currentTerm, peer)
+        self._electionElapsed = 0
+        prevIndex, prevTerm = request.prevLogIndex, request.prevLogTerm
+        if prevIndex > self.log.lastIndex or self.log.term(prevIndex) != prevTerm:
+            # Consistency check failed: tell the leader where to resume.
+            hintIndex = self.log.findConflictByTerm(prevIndex, prevTerm)
+            self._ready.reply = AppendEntriesResponse(
+                self.currentTerm,
+                False,
+                rejectedIndex=prevIndex,
+                hintIndex=hintIndex,
+                hintTerm=self.log.term(hintIndex),
+            )
+            return
+        newEntries = self._newEntries(request.entries)
+        if newEntries is None:
+            self._ready.reply = AppendEntriesResponse(self.currentTerm, False)
+            return
+        if newEntries and newEntries[0].index <= self.log.lastIndex:
+            self._truncateFrom(newEntries[0].index)
+        self._append(newEntries)
+        lastNewIndex = prevIndex + len(request.entries)
+        # Only entries known to match the leader's may be committed: not
+        # whatever stale suffix this log might still hold after lastNewIndex.
+        self._commitTo(min(request.leaderCommit, lastNewIndex))
+        self._ready.reply = AppendEntriesResponse(self.currentTerm, True, matchIndex=lastNewIndex)
+
+    def _newEntries(self, entries: Sequence[Entry]) -> list[Entry] | None:
+        """
+        The suffix of C{entries} that is not already in the log.  Entries we
+        already hold are skipped, so a delayed duplicate request never
+        truncates anything; L{None} if the request conflicts with a
+        committed entry, which no legitimate leader can send.
+        """
+        for position, entry in enumerate(entries):
+            if entry.index > self.log.lastIndex:
+                return list(entries[position:])
+            if self.log.term(entry.index) != entry.term:
+                if entry.index <= self.commitIndex:
+                    self.log_.critical(
+                        "{name}: refusing to overwrite committed entry {index}",
+                        name=self.name,
+                        index=entry.index,
+                    )
+                    return None
+                return list(entries[position:])
+        return []
+
+    # -- AppendEntries: leader side ----------------------------------------------
+
+    def _replicate(self, commands: Sequence[str]) -> None:
+        """Append C{commands} as the leader and send them to every follower not probing."""
+        first = self.log.lastIndex + 1
+        self._append(
+            [Entry(first + i, self.currentTerm, command) for i, command in enumerate(commands)]
+        )
+        for peer in self.peers:
+            self._sendAppend(peer)
+        self._maybeCommit()
+
+    def _sendAppend(self, peer: str, heartbeat: bool = False) -> None:
+        """
+        Send C{peer} the entries from its nextIndex on (possibly none).
+        A heartbeat also retries a probe whose answer never came.
+        """
+        progress = self._progress[peer]
+        if progress.probing and progress.probeSent and not heartbeat:
+            return
+        prevIndex = progress.nextIndex - 1
+        entries = self.log.slice(progress.nextIndex, self.log.lastIndex + 1, self.maxAppendBytes)
+        message = AppendEntries(
+            self.currentTerm,
+            prevIndex,
+            self.log.term(prevIndex),
+            tuple(entries),
+            self.commitIndex,
+        )
+        self._ready.messages.append((peer, message))
+        if progress.probing:
+            progress.probeSent = True
+        elif entries:
+            progress.nextIndex = entries[-1].index + 1
+
+    def _handleAppendResponse(self, peer: str, response: AppendEntriesResponse) -> None:
+        if self.role != LEADER:
+            return
+        progress = self._progress[peer]
+        if response.success:
+            if response.matchIndex > self.log.lastIndex:
+                return  # cannot match entries we never had: a forged answer
+            if response.matchIndex > progress.matchIndex:
+                progress.matchIndex = response.matchIndex
+                self._maybeCommit()
+            progress.nextIndex = max(progress.nextIndex, progress.matchIndex + 1)
+            if progress.probing:
+                progress.probing = progress.probeSent = False
+        else:
+            stale = response.rejectedIndex <= progress.matchIndex or (
+                progress.probing and response.rejectedIndex != progress.nextIndex - 1
+            )
+            if stale:
+                return
+            resume = self.log.findConflictByTerm(response.hintIndex, response.hintTerm) + 1
+            progress.nextIndex = max(min(resume, response.rejectedIndex), progress.matchIndex + 1)
+            progress.probing = True
+            progress.probeSent = False
+        if progress.nextIndex <= self.log.lastIndex:
+            self._sendAppend(peer)
+
+    def _maybeCommit(self) -> None:
+        """
+        Figure 2, leaders: commit the highest N replicated on a majority,
+        but only if log[N] is of the current term (section 5.4.2, Figure 8).
+        """
+        matched = sorted(
+            [self.log.lastIndex] + [p.matchIndex for p in self._progress.values()],
+            reverse=True,
+        )
+        candidate = matched[self.quorum() - 1]
+        if candidate > self.commitIndex and self.log.term(candidate) == self.currentTerm:
+            self._commitTo(candidate)
+
+    # -- log changes, recorded for the driver ---------------------------------------
+
+    def _append(self, entries: list[Entry]) -> None:
+        self.log.append(entries)
+        self._ready.entries.extend(entries)
+
+    def _truncateFrom(self, index: int) -> None:
+        self.log.truncateFrom(index)
+        ready = self._ready
+        ready.entries = [e for e in ready.entries if e.index < index]
+        if ready.truncateFrom is None or index < ready.truncateFrom:
+            ready.truncateFrom = index
+
+    def _commitTo(self, index: int) -> None:
+        if index > self.commitIndex:
+            self.commitIndex = index
+
+    def _takeReady(self) -> Ready:
+        ready, self._ready = self._ready, Ready()
+        hardState = HardState(self.currentTerm, self.votedFor)
+        if hardState != self._persisted:
+            ready.hardState = self._persisted = hardState
+        if self.commitIndex > self._handedOut:
+            ready.committed = self.log.slice(self._handedOut + 1, self.commitIndex + 1)
+            self._handedOut = self.commitIndex
+        return ready

@@ -1,0 +1,95 @@
+"""
+The deterministic key-value state machine and its command language.
+
+Commands are the essay's ``get``, ``set``, ``delete`` and ``show``.  The log
+stores each command in the canonical text that L{parseCommand} returns, and
+applying the same commands in the same order gives the same replies and the
+same map on every node.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import attrs
+
+#: Control characters other than tab cannot appear in commands: the log and
+#: the wire are line-based, and a stray carriage return would corrupt both.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+_ARITY = {"get": 1, "delete": 1, "show": 0}
+
+
+class CommandError(ValueError):
+    """A request that is not a valid command; ``str()`` is the reason for the client."""
+
+
+@attrs.frozen
+class Command:
+    """A parsed command; C{text} is its canonical form, as stored in the log."""
+
+    name: str
+    key: str | None = None
+    value: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The canonical one-line form, e.g. C{set b 5}."""
+        return " ".join(p for p in (self.name, self.key, self.value) if p is not None)
+
+
+def parseCommand(text: str) -> Command:
+    """
+    Parse a client command.  C{set KEY VALUE} takes the rest of the line as
+    VALUE (spaces included); the other commands take whitespace-separated
+    arguments.
+
+    @raise CommandError: on an unknown command or wrong arguments.
+    """
+    if _CONTROL.search(text):
+        raise CommandError("control characters are not allowed")
+    name, _, rest = text.lstrip(" \t").partition(" ")
+    if not name:
+        raise CommandError("empty command")
+    if name == "set":
+        key, _, value = rest.lstrip(" ").partition(" ")
+        if not key:
+            raise CommandError("set needs a key and a value")
+        if not value:
+            raise CommandError("set needs a value after the key")
+        return Command("set", key, value)
+    if name not in _ARITY:
+        raise CommandError(f"unknown command {name[:40]!r}")
+    arguments = rest.split()
+    if len(arguments) != _ARITY[name]:
+        expected = "a key" if _ARITY[name] else "no arguments"
+        raise CommandError(f"{name} takes {expected}")
+    return Command(name, *arguments)
+
+
+class KeyValueStore:
+    """The replicated map; L{apply} is its only way to change."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def apply(self, commandText: str) -> str:
+        """
+        Execute one committed command and return the reply line for the
+        client that proposed it.  A command that does not parse (which only
+        a forged log entry could hold) changes nothing and replies C{ERROR}.
+        """
+        try:
+            command = parseCommand(commandText)
+        except CommandError as e:
+            return f"ERROR {e}"
+        if command.name == "get":
+            value = self.data.get(command.key)
+            return "NOT_FOUND" if value is None else f"OK {value}"
+        if command.name == "set":
+            self.data[command.key] = command.value
+            return "OK"
+        if command.name == "delete":
+            return "NOT_FOUND" if self.data.pop(command.key, None) is None else "OK"
+        return "OK " + json.dumps(self.data, ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,200 @@
+"""
+Raft RPC records and the pure parse/format of peer lines.
+
+A peer line is ``SENDER@RPC JSON``, for example::
+
+    s1@AppendEntries {"term":3,"prevLogIndex":5,"prevLogTerm":2,"leaderCommit":5,
+                      "entries":[[6,3,"set a 1"]]}
+
+(on one line).  The sender's name travels in the envelope, so the records
+below carry neither ``candidateId`` nor ``leaderId`` of the paper's Figure 2:
+the core receives them as the ``peer`` argument of ``step``.
+
+Parsing is strict: a line that does not describe a well-formed RPC raises
+L{MessageError}, whose text is what the node answers with ``ERROR``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import attrs
+
+#: A node or client name: the text before the first ``@`` of a line.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+\Z")
+
+
+class MessageError(ValueError):
+    """A peer line that does not parse; ``str()`` is a one-line reason."""
+
+
+@attrs.frozen
+class Entry:
+    """One log entry: the client command stored at ``index``, created in ``term``."""
+
+    index: int
+    term: int
+    command: str
+
+
+@attrs.frozen
+class RequestVote:
+    """Sent by a candidate to gather votes (Figure 2, RequestVote RPC)."""
+
+    term: int
+    lastLogIndex: int
+    lastLogTerm: int
+
+
+@attrs.frozen
+class RequestVoteResponse:
+    """A voter's answer; ``term`` lets a stale candidate step down."""
+
+    term: int
+    voteGranted: bool
+
+
+@attrs.frozen
+class AppendEntries:
+    """Sent by the leader to replicate entries and as a heartbeat (empty ``entries``)."""
+
+    term: int
+    prevLogIndex: int
+    prevLogTerm: int
+    entries: tuple[Entry, ...]
+    leaderCommit: int
+
+
+@attrs.frozen
+class AppendEntriesResponse:
+    """
+    A follower's answer to L{AppendEntries}.
+
+    On success, ``matchIndex`` is the last index the follower now knows to
+    match the leader's log.  On failure, ``rejectedIndex`` is the request's
+    ``prevLogIndex`` (so the leader can recognise stale rejections) and
+    ``hintIndex``/``hintTerm`` say where the follower's log could still
+    agree with the leader's: the largest index not after ``prevLogIndex``
+    whose term is not after ``prevLogTerm``, and that entry's term.  This is
+    the essay's ``GiveEntriesAfterIndex``: the leader resumes right there
+    instead of walking back one entry per round trip.
+    """
+
+    term: int
+    success: bool
+    matchIndex: int = 0
+    rejectedIndex: int = 0
+    hintIndex: int = 0
+    hintTerm: int = 0
+
+
+Message = RequestVote | RequestVoteResponse | AppendEntries | AppendEntriesResponse
+
+#: Request types: each one gets exactly one response line on its connection.
+REQUESTS = (RequestVote, AppendEntries)
+
+_RECORDS: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (RequestVote, RequestVoteResponse, AppendEntries, AppendEntriesResponse)
+}
+
+#: The RPC names that mark a line as a peer line rather than a client command.
+RPC_NAMES = frozenset(_RECORDS)
+
+
+def splitSender(line: str) -> tuple[str | None, str]:
+    """
+    Split C{SENDER@REST}; the sender is L{None} when the text before the
+    first ``@`` is not a valid name (so ``set k a@b`` is a bare command).
+    """
+    sender, sep, rest = line.partition("@")
+    if sep and NAME_PATTERN.match(sender):
+        return sender, rest
+    return None, line
+
+
+def rpcName(text: str) -> str | None:
+    """Return the RPC name that C{text} starts with, or L{None} if it is no RPC."""
+    name = text.split(" ", 1)[0]
+    return name if name in RPC_NAMES else None
+
+
+def formatMessage(sender: str, message: Message) -> str:
+    """Encode C{message} from C{sender} as one peer line (without the newline)."""
+    fields = attrs.asdict(message, recurse=False)
+    if isinstance(message, AppendEntries):
+        fields["entries"] = [[e.index, e.term, e.command] for e in message.entries]
+    body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    return f"{sender}@{type(message).__name__} {body}"
+
+
+def parseMessage(text: str) -> Message:
+    """
+    Decode the part of a peer line after C{SENDER@}.
+
+    @raise MessageError: if it is not a well-formed RPC.
+    """
+    name, _, body = text.partition(" ")
+    cls = _RECORDS.get(name)
+    if cls is None:
+        raise MessageError(f"unknown RPC {name[:40]!r}")
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        raise MessageError(f"{name}: body is not valid JSON") from None
+    if not isinstance(fields, dict):
+        raise MessageError(f"{name}: body is not a JSON object")
+    expected = {a.name: a for a in attrs.fields(cls)}
+    missing = [n for n, a in expected.items() if n not in fields and a.default is attrs.NOTHING]
+    unknown = sorted(set(fields) - set(expected))
+    if missing or unknown:
+        raise MessageError(f"{name}: missing fields {missing} or unknown fields {unknown}")
+    for fieldName, value in fields.items():
+        if fieldName == "entries":
+            fields[fieldName] = _parseEntries(name, value)
+        elif expected[fieldName].type in (bool, "bool"):
+            if not isinstance(value, bool):
+                raise MessageError(f"{name}: {fieldName} must be true or false")
+        elif not _isCount(value):
+            raise MessageError(f"{name}: {fieldName} must be a non-negative integer")
+    message = cls(**fields)
+    if isinstance(message, AppendEntries):
+        _checkEntries(message)
+    return message
+
+
+def _isCount(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _parseEntries(name: str, value: object) -> tuple[Entry, ...]:
+    if not isinstance(value, list):
+        raise MessageError(f"{name}: entries must be a list")
+    entries = []
+    for item in value:
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and _isCount(item[0])
+            and _isCount(item[1])
+            and isinstance(item[2], str)
+        ):
+            raise MessageError(f"{name}: each entry must be [index, term, command]")
+        entries.append(Entry(item[0], item[1], item[2]))
+    return tuple(entries)
+
+
+def _checkEntries(message: AppendEntries) -> None:
+    """Reject entries that no correct leader could send."""
+    previousTerm = message.prevLogTerm
+    for offset, entry in enumerate(message.entries, start=1):
+        if entry.index != message.prevLogIndex + offset:
+            raise MessageError("AppendEntries: entry indexes must follow prevLogIndex")
+        if entry.term < max(previousTerm, 1) or entry.term > message.term:
+            raise MessageError("AppendEntries: entry terms must be ordered and not after term")
+        if "\n" in entry.command or "\r" in entry.command:
+            raise MessageError("AppendEntries: commands must be single lines")
+        previousTerm = entry.term
+    if message.prevLogTerm > message.term:
+        raise MessageError("AppendEntries: prevLogTerm is after term")

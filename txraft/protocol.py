@@ -1,0 +1,200 @@
+"""
+Line protocols: the node's listening side (clients and peers share one port)
+and its outgoing connections to peers.
+
+Every line is ``[SENDER@]MESSAGE``.  A line whose MESSAGE starts with an RPC
+name (``AppendEntries``, ``RequestVote``, ...) is a peer line; anything else
+is a client request.  Each request line gets exactly one response line, in
+request order, even when a later request is answered before an earlier one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from txraft.messages import (
+    REQUESTS,
+    Message,
+    MessageError,
+    formatMessage,
+    parseMessage,
+    rpcName,
+    splitSender,
+)
+
+if TYPE_CHECKING:
+    from txraft.service import RaftService
+
+#: The default reason of a connection's end, as Twisted's own protocols use.
+CONNECTION_DONE = Failure(ConnectionDone())
+
+#: The longest line a node reads, peer lines included (bytes, without the newline).
+MAX_LINE = 4 * 1024 * 1024
+
+#: The longest client request line; longer ones get C{ERROR line too long}
+#: and the connection is closed.
+MAX_REQUEST = 1024 * 1024
+
+
+class NodeProtocol(LineReceiver):
+    """
+    The server side of one connection to a node, from a client or a peer.
+
+    Responses are queued in request order: each request takes a slot, and
+    slots are written out from the front as soon as they are filled.
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_LINE
+    log = Logger()
+
+    def __init__(self, service: RaftService) -> None:
+        self.service = service
+        self._slots: deque[list[str | None]] = deque()
+        self._closing = False
+
+    def lineReceived(self, line: bytes) -> None:
+        """Answer one request line, in order with the others."""
+        if self._closing:
+            return
+        if len(line) > MAX_REQUEST and not self._looksLikePeerLine(line):
+            self.lineLengthExceeded(line)
+            return
+        slot: list[str | None] = [None]
+        self._slots.append(slot)
+        result = self._dispatch(line.removesuffix(b"\r"))
+        if isinstance(result, defer.Deferred):
+            result.addErrback(self._internalError)
+            result.addCallback(self._fill, slot)
+        else:
+            self._fill(result, slot)
+
+    def _dispatch(self, line: bytes) -> str | defer.Deferred[str]:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return "ERROR request is not valid UTF-8"
+        sender, rest = splitSender(text)
+        if sender is not None and rpcName(rest):
+            return self._peerLine(sender, rest)
+        return self.service.clientRequest(sender, rest)
+
+    def _peerLine(self, sender: str, rest: str) -> str:
+        if not self.service.isPeer(sender):
+            self.log.warn("rejected a peer line from unknown node {sender!r}", sender=sender)
+            return f"ERROR {sender!r} is not a peer of this node"
+        try:
+            message = parseMessage(rest)
+        except MessageError as e:
+            self.log.warn("rejected a peer line from {sender}: {error}", sender=sender, error=e)
+            return f"ERROR {e}"
+        if not isinstance(message, REQUESTS):
+            return f"ERROR {type(message).__name__} is not a request"
+        reply = self.service.peerRequest(sender, message)
+        return formatMessage(self.service.name, reply)
+
+    def _internalError(self, failure: Failure) -> str:
+        self.log.failure("request failed", failure)
+        return "ERROR internal error"
+
+    @staticmethod
+    def _looksLikePeerLine(line: bytes) -> bool:
+        sender, rest = splitSender(line[:200].decode("utf-8", "replace"))
+        return sender is not None and rpcName(rest) is not None
+
+    def _fill(self, response: str, slot: list[str | None]) -> None:
+        slot[0] = response
+        while self._slots and self._slots[0][0] is not None:
+            self.sendLine(self._slots.popleft()[0].encode("utf-8"))
+        if self._closing and not self._slots:
+            self.transport.loseConnection()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """Refuse an over-long line, answer what came before it, then hang up."""
+        self._closing = True
+        self.transport.pauseProducing()
+        self._slots.append(["ERROR line too long"])
+        self._fill("ERROR line too long", self._slots[-1])
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
+        """Forget pending answers: nobody is left to read them."""
+        self._slots.clear()
+        self._closing = True
+
+
+class NodeFactory(Factory):
+    """Builds a L{NodeProtocol} per accepted connection, all sharing one service."""
+
+    noisy = False
+
+    def __init__(self, service: RaftService) -> None:
+        self.service = service
+
+    def buildProtocol(self, addr: object) -> NodeProtocol:
+        """A protocol bound to this node's service."""
+        protocol = NodeProtocol(self.service)
+        protocol.factory = self
+        return protocol
+
+
+class PeerClientProtocol(LineReceiver):
+    """
+    This node's outgoing connection to one peer: sends requests and matches
+    each response line to the oldest unanswered request (the peer answers in
+    order).
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_LINE
+    log = Logger()
+
+    def __init__(self, localName: str, peerName: str) -> None:
+        self.localName = localName
+        self.peerName = peerName
+        self._pending: deque[defer.Deferred[Message]] = deque()
+        #: Called with this protocol when its connection is lost.
+        self.onConnectionLost: Callable[[PeerClientProtocol], None] | None = None
+
+    def sendRequest(self, message: Message) -> defer.Deferred[Message]:
+        """Send C{message}; the Deferred fires with the peer's response."""
+        d: defer.Deferred[Message] = defer.Deferred()
+        self._pending.append(d)
+        self.sendLine(formatMessage(self.localName, message).encode("utf-8"))
+        return d
+
+    def pendingCount(self) -> int:
+        """How many requests await their answer."""
+        return len(self._pending)
+
+    def lineReceived(self, line: bytes) -> None:
+        """Fire the oldest request's Deferred with this response (or failure)."""
+        if not self._pending:
+            self.log.warn("unsolicited line from {peer}", peer=self.peerName)
+            return
+        d = self._pending.popleft()
+        try:
+            sender, rest = splitSender(line.decode("utf-8"))
+            if sender != self.peerName:
+                raise MessageError(f"response from {sender!r}, expected {self.peerName!r}")
+            response = parseMessage(rest)
+        except (UnicodeDecodeError, MessageError) as e:
+            d.errback(MessageError(f"{self.peerName} answered {line[:80]!r}: {e}"))
+            return
+        d.callback(response)
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
+        """Fail every unanswered request."""
+        pending, self._pending = self._pending, deque()
+        for d in pending:
+            d.errback(reason)
+        if self.onConnectionLost is not None:
+            self.onConnectionLost(self)

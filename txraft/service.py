@@ -1,0 +1,296 @@
+"""
+The Twisted shell around the pure core: timers, the Ready loop, peer links,
+the listening port, and the client requests waiting for their entries to
+commit.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from txraft.config import ClusterConfig, NodeAddress
+from txraft.core import LEADER, RaftCore, Ready
+from txraft.kv import CommandError, parseCommand
+from txraft.logmanager import LogManager
+from txraft.messages import Message
+from txraft.protocol import NodeFactory, PeerClientProtocol
+
+#: Requests in flight to one peer beyond which new ones are dropped; the
+#: core notices the gap and resends, so a slow follower cannot make the
+#: leader buffer without bound.
+MAX_IN_FLIGHT = 256
+
+
+class PeerLink:
+    """
+    This node's outgoing connection to one peer.  It reconnects forever
+    with capped exponential backoff; messages sent while it is down are
+    dropped, and the core's heartbeats retry them.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        service: RaftService,
+        address: NodeAddress,
+        reactor: IReactorTime,
+        maxDelay: float,
+    ) -> None:
+        self.service = service
+        self.address = address
+        self.protocol: PeerClientProtocol | None = None
+        endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=maxDelay + 1)
+        factory = Factory.forProtocol(self._buildProtocol)
+        factory.noisy = False
+        jitter = random.Random()
+        self.clientService = ClientService(
+            endpoint,
+            factory,
+            retryPolicy=backoffPolicy(
+                initialDelay=0.02, maxDelay=maxDelay, jitter=lambda: jitter.random() * 0.02
+            ),
+            clock=reactor,
+            prepareConnection=self._connected,
+        )
+
+    def _buildProtocol(self) -> PeerClientProtocol:
+        protocol = PeerClientProtocol(self.service.name, self.address.name)
+        protocol.onConnectionLost = self._disconnected
+        return protocol
+
+    def _connected(self, protocol: PeerClientProtocol) -> None:
+        self.log.info("connected to peer {peer}", peer=self.address.name)
+        self.protocol = protocol
+
+    def _disconnected(self, protocol: PeerClientProtocol) -> None:
+        if self.protocol is protocol:
+            self.log.info("lost connection to peer {peer}", peer=self.address.name)
+            self.protocol = None
+
+    def send(self, message: Message) -> None:
+        """Send C{message} if connected and not overloaded; step its response into the core."""
+        protocol = self.protocol
+        if protocol is None or protocol.pendingCount() >= MAX_IN_FLIGHT:
+            return
+        d = protocol.sendRequest(message)
+        d.addCallbacks(self._responded, self._failed)
+
+    def _responded(self, response: Message) -> None:
+        self.service.peerResponse(self.address.name, response)
+
+    def _failed(self, failure: Failure) -> None:
+        self.log.debug("request to {peer} failed: {f}", peer=self.address.name, f=failure.value)
+
+
+class RaftService(MultiService):
+    """
+    One txraft node: drives a L{RaftCore} with ticks, peer messages and
+    client commands, and carries out every L{Ready} it returns.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        name: str,
+        logManager: LogManager,
+        reactor: IReactorTime,
+        *,
+        tickSeconds: float = 0.01,
+        electionTicks: tuple[int, int] = (40, 80),
+        heartbeatTicks: int = 10,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.name = name
+        self.address = config.node(name)
+        self.reactor = reactor
+        self.tickSeconds = tickSeconds
+        self.logManager = logManager
+        logManager.setServiceParent(self)
+        hardState, entries = logManager.recover()
+        self.core = RaftCore(
+            name,
+            config.names(),
+            hardState=hardState,
+            entries=entries,
+            electionTicks=electionTicks,
+            heartbeatTicks=heartbeatTicks,
+            rng=rng,
+        )
+        maxDelay = electionTicks[0] * tickSeconds / 2
+        self._links = {
+            peer.name: PeerLink(self, peer, reactor, maxDelay) for peer in config.peersOf(name)
+        }
+        for link in self._links.values():
+            link.clientService.setServiceParent(self)
+        self._ticker = LoopingCall.withCount(self._ticks)
+        self._ticker.clock = reactor
+        self._batch: list[tuple[str, defer.Deferred[str]]] = []
+        self._flushCall = None
+        self._waiting: dict[int, tuple[int, defer.Deferred[str]]] = {}
+        self.port = None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Listen, connect to peers, start the clock."""
+        reactor: IReactorTCP = self.reactor  # type: ignore[assignment]
+        try:
+            self.port = reactor.listenTCP(
+                self.address.port, NodeFactory(self), interface=self.address.host
+            )
+        except CannotListenError as e:
+            raise SystemExit(
+                f"txraft: node {self.name} cannot listen on "
+                f"{self.address.host}:{self.address.port}: {e.socketError}"
+            ) from None
+        super().startService()
+        self._ticker.start(self.tickSeconds, now=False)
+        self.log.info(
+            "node {name} listening on {host}:{port}",
+            name=self.name,
+            host=self.address.host,
+            port=self.address.port,
+        )
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        """Stop the clock and the listener, and tell waiting clients."""
+        if self._ticker.running:
+            self._ticker.stop()
+        if self._flushCall is not None and self._flushCall.active():
+            self._flushCall.cancel()
+        self._failWaiting("UNAVAILABLE node is shutting down")
+        stopped = [defer.maybeDeferred(self.port.stopListening)] if self.port else []
+        stopped.append(defer.maybeDeferred(super().stopService))
+        return defer.gatherResults(stopped).addCallback(lambda _: None)
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def _ticks(self, count: int) -> None:
+        # After a stall (a paused process, a busy machine) catch up, but only
+        # as far as one election timeout: more would change nothing.
+        for _ in range(min(count, self.core.electionTicks[1])):
+            self._process(self.core.tick())
+
+    def isPeer(self, name: str) -> bool:
+        """Whether C{name} is another node of this cluster."""
+        return name in self._links
+
+    def peerRequest(self, sender: str, message: Message) -> Message:
+        """Step a peer's request and return the reply to send back on its connection."""
+        ready = self.core.step(sender, message)
+        reply = ready.reply
+        self._process(ready)
+        assert reply is not None, "the core answers every request"
+        return reply
+
+    def peerResponse(self, sender: str, message: Message) -> None:
+        """Step a peer's response to one of our requests."""
+        self._process(self.core.step(sender, message))
+
+    def clientRequest(self, clientId: str | None, text: str) -> str | defer.Deferred[str]:
+        """
+        Answer a client's request line: C{status} here and now, commands
+        once committed and applied (on the leader), otherwise a redirect.
+        """
+        if text.strip() == "status":
+            return "OK " + json.dumps(self.status())
+        try:
+            command = parseCommand(text)
+        except CommandError as e:
+            return f"ERROR {e}"
+        if self.core.role != LEADER:
+            return self._notLeader()
+        d: defer.Deferred[str] = defer.Deferred()
+        self._batch.append((command.text, d))
+        if self._flushCall is None:
+            # Group commit: every command that arrives in this reactor turn
+            # shares one append, one fsync and one AppendEntries per follower.
+            self._flushCall = self.reactor.callLater(0, self._flush)
+        return d
+
+    def status(self) -> dict[str, object]:
+        """What C{status} reports."""
+        core = self.core
+        return {
+            "name": self.name,
+            "role": core.role,
+            "term": core.currentTerm,
+            "leader": core.leaderId,
+            "votedFor": core.votedFor,
+            "commitIndex": core.commitIndex,
+            "lastApplied": self.logManager.lastApplied,
+            "lastIndex": core.log.lastIndex,
+        }
+
+    # -- the Ready loop -----------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flushCall = None
+        batch, self._batch = self._batch, []
+        if self.core.role != LEADER:
+            answer = self._notLeader()
+            for _, d in batch:
+                d.callback(answer)
+            return
+        ready = self.core.propose([text for text, _ in batch])
+        for entry, (_, d) in zip(ready.entries, batch, strict=True):
+            self._waiting[entry.index] = (entry.term, d)
+        self._process(ready)
+
+    def _process(self, ready: Ready) -> None:
+        """Carry out C{ready}: persist, send, apply (the reply is the caller's)."""
+        wasLeading = bool(self._waiting)
+        if ready.needsSync:
+            try:
+                self.logManager.persist(ready)
+            except OSError as e:
+                self._haltOnStorageFailure(e)
+                return
+        for peer, message in ready.messages:
+            self._links[peer].send(message)
+        for entry, result in self.logManager.apply(ready.committed):
+            waiter = self._waiting.pop(entry.index, None)
+            if waiter is None:
+                continue
+            term, d = waiter
+            d.callback(result if term == entry.term else "UNAVAILABLE entry was overwritten")
+        if wasLeading and self.core.role != LEADER:
+            self._failWaiting("UNAVAILABLE leadership lost before commit")
+
+    def _notLeader(self) -> str:
+        leader = self.core.leaderId
+        if leader is None:
+            return "UNAVAILABLE no leader known"
+        address = self.config.node(leader)
+        return f"REDIRECT {leader} {address.host} {address.port}"
+
+    def _failWaiting(self, answer: str) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for _, d in waiting.values():
+            d.callback(answer)
+
+    def _haltOnStorageFailure(self, error: OSError) -> None:
+        """
+        The disk refused a write: this node's memory is now ahead of its
+        disk, so it must not say another word.  Stop it.
+        """
+        self.log.critical("cannot persist Raft state, stopping node: {error}", error=error)
+        self._failWaiting("UNAVAILABLE node cannot write to its disk")
+        self.reactor.stop()  # type: ignore[attr-defined]

@@ -1,0 +1,136 @@
+"""
+The twistd plugin's options and service tree: C{twistd -n txraft --name s1}.
+
+Everything that can be wrong with a node's setup (config, name, port, data
+dir, stored state) is checked before the reactor starts, so that twistd
+exits non-zero with one line saying what is wrong and where.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from txraft.config import ConfigError, loadConfig
+from txraft.kv import KeyValueStore
+from txraft.logmanager import LogManager
+from txraft.messages import NAME_PATTERN
+from txraft.service import RaftService
+from txraft.storage import FileLogStore, FileStateStore, StorageError, lockDataDirectory
+
+#: Logical time advances in ticks of this many milliseconds.
+TICK_MS = 10
+
+
+def parseElectionTimeout(text: str) -> tuple[int, int]:
+    """Parse C{MIN_MS:MAX_MS}."""
+    low, sep, high = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        bounds = int(low), int(high)
+    except ValueError:
+        raise usage.UsageError(
+            f"--election-timeout must be MIN_MS:MAX_MS, e.g. 400:800, not {text!r}"
+        ) from None
+    return bounds
+
+
+class Options(usage.Options):
+    """Command-line options of one txraft node."""
+
+    optParameters = [
+        ["name", None, None, "This node's name in the cluster config (required)."],
+        ["port", None, None, "Port to listen on; defaults to, and must match, the config's."],
+        ["config", None, "etc/cluster.conf", "Cluster config: lines NAME HOST PORT."],
+        ["data-dir", None, "logs", "Directory for NAME.log and the node's other files."],
+        ["heartbeat", None, 100, "Leader heartbeat interval in milliseconds.", int],
+        [
+            "election-timeout",
+            None,
+            "400:800",
+            "Election timeout range MIN_MS:MAX_MS, drawn at random each time.",
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        """Check that this node can start; raise UsageError naming the problem."""
+        name = self["name"]
+        if not name:
+            raise usage.UsageError("--name is required")
+        if not NAME_PATTERN.match(name):
+            raise usage.UsageError(f"--name {name!r} must be letters, digits, '_' or '-'")
+        try:
+            self.config = loadConfig(self["config"])
+            self.address = self.config.node(name)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        if self["port"] is not None and self["port"] != str(self.address.port):
+            raise usage.UsageError(
+                f"--port {self['port']} differs from node {name}'s port "
+                f"{self.address.port} in {self['config']}"
+            )
+        low, high = self["election-timeout"] = parseElectionTimeout(self["election-timeout"])
+        if not 0 < self["heartbeat"] < low < high:
+            raise usage.UsageError(
+                "need 0 < --heartbeat < election timeout MIN < MAX, got "
+                f"{self['heartbeat']} and {low}:{high}"
+            )
+        self._checkDataDirectory(self["data-dir"])
+
+    @staticmethod
+    def _checkDataDirectory(path: str) -> None:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise usage.UsageError(f"--data-dir {path}: cannot create it: {e.strerror}") from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise usage.UsageError(f"--data-dir {path}: not writable")
+
+
+def _ticks(milliseconds: int) -> int:
+    return max(1, round(milliseconds / TICK_MS))
+
+
+def makeService(options: Options) -> IService:
+    """Recover the node's state from its data dir and build its service tree."""
+    from twisted.internet import reactor
+
+    name, directory = options["name"], options["data-dir"]
+    _keepPidfileApart(options, directory, name)
+    try:
+        lock = lockDataDirectory(directory, name)
+        logManager = LogManager(
+            FileLogStore(os.path.join(directory, f"{name}.log")),
+            FileStateStore(os.path.join(directory, f"{name}.state")),
+            KeyValueStore(),
+        )
+        low, high = options["election-timeout"]
+        service = RaftService(
+            options.config,
+            name,
+            logManager,
+            reactor,
+            tickSeconds=TICK_MS / 1000,
+            electionTicks=(_ticks(low), _ticks(high)),
+            heartbeatTicks=_ticks(options["heartbeat"]),
+            rng=random.SystemRandom(),
+        )
+    except (StorageError, OSError) as e:
+        raise SystemExit(f"txraft: {e}") from None
+    service.dataDirectoryLock = lock
+    return service
+
+
+def _keepPidfileApart(options: Options, directory: str, name: str) -> None:
+    """
+    twistd writes C{twistd.pid} in the working directory by default, so a
+    second node started from the same directory would refuse to run.  Unless
+    the user chose a pidfile, each node writes C{DIR/NAME.pid} instead.
+    """
+    parent = getattr(options, "parent", None)
+    if parent is not None and parent.get("pidfile", "").endswith(os.sep + "twistd.pid"):
+        parent["pidfile"] = os.path.abspath(os.path.join(directory, f"{name}.pid"))
