@@ -1,0 +1,31 @@
+# txraft developer tasks.  `make test` is the project's one test command.
+
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv cluster lint test clean
+
+# A non-editable install, so the twistd plugin lands in site-packages' twisted/plugins/.
+# Re-installed every time (cheap, and the venv never runs stale code); build/ is removed
+# first because setuptools would otherwise install modules since deleted from txraft/.
+venv:
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	rm -rf build
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q '.[test]'
+
+cluster: venv
+	mkdir -p logs
+	$(BIN)/txraft-cluster
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: venv lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache _trial_temp*
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -name dropin.cache -delete

@@ -1,0 +1,26 @@
+"""
+Packaging for txraft, a Raft-replicated key-value store on Twisted.
+
+The twistd plugin ships as the single module C{twisted/plugins/txraft_plugin.py}.
+Neither C{twisted/} nor C{twisted/plugins/} has an C{__init__.py} (that would shadow
+Twisted itself), so C{twisted.plugins} is listed as a package by name: setuptools then
+installs just our module into Twisted's own C{twisted/plugins/} directory.
+"""
+
+from setuptools import setup
+
+setup(
+    name="txraft",
+    version="0.1.0",
+    description="A Raft-replicated key-value store on Twisted",
+    python_requires=">=3.10",
+    packages=["txraft", "twisted.plugins"],
+    install_requires=["Twisted>=23.8", "attrs"],
+    extras_require={"test": ["pytest", "pytest-twisted", "ruff", "hypothesis"]},
+    entry_points={
+        "console_scripts": [
+            "txraft-client = txraft.client:main",
+            "txraft-cluster = txraft.launcher:main",
+        ],
+    },
+)

@@ -1,0 +1,472 @@
+"""
+Tests for L{txraft.client}: argument parsing, the pure line helpers, and the
+client talking to scripted fake nodes on 127.0.0.1 in background threads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import socketserver
+import threading
+from collections.abc import Callable
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from txraft.client import (
+    Client,
+    ClientError,
+    Options,
+    Redirect,
+    formatRequest,
+    formatResponse,
+    isSuccess,
+    main,
+    parseRedirect,
+)
+
+#: A fake node's script: the response to one request line, or None to hang up.
+Answer = Callable[[str], "str | None"]
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    """Answers each request line on one connection as the node's script says."""
+
+    timeout = 10  # a connection a test forgot to close cannot hang cleanup for ever
+
+    def handle(self) -> None:
+        node = self.server.node
+        node.connections += 1
+        while line := self.rfile.readline():
+            node.received.append(line)
+            response = node.answer(line.decode("utf-8").rstrip("\n"))
+            if response is None:
+                return
+            self.wfile.write(response.encode("utf-8") + b"\n")
+
+
+class FakeNode:
+    """
+    A scripted txraft node: a threaded TCP server on 127.0.0.1 that records
+    the raw request lines it receives and answers each with C{answer(line)}.
+    """
+
+    def __init__(self, testCase: SynchronousTestCase, answer: Answer) -> None:
+        self.answer = answer
+        self.received: list[bytes] = []
+        self.connections = 0
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
+        server.node = self
+        self.port = server.server_address[1]
+        thread = threading.Thread(target=server.serve_forever, args=(0.01,))
+        thread.start()
+        # Cleanups run last-in first-out: stop serving, join handlers, join.
+        testCase.addCleanup(thread.join)
+        testCase.addCleanup(server.server_close)
+        testCase.addCleanup(server.shutdown)
+
+    def redirect(self, leader: str = "s1") -> str:
+        """Return the line that points a client at this node."""
+        return f"REDIRECT {leader} 127.0.0.1 {self.port}"
+
+
+def closedPort() -> int:
+    """Return a port on 127.0.0.1 that nothing listens on, so connecting is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class FakeInput:
+    """Stands in for C{input}: returns scripted lines, then raises EOFError."""
+
+    def __init__(self, *lines: str) -> None:
+        self.lines = list(lines)
+        self.prompts: list[str] = []
+
+    def __call__(self, prompt: str) -> str:
+        self.prompts.append(prompt)
+        if not self.lines:
+            raise EOFError()
+        return self.lines.pop(0)
+
+
+class OptionsTests(SynchronousTestCase):
+    """L{Options} splits PORT, the optional ID and the command words."""
+
+    def parse(self, *argv: str) -> Options:
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_anonymousCommand(self) -> None:
+        """A command word right after PORT means no ID; defaults apply."""
+        options = self.parse("10000", "get", "b")
+        self.assertEqual(
+            (options["host"], options["port"], options["id"], options["command"]),
+            ("127.0.0.1", 10000, None, "get b"),
+        )
+        self.assertEqual(options["timeout"], 5.0)
+
+    def test_idAndCommand(self) -> None:
+        """A first word that is no command word is the ID."""
+        options = self.parse("10000", "client4", "set", "b", "5")
+        self.assertEqual((options["id"], options["command"]), ("client4", "set b 5"))
+
+    def test_valueWordsJoined(self) -> None:
+        """The command's words are joined with single spaces, so values may hold spaces."""
+        options = self.parse("10000", "set", "greeting", "hello", "big world")
+        self.assertEqual(options["command"], "set greeting hello big world")
+
+    def test_interactive(self) -> None:
+        """Without command words there is no command, with or without an ID."""
+        self.assertEqual(self.parse("10000")["command"], None)
+        options = self.parse("10000", "client4")
+        self.assertEqual((options["id"], options["command"]), ("client4", None))
+
+    def test_hostAndTimeout(self) -> None:
+        """--host and --timeout set the first node and the wait."""
+        options = self.parse("--host", "10.0.0.2", "--timeout", "0.5", "10001", "show")
+        self.assertEqual((options["host"], options["timeout"]), ("10.0.0.2", 0.5))
+
+    def test_valueLikeAnOption(self) -> None:
+        """Words after PORT are never options, so a value may start with a dash."""
+        self.assertEqual(self.parse("10000", "set", "k", "-5")["command"], "set k -5")
+
+    def test_badPort(self) -> None:
+        """PORT must be a decimal number from 1 to 65535."""
+        for port in ["abc", "0", "65536", "\uff11\uff12", "10.5"]:
+            with self.subTest(port=port):
+                self.assertRaises(usage.UsageError, self.parse, port, "show")
+
+    def test_missingPort(self) -> None:
+        """PORT is required."""
+        self.assertRaises(usage.UsageError, self.parse)
+
+    def test_badId(self) -> None:
+        """An ID outside [A-Za-z0-9_-]+ is a usage error."""
+        for clientId in ["bad!id", "a@b", "client 4", "ünï"]:
+            with self.subTest(clientId=clientId):
+                error = self.assertRaises(
+                    usage.UsageError, self.parse, "10000", clientId, "get", "b"
+                )
+                self.assertIn("invalid client ID", str(error))
+
+    def test_unknownCommand(self) -> None:
+        """After an ID the next word must be a command word."""
+        error = self.assertRaises(usage.UsageError, self.parse, "10000", "client4", "gte", "b")
+        self.assertIn("unknown command 'gte'", str(error))
+
+    def test_multilineCommand(self) -> None:
+        """A newline in the command words would smuggle in a second request."""
+        self.assertRaises(usage.UsageError, self.parse, "10000", "set", "k", "a\nshow")
+
+    def test_badTimeout(self) -> None:
+        """The timeout must be a positive number."""
+        for timeout in ["0", "-1", "soon"]:
+            with self.subTest(timeout=timeout):
+                self.assertRaises(usage.UsageError, self.parse, "--timeout", timeout, "1")
+
+
+class LineHelperTests(SynchronousTestCase):
+    """The pure functions that build requests and read responses."""
+
+    def test_formatRequest(self) -> None:
+        """A request is ID@COMMAND, or the bare command without an ID."""
+        self.assertEqual(formatRequest("client4", "set b 5"), "client4@set b 5")
+        self.assertEqual(formatRequest(None, "get b"), "get b")
+
+    def test_formatRequestOneLine(self) -> None:
+        """A command spanning lines is refused."""
+        self.assertRaises(ValueError, formatRequest, None, "get a\r\nget b")
+
+    def test_parseRedirect(self) -> None:
+        """REDIRECT LEADER HOST PORT parses; other responses are no redirect."""
+        self.assertEqual(
+            parseRedirect("REDIRECT s1 127.0.0.1 10000"), Redirect("s1", "127.0.0.1", 10000)
+        )
+        self.assertIsNone(parseRedirect("OK REDIRECT s1 127.0.0.1 10000"))
+        self.assertIsNone(parseRedirect("NOT_FOUND"))
+
+    def test_parseRedirectMalformed(self) -> None:
+        """A malformed REDIRECT is an error, never an answer."""
+        for response in [
+            "REDIRECT",
+            "REDIRECT s1 127.0.0.1",
+            "REDIRECT s1 127.0.0.1 port",
+            "REDIRECT s1 127.0.0.1 10000 extra",
+            "REDIRECT s1  10000",
+        ]:
+            with self.subTest(response=response):
+                self.assertRaises(ClientError, parseRedirect, response)
+
+    def test_isSuccess(self) -> None:
+        """OK answers and NOT_FOUND succeed; errors and unknown lines do not."""
+        for response in ["OK", "OK 5", 'OK {"a": "1"}', "NOT_FOUND"]:
+            self.assertTrue(isSuccess(response), response)
+        for response in ["ERROR bad command", "UNAVAILABLE no leader", "OKAY", ""]:
+            self.assertFalse(isSuccess(response), response)
+
+    def test_formatResponseIndentsJson(self) -> None:
+        """show and status answers are shown as indented JSON at the prompt."""
+        shown = formatResponse("status", 'OK {"role": "leader", "term": 3}')
+        self.assertEqual(shown, 'OK {\n  "role": "leader",\n  "term": 3\n}')
+
+    def test_formatResponseLeavesOthers(self) -> None:
+        """A get whose value looks like JSON, errors and broken JSON stay as sent."""
+        self.assertEqual(formatResponse("get k", 'OK {"a": 1}'), 'OK {"a": 1}')
+        self.assertEqual(formatResponse("show", "ERROR busy"), "ERROR busy")
+        self.assertEqual(formatResponse("show", "OK {broken"), "OK {broken")
+
+
+class ClientTests(SynchronousTestCase):
+    """L{Client} talks to fake nodes: exact bytes, connections, redirects, failures."""
+
+    def makeClient(self, port: int, clientId: str | None = None, timeout: float = 5.0) -> Client:
+        self.stderr = io.StringIO()
+        client = Client("127.0.0.1", port, clientId, timeout, self.stderr)
+        self.addCleanup(client.close)
+        return client
+
+    def test_requestBytes(self) -> None:
+        """The client sends ID@COMMAND and a newline, and returns the answer line."""
+        node = FakeNode(self, lambda line: "OK")
+        self.assertEqual(self.makeClient(node.port, "client4").request("set b 5"), "OK")
+        self.assertEqual(node.received, [b"client4@set b 5\n"])
+
+    def test_oneConnection(self) -> None:
+        """Requests share one connection, and their answers come back in order."""
+        node = FakeNode(self, lambda line: f"OK {line}")
+        client = self.makeClient(node.port)
+        self.assertEqual(
+            [client.request("get a"), client.request("get b")], ["OK get a", "OK get b"]
+        )
+        self.assertEqual(node.connections, 1)
+
+    def test_utf8(self) -> None:
+        """Requests and answers are UTF-8."""
+        node = FakeNode(self, lambda line: "OK ünïcode")
+        self.assertEqual(self.makeClient(node.port).request("set k ünïcode"), "OK ünïcode")
+        self.assertEqual(node.received, ["set k ünïcode\n".encode()])
+
+    def test_redirect(self) -> None:
+        """A REDIRECT sends the same request to the leader, noted on stderr."""
+        leader = FakeNode(self, lambda line: "OK 5")
+        follower = FakeNode(self, lambda line: leader.redirect("s1"))
+        client = self.makeClient(follower.port, "client4")
+        self.assertEqual(client.request("get b"), "OK 5")
+        self.assertEqual(follower.received, [b"client4@get b\n"])
+        self.assertEqual(leader.received, [b"client4@get b\n"])
+        self.assertEqual(
+            self.stderr.getvalue(), f"[*] redirected to s1 at 127.0.0.1:{leader.port}\n"
+        )
+
+    def test_staysWithLeader(self) -> None:
+        """After a redirect, later requests go straight to the new node."""
+        leader = FakeNode(self, lambda line: "OK")
+        follower = FakeNode(self, lambda line: leader.redirect())
+        client = self.makeClient(follower.port)
+        client.request("set a 1")
+        client.request("set b 2")
+        self.assertEqual(len(follower.received), 1)
+        self.assertEqual(leader.received, [b"set a 1\n", b"set b 2\n"])
+        self.assertEqual((client.host, client.port), ("127.0.0.1", leader.port))
+
+    def test_redirectLimit(self) -> None:
+        """A node that keeps redirecting is asked 1 + MAX_REDIRECTS times, then abandoned."""
+        node = FakeNode(self, lambda line: node.redirect())
+        client = self.makeClient(node.port)
+        error = self.assertRaises(ClientError, client.request, "get b")
+        self.assertIn("gave up after 5 redirects", str(error))
+        self.assertEqual(node.received, [b"get b\n"] * (1 + Client.MAX_REDIRECTS))
+
+    def test_malformedRedirect(self) -> None:
+        """A REDIRECT without a usable address fails the request."""
+        node = FakeNode(self, lambda line: "REDIRECT s1 nowhere")
+        error = self.assertRaises(ClientError, self.makeClient(node.port).request, "show")
+        self.assertIn("malformed redirect", str(error))
+
+    def test_refused(self) -> None:
+        """An unreachable node is a ClientError naming the address."""
+        port = closedPort()
+        error = self.assertRaises(ClientError, self.makeClient(port).request, "show")
+        self.assertIn(f"127.0.0.1:{port}", str(error))
+        self.assertIn("refused", str(error).lower())
+
+    def test_hangUpThenReconnect(self) -> None:
+        """A node that hangs up fails the request; the next request reconnects."""
+        answers = iter([None, "OK 1"])
+        node = FakeNode(self, lambda line: next(answers))
+        client = self.makeClient(node.port)
+        error = self.assertRaises(ClientError, client.request, "get a")
+        self.assertIn("connection closed", str(error))
+        self.assertEqual(client.request("get a"), "OK 1")
+        self.assertEqual(node.connections, 2)
+
+    def test_timeout(self) -> None:
+        """A node that accepts but never answers fails the request after the timeout."""
+        silent = socket.socket()
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes connections; nobody ever reads them
+        client = self.makeClient(silent.getsockname()[1], timeout=0.05)
+        error = self.assertRaises(ClientError, client.request, "show")
+        self.assertIn("no answer from", str(error))
+        self.assertIn("within 0.05s", str(error))
+
+
+class OneShotTests(SynchronousTestCase):
+    """L{main} with a COMMAND: one request, the raw answer, an exit status."""
+
+    def runMain(self, *argv: str) -> tuple[int, str, str]:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        status = main(list(argv), stdout=stdout, stderr=stderr, readLine=FakeInput())
+        return status, stdout.getvalue(), stderr.getvalue()
+
+    def test_get(self) -> None:
+        """An anonymous get sends the bare command and prints the answer; exit 0."""
+        node = FakeNode(self, lambda line: "OK 5")
+        self.assertEqual(self.runMain(str(node.port), "get", "b"), (0, "OK 5\n", ""))
+        self.assertEqual(node.received, [b"get b\n"])
+
+    def test_setWithId(self) -> None:
+        """A set with an ID sends ID@set KEY VALUE, value spaces intact."""
+        node = FakeNode(self, lambda line: "OK")
+        status, out, err = self.runMain(
+            "--host", "127.0.0.1", str(node.port), "c4", "set", "b", "5 6"
+        )
+        self.assertEqual((status, out, err), (0, "OK\n", ""))
+        self.assertEqual(node.received, [b"c4@set b 5 6\n"])
+
+    def test_exitStatus(self) -> None:
+        """OK and NOT_FOUND exit 0; ERROR, UNAVAILABLE and unknown answers exit 1."""
+        for answer, expected in [
+            ("NOT_FOUND", 0),
+            ("ERROR unknown command", 1),
+            ("UNAVAILABLE no leader", 1),
+            ("WHAT", 1),
+        ]:
+            with self.subTest(answer=answer):
+                node = FakeNode(self, lambda line, answer=answer: answer)
+                self.assertEqual(
+                    self.runMain(str(node.port), "delete", "b"), (expected, f"{answer}\n", "")
+                )
+
+    def test_showRaw(self) -> None:
+        """One-shot show prints the JSON on one line, for scripts."""
+        document = {"a": "1", "b": "two words"}
+        node = FakeNode(self, lambda line: "OK " + json.dumps(document))
+        status, out, err = self.runMain(str(node.port), "show")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(json.loads(out.removeprefix("OK ")), document)
+        self.assertEqual(out.count("\n"), 1)
+
+    def test_redirect(self) -> None:
+        """The leader's answer is printed; the redirect is noted on stderr."""
+        leader = FakeNode(self, lambda line: "OK 5")
+        follower = FakeNode(self, lambda line: leader.redirect("s2"))
+        status, out, err = self.runMain(str(follower.port), "client4", "get", "b")
+        self.assertEqual((status, out), (0, "OK 5\n"))
+        self.assertEqual(err, f"[*] redirected to s2 at 127.0.0.1:{leader.port}\n")
+        self.assertEqual(leader.received, [b"client4@get b\n"])
+
+    def test_redirectLoop(self) -> None:
+        """Endless redirects exit 1 with an error and print nothing on stdout."""
+        node = FakeNode(self, lambda line: node.redirect())
+        status, out, err = self.runMain(str(node.port), "get", "b")
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn("[!] gave up after 5 redirects", err)
+
+    def test_refused(self) -> None:
+        """An unreachable node exits 1 with an error on stderr."""
+        port = closedPort()
+        status, out, err = self.runMain(str(port), "get", "b")
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn(f"[!] connection to 127.0.0.1:{port} failed", err)
+
+    def test_usageErrors(self) -> None:
+        """A bad port or ID exits 2 with the reason on stderr, without connecting."""
+        for argv, reason in [
+            (["http", "get", "b"], "invalid port 'http'"),
+            (["10000", "bad!id", "get", "b"], "invalid client ID 'bad!id'"),
+        ]:
+            with self.subTest(argv=argv):
+                status, out, err = self.runMain(*argv)
+                self.assertEqual((status, out), (2, ""))
+                self.assertIn(reason, err)
+
+
+class InteractiveTests(SynchronousTestCase):
+    """L{main} without a COMMAND: a prompt loop over C{readLine}."""
+
+    def runMain(self, readLine: FakeInput, *argv: str) -> tuple[int, str, str]:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        status = main(list(argv), stdout=stdout, stderr=stderr, readLine=readLine)
+        return status, stdout.getvalue(), stderr.getvalue()
+
+    def test_session(self) -> None:
+        """Each non-blank line is sent with the ID and its answer printed, until EOF."""
+        node = FakeNode(self, lambda line: {"client4@get b": "NOT_FOUND"}.get(line, "OK"))
+        readLine = FakeInput("set b 5", "", "   ", "get b")
+        status, out, err = self.runMain(readLine, str(node.port), "client4")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out, f"[*] Connecting to 127.0.0.1 port {node.port}\nOK\nNOT_FOUND\n\n")
+        self.assertEqual(node.received, [b"client4@set b 5\n", b"client4@get b\n"])
+        self.assertEqual(readLine.prompts, [">> "] * 5)
+
+    def test_quit(self) -> None:
+        """quit and exit end the session; later lines are not read or sent."""
+        for word in ["quit", "exit"]:
+            with self.subTest(word=word):
+                node = FakeNode(self, lambda line: "OK")
+                readLine = FakeInput("show", word, "set never 1")
+                self.assertEqual(self.runMain(readLine, str(node.port))[0], 0)
+                self.assertEqual(node.received, [b"show\n"])
+                self.assertEqual(readLine.lines, ["set never 1"])
+
+    def test_prettyShow(self) -> None:
+        """show answers are indented at the prompt."""
+        node = FakeNode(self, lambda line: 'OK {"a": "1"}')
+        status, out, err = self.runMain(FakeInput("show"), str(node.port))
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn('OK {\n  "a": "1"\n}\n', out)
+
+    def test_redirectSticks(self) -> None:
+        """After a redirect the rest of the session talks to the leader."""
+        leader = FakeNode(self, lambda line: "OK")
+        follower = FakeNode(self, lambda line: leader.redirect("s1"))
+        status, out, err = self.runMain(FakeInput("set a 1", "set b 2"), str(follower.port), "c1")
+        self.assertEqual(status, 0)
+        self.assertTrue(out.endswith("\nOK\nOK\n\n"), out)
+        self.assertEqual(follower.received, [b"c1@set a 1\n"])
+        self.assertEqual(leader.received, [b"c1@set a 1\n", b"c1@set b 2\n"])
+        self.assertEqual(err, f"[*] redirected to s1 at 127.0.0.1:{leader.port}\n")
+
+    def test_errorDoesNotEndSession(self) -> None:
+        """A failed request is reported and the next line is still sent."""
+        answers = iter([None, "OK 1"])
+        node = FakeNode(self, lambda line: next(answers))
+        status, out, err = self.runMain(FakeInput("get a", "get a"), str(node.port))
+        self.assertEqual(status, 0)
+        self.assertIn("[!] connection to", err)
+        self.assertIn("OK 1\n", out)
+
+    def test_refusedAtStart(self) -> None:
+        """An unreachable first node ends the session at once with status 1."""
+        readLine = FakeInput("show")
+        status, out, err = self.runMain(readLine, str(closedPort()))
+        self.assertEqual(status, 1)
+        self.assertIn("[*] Connecting to 127.0.0.1 port", out)
+        self.assertIn("[!] connection to", err)
+        self.assertEqual(readLine.prompts, [])
+
+    def test_interrupt(self) -> None:
+        """Ctrl-C at the prompt ends the session with status 130."""
+
+        def interrupt(prompt: str) -> str:
+            raise KeyboardInterrupt()
+
+        node = FakeNode(self, lambda line: "OK")
+        self.assertEqual(self.runMain(interrupt, str(node.port))[0], 130)
