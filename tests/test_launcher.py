@@ -383,12 +383,15 @@ class ClusterTests(TestCase):
 
     def test_stop(self) -> None:
         """
-        L{Cluster.stop} sends SIGTERM to every running node and fires once
-        they have all ended; being asked to stop is not a failure.
+        L{Cluster.stop} waits a grace delay (the nodes may have had Ctrl-C's
+        SIGINT already), then sends SIGTERM to every node still running and
+        fires once they have all ended; being asked to stop is not a failure.
         """
         self.cluster.start()
         self.reactor.processes["s1"].exit(0)
         stopped = self.cluster.stop()
+        self.assertEqual(self.reactor.processes["s2"].signals, [])
+        self.clock.advance(1)
         self.assertEqual(self.reactor.processes["s1"].signals, [])
         self.assertEqual(self.reactor.processes["s2"].signals, ["TERM"])
         self.assertEqual(self.reactor.processes["node3"].signals, ["TERM"])
@@ -399,12 +402,26 @@ class ClusterTests(TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.cluster.exitCode(), 0)
 
+    def test_stopAfterCtrlC(self) -> None:
+        """
+        Nodes that end by themselves within the grace delay (as they do on
+        Ctrl-C, which signals the whole process group) get no second signal.
+        """
+        self.cluster.start()
+        stopped = self.cluster.stop()
+        for process in self.reactor.processes.values():
+            process.exit(signal=2)
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertEqual([p.signals for p in self.reactor.processes.values()], [[], [], []])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_stopEscalatesToKill(self) -> None:
         """
         A node still running C{killAfter} seconds after SIGTERM gets SIGKILL.
         """
         self.cluster.start()
         self.cluster.stop()
+        self.clock.advance(1)
         self.reactor.processes["s1"].exit(signal=15)
         self.reactor.processes["s2"].exit(signal=15)
         self.clock.advance(4.9)

@@ -248,6 +248,7 @@ class Cluster:
         write: Callable[[str], None] = _writeLine,
         env: Mapping[str, str] | None = None,
         killAfter: float = 10.0,
+        graceDelay: float = 1.0,
     ) -> None:
         """
         @param reactor: spawns the node processes.
@@ -256,6 +257,7 @@ class Cluster:
         @param write: prints one line of output.
         @param env: the children's environment (default: ours, unbuffered).
         @param killAfter: seconds between SIGTERM and SIGKILL on L{stop}.
+        @param graceDelay: seconds L{stop} waits before sending SIGTERM.
         """
         self._reactor = reactor
         self._clock = clock
@@ -264,6 +266,7 @@ class Cluster:
         self._env = dict(os.environ if env is None else env)
         self._env.setdefault("PYTHONUNBUFFERED", "1")
         self._killAfter = killAfter
+        self._graceDelay = graceDelay
         self._killCall: IDelayedCall | None = None
         width = max((len(name) for name in self._commands), default=0)
         self._prefixes = {name: f"{name:<{width}} | " for name in self._commands}
@@ -326,8 +329,11 @@ class Cluster:
 
     def stop(self) -> Deferred[None]:
         """
-        Ask every running node to stop with SIGTERM, escalating to SIGKILL
-        after C{killAfter} seconds.
+        Stop every running node: after C{graceDelay} seconds, SIGTERM those
+        still running, and SIGKILL those still running C{killAfter} seconds
+        later.  The grace matters for Ctrl-C: the terminal has already sent
+        SIGINT to every node, and a second signal would interrupt their
+        orderly shutdown.
 
         @return: a Deferred that fires once every node has ended.
         """
@@ -335,10 +341,16 @@ class Cluster:
         running = self.running()
         if running:
             self.say(f"stopping {', '.join(running)}")
-            self._signalAll("TERM")
-            self._killCall = self._clock.callLater(self._killAfter, self._kill)
+            self._killCall = self._clock.callLater(self._graceDelay, self._terminate)
         ended = DeferredList([node.ended for node in self.nodes.values()])
         return ended.addCallback(lambda _: None)
+
+    def _terminate(self) -> None:
+        """
+        SIGTERM the nodes that are still running after the grace delay.
+        """
+        self._signalAll("TERM")
+        self._killCall = self._clock.callLater(self._killAfter, self._kill)
 
     def _kill(self) -> None:
         """

@@ -100,6 +100,8 @@ class NodeProtocol(LineReceiver):
         if not isinstance(message, REQUESTS):
             return f"ERROR {type(message).__name__} is not a request"
         reply = self.service.peerRequest(sender, message)
+        if reply is None:
+            return "ERROR this node cannot persist its state"
         return formatMessage(self.service.name, reply)
 
     def _internalError(self, failure: Failure) -> str:

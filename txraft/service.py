@@ -27,6 +27,11 @@ from txraft.logmanager import LogManager
 from txraft.messages import Message
 from txraft.protocol import NodeFactory, PeerClientProtocol
 
+#: A client command not committed this many seconds after it was proposed
+#: is answered C{UNAVAILABLE}: its outcome is unknown (an isolated leader,
+#: say, cannot commit it, but a later leader might).
+COMMIT_TIMEOUT = 5.0
+
 #: Requests in flight to one peer beyond which new ones are dropped; the
 #: core notices the gap and resends, so a slow follower cannot make the
 #: leader buffer without bound.
@@ -143,7 +148,10 @@ class RaftService(MultiService):
         self._ticker.clock = reactor
         self._batch: list[tuple[str, defer.Deferred[str]]] = []
         self._flushCall = None
-        self._waiting: dict[int, tuple[int, defer.Deferred[str]]] = {}
+        # Client commands proposed and not yet applied, by log index (so in
+        # proposal order): (term, deadline, Deferred of the reply).
+        self._waiting: dict[int, tuple[int, float, defer.Deferred[str]]] = {}
+        self._halted = False
         self.port = None
 
     # -- lifecycle ----------------------------------------------------------------
@@ -187,18 +195,24 @@ class RaftService(MultiService):
         # as far as one election timeout: more would change nothing.
         for _ in range(min(count, self.core.electionTicks[1])):
             self._process(self.core.tick())
+        self._expireWaiting()
 
     def isPeer(self, name: str) -> bool:
         """Whether C{name} is another node of this cluster."""
         return name in self._links
 
-    def peerRequest(self, sender: str, message: Message) -> Message:
-        """Step a peer's request and return the reply to send back on its connection."""
+    def peerRequest(self, sender: str, message: Message) -> Message | None:
+        """
+        Step a peer's request and return the reply to send back on its
+        connection, or L{None} if this node could not persist what the
+        reply promises.
+        """
+        if self._halted:
+            return None
         ready = self.core.step(sender, message)
         reply = ready.reply
         self._process(ready)
-        assert reply is not None, "the core answers every request"
-        return reply
+        return None if self._halted else reply
 
     def peerResponse(self, sender: str, message: Message) -> None:
         """Step a peer's response to one of our requests."""
@@ -215,6 +229,8 @@ class RaftService(MultiService):
             command = parseCommand(text)
         except CommandError as e:
             return f"ERROR {e}"
+        if self._halted:
+            return "UNAVAILABLE node cannot write to its disk"
         if self.core.role != LEADER:
             return self._notLeader()
         d: defer.Deferred[str] = defer.Deferred()
@@ -250,8 +266,9 @@ class RaftService(MultiService):
                 d.callback(answer)
             return
         ready = self.core.propose([text for text, _ in batch])
+        deadline = self.reactor.seconds() + COMMIT_TIMEOUT
         for entry, (_, d) in zip(ready.entries, batch, strict=True):
-            self._waiting[entry.index] = (entry.term, d)
+            self._waiting[entry.index] = (entry.term, deadline, d)
         self._process(ready)
 
     def _process(self, ready: Ready) -> None:
@@ -269,7 +286,7 @@ class RaftService(MultiService):
             waiter = self._waiting.pop(entry.index, None)
             if waiter is None:
                 continue
-            term, d = waiter
+            term, _, d = waiter
             d.callback(result if term == entry.term else "UNAVAILABLE entry was overwritten")
         if wasLeading and self.core.role != LEADER:
             self._failWaiting("UNAVAILABLE leadership lost before commit")
@@ -283,8 +300,17 @@ class RaftService(MultiService):
 
     def _failWaiting(self, answer: str) -> None:
         waiting, self._waiting = self._waiting, {}
-        for _, d in waiting.values():
+        for _, _, d in waiting.values():
             d.callback(answer)
+
+    def _expireWaiting(self) -> None:
+        now = self.reactor.seconds()
+        while self._waiting:
+            index, (_, deadline, d) = next(iter(self._waiting.items()))
+            if deadline > now:
+                return
+            del self._waiting[index]
+            d.callback("UNAVAILABLE not committed in time; the outcome is unknown")
 
     def _haltOnStorageFailure(self, error: OSError) -> None:
         """
@@ -292,5 +318,6 @@ class RaftService(MultiService):
         disk, so it must not say another word.  Stop it.
         """
         self.log.critical("cannot persist Raft state, stopping node: {error}", error=error)
+        self._halted = True
         self._failWaiting("UNAVAILABLE node cannot write to its disk")
         self.reactor.stop()  # type: ignore[attr-defined]
