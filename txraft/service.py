@@ -191,9 +191,10 @@ class RaftService(MultiService):
     # -- inputs ---------------------------------------------------------------------
 
     def _ticks(self, count: int) -> None:
-        # After a stall (a paused process, a busy machine) catch up, but only
-        # as far as one election timeout: more would change nothing.
-        for _ in range(min(count, self.core.electionTicks[1])):
+        # After a stall (a paused process, a busy machine) catch up by at most
+        # one heartbeat interval, so that what peers sent meanwhile is read
+        # before this node decides that its leader is gone.
+        for _ in range(min(count, self.core.heartbeatTicks)):
             self._process(self.core.tick())
         self._expireWaiting()
 

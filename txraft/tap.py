@@ -25,6 +25,17 @@ from txraft.storage import FileLogStore, FileStateStore, StorageError, lockDataD
 TICK_MS = 10
 
 
+class StartupError(SystemExit):
+    """
+    This node cannot start, for a reason outside the command line's syntax.
+    Being a C{SystemExit}, it makes twistd print just this one line and exit
+    with status 1, instead of the usage text a C{UsageError} brings.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"txraft: {message}")
+
+
 def parseElectionTimeout(text: str) -> tuple[int, int]:
     """Parse C{MIN_MS:MAX_MS}."""
     low, sep, high = text.partition(":")
@@ -57,7 +68,11 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        """Check that this node can start; raise UsageError naming the problem."""
+        """
+        Check that this node can start: L{usage.UsageError} for malformed
+        options, L{StartupError} for a config, name, port or data dir that
+        cannot work.
+        """
         name = self["name"]
         if not name:
             raise usage.UsageError("--name is required")
@@ -67,9 +82,9 @@ class Options(usage.Options):
             self.config = loadConfig(self["config"])
             self.address = self.config.node(name)
         except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            raise StartupError(str(e)) from None
         if self["port"] is not None and self["port"] != str(self.address.port):
-            raise usage.UsageError(
+            raise StartupError(
                 f"--port {self['port']} differs from node {name}'s port "
                 f"{self.address.port} in {self['config']}"
             )
@@ -86,9 +101,9 @@ class Options(usage.Options):
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
-            raise usage.UsageError(f"--data-dir {path}: cannot create it: {e.strerror}") from None
+            raise StartupError(f"--data-dir {path}: cannot create it: {e.strerror}") from None
         if not os.access(path, os.W_OK | os.X_OK):
-            raise usage.UsageError(f"--data-dir {path}: not writable")
+            raise StartupError(f"--data-dir {path}: not writable")
 
 
 def _ticks(milliseconds: int) -> int:
@@ -120,7 +135,7 @@ def makeService(options: Options) -> IService:
             rng=random.SystemRandom(),
         )
     except (StorageError, OSError) as e:
-        raise SystemExit(f"txraft: {e}") from None
+        raise StartupError(str(e)) from None
     service.dataDirectoryLock = lock
     return service
 
