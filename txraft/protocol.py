@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from txraft.messages import (
     REQUESTS,
@@ -45,12 +47,15 @@ MAX_LINE = 4 * 1024 * 1024
 MAX_REQUEST = 1024 * 1024
 
 
+@implementer(IHalfCloseableProtocol)
 class NodeProtocol(LineReceiver):
     """
     The server side of one connection to a node, from a client or a peer.
 
     Responses are queued in request order: each request takes a slot, and
-    slots are written out from the front as soon as they are filled.
+    slots are written out from the front as soon as they are filled.  A
+    client that closes its sending side (C{nc -N} at the end of its input)
+    still gets every answer before the node closes the connection.
     """
 
     delimiter = b"\n"
@@ -126,6 +131,15 @@ class NodeProtocol(LineReceiver):
         self.transport.pauseProducing()
         self._slots.append(["ERROR line too long"])
         self._fill("ERROR line too long", self._slots[-1])
+
+    def readConnectionLost(self) -> None:
+        """The client sent all it will: answer what it asked, then close."""
+        self._closing = True
+        if not self._slots:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Nothing to do: answers are only written while the client reads."""
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         """Forget pending answers: nobody is left to read them."""
