@@ -1,0 +1,58 @@
+"""
+The installed package: what C{pip install .} gives a user.
+
+These tests run the interpreter that runs the tests, outside the source
+tree, so they see the installed copy of txraft (C{make test} installs it
+into C{.venv} first) and not the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+
+def runInstalled(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run C{argv} from an empty directory with no PYTHONPATH pointing at the checkout."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    with tempfile.TemporaryDirectory() as empty:
+        return subprocess.run(
+            argv, cwd=empty, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+
+def installedScript(name: str) -> str:
+    """The console script C{name} installed beside the test interpreter."""
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+class InstalledPackageTests(SynchronousTestCase):
+    """C{pip install .} installs the plugin and the commands."""
+
+    def test_twistdListsTxraft(self) -> None:
+        """
+        The installed C{twistd --help} lists the txraft plugin: the plugin
+        module landed in Twisted's C{twisted/plugins} and is found there.
+        """
+        result = runInstalled(installedScript("twistd"), "--help")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, r"(?m)^\s+txraft\s+A Raft-replicated key-value store")
+
+    def test_pluginOptions(self) -> None:
+        """C{twistd txraft --help} shows the node's documented options."""
+        result = runInstalled(installedScript("twistd"), "txraft", "--help")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for option in ("--name", "--port", "--config", "--data-dir", "--heartbeat"):
+            self.assertIn(option, result.stdout)
+        self.assertIn("--election-timeout", result.stdout)
+
+    def test_consoleScripts(self) -> None:
+        """C{txraft-client} and C{txraft-cluster} are installed and answer C{--help}."""
+        for script in ("txraft-client", "txraft-cluster"):
+            result = runInstalled(installedScript(script), "--help")
+            self.assertEqual(result.returncode, 0, f"{script}: {result.stderr}")
+            self.assertIn("Usage", result.stdout + result.stderr)
