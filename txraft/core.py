@@ -237,10 +237,13 @@ class RaftCore:
             self.votedFor = None
         if self.role != FOLLOWER:
             self.log_.info("{name} becomes follower in term {term}", name=self.name, term=term)
+            # A follower's timer keeps running: only hearing from a leader or
+            # granting a vote resets it (Figure 2), so a candidate that can
+            # never win cannot keep everyone else from campaigning.
+            self._resetElectionTimer()
         self.role = FOLLOWER
         self.leaderId = leaderId
         self._progress = {}
-        self._resetElectionTimer()
 
     def _campaign(self) -> None:
         """Section 5.2: increment the term, vote for ourselves, ask everyone else."""

@@ -159,6 +159,10 @@ def parseMessage(text: str) -> Message:
         elif not _isCount(value):
             raise MessageError(f"{name}: {fieldName} must be a non-negative integer")
     message = cls(**fields)
+    if isinstance(message, REQUESTS) and message.term == 0:
+        raise MessageError(f"{name}: requests start at term 1")
+    if isinstance(message, RequestVote) and message.lastLogTerm > message.term:
+        raise MessageError("RequestVote: lastLogTerm is after term")
     if isinstance(message, AppendEntries):
         _checkEntries(message)
     return message
@@ -195,6 +199,10 @@ def _checkEntries(message: AppendEntries) -> None:
             raise MessageError("AppendEntries: entry terms must be ordered and not after term")
         if "\n" in entry.command or "\r" in entry.command:
             raise MessageError("AppendEntries: commands must be single lines")
+        try:
+            entry.command.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MessageError("AppendEntries: commands must be valid Unicode") from None
         previousTerm = entry.term
     if message.prevLogTerm > message.term:
         raise MessageError("AppendEntries: prevLogTerm is after term")

@@ -106,7 +106,7 @@ class NodeProtocol(LineReceiver):
             return f"ERROR {type(message).__name__} is not a request"
         reply = self.service.peerRequest(sender, message)
         if reply is None:
-            return "ERROR this node cannot persist its state"
+            return "ERROR this node is not serving"
         return formatMessage(self.service.name, reply)
 
     def _internalError(self, failure: Failure) -> str:
@@ -141,25 +141,41 @@ class NodeProtocol(LineReceiver):
     def writeConnectionLost(self) -> None:
         """Nothing to do: answers are only written while the client reads."""
 
+    def connectionMade(self) -> None:
+        """Join the factory's set of open connections."""
+        if self.factory is not None:
+            self.factory.connected.add(self)
+
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         """Forget pending answers: nobody is left to read them."""
+        if self.factory is not None:
+            self.factory.connected.discard(self)
         self._slots.clear()
         self._closing = True
 
 
 class NodeFactory(Factory):
-    """Builds a L{NodeProtocol} per accepted connection, all sharing one service."""
+    """
+    Builds a L{NodeProtocol} per accepted connection, all sharing one
+    service, and keeps track of them so a stopping node can hang up.
+    """
 
     noisy = False
 
     def __init__(self, service: RaftService) -> None:
         self.service = service
+        self.connected: set[NodeProtocol] = set()
 
     def buildProtocol(self, addr: object) -> NodeProtocol:
         """A protocol bound to this node's service."""
         protocol = NodeProtocol(self.service)
         protocol.factory = self
         return protocol
+
+    def disconnectAll(self) -> None:
+        """Close every connection at once, pending answers and all."""
+        for protocol in list(self.connected):
+            protocol.transport.abortConnection()
 
 
 class PeerClientProtocol(LineReceiver):

@@ -151,7 +151,8 @@ class RaftService(MultiService):
         # Client commands proposed and not yet applied, by log index (so in
         # proposal order): (term, deadline, Deferred of the reply).
         self._waiting: dict[int, tuple[int, float, defer.Deferred[str]]] = {}
-        self._halted = False
+        self._silent = False
+        self._factory = NodeFactory(self)
         self.port = None
 
     # -- lifecycle ----------------------------------------------------------------
@@ -161,7 +162,7 @@ class RaftService(MultiService):
         reactor: IReactorTCP = self.reactor  # type: ignore[assignment]
         try:
             self.port = reactor.listenTCP(
-                self.address.port, NodeFactory(self), interface=self.address.host
+                self.address.port, self._factory, interface=self.address.host
             )
         except CannotListenError as e:
             raise SystemExit(
@@ -178,15 +179,28 @@ class RaftService(MultiService):
         )
 
     def stopService(self) -> defer.Deferred[None] | None:
-        """Stop the clock and the listener, and tell waiting clients."""
+        """Fall silent, stop listening, and close every connection."""
+        self._fallSilent("UNAVAILABLE node is shutting down")
+        stopped = [defer.maybeDeferred(self.port.stopListening)] if self.port else []
+        stopped.append(defer.maybeDeferred(super().stopService))
+        return defer.gatherResults(stopped).addCallback(lambda _: None)
+
+    def _fallSilent(self, answer: str) -> None:
+        """
+        Stop taking part in Raft: no more ticks, no more replies to peers,
+        no more messages sent; every client still waiting gets C{answer}.
+        """
+        self._silent = True
         if self._ticker.running:
             self._ticker.stop()
         if self._flushCall is not None and self._flushCall.active():
             self._flushCall.cancel()
-        self._failWaiting("UNAVAILABLE node is shutting down")
-        stopped = [defer.maybeDeferred(self.port.stopListening)] if self.port else []
-        stopped.append(defer.maybeDeferred(super().stopService))
-        return defer.gatherResults(stopped).addCallback(lambda _: None)
+        self._flushCall = None
+        batch, self._batch = self._batch, []
+        for _, d in batch:
+            d.callback(answer)
+        self._failWaiting(answer)
+        self._factory.disconnectAll()
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -208,16 +222,17 @@ class RaftService(MultiService):
         connection, or L{None} if this node could not persist what the
         reply promises.
         """
-        if self._halted:
+        if self._silent:
             return None
         ready = self.core.step(sender, message)
         reply = ready.reply
         self._process(ready)
-        return None if self._halted else reply
+        return None if self._silent else reply
 
     def peerResponse(self, sender: str, message: Message) -> None:
         """Step a peer's response to one of our requests."""
-        self._process(self.core.step(sender, message))
+        if not self._silent:
+            self._process(self.core.step(sender, message))
 
     def clientRequest(self, clientId: str | None, text: str) -> str | defer.Deferred[str]:
         """
@@ -230,8 +245,8 @@ class RaftService(MultiService):
             command = parseCommand(text)
         except CommandError as e:
             return f"ERROR {e}"
-        if self._halted:
-            return "UNAVAILABLE node cannot write to its disk"
+        if self._silent:
+            return "UNAVAILABLE node is not serving"
         if self.core.role != LEADER:
             return self._notLeader()
         d: defer.Deferred[str] = defer.Deferred()
@@ -278,7 +293,7 @@ class RaftService(MultiService):
         if ready.needsSync:
             try:
                 self.logManager.persist(ready)
-            except OSError as e:
+            except Exception as e:
                 self._haltOnStorageFailure(e)
                 return
         for peer, message in ready.messages:
@@ -313,12 +328,11 @@ class RaftService(MultiService):
             del self._waiting[index]
             d.callback("UNAVAILABLE not committed in time; the outcome is unknown")
 
-    def _haltOnStorageFailure(self, error: OSError) -> None:
+    def _haltOnStorageFailure(self, error: Exception) -> None:
         """
-        The disk refused a write: this node's memory is now ahead of its
-        disk, so it must not say another word.  Stop it.
+        A write failed: this node's memory is now ahead of its disk, so it
+        must not say another word.  Stop it.
         """
         self.log.critical("cannot persist Raft state, stopping node: {error}", error=error)
-        self._halted = True
-        self._failWaiting("UNAVAILABLE node cannot write to its disk")
+        self._fallSilent("UNAVAILABLE node cannot write to its disk")
         self.reactor.stop()  # type: ignore[attr-defined]

@@ -139,6 +139,8 @@ class FileLogStore:
     def _parseLine(self, raw: bytes, lineNumber: int, previous: list[Entry]) -> Entry:
         where = f"{self.path}:{lineNumber}"
         try:
+            if b"\r" in raw:
+                raise ValueError("carriage return")
             index, term, command = raw.decode("utf-8").split(" ", 2)
             entry = Entry(int(index), int(term), command)
         except ValueError:

@@ -1,0 +1,407 @@
+"""
+An in-memory network of L{RaftCore}s for deterministic tests.
+
+Modelled on the C{network} of etcd-io/raft's tests: every node is a pure
+L{RaftCore}; the network persists each node's L{Ready} to an in-memory
+L{Disk}, queues its messages, and applies its committed entries to a
+per-node list.  Nothing happens unless a test says so: L{RaftNetwork.tick}
+advances logical time, L{RaftNetwork.deliver} delivers queued messages (in
+order, skipping those a C{hold} predicate keeps back), and the fault
+helpers cut links, isolate nodes, crash and restart them.
+
+Every message crosses the wire format: it is encoded with
+L{formatMessage}, and the receiver steps the result of L{splitSender} and
+L{parseMessage} on that line.  A request's C{Ready.reply} goes back to the
+requester.
+
+After every L{Ready} the network checks the safety properties of Figure 3
+of the Raft paper and raises L{InvariantError} at the first violation:
+Election Safety (at most one leader per term), Log Matching, Leader
+Completeness (a new leader holds every entry anyone has applied), State
+Machine Safety (every node applies a prefix of one common sequence, each
+index exactly once and in order); also that C{commitIndex} never decreases
+and that the disk holds exactly the core's log.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+
+import attrs
+
+from txraft.core import LEADER, HardState, RaftCore, Ready
+from txraft.messages import (
+    REQUESTS,
+    AppendEntries,
+    Entry,
+    Message,
+    formatMessage,
+    parseMessage,
+    splitSender,
+)
+
+
+class InvariantError(AssertionError):
+    """A Raft safety property does not hold."""
+
+
+@attrs.frozen
+class Envelope:
+    """One message on the wire: sender, receiver, the encoded line, the decoded message."""
+
+    src: str
+    dst: str
+    line: str
+    message: Message
+
+
+@attrs.define
+class Disk:
+    """What a node has made durable by handling its L{Ready}s in order."""
+
+    hardState: HardState = HardState()
+    entries: list[Entry] = attrs.Factory(list)
+
+
+def entriesOf(core: RaftCore) -> list[Entry]:
+    """The whole log of C{core}."""
+    return core.log.slice(1, core.log.lastIndex + 1)
+
+
+def termsOf(core: RaftCore) -> list[int]:
+    """The term of every entry of C{core}'s log, in index order."""
+    return [entry.term for entry in entriesOf(core)]
+
+
+def makeEntries(terms: Iterable[int]) -> list[Entry]:
+    """
+    A log with the given terms, one entry per term.  The command depends only
+    on index and term, so logs made by this function obey Log Matching.
+    """
+    return [Entry(index, term, f"set i{index} t{term}") for index, term in enumerate(terms, 1)]
+
+
+Hold = Callable[[Envelope], bool]
+
+
+class RaftNetwork:
+    """
+    Several L{RaftCore}s joined by a queue of in-flight messages.
+
+    @ivar cores: the running core of each node that is up.
+    @ivar disks: each node's durable state (survives L{crash}).
+    @ivar applied: the entries each node's state machine has executed in this
+        incarnation, in order.
+    @ivar queue: the messages in flight, oldest first.
+    @ivar sent: every message ever sent, in order (dropped ones included).
+    @ivar delivered: every message stepped by its receiver, in order.
+    @ivar leaders: the leader of each term that had one.
+    @ivar committedLog: the one sequence every state machine applies a prefix of.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        *,
+        electionTicks: tuple[int, int] = (10, 20),
+        heartbeatTicks: int = 3,
+        seed: int = 0,
+        maxAppendBytes: int | None = None,
+        logs: dict[str, Sequence[Entry]] | None = None,
+        hardStates: dict[str, HardState] | None = None,
+    ) -> None:
+        self.names = tuple(names)
+        self.electionTicks = electionTicks
+        self.heartbeatTicks = heartbeatTicks
+        self.seed = seed
+        self.maxAppendBytes = maxAppendBytes
+        self.disks = {
+            name: Disk((hardStates or {}).get(name, HardState()), list((logs or {}).get(name, ())))
+            for name in self.names
+        }
+        self.cores: dict[str, RaftCore] = {}
+        self.applied: dict[str, list[Entry]] = {}
+        self.queue: deque[Envelope] = deque()
+        self.sent: list[Envelope] = []
+        self.delivered: list[Envelope] = []
+        self.leaders: dict[int, str] = {}
+        self.committedLog: list[Entry] = []
+        #: The term of the leader that first committed each index.
+        self.commitTerms: dict[int, int] = {}
+        self._cut: set[frozenset[str]] = set()
+        self._incarnation = dict.fromkeys(self.names, 0)
+        self._commitIndex: dict[str, int] = {}
+        for name in self.names:
+            self._start(name)
+
+    # -- nodes ----------------------------------------------------------------
+
+    def _start(self, name: str) -> None:
+        disk = self.disks[name]
+        extra = {} if self.maxAppendBytes is None else {"maxAppendBytes": self.maxAppendBytes}
+        self._incarnation[name] += 1
+        self.cores[name] = RaftCore(
+            name,
+            self.names,
+            hardState=disk.hardState,
+            entries=list(disk.entries),
+            electionTicks=self.electionTicks,
+            heartbeatTicks=self.heartbeatTicks,
+            rng=random.Random(f"{self.seed}/{name}/{self._incarnation[name]}"),
+            **extra,
+        )
+        self.applied[name] = []
+        self._commitIndex[name] = 0
+
+    def __getitem__(self, name: str) -> RaftCore:
+        return self.cores[name]
+
+    def up(self) -> list[str]:
+        """The names of the nodes that are running."""
+        return [name for name in self.names if name in self.cores]
+
+    def crash(self, name: str) -> None:
+        """Stop C{name}: it loses its volatile state and every message to or from it."""
+        del self.cores[name]
+        self.queue = deque(e for e in self.queue if name not in (e.src, e.dst))
+
+    def restart(self, name: str) -> RaftCore:
+        """Start C{name} again from its disk, with an empty state machine."""
+        assert name not in self.cores, f"{name} is running"
+        self._start(name)
+        return self.cores[name]
+
+    def leader(self) -> str | None:
+        """The running leader of the highest term, if any."""
+        leaders = [n for n in self.up() if self.cores[n].role == LEADER]
+        if not leaders:
+            return None
+        return max(leaders, key=lambda n: self.cores[n].currentTerm)
+
+    # -- links ----------------------------------------------------------------
+
+    def cut(self, a: str, b: str) -> None:
+        """Drop every message between C{a} and C{b}, both ways, until L{heal}."""
+        self._cut.add(frozenset((a, b)))
+
+    def isolate(self, name: str) -> None:
+        """Cut C{name} off from every other node."""
+        for other in self.names:
+            if other != name:
+                self.cut(name, other)
+
+    def heal(self) -> None:
+        """Restore every link."""
+        self._cut.clear()
+
+    def connected(self, a: str, b: str) -> bool:
+        """Whether a message from C{a} to C{b} would be delivered now."""
+        return frozenset((a, b)) not in self._cut and a in self.cores and b in self.cores
+
+    # -- inputs -----------------------------------------------------------------
+
+    def tick(self, *names: str, times: int = 1) -> None:
+        """Tick C{names} (default: every running node) C{times} times; deliver nothing."""
+        for _ in range(times):
+            for name in names or self.up():
+                self.handle(name, self.cores[name].tick())
+
+    def propose(self, name: str, commands: Sequence[str]) -> list[Entry]:
+        """Propose C{commands} on C{name}; return the new entries."""
+        ready = self.cores[name].propose(commands)
+        self.handle(name, ready)
+        return [e for e in ready.entries if e.command in commands]
+
+    def campaign(self, name: str) -> RaftCore:
+        """Tick only C{name} until it starts an election (nothing is delivered)."""
+        core = self.cores[name]
+        term = core.currentTerm
+        for _ in range(self.electionTicks[1]):
+            self.tick(name)
+            if core.currentTerm > term:
+                return core
+        raise AssertionError(f"{name} did not campaign within {self.electionTicks[1]} ticks")
+
+    def elect(self, name: str, hold: Hold | None = None) -> RaftCore:
+        """L{campaign} on C{name}, deliver, and require that it won."""
+        core = self.campaign(name)
+        self.deliver(hold)
+        if core.role != LEADER:
+            raise AssertionError(f"{name} lost the election for term {core.currentTerm}")
+        return core
+
+    def runUntil(self, done: Callable[[], bool], maxTicks: int) -> int:
+        """Tick everyone and deliver everything until C{done()}; return the ticks used."""
+        for used in range(maxTicks + 1):
+            if done():
+                return used
+            self.tick()
+            self.deliver()
+        raise AssertionError(f"not done after {maxTicks} ticks")
+
+    # -- the wire ---------------------------------------------------------------
+
+    def send(self, src: str, dst: str, message: Message) -> None:
+        """Encode C{message} as a peer line and queue it."""
+        line = formatMessage(src, message)
+        sender, rest = splitSender(line)
+        decoded = parseMessage(rest)
+        if sender != src or decoded != message:
+            raise InvariantError(f"{message!r} does not survive the wire: {line!r}")
+        envelope = Envelope(src, dst, line, decoded)
+        self.sent.append(envelope)
+        self.queue.append(envelope)
+
+    def deliverEnvelope(self, envelope: Envelope) -> bool:
+        """Step one envelope on its receiver unless its link is down; whether it was."""
+        if not self.connected(envelope.src, envelope.dst):
+            return False
+        sender, rest = splitSender(envelope.line)
+        assert sender is not None
+        self.delivered.append(envelope)
+        ready = self.cores[envelope.dst].step(sender, parseMessage(rest))
+        self.handle(envelope.dst, ready, requester=sender)
+        if ready.reply is not None and not isinstance(envelope.message, REQUESTS):
+            raise InvariantError(f"{envelope.dst} replied to a response: {ready.reply!r}")
+        return True
+
+    def deliver(self, hold: Hold | None = None, limit: int = 100_000) -> int:
+        """
+        Deliver queued messages oldest first, including those sent while
+        delivering, until only held ones remain; return how many were stepped.
+        """
+        count = 0
+        kept: deque[Envelope] = deque()
+        while self.queue:
+            envelope = self.queue.popleft()
+            if hold is not None and hold(envelope):
+                kept.append(envelope)
+                continue
+            count += self.deliverEnvelope(envelope)
+            if count > limit:
+                raise AssertionError("the network does not quiesce")
+        self.queue = kept
+        return count
+
+    def deliverRandomly(self, rng: random.Random, drop: float, delay: float) -> None:
+        """
+        Deliver queued messages, dropping each with probability C{drop} and
+        keeping it for the next call with probability C{delay} (so it arrives
+        after newer messages).
+        """
+        delayed: deque[Envelope] = deque()
+        while self.queue:
+            envelope = self.queue.popleft()
+            chance = rng.random()
+            if chance < drop:
+                continue
+            if chance < drop + delay:
+                delayed.append(envelope)
+                continue
+            self.deliverEnvelope(envelope)
+        self.queue = delayed
+
+    def drop(self, predicate: Hold) -> list[Envelope]:
+        """Remove the queued messages matching C{predicate}; return them."""
+        dropped = [e for e in self.queue if predicate(e)]
+        self.queue = deque(e for e in self.queue if not predicate(e))
+        return dropped
+
+    def count(self, src: str, dst: str, kind: type = AppendEntries) -> int:
+        """How many C{kind} messages C{src} has sent to C{dst}."""
+        return sum(
+            1 for e in self.sent if (e.src, e.dst) == (src, dst) and isinstance(e.message, kind)
+        )
+
+    # -- handling a Ready, and the safety checks --------------------------------------
+
+    def handle(self, name: str, ready: Ready, requester: str | None = None) -> None:
+        """Persist, send and apply C{ready} as the driver must, then check invariants."""
+        disk = self.disks[name]
+        if ready.hardState is not None:
+            disk.hardState = ready.hardState
+        if ready.truncateFrom is not None:
+            del disk.entries[ready.truncateFrom - 1 :]
+        for entry in ready.entries:
+            if entry.index != len(disk.entries) + 1:
+                raise InvariantError(f"{name}: Ready appends {entry} after {len(disk.entries)}")
+            disk.entries.append(entry)
+        if ready.reply is not None:
+            if requester is None:
+                raise InvariantError(f"{name}: a reply without a request: {ready.reply!r}")
+            self.send(name, requester, ready.reply)
+        for peer, message in ready.messages:
+            self.send(name, peer, message)
+        self._apply(name, ready.committed)
+        self._check(name, ready)
+
+    def _apply(self, name: str, entries: list[Entry]) -> None:
+        applied = self.applied[name]
+        for entry in entries:
+            position = len(applied)
+            if entry.index != position + 1:
+                raise InvariantError(f"{name} applies {entry} after index {position}")
+            if position < len(self.committedLog):
+                if self.committedLog[position] != entry:
+                    raise InvariantError(
+                        f"{name} applies {entry}, others applied {self.committedLog[position]}"
+                    )
+            else:
+                self.committedLog.append(entry)
+            applied.append(entry)
+
+    def _check(self, name: str, ready: Ready) -> None:
+        core = self.cores[name]
+        previousCommit = self._commitIndex[name]
+        if core.commitIndex < previousCommit:
+            raise InvariantError(f"{name}: commitIndex went back to {core.commitIndex}")
+        self._commitIndex[name] = core.commitIndex
+        if core.role == LEADER:
+            for index in range(previousCommit + 1, core.commitIndex + 1):
+                self.commitTerms.setdefault(index, core.currentTerm)
+        if len(self.applied[name]) != core.commitIndex:
+            raise InvariantError(f"{name}: applied {len(self.applied[name])} of commitIndex")
+        disk = self.disks[name]
+        if disk.hardState != HardState(core.currentTerm, core.votedFor):
+            raise InvariantError(f"{name}: term/vote not persisted: {disk.hardState}")
+        logChanged = ready.truncateFrom is not None or ready.entries
+        if logChanged and disk.entries != entriesOf(core):
+            raise InvariantError(f"{name}: the disk does not hold the core's log")
+        if core.role == LEADER and core.currentTerm not in self.leaders:
+            self.leaders[core.currentTerm] = name
+            self._checkLeaderCompleteness(core)
+        elif core.role == LEADER and self.leaders[core.currentTerm] != name:
+            holder = self.leaders[core.currentTerm]
+            raise InvariantError(f"two leaders in term {core.currentTerm}: {holder}, {name}")
+        if logChanged:
+            for other in self.up():
+                if other != name:
+                    checkLogMatching(core, self.cores[other])
+
+    def _checkLeaderCompleteness(self, core: RaftCore) -> None:
+        """
+        Figure 3, Leader Completeness: an entry committed in some term is in
+        the log of every leader of a later term.
+        """
+        for index, term in self.commitTerms.items():
+            if term < core.currentTerm:
+                entry = self.committedLog[index - 1]
+                if index > core.log.lastIndex or core.log.entry(index) != entry:
+                    raise InvariantError(
+                        f"{core.name}, leader of term {core.currentTerm}, lacks {entry}"
+                    )
+
+
+def checkLogMatching(a: RaftCore, b: RaftCore) -> None:
+    """
+    Figure 3, Log Matching: if two logs hold an entry with the same index and
+    term, they are identical in all entries up to that index.
+    """
+    termsA, termsB = termsOf(a), termsOf(b)
+    for index in range(min(len(termsA), len(termsB)), 0, -1):
+        if termsA[index - 1] == termsB[index - 1]:
+            if a.log.slice(1, index + 1) != b.log.slice(1, index + 1):
+                raise InvariantError(f"{a.name} and {b.name} agree on term at {index} only")
+            return

@@ -1,0 +1,1166 @@
+"""
+Tests for L{txraft.core}: every rule of Figure 2 of the Raft paper (Ongaro &
+Ousterhout, "In Search of an Understandable Consensus Algorithm", 2014), on
+the pure core, with logical ticks and seeded randomness only.
+
+Single-core tests step one L{RaftCore} with hand-made messages; cluster
+tests use L{tests.raftnet.RaftNetwork}, which also checks the safety
+properties of Figure 3 after every L{Ready}.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.raftnet import (
+    Envelope,
+    InvariantError,
+    RaftNetwork,
+    checkLogMatching,
+    entriesOf,
+    makeEntries,
+    termsOf,
+)
+from txraft.core import (
+    CANDIDATE,
+    FOLLOWER,
+    LEADER,
+    NOOP,
+    HardState,
+    NotLeaderError,
+    RaftCore,
+    Ready,
+)
+from txraft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    RequestVote,
+    RequestVoteResponse,
+)
+
+THREE = ("a", "b", "c")
+FIVE = ("a", "b", "c", "d", "e")
+
+
+def makeCore(
+    name: str = "a",
+    names: Sequence[str] = THREE,
+    *,
+    seed: int = 0,
+    electionTicks: tuple[int, int] = (10, 20),
+    heartbeatTicks: int = 3,
+    terms: Sequence[int] = (),
+    hardState: HardState | None = None,
+    maxAppendBytes: int | None = None,
+) -> RaftCore:
+    """A core with a seeded timer and a log with the given C{terms}."""
+    extra = {} if maxAppendBytes is None else {"maxAppendBytes": maxAppendBytes}
+    return RaftCore(
+        name,
+        names,
+        hardState=hardState if hardState is not None else HardState(max(terms, default=0)),
+        entries=makeEntries(terms),
+        electionTicks=electionTicks,
+        heartbeatTicks=heartbeatTicks,
+        rng=random.Random(seed),
+        **extra,
+    )
+
+
+def ticksUntil(core: RaftCore, role: str, limit: int = 1000) -> tuple[int, Ready]:
+    """Tick C{core} until it has C{role}; return the ticks used and the last L{Ready}."""
+    for count in range(1, limit + 1):
+        ready = core.tick()
+        if core.role == role:
+            return count, ready
+    raise AssertionError(f"{core.name} not {role} after {limit} ticks")
+
+
+def makeLeader(core: RaftCore) -> Ready:
+    """Let C{core} time out and receive every vote; return the L{Ready} that made it leader."""
+    ticksUntil(core, CANDIDATE)
+    for peer in core.peers:
+        ready = core.step(peer, RequestVoteResponse(core.currentTerm, True))
+        if core.role == LEADER:
+            return ready
+    raise AssertionError("no majority")
+
+
+def appendsIn(ready: Ready) -> dict[str, AppendEntries]:
+    """The AppendEntries of C{ready.messages}, by destination."""
+    return {peer: m for peer, m in ready.messages if isinstance(m, AppendEntries)}
+
+
+def isAppend(envelope: Envelope) -> bool:
+    """Whether C{envelope} carries an AppendEntries."""
+    return isinstance(envelope.message, AppendEntries)
+
+
+class ElectionTests(SynchronousTestCase):
+    """
+    Leader election.  Reference: section 5.2.
+    """
+
+    def test_followerTimesOutWithinRange(self) -> None:
+        """
+        A follower that hears from no leader becomes a candidate after a
+        timeout drawn from [low, high) ticks; it increments its term, votes
+        for itself, persists both in the same L{Ready}, and sends RequestVote
+        with its last log index and term to every other server.
+        Reference: section 5.2, Figure 2 (Followers, Candidates).
+        """
+        for seed in range(30):
+            core = makeCore(names=FIVE, seed=seed, terms=[1, 1, 2], electionTicks=(10, 20))
+            ticks, ready = ticksUntil(core, CANDIDATE)
+            self.assertGreaterEqual(ticks, 10)
+            self.assertLess(ticks, 20)
+            self.assertEqual((core.currentTerm, core.votedFor), (3, "a"))
+            self.assertEqual(ready.hardState, HardState(3, "a"))
+            self.assertEqual(
+                ready.messages, [(peer, RequestVote(3, 3, 2)) for peer in ("b", "c", "d", "e")]
+            )
+
+    def test_timeoutsDifferAcrossSeeds(self) -> None:
+        """
+        Election timeouts are randomized so that servers rarely time out
+        together; with different seeds they differ.
+        Reference: section 5.2 ("randomized election timeouts").
+        """
+        ticks = {ticksUntil(makeCore(seed=seed), CANDIDATE)[0] for seed in range(20)}
+        self.assertGreater(len(ticks), 3)
+        self.assertTrue(ticks <= set(range(10, 20)), ticks)
+
+    def test_timeoutRedrawnEachElection(self) -> None:
+        """
+        A candidate that neither wins nor loses starts a new election, in the
+        next term, after a fresh randomized timeout.
+        Reference: section 5.2 (third outcome of an election).
+        """
+        core = makeCore(seed=3)
+        ticksUntil(core, CANDIDATE)
+        gaps = []
+        for term in range(2, 12):
+            count = 0
+            while core.currentTerm < term:
+                count += 1
+                ready = core.tick()
+            self.assertEqual(core.role, CANDIDATE)
+            self.assertEqual(ready.hardState, HardState(term, "a"))
+            gaps.append(count)
+        self.assertTrue(all(10 <= gap < 20 for gap in gaps), gaps)
+        self.assertGreater(len(set(gaps)), 1)
+
+    def test_candidateWinsWithMajority(self) -> None:
+        """
+        A candidate becomes leader once it holds votes from a majority of the
+        cluster, itself included; refused votes do not count.  As leader it
+        at once sends AppendEntries to every other server.
+        Reference: section 5.2.
+        """
+        core = makeCore(names=FIVE)
+        ticksUntil(core, CANDIDATE)
+        term = core.currentTerm
+        core.step("b", RequestVoteResponse(term, False))
+        core.step("c", RequestVoteResponse(term, True))
+        core.step("c", RequestVoteResponse(term, True))  # a duplicate is one vote
+        self.assertEqual(core.role, CANDIDATE)
+        ready = core.step("d", RequestVoteResponse(term, True))
+        self.assertEqual((core.role, core.leaderId, core.currentTerm), (LEADER, "a", term))
+        self.assertEqual(sorted(appendsIn(ready)), ["b", "c", "d", "e"])
+
+    def test_splitVoteStartsNewElection(self) -> None:
+        """
+        When two candidates split the votes of a four-server cluster neither
+        wins; one of them times out and wins a new election in a higher term.
+        Reference: section 5.2 (split votes).
+        """
+        net = RaftNetwork(("a", "b", "c", "d"), seed=1)
+        net.campaign("a")
+        net.campaign("b")
+        self.assertEqual((net["a"].currentTerm, net["b"].currentTerm), (1, 1))
+        # c hears a first, d hears b first.
+        net.drop(lambda e: (e.src, e.dst) in {("a", "d"), ("b", "c")})
+        net.deliver()
+        self.assertEqual(net["c"].votedFor, "a")
+        self.assertEqual(net["d"].votedFor, "b")
+        self.assertEqual([net[n].role for n in "ab"], [CANDIDATE, CANDIDATE])
+        self.assertIsNone(net.leader())
+        net.runUntil(lambda: net.leader() is not None, 100)
+        self.assertEqual(net[net.leader()].currentTerm, 2)
+        self.assertEqual(net.leaders, {2: net.leader()})
+
+    def test_candidateStepsDownOnAppendEntriesOfSameTerm(self) -> None:
+        """
+        A candidate that receives AppendEntries from another server claiming
+        leadership of its own term recognises that leader and returns to
+        follower, and accepts the entries.
+        Reference: section 5.2.
+        """
+        core = makeCore(terms=[1])
+        ticksUntil(core, CANDIDATE)
+        term = core.currentTerm
+        ready = core.step("b", AppendEntries(term, 1, 1, (Entry(2, term, "x"),), 0))
+        self.assertEqual((core.role, core.leaderId, core.currentTerm), (FOLLOWER, "b", term))
+        self.assertEqual(core.votedFor, "a")
+        self.assertEqual(ready.reply, AppendEntriesResponse(term, True, matchIndex=2))
+        self.assertEqual(ready.entries, [Entry(2, term, "x")])
+
+    def test_higherTermStepsDown(self) -> None:
+        """
+        Any server, whatever its role, that sees a term greater than its own in
+        any request or response adopts that term, clears its vote, persists
+        both, and becomes a follower; only AppendEntries names a leader.
+        Reference: section 5.1, Figure 2 (Rules for Servers, All Servers).
+        """
+        messages = [
+            RequestVote(9, 5, 2),
+            RequestVoteResponse(9, False),
+            AppendEntries(9, 0, 0, (), 0),
+            AppendEntriesResponse(9, False),
+            AppendEntriesResponse(9, True, matchIndex=1),
+        ]
+        for role in (FOLLOWER, CANDIDATE, LEADER):
+            for message in messages:
+                core = makeCore(terms=[1, 1])
+                if role == CANDIDATE:
+                    ticksUntil(core, CANDIDATE)
+                elif role == LEADER:
+                    makeLeader(core)
+                ready = core.step("b", message)
+                case = f"{role} stepping {message}"
+                self.assertEqual((core.role, core.currentTerm), (FOLLOWER, 9), case)
+                expectedVote = "b" if isinstance(message, RequestVote) else None
+                self.assertEqual(ready.hardState, HardState(9, expectedVote), case)
+                expectedLeader = "b" if isinstance(message, AppendEntries) else None
+                self.assertEqual(core.leaderId, expectedLeader, case)
+                self.assertRaises(NotLeaderError, core.propose, ["x"])
+
+    def test_staleTermRequestRejected(self) -> None:
+        """
+        A request from a term before the receiver's is refused with the
+        receiver's term, so that the stale sender steps down, and changes
+        nothing; stale responses are ignored.
+        Reference: section 5.1, Figure 2 (receiver implementation, step 1).
+        """
+        core = makeCore(terms=[1, 3], hardState=HardState(5, None))
+        ready = core.step("b", RequestVote(4, 10, 4))
+        self.assertEqual(ready.reply, RequestVoteResponse(5, False))
+        self.assertIsNone(ready.hardState)
+        ready = core.step("b", AppendEntries(4, 2, 3, (Entry(3, 4, "x"),), 2))
+        self.assertEqual(ready.reply, AppendEntriesResponse(5, False))
+        self.assertEqual((ready.entries, ready.committed, ready.truncateFrom), ([], [], None))
+        self.assertEqual((core.log.lastIndex, core.commitIndex, core.leaderId), (2, 0, None))
+        for response in [RequestVoteResponse(4, True), AppendEntriesResponse(4, True, 2)]:
+            self.assertEqual(core.step("c", response), Ready())
+        self.assertEqual((core.currentTerm, core.votedFor), (5, None))
+
+    def test_staleLeaderStepsDownOnRefusal(self) -> None:
+        """
+        A deposed leader that sends AppendEntries to a server of a later term
+        learns that term from the refusal and steps down.  (While isolated it
+        still believes it leads: the core has no check-quorum.)
+        Reference: section 5.1.
+        """
+        net = RaftNetwork(THREE)
+        net.elect("a")
+        net.isolate("a")
+        net.runUntil(lambda: net.leader() not in (None, "a"), 100)
+        self.assertEqual(net["a"].role, LEADER)
+        net.heal()
+        net.tick("a", times=net.heartbeatTicks)
+        net.deliver()
+        self.assertEqual(net["a"].role, FOLLOWER)
+        self.assertEqual(net["a"].currentTerm, net[net.leader()].currentTerm)
+
+    def test_singleNodeCluster(self) -> None:
+        """
+        A cluster of one is its own majority: it elects itself on its first
+        timeout and commits each proposal in the L{Ready} of the proposal.
+        Reference: section 5.2, 5.3.
+        """
+        core = makeCore(names=("a",))
+        _, ready = ticksUntil(core, LEADER)
+        self.assertEqual(ready.messages, [])
+        self.assertEqual(ready.committed, [Entry(1, 1, NOOP)])
+        ready = core.propose(["set x 1", "set y 2"])
+        self.assertEqual(ready.entries, [Entry(2, 1, "set x 1"), Entry(3, 1, "set y 2")])
+        self.assertEqual(ready.committed, ready.entries)
+        self.assertEqual(core.commitIndex, 3)
+        for _ in range(50):
+            self.assertEqual(core.tick(), Ready())
+        self.assertEqual((core.role, core.currentTerm), (LEADER, 1))
+
+    def test_leaderHoldsOffElections(self) -> None:
+        """
+        While the leader's heartbeats arrive, no follower times out: the
+        same leader stays in the same term for many election timeouts.
+        Reference: section 5.2.
+        """
+        net = RaftNetwork(FIVE, seed=4)
+        net.elect("c")
+        for _ in range(300):
+            net.tick()
+            net.deliver()
+        self.assertEqual(net.leaders, {1: "c"})
+        self.assertEqual([net[n].currentTerm for n in FIVE], [1] * 5)
+        self.assertEqual([net[n].leaderId for n in FIVE], ["c"] * 5)
+
+
+class VotingTests(SynchronousTestCase):
+    """
+    RequestVote receivers.  Reference: sections 5.2 and 5.4.1, Figure 2.
+    """
+
+    def test_oneVotePerTerm(self) -> None:
+        """
+        A server grants at most one vote per term, first come first served;
+        the candidate it voted for may ask again (a retried request) and is
+        granted again.
+        Reference: section 5.2, Figure 2 (RequestVote receiver, step 2).
+        """
+        core = makeCore()
+        self.assertEqual(core.step("b", RequestVote(1, 0, 0)).reply, RequestVoteResponse(1, True))
+        self.assertEqual(core.step("c", RequestVote(1, 5, 5)).reply, RequestVoteResponse(1, False))
+        self.assertEqual(core.step("b", RequestVote(1, 0, 0)).reply, RequestVoteResponse(1, True))
+        self.assertEqual(core.votedFor, "b")
+        # A new term brings a new vote.
+        self.assertEqual(core.step("c", RequestVote(2, 0, 0)).reply, RequestVoteResponse(2, True))
+
+    def test_candidatesAndLeadersVoteForThemselves(self) -> None:
+        """
+        A candidate has voted for itself in its term, so it refuses another
+        candidate of the same term; so does a leader.
+        Reference: section 5.2.
+        """
+        core = makeCore()
+        ticksUntil(core, CANDIDATE)
+        term = core.currentTerm
+        ready = core.step("b", RequestVote(term, 9, 9))
+        self.assertEqual(ready.reply, RequestVoteResponse(term, False))
+        self.assertEqual(core.role, CANDIDATE)
+        core.step("c", RequestVoteResponse(term, True))
+        self.assertEqual(core.role, LEADER)
+        ready = core.step("b", RequestVote(term, 9, 9))
+        self.assertEqual(ready.reply, RequestVoteResponse(term, False))
+        self.assertEqual(core.role, LEADER)
+
+    def test_votePersistedWithReply(self) -> None:
+        """
+        A granted vote is in C{Ready.hardState} of the same L{Ready} as the
+        reply granting it, so the driver makes it durable before answering.
+        Reference: Figure 2 ("updated on stable storage before responding").
+        """
+        core = makeCore(hardState=HardState(3, None))
+        ready = core.step("b", RequestVote(3, 0, 0))
+        self.assertEqual(ready.reply, RequestVoteResponse(3, True))
+        self.assertEqual(ready.hardState, HardState(3, "b"))
+        ready = core.step("c", RequestVote(4, 0, 0))
+        self.assertEqual(ready.reply, RequestVoteResponse(4, True))
+        self.assertEqual(ready.hardState, HardState(4, "c"))
+        # Re-granting the same vote changes nothing durable.
+        ready = core.step("c", RequestVote(4, 0, 0))
+        self.assertEqual((ready.reply, ready.hardState), (RequestVoteResponse(4, True), None))
+
+    def test_upToDateCheck(self) -> None:
+        """
+        A vote is granted only to a candidate whose log is at least as
+        up-to-date as the voter's: the later last term wins, and with equal
+        last terms the longer log wins.
+        Reference: section 5.4.1.
+        """
+        voterTerms = [1, 1, 2, 2]  # lastIndex 4, lastTerm 2
+        cases = [
+            ((4, 2), True),  # identical
+            ((5, 2), True),  # same last term, longer
+            ((3, 2), False),  # same last term, shorter
+            ((1, 3), True),  # later last term, much shorter
+            ((9, 1), False),  # earlier last term, much longer
+            ((0, 0), False),  # empty log
+        ]
+        for (lastIndex, lastTerm), granted in cases:
+            core = makeCore(terms=voterTerms, hardState=HardState(4, None))
+            ready = core.step("b", RequestVote(5, lastIndex, lastTerm))
+            self.assertEqual(ready.reply, RequestVoteResponse(5, granted), (lastIndex, lastTerm))
+            self.assertEqual(core.votedFor, "b" if granted else None)
+
+    def test_grantingVoteResetsElectionTimer(self) -> None:
+        """
+        A follower converts to candidate only if its timeout elapses without
+        granting a vote (or hearing from a leader): granting restarts the
+        timer, refusing in the same term does not.
+        Reference: Figure 2 (Rules for Servers, Followers).
+        """
+        core = makeCore(electionTicks=(10, 11), hardState=HardState(2, None))
+        for _ in range(9):
+            core.tick()
+        core.step("b", RequestVote(2, 0, 0))  # granted
+        for _ in range(9):
+            core.tick()
+        self.assertEqual(core.role, FOLLOWER)
+        core.step("c", RequestVote(2, 0, 0))  # refused: already voted for b
+        core.tick()
+        self.assertEqual((core.role, core.currentTerm), (CANDIDATE, 3))
+
+    def test_refusedHigherTermVoteKeepsTimer(self) -> None:
+        """
+        A follower that adopts a higher term from a RequestVote it refuses
+        (the candidate's log is behind) keeps its election timer running, so
+        a candidate that can never win cannot hold off everyone else's
+        elections.  Reference: Figure 2 (Rules for Servers, Followers).
+        """
+        core = makeCore(electionTicks=(10, 11), terms=[1, 1])
+        for _ in range(9):
+            core.tick()
+        ready = core.step("b", RequestVote(5, 0, 0))
+        self.assertEqual(ready.reply, RequestVoteResponse(5, False))
+        core.tick()
+        self.assertEqual((core.role, core.currentTerm), (CANDIDATE, 6))
+
+    def test_recoveredVoteIsKept(self) -> None:
+        """
+        A server restarted with a persisted vote does not vote for anyone
+        else in that term, but repeats its vote to the same candidate.
+        Reference: Figure 2 (votedFor is persistent state).
+        """
+        core = makeCore(hardState=HardState(3, "b"))
+        self.assertEqual(core.step("c", RequestVote(3, 9, 9)).reply, RequestVoteResponse(3, False))
+        self.assertEqual(core.step("b", RequestVote(3, 0, 0)).reply, RequestVoteResponse(3, True))
+
+    def test_restartedVoterDoesNotVoteTwice(self) -> None:
+        """
+        Through the network helper: a server that voted, crashed and was
+        restarted from its persisted state refuses a rival of the same term.
+        Reference: Figure 2, section 5.2.
+        """
+        net = RaftNetwork(THREE)
+        net.campaign("a")
+        net.deliver(hold=lambda e: e.dst == "c" or e.src == "c")
+        self.assertEqual(net["b"].votedFor, "a")
+        net.crash("b")
+        net.restart("b")
+        net.drop(lambda e: True)
+        self.assertEqual((net["b"].currentTerm, net["b"].votedFor), (1, "a"))
+        ready = net["b"].step("c", RequestVote(1, 5, 5))
+        self.assertEqual(ready.reply, RequestVoteResponse(1, False))
+
+
+class FollowerAppendTests(SynchronousTestCase):
+    """
+    AppendEntries receivers.  Reference: section 5.3, Figure 2.
+    """
+
+    def test_consistencyCheck(self) -> None:
+        """
+        A follower refuses entries unless its log has an entry at
+        prevLogIndex whose term is prevLogTerm, and then changes nothing; the
+        refusal names the rejected index and a hint of where the logs could
+        still agree.
+        Reference: section 5.3, Figure 2 (AppendEntries receiver, step 2).
+        """
+        core = makeCore(terms=[1, 1, 2], hardState=HardState(3, None))
+        entries = (Entry(4, 3, "x"),)
+        # prevLogIndex beyond the log.
+        ready = core.step("b", AppendEntries(3, 5, 3, (Entry(6, 3, "x"),), 0))
+        self.assertEqual(
+            ready.reply,
+            AppendEntriesResponse(3, False, 0, rejectedIndex=5, hintIndex=3, hintTerm=2),
+        )
+        # A different term at prevLogIndex.
+        ready = core.step("b", AppendEntries(3, 3, 3, entries, 3))
+        self.assertEqual(
+            ready.reply,
+            AppendEntriesResponse(3, False, 0, rejectedIndex=3, hintIndex=3, hintTerm=2),
+        )
+        self.assertEqual((ready.entries, ready.truncateFrom, ready.committed), ([], None, []))
+        self.assertEqual((termsOf(core), core.commitIndex), ([1, 1, 2], 0))
+        # The matching prefix is accepted.
+        ready = core.step("b", AppendEntries(3, 3, 2, entries, 0))
+        self.assertEqual(ready.reply, AppendEntriesResponse(3, True, matchIndex=4))
+        self.assertEqual(termsOf(core), [1, 1, 2, 3])
+
+    def test_conflictingSuffixReplaced(self) -> None:
+        """
+        If an existing entry conflicts with a new one (same index, different
+        term), the follower deletes it and all that follow, reporting the
+        truncation in C{Ready.truncateFrom}, and appends the new entries.
+        Reference: section 5.3, Figure 2 (AppendEntries receiver, steps 3-4).
+        """
+        core = makeCore(terms=[1, 1, 2, 2, 2], hardState=HardState(3, None))
+        new = (Entry(3, 1, "set i3 t1"), Entry(4, 3, "y"))
+        ready = core.step("b", AppendEntries(3, 2, 1, new, 0))
+        self.assertEqual(ready.truncateFrom, 3)
+        self.assertEqual(ready.entries, list(new))
+        self.assertEqual(ready.reply, AppendEntriesResponse(3, True, matchIndex=4))
+        self.assertEqual(entriesOf(core), makeEntries([1, 1]) + list(new))
+
+    def test_matchingEntriesSkipped(self) -> None:
+        """
+        Entries the follower already holds are skipped: only the part after
+        them is appended, with no truncation.
+        Reference: Figure 2 (AppendEntries receiver, step 4: "not already in the log").
+        """
+        core = makeCore(terms=[1, 1, 2], hardState=HardState(2, None))
+        extra = Entry(4, 2, "more")
+        ready = core.step("b", AppendEntries(2, 1, 1, (*makeEntries([1, 1, 2])[1:], extra), 0))
+        self.assertEqual((ready.truncateFrom, ready.entries), (None, [extra]))
+
+    def test_delayedAppendDoesNotTruncate(self) -> None:
+        """
+        A duplicate or delayed AppendEntries whose entries all match the log
+        does not truncate the later entries the follower already has, and
+        reports as matched only what it carried.
+        Reference: section 5.3 (Figure 2 step 3 applies only on conflict).
+        """
+        core = makeCore(terms=[1, 2, 2, 2, 2], hardState=HardState(2, "b"))
+        old = AppendEntries(2, 1, 1, tuple(makeEntries([1, 2, 2])[1:]), 0)
+        ready = core.step("b", old)
+        self.assertEqual(ready.reply, AppendEntriesResponse(2, True, matchIndex=3))
+        self.assertEqual((ready.truncateFrom, ready.entries), (None, []))
+        self.assertEqual(termsOf(core), [1, 2, 2, 2, 2])
+
+    def test_followerCommitIndex(self) -> None:
+        """
+        A follower sets commitIndex to min(leaderCommit, index of the last new
+        entry), so a stale suffix after what the leader sent is never
+        committed, even when leaderCommit covers its indexes.
+        Reference: Figure 2 (AppendEntries receiver, step 5).
+        """
+        # Index 3 (term 2) is left over from a deposed leader; the leader of
+        # term 3 has committed its own, different, index 3.
+        core = makeCore(terms=[1, 1, 2], hardState=HardState(3, None))
+        ready = core.step("b", AppendEntries(3, 2, 1, (), 3))
+        self.assertEqual(core.commitIndex, 2)
+        self.assertEqual(ready.committed, makeEntries([1, 1]))
+        self.assertEqual(ready.reply, AppendEntriesResponse(3, True, matchIndex=2))
+        # Once the leader's index 3 arrives it replaces the stale one and commits.
+        ready = core.step("b", AppendEntries(3, 2, 1, (Entry(3, 3, "new"),), 3))
+        self.assertEqual(ready.truncateFrom, 3)
+        self.assertEqual(ready.committed, [Entry(3, 3, "new")])
+        # leaderCommit below the log: commit only to leaderCommit.
+        ready = core.step("b", AppendEntries(3, 3, 3, (Entry(4, 3, "z"),), 3))
+        self.assertEqual((core.commitIndex, ready.committed), (3, []))
+
+    def test_commitIndexNeverDecreases(self) -> None:
+        """
+        A delayed AppendEntries with a smaller leaderCommit, or a heartbeat
+        from before the last entries, does not lower commitIndex.
+        Reference: Figure 2 (commitIndex "increases monotonically").
+        """
+        core = makeCore(terms=[1, 1, 1, 1, 1], hardState=HardState(1, None))
+        core.step("b", AppendEntries(1, 5, 1, (), 5))
+        self.assertEqual(core.commitIndex, 5)
+        for delayed in [AppendEntries(1, 2, 1, (), 2), AppendEntries(1, 0, 0, (), 0)]:
+            ready = core.step("b", delayed)
+            self.assertEqual((core.commitIndex, ready.committed), (5, []))
+            self.assertTrue(ready.reply.success)
+
+    def test_appendEntriesResetsElectionTimer(self) -> None:
+        """
+        AppendEntries from the current leader, even a refused one, keeps a
+        follower from starting an election.
+        Reference: Figure 2 (Rules for Servers, Followers).
+        """
+        core = makeCore(electionTicks=(10, 11), hardState=HardState(1, None))
+        for _ in range(5):
+            for _ in range(9):
+                core.tick()
+            core.step("b", AppendEntries(1, 7, 1, (), 0))  # refused: no entry 7
+        for _ in range(9):
+            core.tick()
+        self.assertEqual(core.role, FOLLOWER)
+        core.tick()
+        self.assertEqual(core.role, CANDIDATE)
+
+
+# Figure 7 of the paper: the leader at the start of term 8 and six followers.
+FIGURE7_LEADER = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6]
+FIGURE7_FOLLOWERS = {
+    "a": [1, 1, 1, 4, 4, 5, 5, 6, 6],
+    "b": [1, 1, 1, 4],
+    "c": [1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],
+    "d": [1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7],
+    "e": [1, 1, 1, 4, 4, 4, 4],
+    "f": [1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],
+}
+
+
+class LeaderReplicationTests(SynchronousTestCase):
+    """
+    The leader's side of log replication.  Reference: section 5.3.
+    """
+
+    def test_figure7(self) -> None:
+        """
+        Each of the six follower logs of Figure 7 (missing entries, extra
+        uncommitted entries, or both) ends identical to the leader's once the
+        leader of term 8 has replicated its no-op, with at most two
+        AppendEntries each: the first one, and one more after the follower's
+        hint (instead of one round trip per entry or per term).
+        Reference: section 5.3, Figure 7.
+        """
+        names = ("leader", *FIGURE7_FOLLOWERS)
+        logs = {name: makeEntries(terms) for name, terms in FIGURE7_FOLLOWERS.items()}
+        logs["leader"] = makeEntries(FIGURE7_LEADER)
+        net = RaftNetwork(
+            names,
+            logs=logs,
+            hardStates={name: HardState(7) for name in names},
+        )
+        leader = net.elect("leader")
+        self.assertEqual(leader.currentTerm, 8)
+        # (c) and (d) refused to vote: their logs are more up-to-date.
+        self.assertEqual(net["c"].votedFor, None)
+        self.assertEqual(net["d"].votedFor, None)
+        expected = makeEntries(FIGURE7_LEADER) + [Entry(11, 8, NOOP)]
+        self.assertEqual(entriesOf(leader), expected)
+        rounds = {name: net.count("leader", name) for name in FIGURE7_FOLLOWERS}
+        for name in FIGURE7_FOLLOWERS:
+            self.assertEqual(entriesOf(net[name]), expected, name)
+            self.assertLessEqual(rounds[name], 2, rounds)
+        # Followers that only needed a suffix replaced did it in one round trip.
+        self.assertEqual((rounds["c"], rounds["d"]), (1, 1))
+        self.assertEqual(leader.commitIndex, 11)
+        net.tick("leader", times=net.heartbeatTicks)
+        net.deliver()
+        self.assertEqual([net[n].commitIndex for n in names], [11] * 7)
+
+    def test_laggingFollowerCaughtUpInOneRoundTrip(self) -> None:
+        """
+        A follower that missed many entries refuses the leader's next
+        AppendEntries with a hint at its last index, and the leader sends
+        every missing entry in the very next AppendEntries: two requests and
+        two responses in all.
+        Reference: section 5.3 (optimization of the rejection).
+        """
+        net = RaftNetwork(THREE)
+        net.elect("a")
+        net.deliver()
+        net.isolate("c")
+        for number in range(20):
+            net.propose("a", [f"set k {number}"])
+            net.deliver()
+        self.assertEqual(net["a"].commitIndex, 21)
+        self.assertEqual(net["c"].log.lastIndex, 1)
+        net.heal()
+        before = len(net.sent)
+        net.tick("a", times=net.heartbeatTicks)
+        net.deliver()
+        toC = [e for e in net.sent[before:] if "c" in (e.src, e.dst)]
+        self.assertEqual(
+            [type(e.message).__name__ for e in toC],
+            ["AppendEntries", "AppendEntriesResponse"] * 2,
+        )
+        self.assertFalse(toC[1].message.success)
+        self.assertEqual(len(toC[2].message.entries), 20)
+        self.assertEqual(entriesOf(net["c"]), entriesOf(net["a"]))
+        self.assertEqual(net["c"].commitIndex, 21)
+
+    def test_pipelining(self) -> None:
+        """
+        Once a follower has acknowledged an append, the leader sends each new
+        proposal at once, without waiting for the previous one's answer,
+        each carrying only the new entries.
+        Reference: section 5.3 (the leader retries and replicates
+        continuously); the essay's pipelining.
+        """
+        net = RaftNetwork(THREE)
+        net.elect("a")
+        net.deliver()
+        self.assertFalse(net["a"].progress("b").probing)
+        [x] = net.propose("a", ["set x 1"])
+        [y] = net.propose("a", ["set y 2"])
+        [z] = net.propose("a", ["set z 3"])
+        inFlight = [e.message for e in net.queue if e.dst == "b"]
+        self.assertEqual(
+            inFlight,
+            [
+                AppendEntries(1, 1, 1, (x,), 1),
+                AppendEntries(1, 2, 1, (y,), 1),
+                AppendEntries(1, 3, 1, (z,), 1),
+            ],
+        )
+        self.assertEqual(net["a"].progress("b").nextIndex, 5)
+        net.deliver()
+        self.assertEqual(net["a"].commitIndex, 4)
+
+    def test_probeModeOneOutstanding(self) -> None:
+        """
+        While the leader does not know where a follower's log matches, it
+        keeps at most one AppendEntries outstanding to it: new proposals do
+        not send more until the answer comes, or a heartbeat retries it.
+        Reference: section 5.3; the essay's probe state.
+        """
+        net = RaftNetwork(THREE)
+        net.campaign("a")
+        net.deliver(hold=isAppend)
+        self.assertEqual(net["a"].role, LEADER)
+        self.assertEqual(len(net.queue), 2)  # the no-op, one to each follower
+        net.propose("a", ["set x 1"])
+        net.propose("a", ["set y 2"])
+        self.assertEqual(len(net.queue), 2)
+        net.tick("a", times=net.heartbeatTicks - 1)
+        self.assertEqual(len(net.queue), 2)
+        net.tick("a")
+        self.assertEqual([e.dst for e in net.queue], ["b", "c", "b", "c"])
+        retry = net.queue[-1].message
+        self.assertEqual([e.command for e in retry.entries], [NOOP, "set x 1", "set y 2"])
+        net.drop(lambda e: True)
+        # Only the answer to the retried probe reaches the leader; it switches
+        # to pipelining.
+        net.tick("a", times=net.heartbeatTicks)
+        net.deliver()
+        self.assertFalse(net["a"].progress("b").probing)
+        self.assertEqual(net["a"].commitIndex, 3)
+
+    def test_backlogSentInBatches(self) -> None:
+        """
+        A follower far behind receives the backlog in AppendEntries of at most
+        maxAppendBytes of commands (at least one entry each), the next batch
+        sent as soon as the previous one is acknowledged, without waiting
+        for a heartbeat.
+        Reference: section 5.3.
+        """
+        net = RaftNetwork(THREE, maxAppendBytes=40)
+        net.elect("a")
+        net.deliver()
+        net.isolate("c")
+        for number in range(30):
+            net.propose("a", [f"set key{number:02} value"])  # 15 bytes each
+        net.deliver()
+        net.heal()
+        before = len(net.sent)
+        net.tick("a", times=net.heartbeatTicks)
+        net.deliver()
+        batches = [
+            e.message.entries
+            for e in net.sent[before:]
+            if e.dst == "c" and isAppend(e) and e.message.entries
+        ]
+        self.assertEqual([len(b) for b in batches], [2] * 15)
+        net.tick("a", times=net.heartbeatTicks)
+        net.deliver()
+        self.assertEqual(entriesOf(net["c"]), entriesOf(net["a"]))
+        self.assertEqual(net["c"].commitIndex, 31)
+
+    def test_probeAfterRejection(self) -> None:
+        """
+        After a refusal the leader sends one probe at the hinted index and
+        nothing more to that follower until the probe is answered.
+        Reference: section 5.3.
+        """
+        core = makeCore(terms=[1, 1, 1], hardState=HardState(1, None))
+        makeLeader(core)  # term 2, no-op at index 4
+        core.step("c", AppendEntriesResponse(2, True, matchIndex=4))
+        self.assertFalse(core.progress("c").probing)
+        core.step("b", AppendEntriesResponse(2, False, rejectedIndex=3, hintIndex=1, hintTerm=1))
+        self.assertEqual(core.progress("b").nextIndex, 2)
+        self.assertTrue(core.progress("b").probing)
+        ready = core.propose(["set q 1"])
+        self.assertNotIn("b", appendsIn(ready))
+        self.assertIn("c", appendsIn(ready))
+        # A repeated stale refusal of the old probe is ignored.
+        ready = core.step(
+            "b", AppendEntriesResponse(2, False, rejectedIndex=3, hintIndex=1, hintTerm=1)
+        )
+        self.assertEqual(ready.messages, [])
+
+
+class LeaderTests(SynchronousTestCase):
+    """
+    Rules for leaders.  Reference: sections 5.2, 5.4.2, Figure 2.
+    """
+
+    def test_heartbeats(self) -> None:
+        """
+        A leader sends AppendEntries to every follower every heartbeatTicks
+        ticks, empty when the follower is up to date, carrying its commitIndex.
+        Reference: section 5.2, Figure 2 (Rules for Servers, Leaders).
+        """
+        net = RaftNetwork(FIVE, heartbeatTicks=4)
+        net.elect("a")
+        net.deliver()
+        for tick in range(1, 13):
+            before = len(net.sent)
+            net.tick("a")
+            sent = net.sent[before:]
+            if tick % 4:
+                self.assertEqual(sent, [], tick)
+            else:
+                self.assertEqual([e.dst for e in sent], ["b", "c", "d", "e"], tick)
+                self.assertEqual({e.message for e in sent}, {AppendEntries(1, 1, 1, (), 1)})
+            net.deliver()
+
+    def test_newLeaderAppendsNoop(self) -> None:
+        """
+        A new leader appends a no-op entry of its own term at once, so that
+        entries of earlier terms can commit through it.
+        Reference: section 5.4.2, section 8 (no-op at the start of a term).
+        """
+        core = makeCore(terms=[1, 1, 2], hardState=HardState(2, None))
+        ready = makeLeader(core)
+        self.assertEqual(ready.entries, [Entry(4, 3, NOOP)])
+        for peer, message in appendsIn(ready).items():
+            self.assertEqual(message, AppendEntries(3, 3, 2, (Entry(4, 3, NOOP),), 0), peer)
+
+    def test_previousTermCommitsOnlyThroughCurrentTerm(self) -> None:
+        """
+        A leader never commits an entry of a previous term by counting
+        replicas, even when a majority holds it; it commits it, with
+        everything before, once an entry of its own term is on a majority.
+        Reference: section 5.4.2, Figure 2 (Leaders, last rule).
+        """
+        core = makeCore(terms=[1, 1], hardState=HardState(1, None))
+        makeLeader(core)  # term 2, no-op at index 3
+        ready = core.step("b", AppendEntriesResponse(2, True, matchIndex=2))
+        self.assertEqual((core.commitIndex, ready.committed), (0, []))
+        ready = core.step("c", AppendEntriesResponse(2, True, matchIndex=2))
+        self.assertEqual((core.commitIndex, ready.committed), (0, []))
+        ready = core.step("c", AppendEntriesResponse(2, True, matchIndex=3))
+        self.assertEqual(core.commitIndex, 3)
+        self.assertEqual(ready.committed, [*makeEntries([1, 1]), Entry(3, 2, NOOP)])
+
+    def test_figure8(self) -> None:
+        """
+        Figure 8: an entry of an earlier term on a majority is not committed
+        and can be overwritten.
+
+        (a) s1 leads term 2 and gets index 2 to s2 only.  (b) s1 crashes; s5
+        wins term 3 with votes from s3, s4, s5 and appends a different index
+        2, then crashes.  (c) s1 restarts, wins term 4, and copies its term-2
+        index 2 to s3 and s4, so it knows index 2 is on a majority (s1, s3,
+        s4; s2 too); index 3, its term-4 no-op, is held back.  Index 2 must
+        not commit.  (d) s1 crashes; s5 wins term 5 with votes from s2, s3,
+        s4 and replaces index 2 everywhere, which is safe because it was
+        never committed.  (s1 learns of s3 and s4 rather than s2 because a
+        restarted leader has forgotten its old followers' progress.)
+        Reference: section 5.4.2, Figure 8 (a)-(d).
+        """
+        net = self.figure8UpToC()
+        net.crash("s1")
+        net.restart("s5")
+        net.campaign("s5")  # term 4: everyone already voted for s1
+        net.deliver()
+        self.assertEqual(net["s5"].role, CANDIDATE)
+        net.elect("s5")
+        self.assertEqual(net["s5"].currentTerm, 5)
+        self.assertEqual({net["s2"].votedFor, net["s3"].votedFor, net["s4"].votedFor}, {"s5"})
+        for name in ("s2", "s3", "s4", "s5"):
+            self.assertEqual(termsOf(net[name]), [1, 3, 5], name)
+        self.assertEqual(net["s5"].commitIndex, 3)
+        self.assertEqual([e.term for e in net.committedLog], [1, 3, 5])
+        net.restart("s1")
+        net.runUntil(lambda: termsOf(net["s1"]) == [1, 3, 5], 100)
+
+    def test_figure8Committed(self) -> None:
+        """
+        Figure 8 (e): if instead s1 gets its term-4 entry to a majority
+        before crashing, index 2 commits with it, and s5 can no longer win an
+        election, so the committed entries stay.
+        Reference: section 5.4.2, Figure 8 (e).
+        """
+        net = self.figure8UpToC()
+        net.deliver()  # release index 3
+        self.assertEqual(net["s1"].commitIndex, 3)
+        self.assertEqual([e.term for e in net.applied["s1"]], [1, 2, 4])
+        net.crash("s1")
+        net.restart("s5")
+        for _ in range(5):
+            net.campaign("s5")
+            net.deliver()
+            self.assertNotEqual(net["s5"].role, LEADER)
+        net.runUntil(lambda: net.leader() is not None, 200)
+        net.runUntil(lambda: all(termsOf(net[n])[:3] == [1, 2, 4] for n in net.up()), 100)
+        net.runUntil(lambda: all(len(net.applied[n]) >= 3 for n in net.up()), 100)
+
+    def figure8UpToC(self) -> RaftNetwork:
+        """
+        Build Figure 8 (a)-(c) and check that index 2 is on a majority, that
+        the leader knows it, and that it is not committed.
+        """
+        names = ("s1", "s2", "s3", "s4", "s5")
+        net = RaftNetwork(names, maxAppendBytes=1)
+        # Term 1: index 1 is committed everywhere.
+        net.elect("s2")
+        net.tick("s2", times=net.heartbeatTicks)
+        net.deliver()
+        self.assertEqual([net[n].commitIndex for n in names], [1] * 5)
+
+        # (a) s1 leads term 2; its index 2 reaches s2 only.
+        net.elect("s1", hold=lambda e: isAppend(e) and e.dst in ("s3", "s4", "s5"))
+        net.drop(lambda e: True)
+        self.assertEqual(net["s1"].currentTerm, 2)
+        self.assertEqual([termsOf(net[n]) for n in names], [[1, 2], [1, 2], [1], [1], [1]])
+
+        # (b) s1 crashes; s5 leads term 3 with votes from s3, s4 and itself.
+        net.crash("s1")
+        net.elect("s5", hold=isAppend)
+        net.drop(lambda e: True)
+        self.assertEqual(net["s5"].currentTerm, 3)
+        self.assertEqual((net["s3"].votedFor, net["s4"].votedFor), ("s5", "s5"))
+        self.assertFalse(net["s2"].votedFor == "s5")
+        self.assertEqual(termsOf(net["s5"]), [1, 3])
+        net.crash("s5")
+
+        # (c) s1 restarts and needs two elections (s3, s4 voted in term 3).
+        net.restart("s1")
+        net.campaign("s1")
+        net.deliver()
+        self.assertEqual((net["s1"].role, net["s1"].currentTerm), (CANDIDATE, 3))
+
+        def holdIndex3(envelope: Envelope) -> bool:
+            # Keep index 3 from anyone who would accept it.
+            message = envelope.message
+            return (
+                isinstance(message, AppendEntries)
+                and any(e.index == 3 for e in message.entries)
+                and envelope.dst in net.cores
+                and net[envelope.dst].log.lastIndex >= 2
+            )
+
+        net.elect("s1", hold=holdIndex3)
+        self.assertEqual(net["s1"].currentTerm, 4)
+        self.assertEqual([termsOf(net[n]) for n in names[:4]], [[1, 2, 4], [1, 2], [1, 2], [1, 2]])
+        matched = [net["s1"].progress(n).matchIndex for n in ("s3", "s4")]
+        self.assertEqual(matched, [2, 2])
+        # On a majority, known to the leader, yet not committed: its term is 2.
+        self.assertEqual(net["s1"].commitIndex, 0)
+        self.assertEqual(len(net.committedLog), 1)
+        return net
+
+
+class CommitAndApplyTests(SynchronousTestCase):
+    """
+    Commitment and C{Ready.committed}.  Reference: sections 5.3, 5.4.2.
+    """
+
+    def test_committedHandedOutOnceInOrder(self) -> None:
+        """
+        Across many L{Ready}s, on the leader and on every follower, each
+        committed entry appears in C{Ready.committed} exactly once and in
+        index order, and entries appear only once committed.
+        Reference: Figure 2 (lastApplied, "apply log[lastApplied] to the
+        state machine").
+        """
+        net = RaftNetwork(THREE, seed=2)
+        rng = random.Random(7)
+        proposed = []
+        handedOut: dict[str, list[Entry]] = {n: [] for n in THREE}
+        realHandle = net.handle
+
+        def recordingHandle(name: str, ready: Ready, requester: str | None = None) -> None:
+            for entry in ready.committed:
+                self.assertLessEqual(entry.index, net[name].commitIndex)
+            handedOut[name].extend(ready.committed)
+            realHandle(name, ready, requester)
+
+        net.handle = recordingHandle  # type: ignore[method-assign]
+        net.elect("a")
+        for number in range(60):
+            commands = [f"set k{number} {i}" for i in range(rng.randrange(1, 4))]
+            proposed.extend(net.propose("a", commands))
+            net.tick()
+            net.deliver(hold=lambda e: rng.random() < 0.3)
+        net.runUntil(lambda: all(net[n].commitIndex == net["a"].log.lastIndex for n in THREE), 50)
+        for name in THREE:
+            self.assertEqual([e.index for e in handedOut[name]], list(range(1, len(proposed) + 2)))
+            self.assertEqual(handedOut[name][1:], proposed)
+
+    def test_proposeOnNonLeader(self) -> None:
+        """
+        Only the leader accepts proposals: a follower raises
+        L{NotLeaderError} naming the leader it knows, a candidate names none.
+        Reference: section 8 (clients are redirected to the leader).
+        """
+        net = RaftNetwork(THREE)
+        net.elect("b")
+        net.deliver()
+        error = self.assertRaises(NotLeaderError, net["a"].propose, ["set x 1"])
+        self.assertEqual(error.leaderId, "b")
+        net.isolate("a")
+        net.campaign("a")
+        error = self.assertRaises(NotLeaderError, net["a"].propose, ["set x 1"])
+        self.assertIsNone(error.leaderId)
+        self.assertEqual(net["a"].log.lastIndex, 1)
+
+    def test_proposalEntries(self) -> None:
+        """
+        C{Ready.entries} of a proposal are the new entries, in order, with the
+        leader's term and consecutive indexes.
+        Reference: section 5.3.
+        """
+        core = makeCore()
+        makeLeader(core)
+        ready = core.propose(["set a 1", "get a", "delete a"])
+        self.assertEqual(
+            ready.entries,
+            [Entry(2, 1, "set a 1"), Entry(3, 1, "get a"), Entry(4, 1, "delete a")],
+        )
+
+
+class RobustnessTests(SynchronousTestCase):
+    """
+    Inputs no correct peer sends.
+    """
+
+    def test_unknownPeer(self) -> None:
+        """
+        A message from a server outside the configuration (or from the server
+        itself) is a driver bug: L{ValueError}, and nothing changes.
+        """
+        core = makeCore()
+        for peer in ("z", "a", ""):
+            self.assertRaises(ValueError, core.step, peer, RequestVote(5, 0, 0))
+        self.assertEqual((core.currentTerm, core.votedFor), (0, None))
+
+    def test_forgedMatchIndexIgnored(self) -> None:
+        """
+        A success answer claiming a matchIndex beyond the leader's own log
+        cannot be true and is ignored: it neither commits nor moves progress.
+        Reference: Figure 3 (Leader Append-Only; commitment needs real replicas).
+        """
+        core = makeCore()
+        makeLeader(core)
+        ready = core.step("b", AppendEntriesResponse(1, True, matchIndex=50))
+        self.assertEqual((core.commitIndex, ready.committed, ready.messages), (0, [], []))
+        self.assertEqual(core.progress("b").matchIndex, 0)
+        core.step("b", AppendEntriesResponse(1, True, matchIndex=1))
+        self.assertEqual(core.commitIndex, 1)
+
+    def test_appendConflictingWithCommittedRefused(self) -> None:
+        """
+        AppendEntries that would overwrite a committed entry can only come
+        from a faulty leader: it is refused and changes neither the log nor
+        commitIndex.
+        Reference: Figure 3 (State Machine Safety).
+        """
+        core = makeCore(terms=[1, 1, 1], hardState=HardState(2, None))
+        core.step("b", AppendEntries(2, 3, 1, (), 2))
+        self.assertEqual(core.commitIndex, 2)
+        ready = core.step("b", AppendEntries(2, 1, 1, (Entry(2, 2, "evil"),), 3))
+        self.assertFalse(ready.reply.success)
+        self.assertEqual((ready.truncateFrom, ready.entries, ready.committed), (None, [], []))
+        self.assertEqual((termsOf(core), core.commitIndex), ([1, 1, 1], 2))
+
+    def test_appendEntriesToLeaderOfSameTermRefused(self) -> None:
+        """
+        AppendEntries claiming the term a server itself leads is refused and
+        the leader keeps its log and role (Election Safety makes it impossible).
+        Reference: Figure 3 (Election Safety).
+        """
+        core = makeCore()
+        makeLeader(core)
+        ready = core.step("b", AppendEntries(1, 1, 1, (Entry(2, 1, "x"),), 2))
+        self.assertEqual(ready.reply, AppendEntriesResponse(1, False))
+        self.assertEqual((core.role, termsOf(core), core.commitIndex), (LEADER, [1], 0))
+
+
+def settled(net: RaftNetwork) -> bool:
+    """Whether one running leader exists and every node is in its term."""
+    leader = net.leader()
+    return leader is not None and all(
+        net[n].currentTerm == net[leader].currentTerm for n in net.up()
+    )
+
+
+class RandomizedTests(SynchronousTestCase):
+    """
+    Seeded random schedules on a five-server cluster, checking Figure 3's
+    safety properties after every step (see L{RaftNetwork}).
+    """
+
+    def runSchedule(self, seed: int, ticks: int) -> RaftNetwork:
+        """
+        Run C{ticks} ticks of proposals (batched into AppendEntries of at
+        most 40 bytes of commands), message drops and delays, leader
+        isolations, cut links, crashes and restarts; then heal everything.
+        """
+        rng = random.Random(seed)
+        net = RaftNetwork(
+            FIVE, seed=seed, electionTicks=(10, 20), heartbeatTicks=3, maxAppendBytes=40
+        )
+        for number in range(ticks):
+            roll = rng.random()
+            leader = net.leader()
+            if roll < 0.01 and leader is not None:
+                net.isolate(leader)
+            elif roll < 0.02:
+                net.cut(*rng.sample(FIVE, 2))
+            elif roll < 0.03:
+                net.heal()
+            elif roll < 0.035 and len(net.up()) > 1:
+                net.crash(rng.choice(net.up()))
+            elif roll < 0.05 and len(net.up()) < len(FIVE):
+                net.restart(rng.choice([n for n in FIVE if n not in net.cores]))
+            leaders = [n for n in net.up() if net[n].role == LEADER]
+            if leaders and rng.random() < 0.3:
+                net.propose(rng.choice(leaders), [f"set k{number % 7} {number}"])
+            net.tick()
+            net.deliverRandomly(rng, drop=0.1, delay=0.15)
+        net.heal()
+        for name in FIVE:
+            if name not in net.cores:
+                net.restart(name)
+        return net
+
+    def test_safetyAndConvergence(self) -> None:
+        """
+        Under drops, delays, reordering, partitions of the leader, crashes
+        and restarts: at most one leader per term, logs match, every state
+        machine applies a prefix of one sequence, commitIndex never
+        decreases (all checked after every L{Ready}).  Once faults heal, a
+        single leader emerges, a new proposal commits within a bounded
+        number of ticks, and all logs become identical.
+        Reference: Figure 3 (safety properties), section 5.
+        """
+        for seed in range(4):
+            net = self.runSchedule(seed, 1500)
+            self.assertGreater(len(net.leaders), 1, f"seed {seed}: no leader changes")
+            self.assertGreater(len(net.committedLog), 50, f"seed {seed}: little progress")
+
+            net.runUntil(lambda net=net: settled(net), 150)
+            leader = net.leader()
+            [entry] = net.propose(leader, [f"set final {seed}"])
+            net.runUntil(lambda net=net, e=entry: all(e in net.applied[n] for n in FIVE), 30)
+            logs = [entriesOf(net[n]) for n in FIVE]
+            self.assertTrue(all(log == logs[0] for log in logs), f"seed {seed}")
+
+
+class InvariantCheckerTests(SynchronousTestCase):
+    """
+    The safety checks of L{RaftNetwork} fire on violations, so the tests
+    above that rely on them could fail.
+    """
+
+    def test_logMatchingViolation(self) -> None:
+        """
+        Two logs with the same term at an index but different entries before
+        it violate Log Matching.
+        Reference: Figure 3.
+        """
+        a = RaftCore("a", THREE, entries=[Entry(1, 1, "x"), Entry(2, 2, "y")])
+        b = RaftCore("b", THREE, entries=[Entry(1, 1, "z"), Entry(2, 2, "y")])
+        self.assertRaises(InvariantError, checkLogMatching, a, b)
+        c = RaftCore("c", THREE, entries=[Entry(1, 1, "x"), Entry(2, 3, "w")])
+        checkLogMatching(a, c)
+
+    def test_divergentApplyDetected(self) -> None:
+        """
+        Two state machines applying different entries at one index violate
+        State Machine Safety; applying out of order is caught too.
+        Reference: Figure 3.
+        """
+        net = RaftNetwork(THREE)
+        net._apply("a", [Entry(1, 1, "x")])
+        self.assertRaises(InvariantError, net._apply, "b", [Entry(1, 1, "other")])
+        self.assertRaises(InvariantError, net._apply, "c", [Entry(2, 1, "x")])
+
+    def test_unpersistedLogDetected(self) -> None:
+        """
+        A L{Ready} whose entries do not continue the disk's log is caught.
+        """
+        net = RaftNetwork(THREE)
+        self.assertRaises(InvariantError, net.handle, "a", Ready(entries=[Entry(2, 1, "x")]))

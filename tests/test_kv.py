@@ -1,0 +1,288 @@
+"""
+Tests for L{txraft.kv}: the command language and the deterministic
+key-value state machine.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from txraft.kv import Command, CommandError, KeyValueStore, parseCommand
+
+
+class ParseCommandTests(SynchronousTestCase):
+    """
+    Tests for L{parseCommand} on well-formed commands.
+    """
+
+    def test_get(self) -> None:
+        """
+        C{get KEY} parses to a C{get} of that key, stored as C{get KEY}.
+        """
+        command = parseCommand("get a")
+        self.assertEqual(command, Command("get", "a"))
+        self.assertEqual(command.text, "get a")
+
+    def test_set(self) -> None:
+        """
+        C{set KEY VALUE} parses to a C{set} of that key to that value.
+        """
+        command = parseCommand("set b 5")
+        self.assertEqual(command, Command("set", "b", "5"))
+        self.assertEqual(command.text, "set b 5")
+
+    def test_delete(self) -> None:
+        """
+        C{delete KEY} parses to a C{delete} of that key.
+        """
+        command = parseCommand("delete a")
+        self.assertEqual(command, Command("delete", "a"))
+        self.assertEqual(command.text, "delete a")
+
+    def test_show(self) -> None:
+        """
+        C{show} takes no arguments and parses to a C{show}.
+        """
+        command = parseCommand("show")
+        self.assertEqual(command, Command("show"))
+        self.assertEqual(command.text, "show")
+
+    def test_setValueIsRestOfLine(self) -> None:
+        """
+        The value of C{set} is the rest of the line: it keeps its spaces
+        (inner, repeated and trailing), C{@} signs and tabs.
+        """
+        for value in ["hello world", "a@b", "x  y ", "tab\there", "@@ @", "k v w"]:
+            command = parseCommand(f"set k {value}")
+            self.assertEqual((command.key, command.value), ("k", value))
+            self.assertEqual(command.text, f"set k {value}")
+
+    def test_setValueUnicode(self) -> None:
+        """
+        Keys and values may be any non-control Unicode text.
+        """
+        command = parseCommand("set clé ünïcødé ☃ 雪")
+        self.assertEqual(command, Command("set", "clé", "ünïcødé ☃ 雪"))
+
+    def test_leadingSpaces(self) -> None:
+        """
+        Leading spaces and tabs before the command word are ignored, and the
+        canonical text drops them.
+        """
+        self.assertEqual(parseCommand("   get a").text, "get a")
+        self.assertEqual(parseCommand("\t show").text, "show")
+        self.assertEqual(parseCommand("  set k v").text, "set k v")
+
+    def test_extraSpacesBetweenArguments(self) -> None:
+        """
+        Repeated or trailing spaces around the key of C{get}/C{delete} are
+        not part of it, and the canonical text is normalised.
+        """
+        self.assertEqual(parseCommand("get   a  ").text, "get a")
+        self.assertEqual(parseCommand("delete  a").text, "delete a")
+        self.assertEqual(parseCommand("show  ").text, "show")
+
+    def test_canonicalTextParsesToItself(self) -> None:
+        """
+        The canonical text that the log stores parses back to the same
+        command, so every node applies exactly what the leader accepted.
+        """
+        for text in ["get a", " set k  v  w ", "delete x", "show", "set k a@b"]:
+            command = parseCommand(text)
+            self.assertEqual(parseCommand(command.text), command)
+
+
+class ParseCommandErrorTests(SynchronousTestCase):
+    """
+    Tests for L{parseCommand} on malformed commands: each raises
+    L{CommandError} whose text is the reason given to the client.
+    """
+
+    def assertRejected(self, text: str, reason: str) -> None:
+        """
+        Assert that C{text} is rejected with a reason containing C{reason}.
+        """
+        error = self.assertRaises(CommandError, parseCommand, text)
+        self.assertIn(reason, str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_unknownCommand(self) -> None:
+        """
+        A command word other than get/set/delete/show is rejected, naming it.
+        """
+        self.assertRejected("frobnicate a", "unknown command 'frobnicate'")
+        self.assertRejected("GET a", "unknown command 'GET'")
+        self.assertRejected("status", "unknown command")
+
+    def test_unknownCommandNameTruncated(self) -> None:
+        """
+        A huge unknown command word is not echoed back in full.
+        """
+        error = self.assertRaises(CommandError, parseCommand, "x" * 10000)
+        self.assertLess(len(str(error)), 100)
+
+    def test_empty(self) -> None:
+        """
+        An empty or all-blank line is not a command.
+        """
+        self.assertRejected("", "empty command")
+        self.assertRejected("   ", "empty command")
+
+    def test_getWithoutKey(self) -> None:
+        """
+        C{get} and C{delete} need a key: the key cannot be empty.
+        """
+        self.assertRejected("get", "get takes a key")
+        self.assertRejected("get ", "get takes a key")
+        self.assertRejected("delete", "delete takes a key")
+        self.assertRejected("delete   ", "delete takes a key")
+
+    def test_getWithExtraArguments(self) -> None:
+        """
+        C{get} and C{delete} take exactly one key.
+        """
+        self.assertRejected("get a b", "get takes a key")
+        self.assertRejected("delete a b c", "delete takes a key")
+
+    def test_showWithArguments(self) -> None:
+        """
+        C{show} takes no arguments.
+        """
+        self.assertRejected("show a", "show takes no arguments")
+
+    def test_setWithoutKey(self) -> None:
+        """
+        C{set} with nothing after it, or only spaces, has no key.
+        """
+        self.assertRejected("set", "set needs a key and a value")
+        self.assertRejected("set   ", "set needs a key and a value")
+
+    def test_setWithoutValue(self) -> None:
+        """
+        C{set k} (with or without a trailing space) has no value.
+        """
+        self.assertRejected("set k", "set needs a value after the key")
+        self.assertRejected("set k ", "set needs a value after the key")
+
+    def test_controlCharacters(self) -> None:
+        """
+        Control characters (other than tab) anywhere in the line are
+        rejected: a stray CR or NUL would corrupt the line-based log.
+        """
+        for character in ["\x00", "\x01", "\r", "\n", "\x1b", "\x1f", "\x7f"]:
+            self.assertRejected(f"set k a{character}b", "control characters")
+            self.assertRejected(f"get k{character}", "control characters")
+
+
+class KeyValueStoreTests(SynchronousTestCase):
+    """
+    Tests for L{KeyValueStore.apply}: the reply of each command.
+    """
+
+    def setUp(self) -> None:
+        """
+        Start with an empty store.
+        """
+        self.store = KeyValueStore()
+
+    def test_getMissing(self) -> None:
+        """
+        C{get} of a key never set answers C{NOT_FOUND}.
+        """
+        self.assertEqual(self.store.apply("get a"), "NOT_FOUND")
+
+    def test_setThenGet(self) -> None:
+        """
+        C{set} answers C{OK}, and a later C{get} answers C{OK VALUE}.
+        """
+        self.assertEqual(self.store.apply("set a hello world"), "OK")
+        self.assertEqual(self.store.apply("get a"), "OK hello world")
+
+    def test_overwrite(self) -> None:
+        """
+        A second C{set} of the same key replaces the value.
+        """
+        self.store.apply("set a 1")
+        self.store.apply("set a 2")
+        self.assertEqual(self.store.apply("get a"), "OK 2")
+
+    def test_delete(self) -> None:
+        """
+        C{delete} of a present key answers C{OK} and removes it; of an
+        absent key answers C{NOT_FOUND}.
+        """
+        self.store.apply("set a 1")
+        self.assertEqual(self.store.apply("delete a"), "OK")
+        self.assertEqual(self.store.apply("get a"), "NOT_FOUND")
+        self.assertEqual(self.store.apply("delete a"), "NOT_FOUND")
+
+    def test_showEmpty(self) -> None:
+        """
+        C{show} of an empty store answers C{OK {}}.
+        """
+        self.assertEqual(self.store.apply("show"), "OK {}")
+
+    def test_showSortedJson(self) -> None:
+        """
+        C{show} answers C{OK} and a JSON object of every key, with keys in
+        sorted order whatever order they were set in.
+        """
+        for key in ["b", "c", "a"]:
+            self.store.apply(f"set {key} value of {key}")
+        reply = self.store.apply("show")
+        self.assertTrue(reply.startswith("OK "))
+        self.assertEqual(reply[3:], '{"a": "value of a", "b": "value of b", "c": "value of c"}')
+        self.assertEqual(list(json.loads(reply[3:])), ["a", "b", "c"])
+
+    def test_showUnicode(self) -> None:
+        """
+        C{show} writes non-ASCII text as itself (not C{\\u} escapes), and
+        the JSON round-trips values with quotes and backslashes.
+        """
+        self.store.apply("set snow ☃ 雪")
+        self.store.apply('set q say "hi" \\o/')
+        reply = self.store.apply("show")
+        self.assertIn("☃ 雪", reply)
+        self.assertEqual(json.loads(reply[3:]), {"snow": "☃ 雪", "q": 'say "hi" \\o/'})
+
+    def test_unicodeValues(self) -> None:
+        """
+        Unicode keys and values round-trip through C{set} and C{get}.
+        """
+        self.store.apply("set clé ünïcødé ☃")
+        self.assertEqual(self.store.apply("get clé"), "OK ünïcødé ☃")
+
+    def test_malformedCommandChangesNothing(self) -> None:
+        """
+        A command that does not parse (only a forged log entry could hold
+        one) answers C{ERROR} and leaves the map as it was.
+        """
+        self.store.apply("set a 1")
+        self.assertTrue(self.store.apply("set a").startswith("ERROR "))
+        self.assertTrue(self.store.apply("bogus").startswith("ERROR "))
+        self.assertEqual(self.store.data, {"a": "1"})
+
+    def test_deterministic(self) -> None:
+        """
+        The same commands in the same order give the same replies and the
+        same map on every store (the state machine must be deterministic
+        for replicas to agree; Reference: section 5.3).
+        """
+        rng = random.Random(1234)
+        commands = []
+        for _ in range(500):
+            key = rng.choice("abcde")
+            commands.append(
+                rng.choice(
+                    [f"get {key}", f"set {key} {rng.randrange(100)} x", f"delete {key}", "show"]
+                )
+            )
+        first, second = KeyValueStore(), KeyValueStore()
+        firstReplies = [first.apply(c) for c in commands]
+        secondReplies = [second.apply(c) for c in commands]
+        self.assertEqual(firstReplies, secondReplies)
+        self.assertEqual(first.data, second.data)
+        self.assertEqual(first.apply("show"), second.apply("show"))

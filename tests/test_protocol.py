@@ -1,0 +1,646 @@
+"""
+Tests for L{txraft.protocol}: the node's line protocol for clients and
+peers (L{NodeProtocol}) and its outgoing peer connections
+(L{PeerClientProtocol}).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.helpers import buildService, makeConfig, temporaryDirectory
+from txraft import protocol
+from txraft.kv import KeyValueStore
+from txraft.logmanager import LogManager
+from txraft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    Message,
+    MessageError,
+    RequestVote,
+    RequestVoteResponse,
+    formatMessage,
+)
+from txraft.protocol import NodeFactory, NodeProtocol, PeerClientProtocol
+from txraft.service import RaftService
+from txraft.storage import FileLogStore, FileStateStore
+
+VOTE_REQUEST = formatMessage("s2", RequestVote(3, 0, 0))
+
+
+class FakeService:
+    """
+    Stands in for L{RaftService}: records what the protocol asks of it and
+    answers client requests from C{answers} (a string or a Deferred) or,
+    by default, with C{OK <the request>}.
+    """
+
+    name = "s1"
+
+    def __init__(self) -> None:
+        self.clientRequests: list[tuple[str | None, str]] = []
+        self.peerRequests: list[tuple[str, Message]] = []
+        self.answers: list[str | defer.Deferred[str]] = []
+
+    def isPeer(self, name: str) -> bool:
+        """s2 and s3 are peers."""
+        return name in ("s2", "s3")
+
+    def clientRequest(self, clientId: str | None, text: str) -> str | defer.Deferred[str]:
+        """Record and answer a client request."""
+        self.clientRequests.append((clientId, text))
+        if self.answers:
+            return self.answers.pop(0)
+        return f"OK {text}"
+
+    def peerRequest(self, sender: str, message: Message) -> Message:
+        """Record a peer request and grant it."""
+        self.peerRequests.append((sender, message))
+        return RequestVoteResponse(message.term, True)
+
+
+class NodeProtocolTests(SynchronousTestCase):
+    """
+    Tests for L{NodeProtocol} with a fake service.
+    """
+
+    def setUp(self) -> None:
+        """
+        Connect a L{NodeProtocol} to a L{StringTransport}.
+        """
+        self.service = FakeService()
+        self.protocol = NodeFactory(self.service).buildProtocol(None)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def responses(self) -> list[str]:
+        """
+        The response lines written so far (each must end with a newline).
+        """
+        data = self.transport.value()
+        self.assertTrue(data == b"" or data.endswith(b"\n"), data)
+        return [line.decode("utf-8") for line in data.split(b"\n")[:-1]]
+
+    def test_oneResponsePerRequest(self) -> None:
+        """
+        Each request line gets exactly one response line.
+        """
+        self.protocol.dataReceived(b"get a\n")
+        self.assertEqual(self.responses(), ["OK get a"])
+        self.assertEqual(self.service.clientRequests, [(None, "get a")])
+
+    def test_pipelinedInOrder(self) -> None:
+        """
+        Pipelined requests are answered in request order even when a later
+        one is answered by the service before an earlier one.
+        """
+        first: defer.Deferred[str] = defer.Deferred()
+        second: defer.Deferred[str] = defer.Deferred()
+        self.service.answers = [first, second, "OK third"]
+        self.protocol.dataReceived(b"set a 1\nset b 2\nget c\n")
+        self.assertEqual(self.responses(), [])
+        second.callback("OK second")
+        self.assertEqual(self.responses(), [])
+        first.callback("OK first")
+        self.assertEqual(self.responses(), ["OK first", "OK second", "OK third"])
+
+    def test_laterRequestsAfterAnEarlyOneCompletes(self) -> None:
+        """
+        Responses flow as soon as every earlier one is known: a slow request
+        holds back only the ones after it.
+        """
+        slow: defer.Deferred[str] = defer.Deferred()
+        self.service.answers = ["OK 1", slow, "OK 3"]
+        self.protocol.dataReceived(b"a\nb\nc\n")
+        self.assertEqual(self.responses(), ["OK 1"])
+        slow.callback("OK 2")
+        self.assertEqual(self.responses(), ["OK 1", "OK 2", "OK 3"])
+
+    def test_failedRequest(self) -> None:
+        """
+        A request whose Deferred fails still gets one C{ERROR} line, in its
+        place, and the failure is logged.
+        """
+        failing: defer.Deferred[str] = defer.Deferred()
+        self.service.answers = [failing, "OK after"]
+        self.protocol.dataReceived(b"a\nb\n")
+        failing.errback(RuntimeError("boom"))
+        self.assertEqual(self.responses(), ["ERROR internal error", "OK after"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_crlf(self) -> None:
+        """
+        Lines may end with C{\\r\\n}; the C{\\r} is not part of the request.
+        """
+        self.protocol.dataReceived(b"get a\r\nc1@set k v\r\n")
+        self.assertEqual(self.service.clientRequests, [(None, "get a"), ("c1", "set k v")])
+        self.assertEqual(self.responses(), ["OK get a", "OK set k v"])
+
+    def test_partialLines(self) -> None:
+        """
+        A request split over several reads is answered once it is whole.
+        """
+        self.protocol.dataReceived(b"ge")
+        self.protocol.dataReceived(b"t ")
+        self.assertEqual(self.responses(), [])
+        self.protocol.dataReceived(b"a\nget")
+        self.assertEqual(self.responses(), ["OK get a"])
+        self.protocol.dataReceived(b" b\n")
+        self.assertEqual(self.responses(), ["OK get a", "OK get b"])
+
+    def test_badUtf8(self) -> None:
+        """
+        A line that is not UTF-8 gets C{ERROR ...}, reaches no service, and
+        the connection stays usable.
+        """
+        self.protocol.dataReceived(b"set a \xff\xfe\nget a\n")
+        responses = self.responses()
+        self.assertEqual(len(responses), 2)
+        self.assertTrue(responses[0].startswith("ERROR "), responses[0])
+        self.assertEqual(responses[1], "OK get a")
+        self.assertEqual(self.service.clientRequests, [(None, "get a")])
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_unicodeRequest(self) -> None:
+        """
+        UTF-8 text is decoded for the service and responses are encoded back.
+        """
+        self.protocol.dataReceived("set clé ☃\n".encode())
+        self.assertEqual(self.service.clientRequests, [(None, "set clé ☃")])
+        self.assertEqual(self.transport.value(), "OK set clé ☃\n".encode())
+
+    def test_lineTooLong(self) -> None:
+        """
+        A client line over L{protocol.MAX_REQUEST} bytes gets C{ERROR line
+        too long}, is not passed on, and the connection is closed.
+        """
+        self.protocol.dataReceived(b"set k " + b"x" * protocol.MAX_REQUEST + b"\nget a\n")
+        self.assertEqual(self.responses(), ["ERROR line too long"])
+        self.assertEqual(self.service.clientRequests, [])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_lineAtLimit(self) -> None:
+        """
+        A client line of exactly L{protocol.MAX_REQUEST} bytes is accepted.
+        """
+        line = b"set k " + b"x" * (protocol.MAX_REQUEST - 6)
+        self.protocol.dataReceived(line + b"\n")
+        self.assertEqual(len(self.service.clientRequests), 1)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_lineTooLongAfterPendingRequest(self) -> None:
+        """
+        Requests before an over-long line are still answered, in order,
+        before C{ERROR line too long}; the connection closes after that.
+        """
+        pending: defer.Deferred[str] = defer.Deferred()
+        self.service.answers = [pending]
+        self.protocol.dataReceived(b"get a\n" + b"x" * (protocol.MAX_REQUEST + 1) + b"\n")
+        self.assertEqual(self.responses(), [])
+        self.assertFalse(self.transport.disconnecting)
+        pending.callback("OK first")
+        self.assertEqual(self.responses(), ["OK first", "ERROR line too long"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_unterminatedLineTooLong(self) -> None:
+        """
+        Bytes beyond the protocol's hard limit without a newline also get
+        C{ERROR line too long} and the connection is closed, so a client
+        cannot make the node buffer without bound.
+        """
+        self.protocol.dataReceived(b"x" * (protocol.MAX_LINE + 2))
+        self.assertEqual(self.responses(), ["ERROR line too long"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_longPeerLineAccepted(self) -> None:
+        """
+        A peer line may be longer than a client request (AppendEntries
+        carries batches of entries), up to the protocol's hard limit.
+        """
+        command = "set k " + "x" * protocol.MAX_REQUEST
+        line = formatMessage("s2", AppendEntries(1, 0, 0, (Entry(1, 1, command),), 0))
+        self.protocol.dataReceived(line.encode() + b"\n")
+        self.assertEqual(len(self.service.peerRequests), 1)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_peerRequest(self) -> None:
+        """
+        A line C{NAME@RPC JSON} from a configured peer is parsed and stepped
+        into the service, and the reply goes back as a peer line from this
+        node.
+        """
+        self.protocol.dataReceived(VOTE_REQUEST.encode() + b"\n")
+        self.assertEqual(self.service.peerRequests, [("s2", RequestVote(3, 0, 0))])
+        self.assertEqual(
+            self.responses(), ['s1@RequestVoteResponse {"term":3,"voteGranted":true}']
+        )
+        self.assertEqual(self.service.clientRequests, [])
+
+    def test_peerLineFromUnknownName(self) -> None:
+        """
+        A peer line naming no configured node is answered C{ERROR} naming
+        it, logged, and reaches neither the core nor the client path.
+        """
+        self.protocol.dataReceived(formatMessage("zz", RequestVote(3, 0, 0)).encode() + b"\n")
+        responses = self.responses()
+        self.assertEqual(len(responses), 1)
+        self.assertTrue(responses[0].startswith("ERROR "), responses[0])
+        self.assertIn("zz", responses[0])
+        self.assertEqual(self.service.peerRequests, [])
+        self.assertEqual(self.service.clientRequests, [])
+
+    def test_malformedPeerLine(self) -> None:
+        """
+        A peer line from a configured node that does not parse is answered
+        C{ERROR} and not passed to the service.
+        """
+        lines = [
+            b"s2@RequestVote",
+            b"s2@RequestVote not json",
+            b"s2@RequestVote []",
+            b's2@RequestVote {"term":1}',
+            b's2@RequestVote {"term":-1,"lastLogIndex":0,"lastLogTerm":0}',
+            b's2@RequestVote {"term":1,"lastLogIndex":0,"lastLogTerm":0,"extra":1}',
+            b's2@AppendEntries {"term":1,"prevLogIndex":0,"prevLogTerm":0,'
+            b'"entries":[[2,1,"x"]],"leaderCommit":0}',
+        ]
+        self.protocol.dataReceived(b"\n".join(lines) + b"\n")
+        responses = self.responses()
+        self.assertEqual(len(responses), len(lines))
+        for response in responses:
+            self.assertTrue(response.startswith("ERROR "), response)
+        self.assertEqual(self.service.peerRequests, [])
+        self.assertEqual(self.service.clientRequests, [])
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_responseSentAsRequest(self) -> None:
+        """
+        A response-type RPC arriving as a request is answered C{ERROR}: the
+        server side only handles requests, and each gets its own reply.
+        """
+        for message in [RequestVoteResponse(3, True), AppendEntriesResponse(3, True, 4)]:
+            self.protocol.dataReceived(formatMessage("s2", message).encode() + b"\n")
+        responses = self.responses()
+        self.assertEqual(len(responses), 2)
+        self.assertTrue(responses[0].startswith("ERROR RequestVoteResponse"), responses[0])
+        self.assertTrue(responses[1].startswith("ERROR AppendEntriesResponse"), responses[1])
+        self.assertEqual(self.service.peerRequests, [])
+
+    def test_atSignInValue(self) -> None:
+        """
+        A line whose text before its first C{@} is not an ID is a bare
+        command: C{set k a@b} comes from an anonymous client.
+        """
+        self.protocol.dataReceived(b"set k a@b\n")
+        self.assertEqual(self.service.clientRequests, [(None, "set k a@b")])
+
+    def test_clientId(self) -> None:
+        """
+        C{c-4@get a} is the request C{get a} from client C{c-4}, and an ID
+        that happens to be a peer's name is still a client when no RPC
+        follows.
+        """
+        self.protocol.dataReceived(b"c-4@get a\ns2@set x y@z\n")
+        self.assertEqual(self.service.clientRequests, [("c-4", "get a"), ("s2", "set x y@z")])
+
+    def test_connectionLostWithPending(self) -> None:
+        """
+        Answers that complete after the connection is gone are dropped
+        without error.
+        """
+        pending: defer.Deferred[str] = defer.Deferred()
+        self.service.answers = [pending]
+        self.protocol.dataReceived(b"get a\n")
+        self.protocol.connectionLost(protocol.CONNECTION_DONE)
+        pending.callback("OK late")
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_halfCloseAnswersPending(self) -> None:
+        """
+        A client that closes its sending side after its last request (as
+        C{nc -N} does) still gets every answer, in order; then the node
+        closes the connection.
+        """
+        pending: defer.Deferred[str] = defer.Deferred()
+        self.service.answers = [pending, "OK second"]
+        self.protocol.dataReceived(b"set a 1\nget a\n")
+        self.protocol.readConnectionLost()
+        self.assertFalse(self.transport.disconnecting)
+        pending.callback("OK first")
+        self.assertEqual(self.responses(), ["OK first", "OK second"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_halfCloseIdle(self) -> None:
+        """
+        A client that half-closes with nothing pending is disconnected at once.
+        """
+        self.protocol.dataReceived(b"get a\n")
+        self.protocol.readConnectionLost()
+        self.assertEqual(self.responses(), ["OK get a"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_linesAfterCloseIgnored(self) -> None:
+        """
+        Once a connection is closing, later lines are not served.
+        """
+        self.protocol.connectionLost(protocol.CONNECTION_DONE)
+        self.protocol.lineReceived(b"get a")
+        self.assertEqual(self.service.clientRequests, [])
+
+    def test_randomBytes(self) -> None:
+        """
+        Random bytes fed in random chunks never raise, and every complete
+        line gets exactly one response, in order.
+        """
+        rng = random.Random(20240601)
+        alphabet = [b"a", b"@", b" ", b"\r", b"\xff", b"\xe2\x98\x83", b"s2", b"c1", b"get"]
+        alphabet += [b"RequestVote", b"AppendEntriesResponse", b"{", b'"term":1', b"}"]
+        for _ in range(200):
+            service = FakeService()
+            node = NodeProtocol(service)
+            transport = StringTransport()
+            node.makeConnection(transport)
+            data = b"".join(
+                rng.choice(alphabet + [b"\n"] * 2) for _ in range(rng.randrange(0, 200))
+            )
+            position = 0
+            while position < len(data):
+                size = rng.randrange(1, 20)
+                node.dataReceived(data[position : position + size])
+                position += size
+            completeLines = data.count(b"\n")
+            output = transport.value()
+            self.assertEqual(output.count(b"\n"), completeLines, data)
+            answered = len(service.clientRequests) + len(service.peerRequests)
+            errors = [line for line in output.split(b"\n") if line.startswith(b"ERROR ")]
+            self.assertEqual(answered + len(errors), completeLines, data)
+
+
+class NodeProtocolWithServiceTests(SynchronousTestCase):
+    """
+    Tests for L{NodeProtocol} in front of a real L{RaftService} on a
+    L{MemoryReactorClock}.
+    """
+
+    def setUp(self) -> None:
+        """
+        A follower C{s1} of a three-node cluster, started on a fake reactor.
+        """
+        self.reactor = MemoryReactorClock()
+        self.service = buildService(makeConfig(), "s1", self.reactor)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    def connect(self, service: RaftService | None = None) -> tuple[NodeProtocol, StringTransport]:
+        """
+        A new connection to C{service} (default: C{s1}).
+        """
+        node = NodeFactory(service or self.service).buildProtocol(None)
+        transport = StringTransport()
+        node.makeConnection(transport)
+        return node, transport
+
+    def test_peerLineStepsCore(self) -> None:
+        """
+        A RequestVote from a peer with a newer term is granted, and the
+        node's term follows it (Reference: Figure 2, RequestVote RPC).
+        """
+        node, transport = self.connect()
+        node.dataReceived(VOTE_REQUEST.encode() + b"\n")
+        self.assertEqual(
+            transport.value(), b's1@RequestVoteResponse {"term":3,"voteGranted":true}\n'
+        )
+        self.assertEqual(self.service.core.currentTerm, 3)
+
+    def test_rejectedPeerLinesChangeNoState(self) -> None:
+        """
+        Peer lines that are rejected (unknown sender, malformed, a response
+        sent as a request, this node's own name) change neither the term
+        nor the vote nor the log.
+        """
+        node, transport = self.connect()
+        lines = [
+            formatMessage("zz", RequestVote(9, 5, 5)),
+            formatMessage("s1", RequestVote(9, 5, 5)),
+            "s2@RequestVote {bad",
+            formatMessage("s2", RequestVoteResponse(9, True)),
+            formatMessage("s2", AppendEntriesResponse(9, True, 3)),
+        ]
+        node.dataReceived("".join(line + "\n" for line in lines).encode())
+        responses = transport.value().split(b"\n")[:-1]
+        self.assertEqual(len(responses), len(lines))
+        for response in responses:
+            self.assertTrue(response.startswith(b"ERROR "), response)
+        self.assertEqual(self.service.core.currentTerm, 0)
+        self.assertEqual(self.service.core.votedFor, None)
+        self.assertEqual(self.service.core.log.lastIndex, 0)
+
+    def test_randomLines(self) -> None:
+        """
+        Random client commands, mangled peer messages and random bytes fed
+        in random chunks to a real node never raise, and every complete
+        line gets exactly one response.
+        """
+        rng = random.Random(7)
+        node, transport = self.connect()
+        templates = [
+            "get a",
+            "set a {n}",
+            "c{n}@delete a",
+            "show",
+            "status",
+            's2@RequestVote {{"term":{n},"lastLogIndex":{n},"lastLogTerm":{n}}}',
+            's3@AppendEntries {{"term":{n},"prevLogIndex":0,"prevLogTerm":0,'
+            '"entries":[[1,{n},"set b {n}"]],"leaderCommit":{n}}}',
+            's2@AppendEntries {{"term":{n},"prevLogIndex":{n},"prevLogTerm":{n},'
+            '"entries":[],"leaderCommit":{n}}}',
+        ]
+        lines = 0
+        for _ in range(500):
+            if rng.random() < 0.2:
+                line = bytes(rng.randrange(256) for _ in range(rng.randrange(30)))
+                line = line.replace(b"\n", b"")
+            else:
+                text = rng.choice(templates).format(n=rng.randrange(1, 4))
+                if rng.random() < 0.3:
+                    cut = rng.randrange(len(text))
+                    text = text[:cut] + rng.choice(["", "x", "@", "}", " "]) + text[cut + 1 :]
+                line = text.encode()
+            data = line + b"\n"
+            lines += 1
+            while data:
+                size = rng.randrange(1, 40)
+                node.dataReceived(data[:size])
+                data = data[size:]
+            self.reactor.advance(rng.choice([0, 0.01]))
+        self.reactor.advance(1)
+        self.assertEqual(transport.value().count(b"\n"), lines)
+
+    def test_lonePeerSurrogatePersisted(self) -> None:
+        """
+        A peer AppendEntries whose command holds a lone surrogate (valid
+        JSON, not encodable text) is answered C{ERROR} and changes no state;
+        in particular no retry of it may be acknowledged as stored, since it
+        never reached the disk (Reference: Figure 2, "persistent state ...
+        updated on stable storage before responding to RPCs").
+        """
+        directory = temporaryDirectory(self)
+        logManager = LogManager(
+            FileLogStore(os.path.join(directory, "s1.log")),
+            FileStateStore(os.path.join(directory, "s1.state")),
+            KeyValueStore(),
+        )
+        service = RaftService(makeConfig(), "s1", logManager, MemoryReactorClock())
+        self.addCleanup(logManager.logStore.close)
+        line = (
+            b's2@AppendEntries {"term":1,"prevLogIndex":0,"prevLogTerm":0,'
+            b'"entries":[[1,1,"set a \\udc80"]],"leaderCommit":0}\n'
+        )
+        answers = []
+        for _ in range(2):
+            node, transport = self.connect(service)
+            try:
+                node.dataReceived(line)
+            except UnicodeError:
+                pass
+            answers.append(transport.value())
+        self.assertFalse(any(b'"success":true' in answer for answer in answers), answers)
+        self.assertTrue(all(answer.startswith(b"ERROR ") for answer in answers), answers)
+        self.assertEqual(service.core.log.lastIndex, 0)
+
+
+class PeerClientProtocolTests(SynchronousTestCase):
+    """
+    Tests for L{PeerClientProtocol}, this node's connection to one peer.
+    """
+
+    def setUp(self) -> None:
+        """
+        Connect C{s1}'s protocol for peer C{s2} to a L{StringTransport}.
+        """
+        self.protocol = PeerClientProtocol("s1", "s2")
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        self.lost: list[PeerClientProtocol] = []
+        self.protocol.onConnectionLost = self.lost.append
+
+    def test_sendRequest(self) -> None:
+        """
+        A request goes out as one C{s1@RPC JSON} line.
+        """
+        self.protocol.sendRequest(RequestVote(2, 1, 1))
+        self.assertEqual(
+            self.transport.value(),
+            b's1@RequestVote {"term":2,"lastLogIndex":1,"lastLogTerm":1}\n',
+        )
+        self.assertEqual(self.protocol.pendingCount(), 1)
+
+    def test_responsesMatchedInOrder(self) -> None:
+        """
+        Response lines fire the requests' Deferreds in request order (the
+        peer answers in order).
+        """
+        first = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        second = self.protocol.sendRequest(AppendEntries(2, 0, 0, (), 0))
+        self.assertNoResult(first)
+        self.protocol.dataReceived(
+            (
+                formatMessage("s2", RequestVoteResponse(2, True))
+                + "\n"
+                + formatMessage("s2", AppendEntriesResponse(2, True, 0))
+                + "\r\n"
+            ).encode()
+        )
+        self.assertEqual(self.successResultOf(first), RequestVoteResponse(2, True))
+        self.assertEqual(self.successResultOf(second), AppendEntriesResponse(2, True, 0))
+        self.assertEqual(self.protocol.pendingCount(), 0)
+
+    def test_errorLineFailsOldest(self) -> None:
+        """
+        An C{ERROR} line fails the oldest request's Deferred with
+        L{MessageError}; later requests still get their responses.
+        """
+        first = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        second = self.protocol.sendRequest(RequestVote(3, 1, 1))
+        self.protocol.dataReceived(b"ERROR something\n")
+        self.failureResultOf(first, MessageError)
+        self.assertNoResult(second)
+        self.protocol.dataReceived(
+            formatMessage("s2", RequestVoteResponse(3, False)).encode() + b"\n"
+        )
+        self.assertEqual(self.successResultOf(second), RequestVoteResponse(3, False))
+
+    def test_wrongSenderFails(self) -> None:
+        """
+        A response claiming to come from another node, or that does not
+        parse, fails its request.
+        """
+        first = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        second = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        third = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        self.protocol.dataReceived(
+            formatMessage("s3", RequestVoteResponse(2, True)).encode()
+            + b"\ns2@RequestVoteResponse {\n\xff\n"
+        )
+        self.failureResultOf(first, MessageError)
+        self.failureResultOf(second, MessageError)
+        self.failureResultOf(third, MessageError)
+
+    def test_unsolicitedLineIgnored(self) -> None:
+        """
+        A line with no request waiting for it is ignored.
+        """
+        self.protocol.dataReceived(b"s2@RequestVoteResponse {}\n")
+        self.assertEqual(self.protocol.pendingCount(), 0)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_connectionLostFailsPending(self) -> None:
+        """
+        Losing the connection fails every pending request with the reason
+        and tells C{onConnectionLost}.
+        """
+        first = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        second = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(first, ConnectionLost)
+        self.failureResultOf(second, ConnectionLost)
+        self.assertEqual(self.protocol.pendingCount(), 0)
+        self.assertEqual(self.lost, [self.protocol])
+
+    def test_connectionLostWithoutPending(self) -> None:
+        """
+        Losing an idle connection still tells C{onConnectionLost}.
+        """
+        self.protocol.connectionLost(protocol.CONNECTION_DONE)
+        self.assertEqual(self.lost, [self.protocol])
+
+    def test_randomResponses(self) -> None:
+        """
+        Random bytes from a peer, in random chunks, never raise: each
+        complete line settles exactly one pending request.
+        """
+        rng = random.Random(99)
+        alphabet = [b"s2@", b"s3@", b"RequestVoteResponse", b" ", b"{}", b"\xff", b"x", b"\n"]
+        for _ in range(100):
+            client = PeerClientProtocol("s1", "s2")
+            client.makeConnection(StringTransport())
+            pending = [client.sendRequest(RequestVote(1, 0, 0)) for _ in range(30)]
+            settled: list[object] = []
+            for d in pending:
+                d.addBoth(settled.append)
+            data = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(100)))
+            lines = data.count(b"\n")
+            while data:
+                size = rng.randrange(1, 10)
+                client.dataReceived(data[:size])
+                data = data[size:]
+            self.assertEqual(len(settled), min(lines, 30))
+            self.assertEqual(client.pendingCount(), 30 - len(settled))

@@ -1,0 +1,195 @@
+"""
+Tests for L{txraft.raftlog}.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from txraft.messages import Entry
+from txraft.raftlog import RaftLog
+
+
+def logWithTerms(*terms: int) -> RaftLog:
+    """A log whose entry at index i+1 has term C{terms[i]} and command C{ci}."""
+    return RaftLog(Entry(index, term, f"c{index}") for index, term in enumerate(terms, 1))
+
+
+class EmptyLogTests(SynchronousTestCase):
+    """
+    The empty log and its index-0 sentinel.
+    """
+
+    def test_sentinel(self) -> None:
+        """
+        An empty log has lastIndex 0 and lastTerm 0, and C{term(0)} is 0, so
+        an AppendEntries with prevLogIndex 0 always passes the consistency
+        check (Figure 2, AppendEntries receiver step 2).
+        """
+        log = RaftLog()
+        self.assertEqual((log.lastIndex, log.lastTerm, log.term(0)), (0, 0, 0))
+
+    def test_termZeroOnFullLog(self) -> None:
+        """
+        C{term(0)} is 0 on a non-empty log too, and C{term(i)} is entry i's term.
+        """
+        log = logWithTerms(1, 1, 3)
+        self.assertEqual([log.term(i) for i in range(4)], [0, 1, 1, 3])
+        self.assertEqual((log.lastIndex, log.lastTerm), (3, 3))
+        self.assertEqual(log.entry(3), Entry(3, 3, "c3"))
+
+
+class AppendTests(SynchronousTestCase):
+    """
+    L{RaftLog.append} keeps the log contiguous and its terms non-decreasing.
+    """
+
+    def test_appendContinues(self) -> None:
+        """
+        Entries that follow the last index are appended in order.
+        """
+        log = logWithTerms(1)
+        log.append([Entry(2, 1, "a"), Entry(3, 2, "b")])
+        self.assertEqual(log.slice(1, 4), [Entry(1, 1, "c1"), Entry(2, 1, "a"), Entry(3, 2, "b")])
+
+    def test_gapRejected(self) -> None:
+        """
+        An entry that does not follow the last index is refused and the log
+        is unchanged.
+        """
+        log = logWithTerms(1, 1)
+        self.assertRaises(ValueError, log.append, [Entry(4, 1, "gap")])
+        self.assertRaises(ValueError, log.append, [Entry(2, 1, "overlap")])
+        self.assertEqual(log.lastIndex, 2)
+
+    def test_gapInConstructorRejected(self) -> None:
+        """
+        A recovered log with a hole is refused at construction.
+        """
+        self.assertRaises(ValueError, RaftLog, [Entry(1, 1, "a"), Entry(3, 1, "b")])
+
+    def test_termRegressionRejected(self) -> None:
+        """
+        Terms in a Raft log never decrease (a leader only appends entries of
+        its own, latest term), so an entry of an earlier term than the last
+        is refused.
+        """
+        log = logWithTerms(1, 3)
+        self.assertRaises(ValueError, log.append, [Entry(3, 2, "old")])
+        self.assertEqual((log.lastIndex, log.lastTerm), (2, 3))
+
+
+class SliceTests(SynchronousTestCase):
+    """
+    L{RaftLog.slice} with and without a byte budget.
+    """
+
+    def test_halfOpenRange(self) -> None:
+        """
+        C{slice(start, stop)} returns entries with C{start <= index < stop}.
+        """
+        log = logWithTerms(1, 1, 2, 2)
+        self.assertEqual([e.index for e in log.slice(2, 4)], [2, 3])
+        self.assertEqual(log.slice(5, 5), [])
+
+    def test_maxBytesReturnsAtLeastOne(self) -> None:
+        """
+        Even an entry larger than the budget is returned alone, so replication
+        always makes progress.
+        """
+        log = RaftLog([Entry(1, 1, "x" * 100), Entry(2, 1, "y")])
+        self.assertEqual(log.slice(1, 3, maxBytes=10), [Entry(1, 1, "x" * 100)])
+        self.assertEqual(log.slice(1, 3, maxBytes=0), [Entry(1, 1, "x" * 100)])
+
+    def test_maxBytesStopsOnceOverBudget(self) -> None:
+        """
+        Entries are taken while their commands add up to no more than the budget.
+        """
+        log = RaftLog([Entry(i, 1, "abcd") for i in range(1, 6)])
+        self.assertEqual([e.index for e in log.slice(1, 6, maxBytes=8)], [1, 2])
+        self.assertEqual([e.index for e in log.slice(1, 6, maxBytes=9)], [1, 2])
+        self.assertEqual([e.index for e in log.slice(1, 6, maxBytes=12)], [1, 2, 3])
+        self.assertEqual(len(log.slice(1, 6, maxBytes=1000)), 5)
+
+
+class TruncateTests(SynchronousTestCase):
+    """
+    L{RaftLog.truncateFrom}.
+    """
+
+    def test_truncateFrom(self) -> None:
+        """
+        C{truncateFrom(i)} drops entry i and every later one, after which
+        new entries may follow index i-1.
+        """
+        log = logWithTerms(1, 1, 2, 2)
+        log.truncateFrom(3)
+        self.assertEqual((log.lastIndex, log.lastTerm), (2, 1))
+        log.append([Entry(3, 3, "new")])
+        self.assertEqual(log.entry(3), Entry(3, 3, "new"))
+
+
+class FindConflictByTermTests(SynchronousTestCase):
+    """
+    L{RaftLog.findConflictByTerm}: where a follower's log could still agree
+    with a leader's (the accelerated backtracking of section 5.3).
+    """
+
+    def test_table(self) -> None:
+        """
+        The answer is the largest index not after C{index} (clamped to the
+        log's end) whose term is not after C{term}.
+        """
+        # Figure 7's follower (f): terms 1 1 1 2 2 2 3 3 3 3 3.
+        log = logWithTerms(1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3)
+        cases = [
+            ((10, 6), 10),  # every term of f is <= 6
+            ((11, 3), 11),
+            ((20, 3), 11),  # clamped to lastIndex
+            ((10, 2), 6),
+            ((10, 1), 3),
+            ((5, 1), 3),
+            ((10, 0), 0),
+            ((0, 5), 0),
+        ]
+        for (index, term), expected in cases:
+            self.assertEqual(
+                log.findConflictByTerm(index, term), expected, f"findConflictByTerm{index, term}"
+            )
+
+    def test_emptyLog(self) -> None:
+        """
+        On an empty log the only place of agreement is index 0.
+        """
+        self.assertEqual(RaftLog().findConflictByTerm(7, 3), 0)
+
+
+class IsUpToDateTests(SynchronousTestCase):
+    """
+    L{RaftLog.isUpToDate}: the voter's check of section 5.4.1.
+    """
+
+    def test_laterLastTermWins(self) -> None:
+        """
+        A log whose last term is later is more up-to-date whatever its length.
+        """
+        log = logWithTerms(1, 1, 2, 2, 2)
+        self.assertTrue(log.isUpToDate(1, 3))
+        self.assertFalse(log.isUpToDate(100, 1))
+
+    def test_sameLastTermLongerWins(self) -> None:
+        """
+        With the same last term, the longer log is more up-to-date and equal
+        logs are up-to-date with each other.
+        """
+        log = logWithTerms(1, 1, 2)
+        self.assertTrue(log.isUpToDate(4, 2))
+        self.assertTrue(log.isUpToDate(3, 2))
+        self.assertFalse(log.isUpToDate(2, 2))
+
+    def test_emptyLogs(self) -> None:
+        """
+        Every log is at least as up-to-date as an empty one, and an empty log
+        is up-to-date only against an empty log.
+        """
+        self.assertTrue(RaftLog().isUpToDate(0, 0))
+        self.assertTrue(RaftLog().isUpToDate(3, 1))
+        self.assertFalse(logWithTerms(1).isUpToDate(0, 0))

@@ -1,0 +1,386 @@
+"""
+Tests for L{txraft.tap}: the twistd plugin's options and service tree.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.helpers import temporaryDirectory
+from txraft import tap
+from txraft.service import RaftService
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CONFIG = "s1 127.0.0.1 10000\ns2 127.0.0.1 10001\ns3 127.0.0.1 10002\n"
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Tests for L{tap.Options}: everything that can be wrong with a node's
+    setup is refused before the reactor starts, with one line saying what.
+    """
+
+    def setUp(self) -> None:
+        """
+        A temporary directory holding a three-node config.
+        """
+        self.directory = temporaryDirectory(self)
+        self.config = self.writeConfig(CONFIG)
+        self.dataDir = os.path.join(self.directory, "data")
+
+    def writeConfig(self, text: str, name: str = "cluster.conf") -> str:
+        """
+        Write a config file and return its path.
+        """
+        path = os.path.join(self.directory, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def parse(self, *arguments: str) -> tap.Options:
+        """
+        Parse C{arguments} after the config and data dir options.
+        """
+        options = tap.Options()
+        options.parseOptions(["--config", self.config, "--data-dir", self.dataDir, *arguments])
+        return options
+
+    def assertUsageError(self, arguments: list[str], message: str) -> None:
+        """
+        Assert that parsing C{arguments} is a usage error containing
+        C{message}.
+        """
+        error = self.assertRaises(usage.UsageError, self.parse, *arguments)
+        self.assertIn(message, str(error))
+
+    def assertStartupError(self, arguments: list[str], *fragments: str) -> str:
+        """
+        Assert that parsing C{arguments} exits (non-zero, via L{SystemExit})
+        with one line containing every fragment; return the line.
+        """
+        error = self.assertRaises(SystemExit, self.parse, *arguments)
+        line = str(error.code)
+        self.assertIsInstance(error.code, str)
+        self.assertNotIn("\n", line)
+        for fragment in fragments:
+            self.assertIn(fragment, line)
+        return line
+
+    def test_defaults(self) -> None:
+        """
+        With just a name, the node takes its address from the config and
+        the default timing: heartbeat 100 ms, election timeout 400-800 ms.
+        """
+        options = self.parse("--name", "s2")
+        self.assertEqual((options.address.host, options.address.port), ("127.0.0.1", 10001))
+        self.assertEqual(options.config.names(), ("s1", "s2", "s3"))
+        self.assertEqual(options["heartbeat"], 100)
+        self.assertEqual(options["election-timeout"], (400, 800))
+        self.assertTrue(os.path.isdir(self.dataDir))
+
+    def test_timing(self) -> None:
+        """
+        --heartbeat and --election-timeout are parsed as milliseconds.
+        """
+        options = self.parse("--name", "s1", "--heartbeat", "50", "--election-timeout", "150:300")
+        self.assertEqual(options["heartbeat"], 50)
+        self.assertEqual(options["election-timeout"], (150, 300))
+
+    def test_missingName(self) -> None:
+        """
+        --name is required.
+        """
+        self.assertUsageError([], "--name is required")
+
+    def test_badName(self) -> None:
+        """
+        A name that no config line could hold is a usage error.
+        """
+        self.assertUsageError(["--name", "s 1"], "--name 's 1' must be")
+
+    def test_unknownName(self) -> None:
+        """
+        A name not in the config exits with a line naming the config file.
+        """
+        self.assertStartupError(["--name", "s9"], "'s9'", self.config)
+
+    def test_portMatches(self) -> None:
+        """
+        --port may repeat the config's port.
+        """
+        self.assertEqual(self.parse("--name", "s1", "--port", "10000").address.port, 10000)
+
+    def test_portMismatch(self) -> None:
+        """
+        A --port that differs from the config's is refused, naming both
+        ports and the config file: peers could not reach the node.
+        """
+        self.assertStartupError(["--name", "s1", "--port", "10001"], "10001", "10000", self.config)
+
+    def test_badElectionTimeout(self) -> None:
+        """
+        --election-timeout must be two integers separated by a colon.
+        """
+        for value in ["400", "a:b", "400:", ":800", "400:800:900", "", "4.5:9"]:
+            self.assertUsageError(
+                ["--name", "s1", "--election-timeout", value], "--election-timeout must be"
+            )
+
+    def test_electionTimeoutOrder(self) -> None:
+        """
+        The election timeout's minimum must be below its maximum.
+        """
+        for value in ["800:400", "400:400", "-800:-400"]:
+            self.assertUsageError(
+                ["--name", "s1", "--election-timeout", value], "need 0 < --heartbeat"
+            )
+
+    def test_heartbeatTooSlow(self) -> None:
+        """
+        A heartbeat not below the election timeout's minimum would let
+        followers time out under a healthy leader (Reference: section 5.6).
+        """
+        for heartbeat in ["400", "500"]:
+            self.assertUsageError(
+                ["--name", "s1", "--heartbeat", heartbeat, "--election-timeout", "400:800"],
+                "need 0 < --heartbeat < election timeout MIN < MAX",
+            )
+
+    def test_heartbeatNotPositive(self) -> None:
+        """
+        The heartbeat must be a positive integer.
+        """
+        self.assertUsageError(["--name", "s1", "--heartbeat", "0"], "need 0 < --heartbeat")
+        self.assertRaises(usage.UsageError, self.parse, "--name", "s1", "--heartbeat", "fast")
+
+    def test_dataDirCreated(self) -> None:
+        """
+        A missing data dir is created, parents included.
+        """
+        self.dataDir = os.path.join(self.directory, "a", "b", "c")
+        self.parse("--name", "s1")
+        self.assertTrue(os.path.isdir(self.dataDir))
+
+    def test_dataDirIsFile(self) -> None:
+        """
+        A regular file where the data dir should be is refused, naming it.
+        """
+        with open(self.dataDir, "w"):
+            pass
+        self.assertStartupError(["--name", "s1"], f"--data-dir {self.dataDir}")
+
+    def test_dataDirUnderFile(self) -> None:
+        """
+        A data dir that cannot be created (its parent is a regular file) is
+        refused, naming it.
+        """
+        parent = os.path.join(self.directory, "plain-file")
+        with open(parent, "w"):
+            pass
+        self.dataDir = os.path.join(parent, "data")
+        self.assertStartupError(["--name", "s1"], f"--data-dir {self.dataDir}", "cannot create")
+
+    def test_missingConfig(self) -> None:
+        """
+        A missing config file is refused, naming it.
+        """
+        self.config = os.path.join(self.directory, "nowhere.conf")
+        self.assertStartupError(["--name", "s1"], self.config, "cannot read cluster config")
+
+    def test_malformedConfig(self) -> None:
+        """
+        A malformed config is refused with its file and line number.
+        """
+        self.config = self.writeConfig("s1 127.0.0.1 10000\ns2 127.0.0.1 port\n", "bad.conf")
+        self.assertStartupError(["--name", "s1"], f"{self.config}:2:", "'port'")
+
+    def test_duplicateInConfig(self) -> None:
+        """
+        A config naming a node twice is refused with the line of the second.
+        """
+        self.config = self.writeConfig(
+            "# nodes\ns1 127.0.0.1 10000\ns1 127.0.0.1 10001\n", "dup.conf"
+        )
+        self.assertStartupError(["--name", "s1"], f"{self.config}:3:", "duplicate")
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    Tests for L{tap.makeService}.
+    """
+
+    def setUp(self) -> None:
+        """
+        A config and an empty data directory.
+        """
+        self.directory = temporaryDirectory(self)
+        self.config = os.path.join(self.directory, "cluster.conf")
+        with open(self.config, "w") as f:
+            f.write(CONFIG)
+        self.dataDir = os.path.join(self.directory, "data")
+
+    def options(self, name: str = "s1", *arguments: str) -> tap.Options:
+        """
+        Parsed options for node C{name} over the data directory.
+        """
+        options = tap.Options()
+        options.parseOptions(
+            ["--config", self.config, "--data-dir", self.dataDir, "--name", name, *arguments]
+        )
+        return options
+
+    def makeService(self, options: tap.Options) -> RaftService:
+        """
+        Build the service and release its files and lock when the test ends.
+        """
+        service = tap.makeService(options)
+        self.addCleanup(os.close, service.dataDirectoryLock)
+        self.addCleanup(service.logManager.logStore.close)
+        return service
+
+    def test_buildsRaftService(self) -> None:
+        """
+        makeService returns the node's L{RaftService}, not yet started, with
+        its timing converted from milliseconds to 10 ms ticks and its files
+        in the data dir.
+        """
+        service = self.makeService(self.options("s2", "--election-timeout", "300:600"))
+        self.assertIsInstance(service, RaftService)
+        self.assertFalse(service.running)
+        self.assertEqual(service.name, "s2")
+        self.assertEqual(service.address.port, 10001)
+        self.assertEqual(service.tickSeconds, tap.TICK_MS / 1000)
+        self.assertEqual(service.core.electionTicks, (30, 60))
+        self.assertEqual(service.core.heartbeatTicks, 10)
+        self.assertTrue(os.path.exists(os.path.join(self.dataDir, "s2.log")))
+        self.assertIs(service.reactor, reactor)
+
+    def test_recoversState(self) -> None:
+        """
+        A node built over an existing data dir starts from the term, vote
+        and log stored there (Figure 2: persistent state).
+        """
+        os.makedirs(self.dataDir)
+        with open(os.path.join(self.dataDir, "s1.log"), "w") as f:
+            f.write("1 1 noop\n2 1 set a 1\n3 2 noop\n")
+        with open(os.path.join(self.dataDir, "s1.state"), "w") as f:
+            f.write('{"currentTerm": 3, "votedFor": "s2"}\n')
+        service = self.makeService(self.options())
+        self.assertEqual(service.core.currentTerm, 3)
+        self.assertEqual(service.core.votedFor, "s2")
+        self.assertEqual(service.core.log.lastIndex, 3)
+
+    def test_corruptLog(self) -> None:
+        """
+        A corrupt log stops the node with one line naming the file and line.
+        """
+        os.makedirs(self.dataDir)
+        path = os.path.join(self.dataDir, "s1.log")
+        with open(path, "w") as f:
+            f.write("1 1 noop\n3 1 set a 1\n")
+        error = self.assertRaises(SystemExit, tap.makeService, self.options())
+        self.assertIn(f"{path}:2:", str(error.code))
+        self.assertNotIn("\n", str(error.code))
+
+    def test_corruptState(self) -> None:
+        """
+        A corrupt term/vote file stops the node with one line naming it.
+        """
+        os.makedirs(self.dataDir)
+        path = os.path.join(self.dataDir, "s1.state")
+        with open(path, "w") as f:
+            f.write("{not json")
+        error = self.assertRaises(SystemExit, tap.makeService, self.options())
+        self.assertIn(path, str(error.code))
+
+    def test_secondNodeSameNameRefused(self) -> None:
+        """
+        A second node of the same name over the same data dir is refused
+        with a line naming the lock, so two processes never write one log.
+        """
+        self.makeService(self.options())
+        error = self.assertRaises(SystemExit, tap.makeService, self.options())
+        self.assertIn(os.path.join(self.dataDir, "s1.lock"), str(error.code))
+        self.assertIn("already running", str(error.code))
+
+    def test_otherNodesShareDataDir(self) -> None:
+        """
+        Different nodes may share a data dir.
+        """
+        self.makeService(self.options("s1"))
+        self.makeService(self.options("s2"))
+
+    def test_pidfileKeptApart(self) -> None:
+        """
+        twistd's default pidfile (C{twistd.pid} in the working directory)
+        becomes C{DIR/NAME.pid}, so nodes started from one directory do not
+        collide.
+        """
+        options = self.options("s3")
+        options.parent = {"pidfile": os.path.join(os.getcwd(), "twistd.pid")}
+        self.makeService(options)
+        self.assertEqual(
+            options.parent["pidfile"], os.path.abspath(os.path.join(self.dataDir, "s3.pid"))
+        )
+
+    def test_chosenPidfileKept(self) -> None:
+        """
+        A pidfile the user chose, or none at all, is left alone.
+        """
+        for pidfile in [os.path.join(self.directory, "mine.pid"), ""]:
+            options = self.options()
+            options.parent = {"pidfile": pidfile}
+            service = tap.makeService(options)
+            os.close(service.dataDirectoryLock)
+            service.logManager.logStore.close()
+            self.assertEqual(options.parent["pidfile"], pidfile)
+
+
+class TwistdTests(TestCase):
+    """
+    Run C{twistd txraft} in a child process.
+    """
+
+    def test_unknownNameExits(self) -> None:
+        """
+        C{twistd -n txraft} with an unknown --name exits non-zero and prints
+        one line naming the name and the config file, and no usage text.
+        """
+        directory = temporaryDirectory(self)
+        config = os.path.join(directory, "cluster.conf")
+        with open(config, "w") as f:
+            f.write(CONFIG)
+        env = dict(os.environ, PYTHONPATH=REPOSITORY)
+        d = getProcessOutputAndValue(
+            sys.executable,
+            [
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "txraft",
+                "--name",
+                "nosuch",
+                "--config",
+                config,
+            ],
+            env=env,
+            path=directory,
+        )
+
+        def check(result: tuple[bytes, bytes, int]) -> None:
+            out, err, code = result
+            self.assertNotEqual(code, 0)
+            lines = (out + err).decode("utf-8", "replace").splitlines()
+            self.assertEqual(len(lines), 1, lines)
+            self.assertIn("'nosuch'", lines[0])
+            self.assertIn(config, lines[0])
+            self.assertFalse(os.path.exists(os.path.join(directory, "twistd.pid")))
+
+        return d.addCallback(check)
