@@ -334,7 +334,12 @@ class MakeServiceTests(SynchronousTestCase):
         """
         A pidfile the user chose, or none at all, is left alone.
         """
-        for pidfile in [os.path.join(self.directory, "mine.pid"), ""]:
+        chosen = [
+            os.path.join(self.directory, "mine.pid"),
+            os.path.join(self.directory, "twistd.pid"),
+            "",
+        ]
+        for pidfile in chosen:
             options = self.options()
             options.parent = {"pidfile": pidfile}
             service = tap.makeService(options)

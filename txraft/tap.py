@@ -144,8 +144,9 @@ def _keepPidfileApart(options: Options, directory: str, name: str) -> None:
     """
     twistd writes C{twistd.pid} in the working directory by default, so a
     second node started from the same directory would refuse to run.  Unless
-    the user chose a pidfile, each node writes C{DIR/NAME.pid} instead.
+    the user chose a pidfile (other than that default), each node writes
+    C{DIR/NAME.pid} instead.
     """
     parent = getattr(options, "parent", None)
-    if parent is not None and parent.get("pidfile", "").endswith(os.sep + "twistd.pid"):
+    if parent is not None and parent.get("pidfile") == os.path.abspath("twistd.pid"):
         parent["pidfile"] = os.path.abspath(os.path.join(directory, f"{name}.pid"))
