@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Sequence
 
@@ -49,23 +48,6 @@ def makeConfig(
     ports = list(ports) or [10000 + i for i in range(len(names))]
     text = "".join(f"{name} 127.0.0.1 {port}\n" for name, port in zip(names, ports, strict=True))
     return parseConfig(text, source="test.conf")
-
-
-def freePorts(count: int) -> list[int]:
-    """
-    Loopback ports that were free a moment ago: bound to port 0 together
-    (so they differ), then released.
-    """
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class RecordingLogStore(MemoryLogStore):

@@ -27,13 +27,13 @@ from tests.helpers import (
     RecordingStateStore,
     advanceUntil,
     buildService,
-    freePorts,
     makeConfig,
     temporaryDirectory,
 )
 from txraft.config import ClusterConfig
 from txraft.core import CANDIDATE, FOLLOWER, LEADER
 from txraft.kv import KeyValueStore
+from txraft.localcluster import freePorts
 from txraft.logmanager import LogManager
 from txraft.messages import (
     AppendEntries,
