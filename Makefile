@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv cluster lint test clean
+.PHONY: venv cluster lint test bench clean
 
 # A non-editable install, so the twistd plugin lands in site-packages' twisted/plugins/.
 # Re-installed every time (cheap, and the venv never runs stale code); build/ is removed
@@ -24,6 +24,9 @@ lint: venv
 
 test: venv lint
 	$(BIN)/python -m pytest
+
+bench: venv
+	$(BIN)/python bench/bench.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache _trial_temp*
