@@ -111,8 +111,12 @@ class RaftNetwork:
         maxAppendBytes: int | None = None,
         logs: dict[str, Sequence[Entry]] | None = None,
         hardStates: dict[str, HardState] | None = None,
+        preVote: bool = False,
+        checkQuorum: bool = False,
     ) -> None:
         self.names = tuple(names)
+        # Figure 2's algorithm by default; PreVote and CheckQuorum on request.
+        self.coreOptions = {"preVote": preVote, "checkQuorum": checkQuorum}
         self.electionTicks = electionTicks
         self.heartbeatTicks = heartbeatTicks
         self.seed = seed
@@ -140,7 +144,9 @@ class RaftNetwork:
 
     def _start(self, name: str) -> None:
         disk = self.disks[name]
-        extra = {} if self.maxAppendBytes is None else {"maxAppendBytes": self.maxAppendBytes}
+        extra = dict(self.coreOptions)
+        if self.maxAppendBytes is not None:
+            extra["maxAppendBytes"] = self.maxAppendBytes
         self._incarnation[name] += 1
         self.cores[name] = RaftCore(
             name,

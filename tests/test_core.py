@@ -29,6 +29,7 @@ from txraft.core import (
     FOLLOWER,
     LEADER,
     NOOP,
+    PRECANDIDATE,
     HardState,
     NotLeaderError,
     RaftCore,
@@ -56,9 +57,16 @@ def makeCore(
     terms: Sequence[int] = (),
     hardState: HardState | None = None,
     maxAppendBytes: int | None = None,
+    preVote: bool = False,
+    checkQuorum: bool = False,
 ) -> RaftCore:
-    """A core with a seeded timer and a log with the given C{terms}."""
-    extra = {} if maxAppendBytes is None else {"maxAppendBytes": maxAppendBytes}
+    """
+    A core with a seeded timer and a log with the given C{terms}, running
+    Figure 2's algorithm unless PreVote or CheckQuorum are asked for.
+    """
+    extra: dict[str, object] = {"preVote": preVote, "checkQuorum": checkQuorum}
+    if maxAppendBytes is not None:
+        extra["maxAppendBytes"] = maxAppendBytes
     return RaftCore(
         name,
         names,
@@ -1058,6 +1066,156 @@ class RobustnessTests(SynchronousTestCase):
         self.assertEqual((core.role, termsOf(core), core.commitIndex), (LEADER, [1], 0))
 
 
+def run(net: RaftNetwork, ticks: int) -> None:
+    """Tick everyone and deliver everything, C{ticks} times."""
+    for _ in range(ticks):
+        net.tick()
+        net.deliver()
+
+
+class PreVoteTests(SynchronousTestCase):
+    """
+    PreVote: a server asks whether it could win before it bumps its term.
+    Reference: dissertation section 9.6.
+    """
+
+    def test_preCandidateKeepsTermAndVote(self) -> None:
+        """
+        A follower whose election timer fires first becomes a pre-candidate:
+        its term and vote do not change (nothing to persist) and it asks
+        every peer about the next term with C{preVote} set.
+        """
+        core = makeCore(preVote=True, hardState=HardState(3, "b"), terms=[1, 3])
+        _, ready = ticksUntil(core, PRECANDIDATE)
+        self.assertEqual((core.currentTerm, core.votedFor, core.leaderId), (3, "b", None))
+        self.assertIsNone(ready.hardState)
+        self.assertEqual(
+            sorted(ready.messages),
+            [(peer, RequestVote(4, 2, 3, preVote=True)) for peer in ("b", "c")],
+        )
+
+    def test_preVoteMajorityStartsElection(self) -> None:
+        """
+        With a majority of pre-votes (its own and one more of three), the
+        pre-candidate starts a real election in the next term.
+        """
+        core = makeCore(preVote=True)
+        ticksUntil(core, PRECANDIDATE)
+        ready = core.step("b", RequestVoteResponse(1, True, preVote=True))
+        self.assertEqual((core.role, core.currentTerm, core.votedFor), (CANDIDATE, 1, "a"))
+        self.assertEqual(ready.hardState, HardState(1, "a"))
+        self.assertIn(("c", RequestVote(1, 0, 0)), ready.messages)
+
+    def test_preVoteRefusalWithHigherTermStepsDown(self) -> None:
+        """
+        A refused pre-vote that carries a later term makes the pre-candidate
+        a follower of that term.
+        """
+        core = makeCore(preVote=True)
+        ticksUntil(core, PRECANDIDATE)
+        core.step("b", RequestVoteResponse(7, False, preVote=True))
+        self.assertEqual((core.role, core.currentTerm), (FOLLOWER, 7))
+
+    def test_answeringPreVoteChangesNothing(self) -> None:
+        """
+        A server answers a pre-vote for a later term by the up-to-date
+        rule alone and keeps its own term and vote, so a pre-vote round
+        leaves no trace to persist.
+        """
+        core = makeCore(preVote=True, hardState=HardState(2, "c"), terms=[1, 2])
+        ready = core.step("b", RequestVote(3, 2, 2, preVote=True))
+        self.assertEqual(ready.reply, RequestVoteResponse(3, True, preVote=True))
+        ready = core.step("c", RequestVote(3, 1, 1, preVote=True))
+        self.assertEqual(ready.reply, RequestVoteResponse(2, False, preVote=True))
+        self.assertEqual((core.currentTerm, core.votedFor), (2, "c"))
+        self.assertIsNone(ready.hardState)
+
+    def test_preVoteForCurrentTermRefused(self) -> None:
+        """A pre-vote must be about a later term than the voter's."""
+        core = makeCore(preVote=True, hardState=HardState(3, None))
+        ready = core.step("b", RequestVote(3, 0, 0, preVote=True))
+        self.assertEqual(ready.reply, RequestVoteResponse(3, False, preVote=True))
+
+    def test_rejoiningNodeDoesNotDisruptLeader(self) -> None:
+        """
+        A follower cut off from the cluster for a long time keeps failing
+        its pre-votes, so its term does not grow; when the partition heals,
+        the healthy leader stays leader in the same term.  Without PreVote
+        the same schedule deposes it.
+        """
+        for preVote, disrupted in [(True, False), (False, True)]:
+            net = RaftNetwork(THREE, preVote=preVote, checkQuorum=preVote)
+            net.runUntil(lambda net=net: net.leader() is not None, 200)
+            leader = net.leader()
+            term = net[leader].currentTerm
+            lonely = next(n for n in THREE if n != leader)
+            net.isolate(lonely)
+            run(net, 200)
+            net.heal()
+            run(net, 50)
+            stillLeading = net[leader].role == LEADER and net[leader].currentTerm == term
+            self.assertEqual(stillLeading, not disrupted, f"preVote={preVote}")
+
+
+class CheckQuorumTests(SynchronousTestCase):
+    """
+    CheckQuorum: leaders step down without a majority; followers that hear
+    from a leader ignore vote requests.
+    Reference: dissertation sections 6.2 and 4.2.3.
+    """
+
+    def test_isolatedLeaderStepsDown(self) -> None:
+        """
+        A leader cut off from every follower steps down within two
+        minimum election timeouts (one full check window), and the others
+        elect a new leader.
+        """
+        net = RaftNetwork(THREE, preVote=True, checkQuorum=True)
+        net.runUntil(lambda: net.leader() is not None, 200)
+        leader = net.leader()
+        net.isolate(leader)
+        ticks = net.runUntil(lambda: net[leader].role != LEADER, 100)
+        self.assertLessEqual(ticks, 2 * net.electionTicks[0])
+        others = [n for n in THREE if n != leader]
+        net.runUntil(lambda: any(net[n].role == LEADER for n in others), 200)
+
+    def test_leaderWithMajorityStays(self) -> None:
+        """A leader that hears from a majority every window keeps leading."""
+        net = RaftNetwork(THREE, preVote=True, checkQuorum=True)
+        net.runUntil(lambda: net.leader() is not None, 200)
+        leader = net.leader()
+        term = net[leader].currentTerm
+        net.cut(leader, next(n for n in THREE if n != leader))
+        run(net, 300)
+        self.assertEqual((net.leader(), net[leader].currentTerm), (leader, term))
+
+    def test_followerInLeaseIgnoresVoteRequests(self) -> None:
+        """
+        A follower that heard from its leader within the minimum election
+        timeout refuses a higher-term RequestVote without adopting its term.
+        """
+        core = makeCore(checkQuorum=True)
+        core.step("b", AppendEntries(2, 0, 0, (), 0))
+        ready = core.step("c", RequestVote(5, 9, 4))
+        self.assertEqual(ready.reply, RequestVoteResponse(2, False))
+        self.assertEqual((core.currentTerm, core.leaderId), (2, "b"))
+        core.tick()
+        ready = core.step("c", RequestVote(5, 9, 4, preVote=True))
+        self.assertEqual(ready.reply, RequestVoteResponse(2, False, preVote=True))
+
+    def test_followerOutOfLeaseVotes(self) -> None:
+        """
+        Once the minimum election timeout passes without word from the
+        leader, the follower grants votes again.
+        """
+        core = makeCore(checkQuorum=True, electionTicks=(10, 30))
+        core.step("b", AppendEntries(2, 0, 0, (), 0))
+        for _ in range(10):
+            core.tick()
+        ready = core.step("c", RequestVote(5, 9, 4))
+        self.assertEqual(ready.reply, RequestVoteResponse(5, True))
+
+
 def settled(net: RaftNetwork) -> bool:
     """Whether one running leader exists and every node is in its term."""
     leader = net.leader()
@@ -1072,7 +1230,7 @@ class RandomizedTests(SynchronousTestCase):
     safety properties after every step (see L{RaftNetwork}).
     """
 
-    def runSchedule(self, seed: int, ticks: int) -> RaftNetwork:
+    def runSchedule(self, seed: int, ticks: int, **options: bool) -> RaftNetwork:
         """
         Run C{ticks} ticks of proposals (batched into AppendEntries of at
         most 40 bytes of commands), message drops and delays, leader
@@ -1080,7 +1238,12 @@ class RandomizedTests(SynchronousTestCase):
         """
         rng = random.Random(seed)
         net = RaftNetwork(
-            FIVE, seed=seed, electionTicks=(10, 20), heartbeatTicks=3, maxAppendBytes=40
+            FIVE,
+            seed=seed,
+            electionTicks=(10, 20),
+            heartbeatTicks=3,
+            maxAppendBytes=40,
+            **options,
         )
         for number in range(ticks):
             roll = rng.random()
@@ -1117,16 +1280,29 @@ class RandomizedTests(SynchronousTestCase):
         Reference: Figure 3 (safety properties), section 5.
         """
         for seed in range(4):
-            net = self.runSchedule(seed, 1500)
-            self.assertGreater(len(net.leaders), 1, f"seed {seed}: no leader changes")
-            self.assertGreater(len(net.committedLog), 50, f"seed {seed}: little progress")
+            self.checkSafetyAndConvergence(seed)
 
-            net.runUntil(lambda net=net: settled(net), 150)
-            leader = net.leader()
-            [entry] = net.propose(leader, [f"set final {seed}"])
-            net.runUntil(lambda net=net, e=entry: all(e in net.applied[n] for n in FIVE), 30)
-            logs = [entriesOf(net[n]) for n in FIVE]
-            self.assertTrue(all(log == logs[0] for log in logs), f"seed {seed}")
+    def test_safetyAndConvergenceWithPreVoteAndCheckQuorum(self) -> None:
+        """
+        The same schedules with PreVote and CheckQuorum on keep every safety
+        property and still converge once faults heal.
+        Reference: dissertation sections 9.6 and 6.2.
+        """
+        for seed in range(4):
+            self.checkSafetyAndConvergence(seed, preVote=True, checkQuorum=True)
+
+    def checkSafetyAndConvergence(self, seed: int, **options: bool) -> None:
+        """Run one schedule and check progress, convergence and identical logs."""
+        net = self.runSchedule(seed, 1500, **options)
+        self.assertGreater(len(net.leaders), 1, f"seed {seed}: no leader changes")
+        self.assertGreater(len(net.committedLog), 50, f"seed {seed}: little progress")
+
+        net.runUntil(lambda net=net: settled(net), 150)
+        leader = net.leader()
+        [entry] = net.propose(leader, [f"set final {seed}"])
+        net.runUntil(lambda net=net, e=entry: all(e in net.applied[n] for n in FIVE), 30)
+        logs = [entriesOf(net[n]) for n in FIVE]
+        self.assertTrue(all(log == logs[0] for log in logs), f"seed {seed}")
 
 
 class InvariantCheckerTests(SynchronousTestCase):

@@ -31,7 +31,7 @@ from tests.helpers import (
     temporaryDirectory,
 )
 from txraft.config import ClusterConfig
-from txraft.core import CANDIDATE, FOLLOWER, LEADER
+from txraft.core import CANDIDATE, FOLLOWER, LEADER, PRECANDIDATE
 from txraft.kv import KeyValueStore
 from txraft.localcluster import freePorts
 from txraft.logmanager import LogManager
@@ -310,11 +310,13 @@ class ThreeNodeTests(SynchronousTestCase):
 
     def becomeLeader(self) -> int:
         """
-        Let C{s1} campaign, give it C{s2}'s vote and acknowledge its no-op;
-        return its term.
+        Let C{s1} campaign, give it C{s2}'s pre-vote and vote, and
+        acknowledge its no-op; return its term.
         """
-        advanceUntil(self.reactor, lambda: self.service.core.role == CANDIDATE)
-        term = self.service.core.currentTerm
+        advanceUntil(self.reactor, lambda: self.service.core.role == PRECANDIDATE)
+        term = self.service.core.currentTerm + 1
+        self.service.peerResponse("s2", RequestVoteResponse(term, True, preVote=True))
+        self.assertEqual(self.service.core.role, CANDIDATE)
         self.service.peerResponse("s2", RequestVoteResponse(term, True))
         self.assertEqual(self.service.core.role, LEADER)
         self.service.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=1))
@@ -356,9 +358,10 @@ class ThreeNodeTests(SynchronousTestCase):
 
     def test_candidateHasNoLeader(self) -> None:
         """
-        A candidate knows no leader: commands get C{UNAVAILABLE}.
+        A node campaigning (here in its pre-vote round) knows no leader:
+        commands get C{UNAVAILABLE}.
         """
-        advanceUntil(self.reactor, lambda: self.service.core.role == CANDIDATE)
+        advanceUntil(self.reactor, lambda: self.service.core.role == PRECANDIDATE)
         self.assertEqual(self.service.clientRequest(None, "get a"), "UNAVAILABLE no leader known")
 
     def test_okOnlyAfterMajority(self) -> None:
@@ -385,7 +388,8 @@ class ThreeNodeTests(SynchronousTestCase):
 
     def test_leadershipLostBeforeCommit(self) -> None:
         """
-        When the leader steps down on seeing a higher term, clients waiting
+        When the leader steps down on seeing a higher term (here in a
+        follower's answer), clients waiting
         for uncommitted commands are told C{UNAVAILABLE leadership lost
         before commit}: the outcome is unknown (Reference: section 5.1).
         """
@@ -393,8 +397,8 @@ class ThreeNodeTests(SynchronousTestCase):
         waiting = self.service.clientRequest(None, "set a 1")
         self.reactor.advance(0)
         self.assertNoResult(waiting)
-        reply = self.service.peerRequest("s3", RequestVote(term + 1, 5, term + 1))
-        self.assertEqual(reply, RequestVoteResponse(term + 1, True))
+        self.service.peerResponse("s3", AppendEntriesResponse(term + 1, False))
+        self.assertEqual(self.service.core.role, FOLLOWER)
         self.assertEqual(
             self.successResultOf(waiting), "UNAVAILABLE leadership lost before commit"
         )
@@ -552,11 +556,17 @@ class WiredPeerTests(SynchronousTestCase):
 
     def becomeLeader(self) -> int:
         """
-        Let C{s1} campaign; answer its RequestVotes and then its no-op on
-        the wire, granting and acknowledging; return its term.
+        Let C{s1} campaign; answer its pre-votes, RequestVotes and then its
+        no-op on the wire, granting and acknowledging; return its term.
         """
-        advanceUntil(self.reactor, lambda: self.service.core.role == CANDIDATE)
-        term = self.service.core.currentTerm
+        advanceUntil(self.reactor, lambda: self.service.core.role == PRECANDIDATE)
+        term = self.service.core.currentTerm + 1
+        preVote = RequestVote(term, 0, 0, preVote=True)
+        for name in ["s2", "s3"]:
+            self.assertEqual(self.sent(name), [formatMessage("s1", preVote)])
+        for name in ["s2", "s3"]:
+            self.answer(name, RequestVoteResponse(term, True, preVote=True))
+        self.assertEqual(self.service.core.role, CANDIDATE)
         for name in ["s2", "s3"]:
             self.assertEqual(self.sent(name), [formatMessage("s1", RequestVote(term, 0, 0))])
         for name in ["s2", "s3"]:
@@ -611,8 +621,10 @@ class WiredPeerTests(SynchronousTestCase):
     def test_unknownOutcomeTimesOut(self) -> None:
         """
         A command the leader cannot commit (no follower answers) is answered
-        C{UNAVAILABLE} after a while, and a late commit does not answer it a
-        second time: exactly one response per request.
+        C{UNAVAILABLE} after a while (the leader steps down once it misses a
+        majority, or the command times out), and when a later leader commits
+        it anyway, the client is not answered a second time: exactly one
+        response per request.
         """
         term = self.becomeLeader()
         node, transport = connect(self.service)
@@ -621,7 +633,7 @@ class WiredPeerTests(SynchronousTestCase):
         advanceUntil(self.reactor, lambda: transport.value() != b"", limit=2000)
         self.assertTrue(transport.value().startswith(b"UNAVAILABLE "), transport.value())
         self.assertEqual(transport.value().count(b"\n"), 1)
-        self.answer("s2", AppendEntriesResponse(term, True, matchIndex=2))
+        self.service.peerRequest("s2", AppendEntries(term + 1, 2, term, (), 2))
         self.assertEqual(self.service.logManager.stateMachine.data, {"a": "1"})
         self.assertEqual(transport.value().count(b"\n"), 1)
 

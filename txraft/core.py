@@ -35,6 +35,7 @@ from txraft.messages import (
 from txraft.raftlog import RaftLog
 
 FOLLOWER = "follower"
+PRECANDIDATE = "precandidate"
 CANDIDATE = "candidate"
 LEADER = "leader"
 
@@ -102,6 +103,8 @@ class Progress:
     matchIndex: int = 0
     probing: bool = True
     probeSent: bool = False
+    #: Whether the follower answered since the leader's last quorum check.
+    recentActive: bool = False
 
 
 class RaftCore:
@@ -112,7 +115,7 @@ class RaftCore:
     @ivar votedFor: whom this server voted for in C{currentTerm}, or L{None}.
     @ivar log: the server's L{RaftLog}.
     @ivar commitIndex: the highest index known to be committed; only increases.
-    @ivar role: L{FOLLOWER}, L{CANDIDATE} or L{LEADER}.
+    @ivar role: L{FOLLOWER}, L{PRECANDIDATE}, L{CANDIDATE} or L{LEADER}.
     @ivar leaderId: the leader of C{currentTerm} as far as this server knows.
     """
 
@@ -129,6 +132,8 @@ class RaftCore:
         heartbeatTicks: int = 10,
         rng: random.Random | None = None,
         maxAppendBytes: int = MAX_APPEND_BYTES,
+        preVote: bool = True,
+        checkQuorum: bool = True,
     ) -> None:
         """
         @param peers: the other servers' names.
@@ -139,6 +144,15 @@ class RaftCore:
         @param heartbeatTicks: how often a leader sends AppendEntries to an
             idle follower; must be well below C{electionTicks[0]}.
         @param rng: the source of randomized timeouts (seed it in tests).
+        @param preVote: run a pre-vote round before each election, so that a
+            server that cannot win (one rejoining after a partition, say)
+            does not bump everyone's term and depose a healthy leader
+            (dissertation section 9.6).
+        @param checkQuorum: a leader steps down when it has not heard from a
+            majority within an election timeout, and a follower that heard
+            from its leader within the minimum election timeout neither
+            grants votes nor adopts the term of a vote request
+            (dissertation sections 6.2 and 4.2.3).
         """
         low, high = electionTicks
         if not 0 < heartbeatTicks < low < high:
@@ -154,6 +168,8 @@ class RaftCore:
         self.electionTicks = electionTicks
         self.heartbeatTicks = heartbeatTicks
         self.maxAppendBytes = maxAppendBytes
+        self.preVote = preVote
+        self.checkQuorum = checkQuorum
         self._rng = rng if rng is not None else random.Random()
         self._electionElapsed = 0
         self._heartbeatElapsed = 0
@@ -169,15 +185,21 @@ class RaftCore:
 
     def tick(self) -> Ready:
         """Advance logical time by one tick: maybe start an election or heartbeat."""
+        self._electionElapsed += 1
         if self.role == LEADER:
             self._heartbeatElapsed += 1
             if self._heartbeatElapsed >= self.heartbeatTicks:
                 self._heartbeatElapsed = 0
                 for peer in self.peers:
                     self._sendAppend(peer, heartbeat=True)
-        else:
-            self._electionElapsed += 1
-            if self._electionElapsed >= self._electionTimeout:
+            if self._electionElapsed >= self.electionTicks[0]:
+                self._electionElapsed = 0
+                if self.checkQuorum:
+                    self._checkQuorum()
+        elif self._electionElapsed >= self._electionTimeout:
+            if self.preVote:
+                self._preCampaign()
+            else:
                 self._campaign()
         return self._takeReady()
 
@@ -185,24 +207,26 @@ class RaftCore:
         """Handle C{message} from C{peer}; requests get their answer in C{Ready.reply}."""
         if peer not in self.peers:
             raise ValueError(f"{peer!r} is not a peer of {self.name!r}")
-        if message.term > self.currentTerm:
-            # Figure 2, all servers: a higher term means we are out of date.
-            isLeader = isinstance(message, AppendEntries)
-            self._becomeFollower(message.term, peer if isLeader else None)
-        if message.term < self.currentTerm:
-            # A stale sender: tell requesters our term so they step down; drop responses.
-            if isinstance(message, RequestVote):
-                self._ready.reply = RequestVoteResponse(self.currentTerm, False)
-            elif isinstance(message, AppendEntries):
-                self._ready.reply = AppendEntriesResponse(self.currentTerm, False)
-        elif isinstance(message, RequestVote):
+        if self.role == LEADER:
+            self._progress[peer].recentActive = True
+        if isinstance(message, RequestVote):
             self._handleRequestVote(peer, message)
         elif isinstance(message, RequestVoteResponse):
             self._handleVote(peer, message)
-        elif isinstance(message, AppendEntries):
-            self._handleAppendEntries(peer, message)
         else:
-            self._handleAppendResponse(peer, message)
+            if message.term > self.currentTerm:
+                # Figure 2, all servers: a higher term means we are out of date.
+                isLeader = isinstance(message, AppendEntries)
+                self._becomeFollower(message.term, peer if isLeader else None)
+            if message.term < self.currentTerm:
+                # A stale leader: tell it our term so it steps down.  Stale
+                # responses are dropped.
+                if isinstance(message, AppendEntries):
+                    self._ready.reply = AppendEntriesResponse(self.currentTerm, False)
+            elif isinstance(message, AppendEntries):
+                self._handleAppendEntries(peer, message)
+            else:
+                self._handleAppendResponse(peer, message)
         return self._takeReady()
 
     def propose(self, commands: Sequence[str]) -> Ready:
@@ -245,6 +269,21 @@ class RaftCore:
         self.leaderId = leaderId
         self._progress = {}
 
+    def _preCampaign(self) -> None:
+        """Section 9.6 of the dissertation: ask whether we could win before disturbing anyone."""
+        self.role = PRECANDIDATE
+        self.leaderId = None
+        self._votes = {self.name: True}
+        self._resetElectionTimer()
+        if self._countVotes() >= self.quorum():
+            self._campaign()
+            return
+        request = RequestVote(
+            self.currentTerm + 1, self.log.lastIndex, self.log.lastTerm, preVote=True
+        )
+        for peer in self.peers:
+            self._ready.messages.append((peer, request))
+
     def _campaign(self) -> None:
         """Section 5.2: increment the term, vote for ourselves, ask everyone else."""
         self.currentTerm += 1
@@ -267,6 +306,7 @@ class RaftCore:
         self.role = LEADER
         self.leaderId = self.name
         self._heartbeatElapsed = 0
+        self._electionElapsed = 0
         nextIndex = self.log.lastIndex + 1
         self._progress = {peer: Progress(nextIndex) for peer in self.peers}
         self.log_.info("{name} is leader for term {term}", name=self.name, term=self.currentTerm)
@@ -282,22 +322,69 @@ class RaftCore:
     # -- RequestVote --------------------------------------------------------------
 
     def _handleRequestVote(self, peer: str, request: RequestVote) -> None:
-        # One vote per term, first come first served; and never for a
-        # candidate whose log is less complete than ours (section 5.4.1).
-        grant = self.votedFor in (None, peer) and self.log.isUpToDate(
-            request.lastLogIndex, request.lastLogTerm
-        )
+        stale = request.term < self.currentTerm
+        if request.preVote:
+            # A pre-vote asks about a term after ours; answering changes nothing here.
+            stale = request.term <= self.currentTerm
+        if stale or self._inLease():
+            # While our leader is alive we help no one depose it, and we do
+            # not even adopt the term (dissertation section 4.2.3).
+            self._ready.reply = RequestVoteResponse(self.currentTerm, False, request.preVote)
+            return
+        # Never vote for a candidate whose log is less complete than ours (5.4.1).
+        upToDate = self.log.isUpToDate(request.lastLogIndex, request.lastLogTerm)
+        if request.preVote:
+            term = request.term if upToDate else self.currentTerm
+            self._ready.reply = RequestVoteResponse(term, upToDate, preVote=True)
+            return
+        if request.term > self.currentTerm:
+            self._becomeFollower(request.term, None)
+        # One vote per term, first come first served.
+        grant = upToDate and self.votedFor in (None, peer)
         if grant:
             self.votedFor = peer
             self._resetElectionTimer()
         self._ready.reply = RequestVoteResponse(self.currentTerm, grant)
 
     def _handleVote(self, peer: str, response: RequestVoteResponse) -> None:
-        if self.role != CANDIDATE:
+        if response.term > self.currentTerm and not (response.preVote and response.voteGranted):
+            self._becomeFollower(response.term, None)
             return
-        self._votes[peer] = response.voteGranted
-        if self._countVotes() >= self.quorum():
-            self._becomeLeader()
+        if response.preVote:
+            granted = response.voteGranted and response.term == self.currentTerm + 1
+            if self.role == PRECANDIDATE and (granted or not response.voteGranted):
+                self._votes[peer] = granted
+                if self._countVotes() >= self.quorum():
+                    self._campaign()
+        elif self.role == CANDIDATE and response.term == self.currentTerm:
+            self._votes[peer] = response.voteGranted
+            if self._countVotes() >= self.quorum():
+                self._becomeLeader()
+
+    def _inLease(self) -> bool:
+        """Whether, as far as this server knows, a live leader leads its term."""
+        if not self.checkQuorum:
+            return False
+        if self.role == LEADER:
+            return True
+        return self.leaderId is not None and self._electionElapsed < self.electionTicks[0]
+
+    def _checkQuorum(self) -> None:
+        """
+        A leader that has not heard from a majority within an election
+        timeout steps down, so its clients are told instead of left waiting
+        (dissertation section 6.2).
+        """
+        active = 1 + sum(p.recentActive for p in self._progress.values())
+        for progress in self._progress.values():
+            progress.recentActive = False
+        if active < self.quorum():
+            self.log_.info(
+                "{name} lost contact with a majority; stepping down in term {term}",
+                name=self.name,
+                term=self.currentTerm,
+            )
+            self._becomeFollower(self.currentTerm, None)
 
     def _countVotes(self) -> int:
         return sum(self._votes.values())
@@ -315,7 +402,7 @@ class RaftCore:
             )
             self._ready.reply = AppendEntriesResponse(self.currentTerm, False)
             return
-        if self.role == CANDIDATE or self.leaderId != peer:
+        if self.role != FOLLOWER or self.leaderId != peer:
             self._becomeFollower(self.currentTerm, peer)
         self._electionElapsed = 0
         prevIndex, prevTerm = request.prevLogIndex, request.prevLogTerm

@@ -40,19 +40,30 @@ class Entry:
 
 @attrs.frozen
 class RequestVote:
-    """Sent by a candidate to gather votes (Figure 2, RequestVote RPC)."""
+    """
+    Sent by a candidate to gather votes (Figure 2, RequestVote RPC).
+
+    With ``preVote`` set it only asks whether the receiver would vote for
+    it in ``term`` (the sender's term plus one), and neither side changes
+    its term or vote (dissertation section 9.6).
+    """
 
     term: int
     lastLogIndex: int
     lastLogTerm: int
+    preVote: bool = False
 
 
 @attrs.frozen
 class RequestVoteResponse:
-    """A voter's answer; ``term`` lets a stale candidate step down."""
+    """
+    A voter's answer; ``term`` lets a stale candidate step down.  A granted
+    pre-vote carries the term it was asked about.
+    """
 
     term: int
     voteGranted: bool
+    preVote: bool = False
 
 
 @attrs.frozen
@@ -121,8 +132,13 @@ def rpcName(text: str) -> str | None:
 
 
 def formatMessage(sender: str, message: Message) -> str:
-    """Encode C{message} from C{sender} as one peer line (without the newline)."""
-    fields = attrs.asdict(message, recurse=False)
+    """
+    Encode C{message} from C{sender} as one peer line (without the newline).
+    Fields at their default value are left out, to keep lines short.
+    """
+    fields = attrs.asdict(
+        message, recurse=False, filter=lambda field, value: value != field.default
+    )
     if isinstance(message, AppendEntries):
         fields["entries"] = [[e.index, e.term, e.command] for e in message.entries]
     body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
