@@ -21,17 +21,22 @@ Completeness (a new leader holds every entry anyone has applied), State
 Machine Safety (every node applies a prefix of one common sequence, each
 index exactly once and in order); also that C{commitIndex} never decreases
 and that the disk holds exactly the core's log.
+
+Snapshots (L{RaftNetwork.compact}) serialize the list of entries a node
+has applied, so a follower that installs one gets the very sequence every
+other node applied, and State Machine Safety is checked through them too.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
-from txraft.core import LEADER, HardState, RaftCore, Ready
+from txraft.core import LEADER, HardState, RaftCore, Ready, Snapshot
 from txraft.messages import (
     REQUESTS,
     AppendEntries,
@@ -63,11 +68,29 @@ class Disk:
 
     hardState: HardState = HardState()
     entries: list[Entry] = attrs.Factory(list)
+    snapshot: Snapshot | None = None
+
+    @property
+    def lastIndex(self) -> int:
+        """The index of the last entry held, counting the snapshot's."""
+        if self.entries:
+            return self.entries[-1].index
+        return self.snapshot.index if self.snapshot else 0
+
+
+def encodeApplied(entries: Sequence[Entry]) -> bytes:
+    """The snapshot data of a state machine that applied C{entries}."""
+    return json.dumps([[e.index, e.term, e.command] for e in entries]).encode()
+
+
+def decodeApplied(data: bytes) -> list[Entry]:
+    """The inverse of L{encodeApplied}."""
+    return [Entry(*fields) for fields in json.loads(data)]
 
 
 def entriesOf(core: RaftCore) -> list[Entry]:
-    """The whole log of C{core}."""
-    return core.log.slice(1, core.log.lastIndex + 1)
+    """The log of C{core} after its snapshot (the whole log, if it has none)."""
+    return core.log.slice(core.log.firstIndex, core.log.lastIndex + 1)
 
 
 def termsOf(core: RaftCore) -> list[int]:
@@ -152,14 +175,15 @@ class RaftNetwork:
             name,
             self.names,
             hardState=disk.hardState,
+            snapshot=disk.snapshot,
             entries=list(disk.entries),
             electionTicks=self.electionTicks,
             heartbeatTicks=self.heartbeatTicks,
             rng=random.Random(f"{self.seed}/{name}/{self._incarnation[name]}"),
             **extra,
         )
-        self.applied[name] = []
-        self._commitIndex[name] = 0
+        self.applied[name] = decodeApplied(disk.snapshot.data) if disk.snapshot else []
+        self._commitIndex[name] = len(self.applied[name])
 
     def __getitem__(self, name: str) -> RaftCore:
         return self.cores[name]
@@ -172,6 +196,19 @@ class RaftNetwork:
         """Stop C{name}: it loses its volatile state and every message to or from it."""
         del self.cores[name]
         self.queue = deque(e for e in self.queue if name not in (e.src, e.dst))
+
+    def compact(self, name: str, index: int) -> Snapshot:
+        """
+        Snapshot C{name}'s state machine as of applied entry C{index}, save
+        it, and let the core drop the entries it covers.
+        """
+        core, applied = self.cores[name], self.applied[name]
+        snapshot = Snapshot(index, core.log.term(index), encodeApplied(applied[:index]))
+        disk = self.disks[name]
+        disk.snapshot = snapshot
+        disk.entries = [e for e in disk.entries if e.index > index]
+        core.compact(snapshot)
+        return snapshot
 
     def restart(self, name: str) -> RaftCore:
         """Start C{name} again from its disk, with an empty state machine."""
@@ -329,10 +366,13 @@ class RaftNetwork:
         if ready.hardState is not None:
             disk.hardState = ready.hardState
         if ready.truncateFrom is not None:
-            del disk.entries[ready.truncateFrom - 1 :]
+            disk.entries = [e for e in disk.entries if e.index < ready.truncateFrom]
+        if ready.snapshot is not None:
+            disk.snapshot = ready.snapshot
+            disk.entries = [e for e in disk.entries if e.index > ready.snapshot.index]
         for entry in ready.entries:
-            if entry.index != len(disk.entries) + 1:
-                raise InvariantError(f"{name}: Ready appends {entry} after {len(disk.entries)}")
+            if entry.index != disk.lastIndex + 1:
+                raise InvariantError(f"{name}: Ready appends {entry} after {disk.lastIndex}")
             disk.entries.append(entry)
         if ready.reply is not None:
             if requester is None:
@@ -340,8 +380,20 @@ class RaftNetwork:
             self.send(name, requester, ready.reply)
         for peer, message in ready.messages:
             self.send(name, peer, message)
+        if ready.snapshot is not None:
+            self._installApplied(name, decodeApplied(ready.snapshot.data))
         self._apply(name, ready.committed)
         self._check(name, ready)
+
+    def _installApplied(self, name: str, entries: list[Entry]) -> None:
+        """A snapshot replaces C{name}'s state machine: it must hold what others applied."""
+        shared = min(len(entries), len(self.committedLog))
+        if entries[:shared] != self.committedLog[:shared]:
+            raise InvariantError(
+                f"{name} installs a snapshot that disagrees with what was applied"
+            )
+        self.committedLog.extend(entries[shared:])
+        self.applied[name] = list(entries)
 
     def _apply(self, name: str, entries: list[Entry]) -> None:
         applied = self.applied[name]
@@ -372,7 +424,7 @@ class RaftNetwork:
         disk = self.disks[name]
         if disk.hardState != HardState(core.currentTerm, core.votedFor):
             raise InvariantError(f"{name}: term/vote not persisted: {disk.hardState}")
-        logChanged = ready.truncateFrom is not None or ready.entries
+        logChanged = ready.truncateFrom is not None or ready.entries or ready.snapshot
         if logChanged and disk.entries != entriesOf(core):
             raise InvariantError(f"{name}: the disk does not hold the core's log")
         if core.role == LEADER and core.currentTerm not in self.leaders:
@@ -392,7 +444,7 @@ class RaftNetwork:
         the log of every leader of a later term.
         """
         for index, term in self.commitTerms.items():
-            if term < core.currentTerm:
+            if term < core.currentTerm and index > core.log.snapshotIndex:
                 entry = self.committedLog[index - 1]
                 if index > core.log.lastIndex or core.log.entry(index) != entry:
                     raise InvariantError(
@@ -405,9 +457,10 @@ def checkLogMatching(a: RaftCore, b: RaftCore) -> None:
     Figure 3, Log Matching: if two logs hold an entry with the same index and
     term, they are identical in all entries up to that index.
     """
-    termsA, termsB = termsOf(a), termsOf(b)
-    for index in range(min(len(termsA), len(termsB)), 0, -1):
-        if termsA[index - 1] == termsB[index - 1]:
-            if a.log.slice(1, index + 1) != b.log.slice(1, index + 1):
+    # Entries a snapshot covers are committed: compare what both still hold.
+    first = max(a.log.firstIndex, b.log.firstIndex)
+    for index in range(min(a.log.lastIndex, b.log.lastIndex), first - 1, -1):
+        if a.log.term(index) == b.log.term(index):
+            if a.log.slice(first, index + 1) != b.log.slice(first, index + 1):
                 raise InvariantError(f"{a.name} and {b.name} agree on term at {index} only")
             return

@@ -15,11 +15,14 @@ from collections.abc import Sequence
 
 from twisted.trial.unittest import SynchronousTestCase
 
+import txraft.core
 from tests.raftnet import (
     Envelope,
     InvariantError,
     RaftNetwork,
     checkLogMatching,
+    decodeApplied,
+    encodeApplied,
     entriesOf,
     makeEntries,
     termsOf,
@@ -34,11 +37,14 @@ from txraft.core import (
     NotLeaderError,
     RaftCore,
     Ready,
+    Snapshot,
 )
 from txraft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Entry,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     RequestVote,
     RequestVoteResponse,
 )
@@ -1216,6 +1222,191 @@ class CheckQuorumTests(SynchronousTestCase):
         self.assertEqual(ready.reply, RequestVoteResponse(5, True))
 
 
+def snapshotOf(entries: Sequence[Entry], index: int) -> Snapshot:
+    """A snapshot of a state machine that applied C{entries} up to C{index}."""
+    return Snapshot(index, entries[index - 1].term, encodeApplied(entries[:index]))
+
+
+class SnapshotTests(SynchronousTestCase):
+    """
+    Log compaction and InstallSnapshot.
+    Reference: dissertation chapter 5, Figure 5.3.
+    """
+
+    def leaderWithBacklog(self, count: int = 30) -> tuple[RaftNetwork, str, str]:
+        """
+        A three-node network whose leader committed C{count} proposals while
+        one follower was down, then compacted its log; return the network,
+        the leader and the follower that is down.
+        """
+        net = RaftNetwork(THREE)
+        net.runUntil(lambda: net.leader() is not None, 200)
+        leader = net.leader()
+        lagging = next(n for n in THREE if n != leader)
+        net.crash(lagging)
+        for number in range(count):
+            net.propose(leader, [f"set k{number} {number}"])
+            net.deliver()
+        net.compact(leader, net[leader].commitIndex)
+        return net, leader, lagging
+
+    def test_compactForgetsPrefix(self) -> None:
+        """
+        Compacting keeps the snapshot's index and term as the log's base:
+        the entries it covers are gone, later ones and lookups of the base
+        term still work, and the snapshot is what followers will get.
+        """
+        net, leader, _ = self.leaderWithBacklog(10)
+        core = net[leader]
+        self.assertEqual(core.log.snapshotIndex, core.commitIndex)
+        self.assertEqual(core.log.term(core.log.snapshotIndex), core.currentTerm)
+        self.assertEqual(entriesOf(core), [])
+        self.assertEqual(decodeApplied(core.snapshot.data), net.applied[leader])
+        [entry] = net.propose(leader, ["set after compaction"])
+        self.assertEqual(entry.index, core.log.snapshotIndex + 1)
+
+    def test_compactOnlyAppliedEntries(self) -> None:
+        """The core refuses to compact past what it handed out to apply."""
+        core = makeCore()
+        makeLeader(core)
+        core.propose(["set a 1"])
+        entries = entriesOf(core)
+        self.assertRaises(ValueError, core.compact, snapshotOf(entries, 2))
+
+    def test_laggingFollowerGetsSnapshot(self) -> None:
+        """
+        A follower that needs entries the leader compacted away receives the
+        snapshot with InstallSnapshot, installs it (its state machine then
+        holds exactly what the others applied) and is replicated to with
+        AppendEntries after it.
+        """
+        net, leader, lagging = self.leaderWithBacklog()
+        net.restart(lagging)
+        net.runUntil(lambda: net[lagging].commitIndex == net[leader].commitIndex, 50)
+        installs = [e for e in net.sent if isinstance(e.message, InstallSnapshot)]
+        self.assertTrue(installs)
+        self.assertEqual({e.dst for e in installs}, {lagging})
+        self.assertEqual(net[lagging].log.snapshotIndex, net[leader].log.snapshotIndex)
+        self.assertEqual(net.applied[lagging], net.applied[leader])
+        [entry] = net.propose(leader, ["set later 1"])
+        net.runUntil(lambda: entry in net.applied[lagging], 10)
+        appends = [e.message for e in net.sent if e.dst == lagging and isAppend(e)]
+        self.assertTrue(any(entry in message.entries for message in appends))
+
+    def test_snapshotSentInChunks(self) -> None:
+        """
+        A snapshot larger than one chunk goes in consecutive chunks, each
+        acknowledged before the next, the last one marked done.
+        """
+        self.patch(txraft.core, "SNAPSHOT_CHUNK_BYTES", 64)
+        net, leader, lagging = self.leaderWithBacklog()
+        net.restart(lagging)
+        net.runUntil(lambda: net[lagging].commitIndex == net[leader].commitIndex, 50)
+        chunks = [e.message for e in net.delivered if isinstance(e.message, InstallSnapshot)]
+        size = len(net[leader].snapshot.data)
+        self.assertEqual(len(chunks), -(-size // 64))
+        self.assertEqual([c.offset for c in chunks], list(range(0, size, 64)))
+        self.assertEqual([c.done for c in chunks], [False] * (len(chunks) - 1) + [True])
+
+    def test_lostChunkIsResent(self) -> None:
+        """
+        When a chunk is lost, the leader's next heartbeat resends it, and the
+        follower still ends up with the whole snapshot.
+        """
+        self.patch(txraft.core, "SNAPSHOT_CHUNK_BYTES", 64)
+        net, leader, lagging = self.leaderWithBacklog()
+        net.restart(lagging)
+        dropped: list[int] = []
+
+        def dropThirdChunk(envelope: Envelope) -> bool:
+            message = envelope.message
+            if isinstance(message, InstallSnapshot) and message.offset == 128 and not dropped:
+                dropped.append(message.offset)
+                return True
+            return False
+
+        for _ in range(10):
+            net.tick()
+            net.deliver(hold=dropThirdChunk)
+            net.queue.clear()  # the held chunk is lost
+        net.runUntil(lambda: net[lagging].commitIndex == net[leader].commitIndex, 50)
+        self.assertEqual(dropped, [128])
+        self.assertEqual(net.applied[lagging], net.applied[leader])
+
+    def test_installKeepsMatchingSuffix(self) -> None:
+        """
+        A snapshot whose last entry the follower holds (same index and term)
+        replaces only the prefix: later entries stay.
+        Reference: Figure 5.3, receiver rule 6.
+        """
+        core = makeCore(terms=[1, 1, 2, 2, 2])
+        core.step("b", AppendEntries(2, 5, 2, (), 0))
+        snapshot = snapshotOf(entriesOf(core), 3)
+        ready = core.step("b", InstallSnapshot(2, 3, 2, 0, snapshot.data, done=True))
+        self.assertEqual(ready.reply, InstallSnapshotResponse(2, 3, len(snapshot.data), 3))
+        self.assertEqual(ready.snapshot, snapshot)
+        self.assertIsNone(ready.truncateFrom)
+        self.assertEqual((core.log.snapshotIndex, core.log.lastIndex), (3, 5))
+        self.assertEqual(core.commitIndex, 3)
+
+    def test_installDiscardsConflictingLog(self) -> None:
+        """
+        A snapshot whose last entry the follower does not hold replaces the
+        whole log, conflicting suffix included.
+        Reference: Figure 5.3, receiver rule 7.
+        """
+        core = makeCore(terms=[1, 1, 1, 1, 1, 1])
+        core.step("b", AppendEntries(3, 0, 0, (), 0))
+        data = encodeApplied(makeEntries([1, 3, 3, 3]))
+        ready = core.step("b", InstallSnapshot(3, 4, 3, 0, data, done=True))
+        self.assertEqual(ready.reply.matchIndex, 4)
+        self.assertEqual(ready.truncateFrom, 5)
+        self.assertEqual(
+            (core.log.snapshotIndex, core.log.lastIndex, core.log.lastTerm), (4, 4, 3)
+        )
+        self.assertEqual(ready.committed, [])
+
+    def test_snapshotAlreadyCovered(self) -> None:
+        """
+        A snapshot that ends at or before the follower's commit index changes
+        nothing; the follower says how far it matches.
+        """
+        core = makeCore(terms=[1, 1, 1])
+        core.step("b", AppendEntries(1, 3, 1, (), 3))
+        ready = core.step("b", InstallSnapshot(1, 2, 1, 0, b"[]", done=True))
+        self.assertEqual(ready.reply, InstallSnapshotResponse(1, 2, 0, matchIndex=3))
+        self.assertIsNone(ready.snapshot)
+
+    def test_chunkOutOfOrderAsksForStart(self) -> None:
+        """
+        A chunk of a snapshot whose start the follower never saw is not
+        taken; the follower asks for offset 0.
+        """
+        core = makeCore()
+        ready = core.step("b", InstallSnapshot(1, 9, 1, 64, b"x" * 10))
+        self.assertEqual(ready.reply, InstallSnapshotResponse(1, 9, 0))
+        self.assertIsNone(ready.snapshot)
+
+    def test_staleInstallSnapshotRefused(self) -> None:
+        """An InstallSnapshot from an old term is refused with the current term."""
+        core = makeCore(hardState=HardState(4, None))
+        ready = core.step("b", InstallSnapshot(3, 9, 2, 0, b"[]", done=True))
+        self.assertEqual(ready.reply, InstallSnapshotResponse(4))
+        self.assertIsNone(ready.snapshot)
+
+    def test_restartFromSnapshot(self) -> None:
+        """
+        A node restarted from a snapshot and the log after it starts with
+        the snapshot's entries committed and applied, and catches up.
+        """
+        net, leader, _ = self.leaderWithBacklog()
+        net.crash(leader)
+        core = net.restart(leader)
+        self.assertEqual(core.commitIndex, core.log.snapshotIndex)
+        self.assertEqual(len(net.applied[leader]), core.commitIndex)
+        net.runUntil(lambda: net.leader() is not None and len(net.up()) == 2, 300)
+
+
 def settled(net: RaftNetwork) -> bool:
     """Whether one running leader exists and every node is in its term."""
     leader = net.leader()
@@ -1230,7 +1421,9 @@ class RandomizedTests(SynchronousTestCase):
     safety properties after every step (see L{RaftNetwork}).
     """
 
-    def runSchedule(self, seed: int, ticks: int, **options: bool) -> RaftNetwork:
+    def runSchedule(
+        self, seed: int, ticks: int, compactEvery: int = 0, **options: bool
+    ) -> RaftNetwork:
         """
         Run C{ticks} ticks of proposals (batched into AppendEntries of at
         most 40 bytes of commands), message drops and delays, leader
@@ -1258,6 +1451,10 @@ class RandomizedTests(SynchronousTestCase):
                 net.crash(rng.choice(net.up()))
             elif roll < 0.05 and len(net.up()) < len(FIVE):
                 net.restart(rng.choice([n for n in FIVE if n not in net.cores]))
+            if compactEvery and number % compactEvery == 0:
+                for name in net.up():
+                    if net[name].commitIndex > net[name].log.snapshotIndex:
+                        net.compact(name, net[name].commitIndex)
             leaders = [n for n in net.up() if net[n].role == LEADER]
             if leaders and rng.random() < 0.3:
                 net.propose(rng.choice(leaders), [f"set k{number % 7} {number}"])
@@ -1291,9 +1488,19 @@ class RandomizedTests(SynchronousTestCase):
         for seed in range(4):
             self.checkSafetyAndConvergence(seed, preVote=True, checkQuorum=True)
 
-    def checkSafetyAndConvergence(self, seed: int, **options: bool) -> None:
+    def test_safetyAndConvergenceWithSnapshots(self) -> None:
+        """
+        The same schedules, every node compacting its log every 100 ticks:
+        lagging and restarted nodes catch up through InstallSnapshot and
+        every safety property still holds.
+        Reference: dissertation chapter 5.
+        """
+        for seed in range(4):
+            self.checkSafetyAndConvergence(seed, compactEvery=100, preVote=True, checkQuorum=True)
+
+    def checkSafetyAndConvergence(self, seed: int, compactEvery: int = 0, **options: bool) -> None:
         """Run one schedule and check progress, convergence and identical logs."""
-        net = self.runSchedule(seed, 1500, **options)
+        net = self.runSchedule(seed, 1500, compactEvery, **options)
         self.assertGreater(len(net.leaders), 1, f"seed {seed}: no leader changes")
         self.assertGreater(len(net.committedLog), 50, f"seed {seed}: little progress")
 
@@ -1301,7 +1508,8 @@ class RandomizedTests(SynchronousTestCase):
         leader = net.leader()
         [entry] = net.propose(leader, [f"set final {seed}"])
         net.runUntil(lambda net=net, e=entry: all(e in net.applied[n] for n in FIVE), 30)
-        logs = [entriesOf(net[n]) for n in FIVE]
+        first = max(net[n].log.firstIndex for n in FIVE)
+        logs = [net[n].log.slice(first, net[n].log.lastIndex + 1) for n in FIVE]
         self.assertTrue(all(log == logs[0] for log in logs), f"seed {seed}")
 
 

@@ -12,6 +12,8 @@ from txraft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Entry,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     MessageError,
     RequestVote,
     RequestVoteResponse,
@@ -42,6 +44,12 @@ SAMPLES = [
     AppendEntriesResponse(
         term=4, success=False, matchIndex=0, rejectedIndex=9, hintIndex=3, hintTerm=2
     ),
+    InstallSnapshot(term=5, lastIncludedIndex=90, lastIncludedTerm=4, offset=0, data=b"\x00{"),
+    InstallSnapshot(
+        term=5, lastIncludedIndex=90, lastIncludedTerm=5, offset=2, data=b"", done=True
+    ),
+    InstallSnapshotResponse(term=5, lastIncludedIndex=90, nextOffset=2),
+    InstallSnapshotResponse(term=5, lastIncludedIndex=90, nextOffset=2, matchIndex=90),
 ]
 
 
@@ -252,6 +260,28 @@ class MalformedTests(SynchronousTestCase):
             'AppendEntries {"term":1,"prevLogIndex":0,"prevLogTerm":0,'
             '"entries":[[1,1,"set a \\ud800"]],"leaderCommit":0}'
         )
+
+    def test_snapshotDataIsBase64(self) -> None:
+        """
+        Snapshot chunks travel as base64, and anything that is not valid
+        base64 is refused.
+        """
+        line = formatMessage("s1", InstallSnapshot(2, 5, 1, 0, b"\xff\x00", done=True))
+        self.assertIn('"data":"/wA="', line)
+        for data in ['"/wA"', '"not base64!"', "7", "null"]:
+            self.assertRejected(
+                "InstallSnapshot "
+                f'{{"term":2,"lastIncludedIndex":5,"lastIncludedTerm":1,"offset":0,"data":{data}}}'
+            )
+
+    def test_snapshotMustEndInPastTerm(self) -> None:
+        """A snapshot ends at a real entry (index and term at least 1) of a term not after ours."""
+        for index, term in [(0, 1), (5, 0), (5, 3)]:
+            self.assertRejected(
+                "InstallSnapshot "
+                f'{{"term":2,"lastIncludedIndex":{index},"lastIncludedTerm":{term},'
+                '"offset":0,"data":""}'
+            )
 
     def test_requestsStartAtTermOne(self) -> None:
         """

@@ -5,7 +5,7 @@ Tests for L{txraft.raftlog}.
 from twisted.trial.unittest import SynchronousTestCase
 
 from txraft.messages import Entry
-from txraft.raftlog import RaftLog
+from txraft.raftlog import CompactedError, RaftLog
 
 
 def logWithTerms(*terms: int) -> RaftLog:
@@ -193,3 +193,67 @@ class IsUpToDateTests(SynchronousTestCase):
         self.assertTrue(RaftLog().isUpToDate(0, 0))
         self.assertTrue(RaftLog().isUpToDate(3, 1))
         self.assertFalse(logWithTerms(1).isUpToDate(0, 0))
+
+
+class CompactionTests(SynchronousTestCase):
+    """
+    A log that starts after a snapshot point (dissertation chapter 5).
+    """
+
+    def test_compactKeepsBase(self) -> None:
+        """
+        Compacting forgets the entries up to the point but keeps its term, so
+        consistency checks against it still work; later entries are kept.
+        """
+        log = logWithTerms(1, 1, 2, 2, 3)
+        log.compact(3)
+        self.assertEqual((log.snapshotIndex, log.snapshotTerm, log.firstIndex), (3, 2, 4))
+        self.assertEqual((log.lastIndex, log.lastTerm, log.term(3), log.term(5)), (5, 3, 2, 3))
+        self.assertEqual([e.index for e in log.slice(4, 6)], [4, 5])
+        self.assertRaises(CompactedError, log.term, 2)
+        self.assertRaises(CompactedError, log.entry, 3)
+        self.assertRaises(CompactedError, log.slice, 3, 6)
+        self.assertRaises(CompactedError, log.truncateFrom, 3)
+
+    def test_compactWholeLog(self) -> None:
+        """A log compacted to its last entry is empty but keeps its last index and term."""
+        log = logWithTerms(1, 2)
+        log.compact(2)
+        self.assertEqual((log.lastIndex, log.lastTerm, log.slice(3, 3)), (2, 2, []))
+        log.append([Entry(3, 2, "x")])
+        self.assertEqual(log.lastIndex, 3)
+
+    def test_compactIsIdempotent(self) -> None:
+        """Compacting to a point already covered changes nothing."""
+        log = logWithTerms(1, 1, 1)
+        log.compact(2)
+        log.compact(1)
+        self.assertEqual((log.snapshotIndex, log.lastIndex), (2, 3))
+
+    def test_restoreKeepsMatchingSuffix(self) -> None:
+        """Restoring to a point the log holds (same term) keeps the entries after it."""
+        log = logWithTerms(1, 1, 2, 2)
+        log.restore(2, 1)
+        self.assertEqual((log.snapshotIndex, log.firstIndex, log.lastIndex), (2, 3, 4))
+
+    def test_restoreDiscardsOtherwise(self) -> None:
+        """
+        Restoring to a point the log lacks, or holds with another term, drops
+        every entry.
+        """
+        for index, term in [(2, 5), (9, 4)]:
+            log = logWithTerms(1, 1, 2, 2)
+            log.restore(index, term)
+            self.assertEqual((log.lastIndex, log.lastTerm), (index, term))
+            self.assertEqual(log.slice(index + 1, index + 1), [])
+
+    def test_findConflictStopsAtSnapshot(self) -> None:
+        """
+        The search for where another log could agree never goes before the
+        snapshot point: what it covers is committed and agrees with every
+        leader's log.
+        """
+        log = logWithTerms(1, 1, 5, 5, 5)
+        log.compact(3)
+        self.assertEqual(log.findConflictByTerm(5, 2), 3)
+        self.assertEqual(log.findConflictByTerm(1, 1), 3)

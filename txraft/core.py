@@ -28,6 +28,8 @@ from txraft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Entry,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -44,6 +46,9 @@ NOOP = "noop"
 
 #: AppendEntries carries at most this many bytes of commands (at least one entry).
 MAX_APPEND_BYTES = 512 * 1024
+
+#: InstallSnapshot carries at most this many bytes of snapshot.
+SNAPSHOT_CHUNK_BYTES = 256 * 1024
 
 
 class NotLeaderError(Exception):
@@ -62,16 +67,31 @@ class HardState:
     votedFor: str | None = None
 
 
+@attrs.frozen
+class Snapshot:
+    """
+    The state machine as of log entry C{index} (of C{term}), serialized by
+    the application; the core only stores and ships the bytes.
+    """
+
+    index: int
+    term: int
+    data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
+
+
 @attrs.define
 class Ready:
     """
     The output of one input to the core, to be handled in this order:
 
       1. persist: save C{hardState} if not L{None}; drop log entries from
-         C{truncateFrom} on if not L{None}; append C{entries}; fsync;
+         C{truncateFrom} on if not L{None}; if C{snapshot} is not L{None},
+         save it and drop the log entries it covers; append C{entries};
+         fsync;
       2. send C{reply} (if any) back to the peer whose request was stepped,
          and each C{(peer, message)} in C{messages};
-      3. apply C{committed} to the state machine, in order.
+      3. if C{snapshot} is not L{None}, reset the state machine to it; then
+         apply C{committed}, in order.
     """
 
     hardState: HardState | None = None
@@ -80,11 +100,14 @@ class Ready:
     messages: list[tuple[str, Message]] = attrs.Factory(list)
     reply: Message | None = None
     committed: list[Entry] = attrs.Factory(list)
+    snapshot: Snapshot | None = None
 
     @property
     def needsSync(self) -> bool:
         """Whether step 1 writes anything."""
-        return bool(self.hardState or self.truncateFrom is not None or self.entries)
+        return bool(
+            self.hardState or self.truncateFrom is not None or self.entries or self.snapshot
+        )
 
 
 @attrs.define
@@ -105,6 +128,19 @@ class Progress:
     probeSent: bool = False
     #: Whether the follower answered since the leader's last quorum check.
     recentActive: bool = False
+    #: The snapshot being sent to a follower that needs entries the leader
+    #: compacted away, and how many of its bytes the follower holds.
+    snapshot: Snapshot | None = None
+    snapshotOffset: int = 0
+
+
+@attrs.define
+class _IncomingSnapshot:
+    """A snapshot a follower is receiving in chunks."""
+
+    index: int
+    term: int
+    data: bytearray = attrs.Factory(bytearray)
 
 
 class RaftCore:
@@ -127,6 +163,7 @@ class RaftCore:
         peers: Sequence[str],
         *,
         hardState: HardState = HardState(),
+        snapshot: Snapshot | None = None,
         entries: Sequence[Entry] = (),
         electionTicks: tuple[int, int] = (40, 80),
         heartbeatTicks: int = 10,
@@ -138,7 +175,9 @@ class RaftCore:
         """
         @param peers: the other servers' names.
         @param hardState: the recovered term and vote.
-        @param entries: the recovered log.
+        @param snapshot: the recovered snapshot, if any; the state machine
+            must already hold its state.
+        @param entries: the recovered log after the snapshot.
         @param electionTicks: the election timeout is drawn uniformly from
             C{[low, high)} ticks each time it is reset (section 5.2).
         @param heartbeatTicks: how often a leader sends AppendEntries to an
@@ -161,8 +200,11 @@ class RaftCore:
         self.peers = tuple(p for p in peers if p != name)
         self.currentTerm = hardState.currentTerm
         self.votedFor = hardState.votedFor
-        self.log = RaftLog(entries)
-        self.commitIndex = 0
+        self.snapshot = snapshot
+        base = (snapshot.index, snapshot.term) if snapshot else (0, 0)
+        self.log = RaftLog(entries, *base)
+        # What a snapshot covers is committed, and applied already.
+        self.commitIndex = base[0]
         self.role = FOLLOWER
         self.leaderId: str | None = None
         self.electionTicks = electionTicks
@@ -176,7 +218,8 @@ class RaftCore:
         self._electionTimeout = 0
         self._votes: dict[str, bool] = {}
         self._progress: dict[str, Progress] = {}
-        self._handedOut = 0  # entries up to here were returned in Ready.committed
+        self._handedOut = base[0]  # entries up to here were returned in Ready.committed
+        self._incoming: _IncomingSnapshot | None = None
         self._persisted = hardState
         self._ready = Ready()
         self._resetElectionTimer()
@@ -214,19 +257,31 @@ class RaftCore:
         elif isinstance(message, RequestVoteResponse):
             self._handleVote(peer, message)
         else:
+            fromLeader = isinstance(message, (AppendEntries, InstallSnapshot))
             if message.term > self.currentTerm:
                 # Figure 2, all servers: a higher term means we are out of date.
-                isLeader = isinstance(message, AppendEntries)
-                self._becomeFollower(message.term, peer if isLeader else None)
+                self._becomeFollower(message.term, peer if fromLeader else None)
             if message.term < self.currentTerm:
                 # A stale leader: tell it our term so it steps down.  Stale
                 # responses are dropped.
                 if isinstance(message, AppendEntries):
                     self._ready.reply = AppendEntriesResponse(self.currentTerm, False)
+                elif isinstance(message, InstallSnapshot):
+                    self._ready.reply = InstallSnapshotResponse(self.currentTerm)
+            elif fromLeader and not self._followLeader(peer):
+                self._ready.reply = (
+                    AppendEntriesResponse(self.currentTerm, False)
+                    if isinstance(message, AppendEntries)
+                    else InstallSnapshotResponse(self.currentTerm)
+                )
             elif isinstance(message, AppendEntries):
-                self._handleAppendEntries(peer, message)
-            else:
+                self._handleAppendEntries(message)
+            elif isinstance(message, InstallSnapshot):
+                self._handleInstallSnapshot(message)
+            elif isinstance(message, AppendEntriesResponse):
                 self._handleAppendResponse(peer, message)
+            else:
+                self._handleSnapshotResponse(peer, message)
         return self._takeReady()
 
     def propose(self, commands: Sequence[str]) -> Ready:
@@ -242,6 +297,20 @@ class RaftCore:
             raise NotLeaderError(self.leaderId)
         self._replicate(commands)
         return self._takeReady()
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """
+        Forget the log entries that C{snapshot} covers.  The driver calls
+        this once it has saved a snapshot of the state machine taken right
+        after applying entry C{snapshot.index}; the core ships it to
+        followers that need what it replaced (dissertation chapter 5).
+        """
+        if not self.log.snapshotIndex < snapshot.index <= self._handedOut:
+            raise ValueError(f"cannot compact to {snapshot.index}: not applied or not new")
+        if self.log.term(snapshot.index) != snapshot.term:
+            raise ValueError(f"snapshot {snapshot.index} has the wrong term")
+        self.log.compact(snapshot.index)
+        self.snapshot = snapshot
 
     # -- status ---------------------------------------------------------------
 
@@ -391,7 +460,11 @@ class RaftCore:
 
     # -- AppendEntries: follower side -------------------------------------------
 
-    def _handleAppendEntries(self, peer: str, request: AppendEntries) -> None:
+    def _followLeader(self, peer: str) -> bool:
+        """
+        Recognise C{peer} as the leader of the current term (it sent
+        AppendEntries or InstallSnapshot); L{False} if that cannot be.
+        """
         if self.role == LEADER:
             # Election Safety says this cannot happen; refuse rather than obey.
             self.log_.error(
@@ -400,12 +473,21 @@ class RaftCore:
                 peer=peer,
                 term=self.currentTerm,
             )
-            self._ready.reply = AppendEntriesResponse(self.currentTerm, False)
-            return
+            return False
         if self.role != FOLLOWER or self.leaderId != peer:
             self._becomeFollower(self.currentTerm, peer)
         self._electionElapsed = 0
+        return True
+
+    def _handleAppendEntries(self, request: AppendEntries) -> None:
         prevIndex, prevTerm = request.prevLogIndex, request.prevLogTerm
+        if prevIndex < self.log.snapshotIndex:
+            # Our snapshot covers entries the leader is still probing: they
+            # are committed, so they match; say where our log really starts.
+            self._ready.reply = AppendEntriesResponse(
+                self.currentTerm, True, matchIndex=self.log.snapshotIndex
+            )
+            return
         if prevIndex > self.log.lastIndex or self.log.term(prevIndex) != prevTerm:
             # Consistency check failed: tell the leader where to resume.
             hintIndex = self.log.findConflictByTerm(prevIndex, prevTerm)
@@ -429,6 +511,50 @@ class RaftCore:
         # whatever stale suffix this log might still hold after lastNewIndex.
         self._commitTo(min(request.leaderCommit, lastNewIndex))
         self._ready.reply = AppendEntriesResponse(self.currentTerm, True, matchIndex=lastNewIndex)
+
+    def _handleInstallSnapshot(self, request: InstallSnapshot) -> None:
+        """Dissertation Figure 5.3, InstallSnapshot receiver rules."""
+        index, term = request.lastIncludedIndex, request.lastIncludedTerm
+        if index <= self.commitIndex:
+            # We already hold (committed, hence matching) everything it covers.
+            self._incoming = None
+            self._ready.reply = InstallSnapshotResponse(
+                self.currentTerm, index, matchIndex=self.commitIndex
+            )
+            return
+        incoming = self._incoming
+        if request.offset == 0:
+            incoming = self._incoming = _IncomingSnapshot(index, term)
+        if incoming is None or (incoming.index, incoming.term) != (index, term):
+            # Chunks of a snapshot we have not seen the start of: ask for it.
+            self._ready.reply = InstallSnapshotResponse(self.currentTerm, index, 0)
+            return
+        if request.offset == len(incoming.data):
+            incoming.data += request.data
+        if not request.done or request.offset + len(request.data) != len(incoming.data):
+            self._ready.reply = InstallSnapshotResponse(
+                self.currentTerm, index, len(incoming.data)
+            )
+            return
+        self._incoming = None
+        self._installSnapshot(Snapshot(index, term, bytes(incoming.data)))
+        self._ready.reply = InstallSnapshotResponse(
+            self.currentTerm, index, len(incoming.data), matchIndex=index
+        )
+
+    def _installSnapshot(self, snapshot: Snapshot) -> None:
+        """Replace the log's prefix (or all of it) and the state machine with C{snapshot}."""
+        lastIndex = self.log.lastIndex
+        self.log.restore(snapshot.index, snapshot.term)
+        ready = self._ready
+        if self.log.lastIndex == snapshot.index and lastIndex > snapshot.index:
+            # The log did not hold the snapshot's last entry: every entry after
+            # it conflicts, so it goes too.
+            ready.truncateFrom = snapshot.index + 1
+        ready.entries = [e for e in ready.entries if e.index > self.log.lastIndex]
+        ready.snapshot = self.snapshot = snapshot
+        self.commitIndex = max(self.commitIndex, snapshot.index)
+        self._handedOut = max(self._handedOut, snapshot.index)
 
     def _newEntries(self, entries: Sequence[Entry]) -> list[Entry] | None:
         """
@@ -465,11 +591,15 @@ class RaftCore:
 
     def _sendAppend(self, peer: str, heartbeat: bool = False) -> None:
         """
-        Send C{peer} the entries from its nextIndex on (possibly none).
-        A heartbeat also retries a probe whose answer never came.
+        Send C{peer} the entries from its nextIndex on (possibly none), or
+        the snapshot if those entries are compacted away.  A heartbeat also
+        retries a probe or a snapshot chunk whose answer never came.
         """
         progress = self._progress[peer]
         if progress.probing and progress.probeSent and not heartbeat:
+            return
+        if progress.nextIndex <= self.log.snapshotIndex:
+            self._sendSnapshotChunk(peer, progress)
             return
         prevIndex = progress.nextIndex - 1
         entries = self.log.slice(progress.nextIndex, self.log.lastIndex + 1, self.maxAppendBytes)
@@ -511,6 +641,39 @@ class RaftCore:
             progress.probeSent = False
         if progress.nextIndex <= self.log.lastIndex:
             self._sendAppend(peer)
+
+    def _sendSnapshotChunk(self, peer: str, progress: Progress) -> None:
+        """Send the next chunk of the snapshot C{peer} is receiving (or start one)."""
+        if progress.snapshot is None:
+            assert self.snapshot is not None, "a compacted log always has a snapshot"
+            progress.snapshot, progress.snapshotOffset = self.snapshot, 0
+        snapshot, offset = progress.snapshot, progress.snapshotOffset
+        chunk = snapshot.data[offset : offset + SNAPSHOT_CHUNK_BYTES]
+        done = offset + len(chunk) >= len(snapshot.data)
+        message = InstallSnapshot(
+            self.currentTerm, snapshot.index, snapshot.term, offset, chunk, done
+        )
+        self._ready.messages.append((peer, message))
+        progress.probing = progress.probeSent = True
+
+    def _handleSnapshotResponse(self, peer: str, response: InstallSnapshotResponse) -> None:
+        if self.role != LEADER:
+            return
+        progress = self._progress[peer]
+        sending = progress.snapshot
+        if sending is None or response.lastIncludedIndex != sending.index:
+            return  # an answer about a snapshot we are no longer sending
+        if response.matchIndex:
+            # Installed: carry on with the entries after it.
+            progress.snapshot = None
+            progress.matchIndex = max(progress.matchIndex, min(response.matchIndex, sending.index))
+            progress.nextIndex = progress.matchIndex + 1
+            progress.probing = progress.probeSent = False
+            self._maybeCommit()
+        else:
+            progress.snapshotOffset = min(response.nextOffset, len(sending.data))
+            progress.probeSent = False
+        self._sendAppend(peer)
 
     def _maybeCommit(self) -> None:
         """

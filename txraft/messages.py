@@ -16,6 +16,7 @@ L{MessageError}, whose text is what the node answers with ``ERROR``.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -100,14 +101,60 @@ class AppendEntriesResponse:
     hintTerm: int = 0
 
 
-Message = RequestVote | RequestVoteResponse | AppendEntries | AppendEntriesResponse
+@attrs.frozen
+class InstallSnapshot:
+    """
+    Sent by the leader to a follower whose next entry it has compacted away:
+    one chunk of the snapshot ending at (C{lastIncludedIndex},
+    C{lastIncludedTerm}), at byte C{offset}; C{done} marks the last chunk
+    (dissertation Figure 5.3).  On the wire C{data} is base64.
+    """
+
+    term: int
+    lastIncludedIndex: int
+    lastIncludedTerm: int
+    offset: int
+    data: bytes
+    done: bool = False
+
+
+@attrs.frozen
+class InstallSnapshotResponse:
+    """
+    A follower's answer to L{InstallSnapshot}: it holds the first
+    C{nextOffset} bytes of the snapshot ending at C{lastIncludedIndex}, and
+    once it has installed it, C{matchIndex} is the last index it knows to
+    match the leader's log.
+    """
+
+    term: int
+    lastIncludedIndex: int = 0
+    nextOffset: int = 0
+    matchIndex: int = 0
+
+
+Message = (
+    RequestVote
+    | RequestVoteResponse
+    | AppendEntries
+    | AppendEntriesResponse
+    | InstallSnapshot
+    | InstallSnapshotResponse
+)
 
 #: Request types: each one gets exactly one response line on its connection.
-REQUESTS = (RequestVote, AppendEntries)
+REQUESTS = (RequestVote, AppendEntries, InstallSnapshot)
 
 _RECORDS: dict[str, type] = {
     cls.__name__: cls
-    for cls in (RequestVote, RequestVoteResponse, AppendEntries, AppendEntriesResponse)
+    for cls in (
+        RequestVote,
+        RequestVoteResponse,
+        AppendEntries,
+        AppendEntriesResponse,
+        InstallSnapshot,
+        InstallSnapshotResponse,
+    )
 }
 
 #: The RPC names that mark a line as a peer line rather than a client command.
@@ -141,6 +188,8 @@ def formatMessage(sender: str, message: Message) -> str:
     )
     if isinstance(message, AppendEntries):
         fields["entries"] = [[e.index, e.term, e.command] for e in message.entries]
+    if isinstance(message, InstallSnapshot):
+        fields["data"] = base64.b64encode(message.data).decode("ascii")
     body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
     return f"{sender}@{type(message).__name__} {body}"
 
@@ -169,6 +218,8 @@ def parseMessage(text: str) -> Message:
     for fieldName, value in fields.items():
         if fieldName == "entries":
             fields[fieldName] = _parseEntries(name, value)
+        elif fieldName == "data":
+            fields[fieldName] = _parseData(name, value)
         elif expected[fieldName].type in (bool, "bool"):
             if not isinstance(value, bool):
                 raise MessageError(f"{name}: {fieldName} must be true or false")
@@ -181,11 +232,24 @@ def parseMessage(text: str) -> Message:
         raise MessageError("RequestVote: lastLogTerm is after term")
     if isinstance(message, AppendEntries):
         _checkEntries(message)
+    if isinstance(message, InstallSnapshot) and not (
+        1 <= message.lastIncludedTerm <= message.term and message.lastIncludedIndex >= 1
+    ):
+        raise MessageError("InstallSnapshot: the snapshot must end at an entry of a past term")
     return message
 
 
 def _isCount(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _parseData(name: str, value: object) -> bytes:
+    if not isinstance(value, str):
+        raise MessageError(f"{name}: data must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise MessageError(f"{name}: data is not valid base64") from None
 
 
 def _parseEntries(name: str, value: object) -> tuple[Entry, ...]:

@@ -1,10 +1,14 @@
 """
 The in-memory Raft log the core reasons about.
 
-Indexes start at 1; index 0 is the empty log's sentinel with term 0, so
-``term(0) == 0`` and ``prevLogIndex == 0`` always matches.  This module does
-no I/O: the core reports every change it makes here in its L{Ready} so that
-the LogManager can make the same change durable.
+Indexes start at 1.  The log may begin after a snapshot: entries up to
+C{snapshotIndex} are compacted away and only the index and term of the last
+one are kept (dissertation chapter 5), so C{term(snapshotIndex)} still
+answers.  On an uncompacted log, C{snapshotIndex} is 0 with term 0: the
+sentinel that makes C{prevLogIndex == 0} always match.
+
+This module does no I/O: the core reports every change it makes here in its
+L{Ready} so that the LogManager can make the same change durable.
 """
 
 from __future__ import annotations
@@ -14,39 +18,62 @@ from collections.abc import Iterable
 from txraft.messages import Entry
 
 
-class RaftLog:
-    """An ordered list of entries with the lookups Raft needs."""
+class CompactedError(LookupError):
+    """The entry asked for is covered by the snapshot and no longer kept."""
 
-    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+
+class RaftLog:
+    """An ordered list of entries after a snapshot point, with the lookups Raft needs."""
+
+    def __init__(
+        self, entries: Iterable[Entry] = (), snapshotIndex: int = 0, snapshotTerm: int = 0
+    ) -> None:
+        self.snapshotIndex = snapshotIndex
+        self.snapshotTerm = snapshotTerm
         self._entries: list[Entry] = []
         self.append(list(entries))
 
     @property
+    def firstIndex(self) -> int:
+        """The index of the first entry still held."""
+        return self.snapshotIndex + 1
+
+    @property
     def lastIndex(self) -> int:
-        """The index of the last entry, 0 when empty."""
-        return len(self._entries)
+        """The index of the last entry (the snapshot's when no entry follows it)."""
+        return self.snapshotIndex + len(self._entries)
 
     @property
     def lastTerm(self) -> int:
-        """The term of the last entry, 0 when empty."""
-        return self._entries[-1].term if self._entries else 0
+        """The term of the last entry (or of the snapshot's last one)."""
+        return self._entries[-1].term if self._entries else self.snapshotTerm
 
     def term(self, index: int) -> int:
-        """The term of the entry at C{index} (0 for index 0)."""
-        if index == 0:
-            return 0
-        return self._entries[index - 1].term
+        """
+        The term of the entry at C{index}.
+
+        @raise CompactedError: if C{index} is before the snapshot point.
+        """
+        if index == self.snapshotIndex:
+            return self.snapshotTerm
+        if index < self.snapshotIndex:
+            raise CompactedError(index)
+        return self._entries[index - self.firstIndex].term
 
     def entry(self, index: int) -> Entry:
-        """The entry at C{index} (1-based)."""
-        return self._entries[index - 1]
+        """The entry at C{index}, which must be after the snapshot point."""
+        if index <= self.snapshotIndex:
+            raise CompactedError(index)
+        return self._entries[index - self.firstIndex]
 
     def slice(self, start: int, stop: int, maxBytes: int | None = None) -> list[Entry]:
         """
         Entries with C{start <= index < stop}; if C{maxBytes} is given, stop
         once the commands add up to more than it (but return at least one).
         """
-        entries = self._entries[start - 1 : stop - 1]
+        if start <= self.snapshotIndex:
+            raise CompactedError(start)
+        entries = self._entries[start - self.firstIndex : stop - self.firstIndex]
         if maxBytes is None:
             return entries
         total = 0
@@ -66,19 +93,42 @@ class RaftLog:
             self._entries.append(entry)
 
     def truncateFrom(self, index: int) -> None:
-        """Drop every entry at C{index} and after."""
-        del self._entries[index - 1 :]
+        """Drop every entry at C{index} and after (never the snapshot)."""
+        if index <= self.snapshotIndex:
+            raise CompactedError(index)
+        del self._entries[index - self.firstIndex :]
+
+    def compact(self, index: int) -> None:
+        """Forget the entries up to C{index}, which a snapshot now covers."""
+        if index <= self.snapshotIndex:
+            return
+        term = self.term(index)
+        del self._entries[: index - self.snapshotIndex]
+        self.snapshotIndex, self.snapshotTerm = index, term
+
+    def restore(self, index: int, term: int) -> None:
+        """
+        Start over from a snapshot ending at (C{index}, C{term}): keep the
+        entries after it if this log holds that very entry, else drop all
+        (dissertation Figure 5.3, InstallSnapshot receiver rules 6 and 7).
+        """
+        if self.snapshotIndex <= index <= self.lastIndex and self.term(index) == term:
+            self.compact(index)
+            return
+        self._entries = []
+        self.snapshotIndex, self.snapshotTerm = index, term
 
     def findConflictByTerm(self, index: int, term: int) -> int:
         """
         The largest index not after C{index} whose entry's term is not after
         C{term}: the last place where a log that has C{term} at C{index}
-        can still agree with this one.
+        can still agree with this one.  Never before the snapshot point,
+        which is committed and so agrees with every leader's log.
         """
         index = min(index, self.lastIndex)
-        while index > 0 and self.term(index) > term:
+        while index > self.snapshotIndex and self.term(index) > term:
             index -= 1
-        return index
+        return max(index, self.snapshotIndex)
 
     def isUpToDate(self, lastIndex: int, lastTerm: int) -> bool:
         """
