@@ -286,3 +286,38 @@ class KeyValueStoreTests(SynchronousTestCase):
         self.assertEqual(firstReplies, secondReplies)
         self.assertEqual(first.data, second.data)
         self.assertEqual(first.apply("show"), second.apply("show"))
+
+
+class SnapshotTests(SynchronousTestCase):
+    """Capturing and restoring the whole map, for snapshots."""
+
+    def test_roundTrip(self) -> None:
+        """A store restored from a capture holds the same map, unicode and spaces included."""
+        store = KeyValueStore()
+        for command in ["set a 1", "set caf\u00e9 \u2603 snow man", 'set q "x"']:
+            store.apply(command)
+        other = KeyValueStore()
+        other.restore(store.capture()())
+        self.assertEqual(other.data, store.data)
+
+    def test_captureIsFrozen(self) -> None:
+        """
+        Commands applied after the capture do not change what it
+        serializes: the snapshot is the state at the capture.
+        """
+        store = KeyValueStore()
+        store.apply("set a 1")
+        serialize = store.capture()
+        store.apply("set a 2")
+        store.apply("set b 3")
+        other = KeyValueStore()
+        other.restore(serialize())
+        self.assertEqual(other.data, {"a": "1"})
+
+    def test_restoreRejectsOtherData(self) -> None:
+        """Data that is not a JSON object of strings is refused and changes nothing."""
+        store = KeyValueStore()
+        store.apply("set a 1")
+        for data in [b"[]", b'{"a": 1}', b"not json", b'{"a": null}']:
+            self.assertRaises(ValueError, store.restore, data)
+        self.assertEqual(store.data, {"a": "1"})

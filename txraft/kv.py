@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 import attrs
 
@@ -69,10 +70,33 @@ def parseCommand(text: str) -> Command:
 
 
 class KeyValueStore:
-    """The replicated map; L{apply} is its only way to change."""
+    """The replicated map; L{apply} and L{restore} are its only ways to change."""
 
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
+
+    def capture(self) -> Callable[[], bytes]:
+        """
+        Freeze the current state and return a function that serializes it.
+        The freezing is a quick copy; the serializing, the slow part, can
+        run in another thread while this store goes on applying commands.
+        """
+        frozen = dict(self.data)
+        return lambda: json.dumps(frozen, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def restore(self, data: bytes) -> None:
+        """
+        Replace the whole state with a snapshot made by L{capture}.
+
+        @raise ValueError: if C{data} is not such a snapshot.
+        """
+        state = json.loads(data)
+        valid = isinstance(state, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in state.items()
+        )
+        if not valid:
+            raise ValueError("a key-value snapshot is a JSON object of strings")
+        self.data = state
 
     def apply(self, commandText: str) -> str:
         """

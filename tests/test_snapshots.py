@@ -1,0 +1,94 @@
+"""
+Tests for L{txraft.snapshots}: the snapshot file format and its store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from txraft.core import Snapshot
+from txraft.snapshots import FileSnapshotStore, MemorySnapshotStore, encodeSnapshot
+from txraft.storage import StorageError
+
+SNAPSHOT = Snapshot(42, 7, '{"a":"1","caf\u00e9":"\u2603 x"}'.encode())
+
+
+class FileSnapshotStoreTests(SynchronousTestCase):
+    """The snapshot file: written atomically, checked when read."""
+
+    def setUp(self) -> None:
+        self.directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.directory)
+        self.path = os.path.join(self.directory, "s1.snapshot")
+        self.store = FileSnapshotStore(self.path)
+
+    def test_noSnapshot(self) -> None:
+        """A node that never took a snapshot has none."""
+        self.assertIsNone(self.store.load())
+
+    def test_roundTrip(self) -> None:
+        """A saved snapshot loads back equal, and a later save replaces it."""
+        self.store.save(SNAPSHOT)
+        self.assertEqual(FileSnapshotStore(self.path).load(), SNAPSHOT)
+        later = Snapshot(50, 8, b"{}")
+        self.store.save(later)
+        self.assertEqual(FileSnapshotStore(self.path).load(), later)
+        self.assertEqual(os.listdir(self.directory), ["s1.snapshot"])
+
+    def test_readableFormat(self) -> None:
+        """
+        The file is a header line naming index, term, length and checksum,
+        then the state machine's bytes as they are.
+        """
+        self.store.save(SNAPSHOT)
+        with open(self.path, "rb") as f:
+            header, data = f.read().split(b"\n", 1)
+        self.assertEqual(header.split(b" ")[:5], [b"txraft-snapshot", b"1", b"42", b"7", b"25"])
+        self.assertEqual(data, SNAPSHOT.data)
+
+    def test_leftoverTemporaryIgnored(self) -> None:
+        """
+        A temporary file left by a crash before the rename is removed; the
+        snapshot in place is the one loaded.
+        """
+        self.store.save(SNAPSHOT)
+        with open(self.path + ".tmp", "wb") as f:
+            f.write(b"txraft-snapshot 1 99 9 100 ab")
+        self.assertEqual(self.store.load(), SNAPSHOT)
+        self.assertFalse(os.path.exists(self.path + ".tmp"))
+
+    def test_damageRefused(self) -> None:
+        """
+        A snapshot whose header, length or checksum do not hold is refused
+        with a message naming the file: it was damaged after it was written.
+        """
+        good = encodeSnapshot(SNAPSHOT)
+        damaged = [
+            good[:-1],
+            good + b"x",
+            good[:-2] + b"!}",
+            b"not a snapshot\n{}",
+            good.replace(b"txraft-snapshot 1", b"txraft-snapshot 9"),
+            good.replace(b" 42 ", b" x "),
+            good.split(b"\n")[0],
+        ]
+        for contents in damaged:
+            with open(self.path, "wb") as f:
+                f.write(contents)
+            error = self.assertRaises(StorageError, self.store.load)
+            self.assertIn(self.path, str(error))
+
+
+class MemorySnapshotStoreTests(SynchronousTestCase):
+    """The in-memory store used by simulations."""
+
+    def test_roundTrip(self) -> None:
+        """It starts empty and keeps the last snapshot saved."""
+        store = MemorySnapshotStore()
+        self.assertIsNone(store.load())
+        store.save(SNAPSHOT)
+        self.assertEqual(store.load(), SNAPSHOT)

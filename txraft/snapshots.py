@@ -1,0 +1,118 @@
+"""
+Durable snapshots of the state machine (dissertation chapter 5).
+
+A node keeps one snapshot, C{DIR/NAME.snapshot}: a header line, then the
+state machine's bytes::
+
+    txraft-snapshot 1 INDEX TERM LENGTH SHA256
+    {"a": "1", "b": "hello world"}
+
+INDEX and TERM are those of the last log entry the snapshot covers; LENGTH
+and SHA256 describe the bytes after the header's newline.  For the
+key-value store those bytes are one JSON object, so a snapshot stays
+readable with C{tail -n +2}.  A snapshot is written to a temporary file,
+fsynced, renamed over the old one and the directory fsynced, so a crash
+leaves either the old snapshot or the new one; one that fails its checksum
+was damaged after it was written, and the node refuses to start rather than
+start from a state it cannot trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from zope.interface import Interface, implementer
+
+from txraft.core import Snapshot
+from txraft.storage import StorageError, fsyncDirectory
+
+MAGIC = b"txraft-snapshot"
+VERSION = 1
+
+
+class ISnapshotStore(Interface):
+    """Where a node keeps its latest snapshot."""
+
+    def load() -> Snapshot | None:
+        """The saved snapshot, or L{None} if there is none."""
+
+    def save(snapshot: Snapshot) -> None:  # noqa: N805
+        """Replace the saved snapshot durably before returning."""
+
+
+def encodeSnapshot(snapshot: Snapshot) -> bytes:
+    """The file contents for C{snapshot}: header line, then data."""
+    digest = hashlib.sha256(snapshot.data).hexdigest()
+    header = f"{MAGIC.decode()} {VERSION} {snapshot.index} {snapshot.term} "
+    header += f"{len(snapshot.data)} {digest}\n"
+    return header.encode("ascii") + snapshot.data
+
+
+def decodeSnapshot(contents: bytes, source: str) -> Snapshot:
+    """
+    Parse and check the contents of a snapshot file.
+
+    @raise StorageError: naming C{source}, if the header is malformed or the
+        data's length or checksum do not match it.
+    """
+    header, newline, data = contents.partition(b"\n")
+    fields = header.split(b" ")
+    if not newline or len(fields) != 6 or fields[0] != MAGIC:
+        raise StorageError(f"{source}: not a txraft snapshot; refusing to start")
+    try:
+        version, index, term, length = (int(f) for f in fields[1:5])
+    except ValueError:
+        raise StorageError(f"{source}: malformed snapshot header; refusing to start") from None
+    if version != VERSION:
+        raise StorageError(f"{source}: snapshot version {version} is not {VERSION}")
+    if index < 1 or term < 1 or length != len(data):
+        raise StorageError(f"{source}: snapshot is truncated or malformed; refusing to start")
+    if hashlib.sha256(data).hexdigest().encode("ascii") != fields[5]:
+        raise StorageError(f"{source}: snapshot checksum does not match; refusing to start")
+    return Snapshot(index, term, data)
+
+
+@implementer(ISnapshotStore)
+class FileSnapshotStore:
+    """One snapshot file, replaced atomically."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.temporary = path + ".tmp"
+
+    def load(self) -> Snapshot | None:
+        """Read and check the snapshot file; a leftover temporary file is removed."""
+        if os.path.exists(self.temporary):
+            os.remove(self.temporary)
+        try:
+            with open(self.path, "rb") as f:
+                contents = f.read()
+        except FileNotFoundError:
+            return None
+        return decodeSnapshot(contents, self.path)
+
+    def save(self, snapshot: Snapshot) -> None:
+        """Write a temporary file, fsync it, rename it into place, fsync the directory."""
+        with open(self.temporary, "wb") as f:
+            f.write(encodeSnapshot(snapshot))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(self.temporary, self.path)
+        fsyncDirectory(os.path.dirname(os.path.abspath(self.path)))
+
+
+@implementer(ISnapshotStore)
+class MemorySnapshotStore:
+    """A snapshot kept in memory; L{save} is durable at once, like the file's rename."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+
+    def load(self) -> Snapshot | None:
+        """The saved snapshot."""
+        return self.snapshot
+
+    def save(self, snapshot: Snapshot) -> None:
+        """Replace the saved snapshot."""
+        self.snapshot = snapshot
