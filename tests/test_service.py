@@ -240,19 +240,20 @@ class SingleNodeTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(later), "OK 3")
         self.assertEqual([name for name, _ in self.logStore.events], ["append", "sync"])
 
-    def test_storageFailureHalts(self) -> None:
+    def test_storageFailureStopsAcknowledging(self) -> None:
         """
-        A log write that fails halts the node: waiting clients are answered
-        C{UNAVAILABLE}, the reactor is stopped, and no later command is
-        acknowledged (a node whose memory is ahead of its disk must not
-        speak).
+        A log write that fails stops the node from acknowledging anything,
+        but not its reactor: waiting clients are answered C{UNAVAILABLE},
+        C{status} reports the error, and no later command is acknowledged
+        (a node whose memory is ahead of its disk must not speak).
         """
         self.becomeLeader()
         self.logStore.failWrites = True
         waiting = self.service.clientRequest(None, "set a 1")
         self.reactor.advance(0)
         self.assertTrue(self.successResultOf(waiting).startswith("UNAVAILABLE "))
-        self.assertTrue(self.reactor.hasStopped)
+        self.assertFalse(self.reactor.hasStopped)
+        self.assertIn("diskError", self.service.status())
         self.assertEqual(len(self.flushLoggedErrors()), 0)
         later = self.service.clientRequest(None, "get a")
         self.reactor.advance(0)
@@ -466,7 +467,7 @@ class ThreeNodeTests(SynchronousTestCase):
         node.dataReceived(line.encode() + b"\n")
         self.assertNotIn(b'"success":true', transport.value())
         self.assertEqual(transport.value().count(b"\n"), 1)
-        self.assertTrue(self.reactor.hasStopped)
+        self.assertIn("diskError", self.service.status())
 
     def test_failedVoteWriteNotGranted(self) -> None:
         """
@@ -477,7 +478,7 @@ class ThreeNodeTests(SynchronousTestCase):
         node.dataReceived(formatMessage("s2", RequestVote(4, 0, 0)).encode() + b"\n")
         self.assertNotIn(b'"voteGranted":true', transport.value())
         self.assertEqual(transport.value().count(b"\n"), 1)
-        self.assertTrue(self.reactor.hasStopped)
+        self.assertIn("diskError", self.service.status())
 
     def test_stopAnswersWaiting(self) -> None:
         """
@@ -637,16 +638,17 @@ class WiredPeerTests(SynchronousTestCase):
         self.assertEqual(self.service.logManager.stateMachine.data, {"a": "1"})
         self.assertEqual(transport.value().count(b"\n"), 1)
 
-    def test_haltedNodeSilent(self) -> None:
+    def test_diskFailedNodeSilent(self) -> None:
         """
-        A node whose log write failed says nothing more to its peers: its
-        memory is ahead of its disk, so its votes requests and heartbeats
-        could advertise entries it does not durably hold.
+        A node whose log write failed says nothing more to its peers while
+        its disk fails: its memory is ahead of its disk, so its vote
+        requests and heartbeats could advertise entries it does not durably
+        hold.
         """
         self.logStore.failWrites = True
         reply = self.service.peerRequest("s2", AppendEntries(1, 0, 0, (Entry(1, 1, "noop"),), 0))
         self.assertNotEqual(reply, AppendEntriesResponse(1, True, matchIndex=1))
-        self.assertTrue(self.reactor.hasStopped)
+        self.assertIn("diskError", self.service.status())
         self.sent("s2"), self.sent("s3")
         for _ in range(5 * ELECTION_TICKS[1]):
             self.reactor.advance(TICK_SECONDS)

@@ -5,27 +5,93 @@ term/vote stores, and the data directory lock.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+import txraft.storage
 from tests.helpers import temporaryDirectory
-from txraft.core import HardState
-from txraft.messages import Entry
+from txraft.core import MAX_APPEND_BYTES, HardState
+from txraft.messages import AppendEntries, Entry, MessageError, formatMessage, parseMessage
+from txraft.protocol import MAX_REQUEST
 from txraft.storage import (
+    MAX_UNSYNCED_BYTES,
     FileLogStore,
     FileStateStore,
     ILogStore,
     IStateStore,
     MemoryLogStore,
     MemoryStateStore,
+    OSFileSystem,
     StorageError,
     lockDataDirectory,
+    scanLog,
 )
 
 ENTRIES = [Entry(1, 1, "noop"), Entry(2, 1, "set a 1"), Entry(3, 2, "set b two words")]
+
+#: A log written in three batches, and its file.
+BATCHES = [
+    [Entry(1, 1, "noop"), Entry(2, 1, "set a 1")],
+    [Entry(3, 2, "noop"), Entry(4, 2, "set b two words"), Entry(5, 2, "get a")],
+    [Entry(6, 3, "set clé ☃"), Entry(7, 3, "delete a")],
+]
+LOG_DATA = b"".join(
+    f"{e.index} {e.term} {e.command}\n".encode() for batch in BATCHES for e in batch
+)
+
+
+class RecordingFileSystem(OSFileSystem):
+    """
+    The real system calls, each recorded by name (with the bytes written,
+    for C{pwrite}) in C{calls}.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        """Record, then write."""
+        self.calls.append(("pwrite", (bytes(data), offset)))
+        return super().pwrite(fd, data, offset)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        """Record, then truncate."""
+        self.calls.append(("ftruncate", length))
+        super().ftruncate(fd, length)
+
+    def fsync(self, fd: int) -> None:
+        """Record, then fsync."""
+        self.calls.append(("fsync", None))
+        super().fsync(fd)
+
+    def fdatasync(self, fd: int) -> None:
+        """Record, then fdatasync."""
+        self.calls.append(("fdatasync", None))
+        super().fdatasync(fd)
+
+    def replace(self, source: str, destination: str) -> None:
+        """Record, then rename."""
+        self.calls.append(("replace", os.path.basename(destination)))
+        super().replace(source, destination)
+
+    def fsyncDirectory(self, path: str) -> None:
+        """Record, then fsync the directory."""
+        self.calls.append(("fsyncDirectory", None))
+        super().fsyncDirectory(path)
+
+    def names(self) -> list[str]:
+        """The names of the calls made so far."""
+        return [name for name, _ in self.calls]
+
+
+def lineEnds(data: bytes) -> list[int]:
+    """The offset just after each newline in C{data}."""
+    return [i + 1 for i, byte in enumerate(data) if byte == ord("\n")]
 
 
 class FileLogStoreTests(SynchronousTestCase):
@@ -299,6 +365,348 @@ class FileLogStoreTests(SynchronousTestCase):
         """
         self.assertCorrupt(b"1 0 noop\n", 1, "term 0")
 
+    def writeBatches(self, fileSystem: OSFileSystem | None = None) -> FileLogStore:
+        """
+        Append and sync L{BATCHES} one by one through a fresh store; return
+        it.
+        """
+        store = FileLogStore(self.path, fileSystem=fileSystem)
+        self.addCleanup(store.close)
+        store.load()
+        for batch in BATCHES:
+            store.append(batch)
+            store.sync()
+        self.assertEqual(self.readFile(), LOG_DATA)
+        return store
+
+    def test_everyTruncationRecovers(self) -> None:
+        """
+        A log cut at any byte (a crash that kept any prefix of what was
+        written) loads as the entries whose lines are whole, with a warning
+        naming the file and line when a line was cut; the file is trimmed to
+        them and takes appends again.
+        """
+        allEntries = [entry for batch in BATCHES for entry in batch]
+        ends = lineEnds(LOG_DATA)
+        for cut in range(len(LOG_DATA) + 1):
+            self.writeFile(LOG_DATA[:cut])
+            whole = sum(1 for end in ends if end <= cut)
+            store = FileLogStore(self.path)
+            with capturedLogs() as events:
+                loaded = store.load()
+            self.assertEqual(loaded, allEntries[:whole], f"cut at {cut}")
+            kept = ends[whole - 1] if whole else 0
+            self.assertEqual(self.readFile(), LOG_DATA[:kept])
+            warnings = [formatEvent(e) for e in events]
+            if cut == kept:
+                self.assertEqual(warnings, [])
+            else:
+                [warning] = warnings
+                self.assertIn(f"{self.path}:{whole + 1}: dropping a torn tail", warning)
+            store.append([Entry(whole + 1, 9, "set z 9")])
+            store.sync()
+            store.close()
+            reopened = FileLogStore(self.path)
+            self.assertEqual(
+                reopened.load(), allEntries[:whole] + [Entry(whole + 1, 9, "set z 9")]
+            )
+            reopened.close()
+
+    def test_zeroedSectorsDropped(self) -> None:
+        """
+        A log with any 8 bytes zeroed (a block of the last write that never
+        reached the disk, though the file's size grew) loads as the entries
+        before the damaged line, with a warning: a torn write, not
+        corruption, since it lies within the last L{MAX_UNSYNCED_BYTES}.
+        """
+        allEntries = [entry for batch in BATCHES for entry in batch]
+        ends = lineEnds(LOG_DATA)
+        for start in range(0, len(LOG_DATA), 8):
+            damaged = LOG_DATA[:start] + b"\x00" * 8 + LOG_DATA[start + 8 :]
+            self.writeFile(damaged[: len(LOG_DATA)])
+            whole = sum(1 for end in ends if end <= start)
+            with capturedLogs() as events:
+                self.assertEqual(self.openStore().load(), allEntries[:whole], f"at {start}")
+            self.assertEqual(len(events), 1)
+            self.assertEqual(self.readFile(), LOG_DATA[: ends[whole - 1] if whole else 0])
+
+    def test_zeroesFarFromEndAreCorruption(self) -> None:
+        """
+        NUL bytes further from the end of the file than a write can leave
+        unsynced are corruption: the node refuses to start, naming the
+        line, and the file is left as it was.
+        """
+        self.patch(txraft.storage, "MAX_UNSYNCED_BYTES", 40)
+        damaged = LOG_DATA.replace(b"4 2 set b", b"4 2 \x00\x00\x00 b")
+        self.assertGreater(len(LOG_DATA) - LOG_DATA.index(b"4 2 set b"), 40)
+        self.assertCorrupt(damaged, 4, "too far back to be a torn write")
+        tail = LOG_DATA.replace(b"6 3 set", b"6 3 \x00\x00\x00")
+        self.writeFile(tail)
+        self.assertEqual(len(self.openStore().load()), 5)
+
+    def test_zeroesInLongLastLine(self) -> None:
+        """
+        A last line longer than L{MAX_UNSYNCED_BYTES} is written on its own,
+        so NUL bytes anywhere in it are a torn write of that line alone.
+        """
+        self.patch(txraft.storage, "MAX_UNSYNCED_BYTES", 16)
+        self.writeFile(b"1 1 noop\n2 1 set a \x00\x00 this line is long\n")
+        self.assertEqual(self.openStore().load(), [Entry(1, 1, "noop")])
+
+    def test_damagedLineAnywhereIsCorruption(self) -> None:
+        """
+        A line that is damaged without NUL bytes, anywhere, the last line
+        included, is corruption and not a torn write: a torn write leaves
+        either the bytes written or zeros.
+        """
+        for number, start in enumerate([0, *lineEnds(LOG_DATA)[:-1]], start=1):
+            damaged = LOG_DATA[:start] + b"x" + LOG_DATA[start + 1 :]
+            self.assertCorrupt(damaged, number, "corrupt log line")
+
+    def test_scanLogKeepsEverySyncedLine(self) -> None:
+        """
+        L{scanLog} of any prefix of a log, with any 8-byte block of the part
+        after a given sync point zeroed, keeps every line before that point
+        (what was synced is never dropped).
+        """
+        synced = len(b"1 1 noop\n2 1 set a 1\n")
+        for start in range(synced - synced % 8, len(LOG_DATA), 8):
+            damaged = bytearray(LOG_DATA)
+            for i in range(max(start, synced), min(start + 8, len(LOG_DATA))):
+                damaged[i] = 0
+            for cut in range(synced, len(LOG_DATA) + 1):
+                scanned = scanLog(bytes(damaged[:cut]), self.path)
+                self.assertGreaterEqual(scanned.end, synced)
+                self.assertEqual(scanned.entries[:2], BATCHES[0])
+
+    def test_unstorableCommandsRefused(self) -> None:
+        """
+        A command holding a newline, a carriage return or NUL would break
+        the line format or read as a torn write: the store refuses it with
+        L{ValueError} before writing anything, and stays usable.
+        """
+        store = self.openStore()
+        store.load()
+        for command in ["set a 1\n2 1 set b 2", "set a 1\r", "set a \x00"]:
+            self.assertRaises(
+                ValueError, store.append, [Entry(1, 1, "noop"), Entry(2, 1, command)]
+            )
+        self.assertEqual(self.readFile(), b"")
+        store.append(ENTRIES)
+        store.sync()
+        self.assertEqual(self.openStore().load(), ENTRIES)
+
+    def test_discontinuousAppendRefused(self) -> None:
+        """
+        Entries that would leave a gap, repeat an index or lower the term
+        are refused before anything is written: the file would not load.
+        """
+        store = self.openStore()
+        store.load()
+        store.append(ENTRIES[:2])
+        for entries in [[Entry(4, 1, "x")], [Entry(2, 1, "x")], [Entry(3, 0, "x")]]:
+            self.assertRaises(ValueError, store.append, entries)
+        store.sync()
+        self.assertEqual(self.openStore().load(), ENTRIES[:2])
+
+    def test_writeBeforeLoadRefused(self) -> None:
+        """
+        A store that has not loaded the file does not know where its lines
+        end, so it refuses to change it.
+        """
+        self.writeFile(b"1 1 noop\n")
+        store = self.openStore()
+        self.assertRaises(StorageError, store.append, [Entry(2, 1, "x")])
+        self.assertRaises(StorageError, store.truncateFrom, 1)
+        self.assertEqual(self.readFile(), b"1 1 noop\n")
+
+    def test_openSyncsDirectory(self) -> None:
+        """
+        Opening the log fsyncs its directory even when the file exists: the
+        process that created it may have died before making its name
+        durable.
+        """
+        self.writeFile(b"1 1 noop\n")
+        fileSystem = RecordingFileSystem()
+        FileLogStore(self.path, fileSystem=fileSystem).close()
+        self.assertEqual(fileSystem.names(), ["fsyncDirectory"])
+
+    def test_loadSyncs(self) -> None:
+        """
+        Loading fsyncs the file, so entries a killed process wrote but never
+        synced are durable before the node acts on them.
+        """
+        self.writeFile(LOG_DATA)
+        fileSystem = RecordingFileSystem()
+        store = FileLogStore(self.path, fileSystem=fileSystem)
+        self.addCleanup(store.close)
+        store.load()
+        self.assertEqual(fileSystem.names(), ["fsyncDirectory", "fdatasync"])
+
+    def test_truncateIsSynced(self) -> None:
+        """
+        Truncating fsyncs before returning, so no later append can reach the
+        disk while the old suffix is still there.
+        """
+        fileSystem = RecordingFileSystem()
+        store = self.writeBatches(fileSystem)
+        fileSystem.calls.clear()
+        store.truncateFrom(3)
+        self.assertEqual(fileSystem.names(), ["ftruncate", "fdatasync"])
+
+    def test_appendSyncsInPieces(self) -> None:
+        """
+        An append of more than L{MAX_UNSYNCED_BYTES} is written and fsynced
+        in pieces no larger than that (or one line longer than it), so a
+        crash can only tear the end of the file.
+        """
+        self.patch(txraft.storage, "MAX_UNSYNCED_BYTES", 30)
+        fileSystem = RecordingFileSystem()
+        store = FileLogStore(self.path, fileSystem=fileSystem)
+        self.addCleanup(store.close)
+        store.load()
+        entries = [Entry(i, 1, f"set k{i} {i}") for i in range(1, 8)]
+        entries.append(Entry(8, 1, "set long " + "v" * 40))
+        store.append(entries)
+        store.sync()
+        unsynced = 0
+        for name, argument in fileSystem.calls:
+            if name == "pwrite":
+                data, _ = argument
+                unsynced += len(data)
+                self.assertTrue(unsynced <= 30 or data.count(b"\n") == 1, fileSystem.calls)
+            elif name == "fdatasync":
+                unsynced = 0
+        self.assertGreater(fileSystem.names().count("fdatasync"), 3)
+        self.assertEqual(self.openStore().load(), entries)
+
+    def test_defaultUnsyncedLimit(self) -> None:
+        """
+        The default limit holds the largest AppendEntries batch and the
+        largest client command, so that a normal append is one write.
+        """
+        self.assertGreaterEqual(MAX_UNSYNCED_BYTES, MAX_APPEND_BYTES)
+        self.assertGreaterEqual(MAX_UNSYNCED_BYTES, MAX_REQUEST)
+
+    def diskFull(self, spaceLeft: int) -> list[int]:
+        """
+        Make C{os.pwrite} write C{spaceLeft} more bytes, then fail with
+        C{ENOSPC}; set the returned list's item to C{None} to free space.
+        """
+        space = [spaceLeft]
+        real = os.pwrite
+
+        def pwrite(fd: int, data: bytes, offset: int) -> int:
+            if space[0] is None:
+                return real(fd, data, offset)
+            if space[0] <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written = real(fd, bytes(data)[: space[0]], offset)
+            space[0] -= written
+            return written
+
+        self.patch(os, "pwrite", pwrite)
+        return space
+
+    def test_diskFullMidAppend(self) -> None:
+        """
+        A disk that fills up in the middle of an append: the append raises
+        L{OSError} C{ENOSPC} naming the file; the store refuses to write
+        until loaded again; the file loads (whole lines kept, the torn one
+        dropped); once space is freed the same store loads, appends and
+        syncs again.
+        """
+        store = self.openStore()
+        store.load()
+        store.append(BATCHES[0])
+        store.sync()
+        space = self.diskFull(len(b"3 2 noop\n4 2 set"))
+        error = self.assertRaises(OSError, store.append, BATCHES[1])
+        self.assertEqual((error.errno, error.filename), (errno.ENOSPC, self.path))
+        self.assertRaises(StorageError, store.sync)
+        self.assertRaises(StorageError, store.append, BATCHES[2])
+        other = FileLogStore(self.path)
+        self.assertEqual(other.load(), BATCHES[0] + BATCHES[1][:1])
+        other.close()
+        space[0] = None
+        self.assertEqual(store.load(), BATCHES[0] + BATCHES[1][:1])
+        store.append(BATCHES[1][1:])
+        store.append(BATCHES[2])
+        store.sync()
+        self.assertEqual(self.readFile(), LOG_DATA)
+
+    def test_failedSyncRewrites(self) -> None:
+        """
+        After an fsync fails (C{EIO}: the kernel may have given up on the
+        pages), loading writes the unsynced part of the file again and
+        fsyncs it, so it is truly durable before the node trusts it.
+        """
+        fileSystem = RecordingFileSystem()
+        store = FileLogStore(self.path, fileSystem=fileSystem)
+        self.addCleanup(store.close)
+        store.load()
+        store.append(BATCHES[0])
+        store.sync()
+        store.append(BATCHES[1])
+
+        failing = [True]
+        real = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            if failing[0]:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            real(fd)
+
+        self.patch(os, "fdatasync", fdatasync)
+        error = self.assertRaises(OSError, store.sync)
+        self.assertEqual((error.errno, error.filename), (errno.EIO, self.path))
+        self.assertRaises(OSError, store.load)
+        self.assertRaises(StorageError, store.sync)
+        failing[0] = False
+        fileSystem.calls.clear()
+        self.assertEqual(store.load(), BATCHES[0] + BATCHES[1])
+        synced = len(b"1 1 noop\n2 1 set a 1\n")
+        end = len(b"".join(LOG_DATA.splitlines(keepends=True)[:5]))
+        self.assertEqual(
+            fileSystem.calls,
+            [
+                ("pwrite", (LOG_DATA[synced:end], synced)),
+                ("ftruncate", end),
+                ("fdatasync", None),
+            ],
+        )
+        store.append(BATCHES[2])
+        store.sync()
+        self.assertEqual(self.readFile(), LOG_DATA)
+
+    def test_failedTruncateLeavesValidFile(self) -> None:
+        """
+        A truncation that fails leaves a file that loads as the log before
+        or after it; the store must be loaded again before it writes.
+        """
+        store = self.writeBatches()
+
+        def ftruncate(fd: int, length: int) -> None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        self.patch(os, "ftruncate", ftruncate)
+        self.assertRaises(OSError, store.truncateFrom, 3)
+        self.assertRaises(StorageError, store.append, [Entry(3, 4, "x")])
+        other = FileLogStore(self.path)
+        self.addCleanup(other.close)
+        self.assertEqual(other.load(), [entry for batch in BATCHES for entry in batch])
+
+    def test_closeTwice(self) -> None:
+        """
+        Closing a closed store does nothing; writing to it fails with
+        L{OSError}.
+        """
+        store = FileLogStore(self.path)
+        store.load()
+        store.close()
+        store.close()
+        self.assertRaises(OSError, store.sync)
+
 
 class FileStateStoreTests(SynchronousTestCase):
     """
@@ -364,6 +772,58 @@ class FileStateStoreTests(SynchronousTestCase):
         self.assertEqual(self.store.load(), HardState(3, "s1"))
         self.store.save(HardState(4, None))
         self.assertEqual(self.store.load(), HardState(4, None))
+
+    def test_permissionDenied(self) -> None:
+        """
+        A save that may not create its temporary file (C{EACCES}) raises
+        L{PermissionError} naming the state file and leaves the old state.
+        """
+        self.store.save(HardState(3, "s1"))
+        real = os.open
+
+        def deny(path: str, flags: int, mode: int = 0o777) -> int:
+            if path.endswith(".tmp"):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+            return real(path, flags, mode)
+
+        self.patch(os, "open", deny)
+        error = self.assertRaises(PermissionError, self.store.save, HardState(4, None))
+        self.assertIn("s1.state", str(error))
+        self.assertEqual(FileStateStore(self.path).load(), HardState(3, "s1"))
+
+    def test_diskFull(self) -> None:
+        """
+        A save that runs out of space (C{ENOSPC}) raises L{OSError} naming
+        the file and leaves the old state; once there is space again the
+        next save works.
+        """
+        self.store.save(HardState(3, "s1"))
+        real = os.pwrite
+        full = [True]
+
+        def pwrite(fd: int, data: bytes, offset: int) -> int:
+            if full[0]:
+                real(fd, bytes(data)[:3], offset)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(fd, data, offset)
+
+        self.patch(os, "pwrite", pwrite)
+        error = self.assertRaises(OSError, self.store.save, HardState(4, None))
+        self.assertEqual((error.errno, error.filename), (errno.ENOSPC, self.path))
+        self.assertEqual(FileStateStore(self.path).load(), HardState(3, "s1"))
+        full[0] = False
+        self.store.save(HardState(4, None))
+        self.assertEqual(FileStateStore(self.path).load(), HardState(4, None))
+
+    def test_shortWrites(self) -> None:
+        """
+        A save whose writes are cut short (as C{write} may) still writes the
+        whole file.
+        """
+        real = os.pwrite
+        self.patch(os, "pwrite", lambda fd, data, offset: real(fd, bytes(data)[:1], offset))
+        self.store.save(HardState(12, "s3"))
+        self.assertEqual(FileStateStore(self.path).load(), HardState(12, "s3"))
 
     def assertCorrupt(self, data: bytes) -> None:
         """
@@ -507,3 +967,20 @@ class MemoryLogStoreTests(SynchronousTestCase):
         self.assertEqual(store.load(), HardState())
         store.save(HardState(3, "s2"))
         self.assertEqual(store.load(), HardState(3, "s2"))
+
+
+class StorableCommandsTests(SynchronousTestCase):
+    """
+    The log file cannot hold a command with CR, LF or NUL (L{FileLogStore}
+    refuses one), so no such command may get into a node's log.
+    """
+
+    def test_peerCommandWithNulRejected(self) -> None:
+        """
+        An AppendEntries whose command holds NUL (which no client command
+        can) is rejected when parsed, like one holding a newline, rather
+        than reaching the log store.
+        """
+        line = formatMessage("s2", AppendEntries(1, 0, 0, (Entry(1, 1, "set a \x00"),), 0))
+        _, rest = line.split("@", 1)
+        self.assertRaises(MessageError, parseMessage, rest)

@@ -162,11 +162,17 @@ class OptionsTests(SynchronousTestCase):
 
     def test_dataDirCreated(self) -> None:
         """
-        A missing data dir is created, parents included.
+        A missing data dir is created, parents included, and the parent of
+        each new directory is fsynced so that the creation survives a power
+        failure.
         """
+        synced: list[str] = []
+        self.patch(tap, "fsyncDirectory", synced.append)
         self.dataDir = os.path.join(self.directory, "a", "b", "c")
         self.parse("--name", "s1")
         self.assertTrue(os.path.isdir(self.dataDir))
+        expected = [os.path.join(self.directory, *parts) for parts in [(), ("a",), ("a", "b")]]
+        self.assertEqual(synced, expected)
 
     def test_dataDirIsFile(self) -> None:
         """

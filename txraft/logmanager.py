@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from txraft.core import NOOP, HardState, Ready
 from txraft.kv import KeyValueStore
 from txraft.messages import Entry
-from txraft.storage import ILogStore, IStateStore
+from txraft.storage import ILogStore, IStateStore, StorageError
 
 
 class LogManager(Service):
@@ -45,6 +45,27 @@ class LogManager(Service):
             vote=hardState.votedFor,
             count=len(entries),
         )
+        return hardState, entries
+
+    def recoverAfterFailure(self) -> tuple[HardState, list[Entry]]:
+        """
+        After a write failed, read back the term, vote and log the disk
+        holds and write them again until they are durable, so the node can
+        rebuild its core from them: its memory may be ahead of its disk, and
+        only what is durable may be acted on.  The state machine is kept;
+        every entry it has applied must still be in the log.
+
+        @raise OSError: if the disk still fails; try again later.
+        @raise StorageError: if the stored data is corrupt or has lost
+            entries this node applied; it cannot go on.
+        """
+        hardState, entries = self.recover()
+        self.stateStore.save(hardState)
+        self.logStore.sync()
+        if len(entries) < self.lastApplied:
+            raise StorageError(
+                f"the log holds {len(entries)} entries but {self.lastApplied} were applied"
+            )
         return hardState, entries
 
     def persist(self, ready: Ready) -> None:

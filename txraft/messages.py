@@ -22,6 +22,9 @@ import re
 
 import attrs
 
+#: Characters no command can hold: the log file is lines of text.
+_UNSTORABLE = re.compile(r"[\r\n\x00]")
+
 #: A node or client name: the text before the first ``@`` of a line.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+\Z")
 
@@ -277,8 +280,8 @@ def _checkEntries(message: AppendEntries) -> None:
             raise MessageError("AppendEntries: entry indexes must follow prevLogIndex")
         if entry.term < max(previousTerm, 1) or entry.term > message.term:
             raise MessageError("AppendEntries: entry terms must be ordered and not after term")
-        if "\n" in entry.command or "\r" in entry.command:
-            raise MessageError("AppendEntries: commands must be single lines")
+        if _UNSTORABLE.search(entry.command):
+            raise MessageError("AppendEntries: commands must be single lines without NUL")
         try:
             entry.command.encode("utf-8")
         except UnicodeEncodeError:

@@ -21,11 +21,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txraft.config import ClusterConfig, NodeAddress
-from txraft.core import LEADER, RaftCore, Ready
+from txraft.core import FOLLOWER, LEADER, HardState, RaftCore, Ready
 from txraft.kv import CommandError, parseCommand
 from txraft.logmanager import LogManager
-from txraft.messages import Message
+from txraft.messages import Entry, Message
 from txraft.protocol import NodeFactory, PeerClientProtocol
+from txraft.storage import StorageError
 
 #: A client command not committed this many seconds after it was proposed
 #: is answered C{UNAVAILABLE}: its outcome is unknown (an isolated leader,
@@ -36,6 +37,13 @@ COMMIT_TIMEOUT = 5.0
 #: core notices the gap and resends, so a slow follower cannot make the
 #: leader buffer without bound.
 MAX_IN_FLIGHT = 256
+
+#: After a write to its disk failed, a node tries this often to reload its
+#: state from the disk, make it durable again, and rejoin the cluster.
+DISK_RETRY_SECONDS = 1.0
+
+#: The answer to client commands while the disk fails.
+DISK_FAILED = "UNAVAILABLE node cannot write to its disk"
 
 
 class PeerLink:
@@ -129,15 +137,12 @@ class RaftService(MultiService):
         self.logManager = logManager
         logManager.setServiceParent(self)
         hardState, entries = logManager.recover()
-        self.core = RaftCore(
-            name,
-            config.names(),
-            hardState=hardState,
-            entries=entries,
-            electionTicks=electionTicks,
-            heartbeatTicks=heartbeatTicks,
-            rng=rng,
-        )
+        self._coreOptions = {
+            "electionTicks": electionTicks,
+            "heartbeatTicks": heartbeatTicks,
+            "rng": rng,
+        }
+        self.core = self._newCore(hardState, entries)
         maxDelay = electionTicks[0] * tickSeconds / 2
         self._links = {
             peer.name: PeerLink(self, peer, reactor, maxDelay) for peer in config.peersOf(name)
@@ -152,8 +157,21 @@ class RaftService(MultiService):
         # proposal order): (term, deadline, Deferred of the reply).
         self._waiting: dict[int, tuple[int, float, defer.Deferred[str]]] = {}
         self._silent = False
+        # Set while a write to the disk has failed: the error, and the retry.
+        self._diskError: str | None = None
+        self._diskRetry = None
         self._factory = NodeFactory(self)
         self.port = None
+
+    def _newCore(self, hardState: HardState, entries: list[Entry]) -> RaftCore:
+        """A core for this node starting from a recovered term, vote and log."""
+        return RaftCore(
+            self.name,
+            self.config.names(),
+            hardState=hardState,
+            entries=entries,
+            **self._coreOptions,  # type: ignore[arg-type]
+        )
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -180,15 +198,19 @@ class RaftService(MultiService):
 
     def stopService(self) -> defer.Deferred[None] | None:
         """Fall silent, stop listening, and close every connection."""
+        if self._diskRetry is not None and self._diskRetry.active():
+            self._diskRetry.cancel()
+        self._diskRetry = None
         self._fallSilent("UNAVAILABLE node is shutting down")
         stopped = [defer.maybeDeferred(self.port.stopListening)] if self.port else []
         stopped.append(defer.maybeDeferred(super().stopService))
         return defer.gatherResults(stopped).addCallback(lambda _: None)
 
-    def _fallSilent(self, answer: str) -> None:
+    def _fallSilent(self, answer: str, disconnect: bool = True) -> None:
         """
         Stop taking part in Raft: no more ticks, no more replies to peers,
-        no more messages sent; every client still waiting gets C{answer}.
+        no more messages sent; every client still waiting gets C{answer};
+        then close every connection unless told not to.
         """
         self._silent = True
         if self._ticker.running:
@@ -200,7 +222,8 @@ class RaftService(MultiService):
         for _, d in batch:
             d.callback(answer)
         self._failWaiting(answer)
-        self._factory.disconnectAll()
+        if disconnect:
+            self._factory.disconnectAll()
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -209,6 +232,8 @@ class RaftService(MultiService):
         # one heartbeat interval, so that what peers sent meanwhile is read
         # before this node decides that its leader is gone.
         for _ in range(min(count, self.core.heartbeatTicks)):
+            if self._silent:
+                return
             self._process(self.core.tick())
         self._expireWaiting()
 
@@ -246,7 +271,12 @@ class RaftService(MultiService):
         except CommandError as e:
             return f"ERROR {e}"
         if self._silent:
-            return "UNAVAILABLE node is not serving"
+            if self._diskError is None:
+                return "UNAVAILABLE node is not serving"
+            # The last leader it heard of is only a hint, but a harmless one.
+            if self.core.leaderId not in (None, self.name):
+                return self._notLeader()
+            return DISK_FAILED
         if self.core.role != LEADER:
             return self._notLeader()
         d: defer.Deferred[str] = defer.Deferred()
@@ -258,9 +288,13 @@ class RaftService(MultiService):
         return d
 
     def status(self) -> dict[str, object]:
-        """What C{status} reports."""
+        """
+        What C{status} reports.  While its disk fails a node says so in
+        C{diskError}, and calls itself a follower without a leader of its
+        own: it leads nothing and campaigns for nothing.
+        """
         core = self.core
-        return {
+        status = {
             "name": self.name,
             "role": core.role,
             "term": core.currentTerm,
@@ -270,6 +304,12 @@ class RaftService(MultiService):
             "lastApplied": self.logManager.lastApplied,
             "lastIndex": core.log.lastIndex,
         }
+        if self._diskError is not None:
+            status["role"] = FOLLOWER
+            if core.leaderId == self.name:
+                status["leader"] = None
+            status["diskError"] = self._diskError
+        return status
 
     # -- the Ready loop -----------------------------------------------------------------
 
@@ -289,12 +329,14 @@ class RaftService(MultiService):
 
     def _process(self, ready: Ready) -> None:
         """Carry out C{ready}: persist, send, apply (the reply is the caller's)."""
+        if self._silent:
+            return
         wasLeading = bool(self._waiting)
         if ready.needsSync:
             try:
                 self.logManager.persist(ready)
             except Exception as e:
-                self._haltOnStorageFailure(e)
+                self._storageFailed(e)
                 return
         for peer, message in ready.messages:
             self._links[peer].send(message)
@@ -328,11 +370,53 @@ class RaftService(MultiService):
             del self._waiting[index]
             d.callback("UNAVAILABLE not committed in time; the outcome is unknown")
 
-    def _haltOnStorageFailure(self, error: Exception) -> None:
+    def _storageFailed(self, error: Exception) -> None:
         """
         A write failed: this node's memory is now ahead of its disk, so it
-        must not say another word.  Stop it.
+        must not say another word to its peers.  It falls silent (no ticks,
+        no replies, no messages) but keeps its connections: clients still
+        get C{status}, and other commands a redirect or L{DISK_FAILED}.
+        Every L{DISK_RETRY_SECONDS} it tries to L{_rejoin}.
         """
-        self.log.critical("cannot persist Raft state, stopping node: {error}", error=error)
-        self._fallSilent("UNAVAILABLE node cannot write to its disk")
-        self.reactor.stop()  # type: ignore[attr-defined]
+        self.log.critical(
+            "node {name} cannot persist its Raft state: {error}; it takes no part in Raft "
+            "until its disk works again, retrying every {delay}s",
+            name=self.name,
+            error=error,
+            delay=DISK_RETRY_SECONDS,
+        )
+        self._diskError = str(error) or type(error).__name__
+        self._fallSilent(DISK_FAILED, disconnect=False)
+        self._diskRetry = self.reactor.callLater(DISK_RETRY_SECONDS, self._rejoin)
+
+    def _rejoin(self) -> None:
+        """
+        Rebuild the core from what the disk durably holds, once the disk
+        takes writes again, and rejoin as a follower: what the old core held
+        beyond the disk was never acknowledged to anyone, so this is the
+        state of a node that crashed and restarted.  Stored data found
+        corrupt stops the node, as it would stop a start.
+        """
+        self._diskRetry = None
+        try:
+            hardState, entries = self.logManager.recoverAfterFailure()
+        except StorageError as e:
+            self.log.critical("stored state unusable, stopping node: {error}", error=e)
+            self.reactor.stop()  # type: ignore[attr-defined]
+            return
+        except Exception as e:
+            self.log.warn("disk still failing: {error}", error=e)
+            self._diskError = str(e) or type(e).__name__
+            self._diskRetry = self.reactor.callLater(DISK_RETRY_SECONDS, self._rejoin)
+            return
+        self.core = self._newCore(hardState, entries)
+        self._diskError = None
+        self._silent = False
+        self._ticker.start(self.tickSeconds, now=False)
+        self.log.info(
+            "node {name} can write to its disk again; rejoining in term {term} "
+            "with {count} log entries",
+            name=self.name,
+            term=hardState.currentTerm,
+            count=len(entries),
+        )

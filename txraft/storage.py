@@ -3,25 +3,69 @@ Durable homes for the Raft log and for the current term and vote.
 
 Two small interfaces, L{ILogStore} and L{IStateStore}, each with a
 file-backed implementation (what a node runs on) and an in-memory one (what
-simulations run on; it forgets unsynced writes when it "crashes").
+simulations run on; it forgets unsynced writes when it "crashes").  The file
+stores make every system call through an L{OSFileSystem}, so that tests can
+crash them, or fail them, between any two calls.
 
 The log file is the essay's format, one entry per line::
 
     INDEX TERM COMMAND
 
-Indexes start at 1 and increase by one per line; terms never decrease.  A
-crash in the middle of an append can leave a last line without its newline:
-recovery drops it with a warning, since no server acknowledged an entry
-before its newline was fsynced.  Anything else that does not fit the format
-is corruption, and the node refuses to start rather than guess.
+Indexes start at 1 and increase by one per line; terms are positive and never
+decrease; COMMAND is UTF-8 text without carriage return, newline or NUL (the
+store refuses to write one that has them).  The format is a contract that
+other tools read, so the lines carry nothing else.
+
+What is durable, and when:
+
+  - The log is appended with C{pwrite} and made durable with C{fdatasync}
+    (L{FileLogStore.sync}), which the LogManager calls before the node acts
+    on what it wrote.  Truncating a conflicting suffix is fsynced at once,
+    before anything is appended after it, so that no crash can combine a
+    new line with the old suffix it was meant to replace.
+  - The term and vote are replaced atomically: a temporary file is written
+    and fsynced, renamed over C{NAME.state}, and the directory is fsynced.
+  - Opening the log fsyncs its directory, so the file's name is durable
+    before any entry in it is acknowledged.  Loading fsyncs what it read
+    (the log; the state file's directory), since a process that died between
+    a write and its fsync leaves data that only the page cache holds.
+  - A write that fails (C{ENOSPC}, C{EIO}, ...) leaves the files valid: the
+    log store then refuses to write until it is loaded again, and that load
+    writes the unsynced part again before fsyncing it, since after a failed
+    fsync the kernel may have dropped the dirty pages it could not write.
+
+Recovery, and why there is no per-line checksum.  A crash can only damage
+what was written since the last fsync, and L{FileLogStore.append} fsyncs
+before that unsynced tail grows past L{MAX_UNSYNCED_BYTES} (unless a single
+line is longer).  Filesystems fill blocks that were allocated but never
+written with zeros (txraft assumes one that never shows stale data after a
+crash: ext4's default C{data=ordered}, XFS, btrfs, ZFS), and no command
+contains NUL.  So a torn write shows up as a last line without its newline,
+or as a line holding NUL bytes within the last L{MAX_UNSYNCED_BYTES} of the
+file (or in its last line); recovery drops that line and everything after
+it, with a warning, and nothing dropped was ever acknowledged.  Anything
+else that does not parse, an index out of sequence or a term going
+backwards, anywhere, is corruption: the node refuses to start, naming the
+file and line, rather than guess.  A checksum per line would have to change
+the line (a trailing field would become part of COMMAND for every tool that
+reads the log) or live in a sidecar file, which would need its own fsync on
+every append to say where the last write began, doubling the cost of the
+write path; what it would add, detecting bit rot inside a well-formed line,
+is the disk's ECC's job.  The one damage that recovery cannot tell from a
+torn write is NUL bytes within the last MiB: it is dropped as if torn.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import attrs
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
@@ -29,6 +73,18 @@ from txraft.core import HardState
 from txraft.messages import NAME_PATTERN, Entry
 
 log = Logger()
+
+#: L{FileLogStore.append} fsyncs before its unsynced bytes would pass this
+#: (unless a single line is longer), which bounds how far from the end of
+#: the file recovery may find the damage of a torn write.
+MAX_UNSYNCED_BYTES = 1024 * 1024
+
+#: Characters that cannot appear in a stored command: the first two would
+#: break the line format, NUL is how a torn write shows.
+_FORBIDDEN = re.compile(r"[\r\n\x00]")
+
+#: A well-formed log line without its newline: INDEX TERM COMMAND.
+_LINE = re.compile(rb"([1-9][0-9]{0,18}) (0|[1-9][0-9]{0,18}) ([^\r\n\x00]*)\Z")
 
 
 class StorageError(Exception):
@@ -64,13 +120,60 @@ class IStateStore(Interface):
         """Replace the saved state durably before returning."""
 
 
+class OSFileSystem:
+    """
+    The system calls the file stores make, and nothing else: tests replace
+    it with one that fails or "loses power" between any two calls.
+    """
+
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        """C{os.open}."""
+        return os.open(path, flags, mode)
+
+    def close(self, fd: int) -> None:
+        """C{os.close}."""
+        os.close(fd)
+
+    def size(self, fd: int) -> int:
+        """The size of the open file C{fd}."""
+        return os.fstat(fd).st_size
+
+    def pread(self, fd: int, count: int, offset: int) -> bytes:
+        """C{os.pread}."""
+        return os.pread(fd, count, offset)
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        """C{os.pwrite}: may write less than C{data}."""
+        return os.pwrite(fd, data, offset)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        """C{os.ftruncate}."""
+        os.ftruncate(fd, length)
+
+    def fsync(self, fd: int) -> None:
+        """C{os.fsync}: the file's data and metadata."""
+        os.fsync(fd)
+
+    def fdatasync(self, fd: int) -> None:
+        """C{os.fdatasync} where there is one: the data, and the size if it changed."""
+        (getattr(os, "fdatasync", None) or os.fsync)(fd)
+
+    def replace(self, source: str, destination: str) -> None:
+        """C{os.replace}: rename atomically."""
+        os.replace(source, destination)
+
+    def fsyncDirectory(self, path: str) -> None:
+        """Make the creation, removal or renaming of files in C{path} durable."""
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def fsyncDirectory(path: str) -> None:
     """Make the creation, removal or renaming of files in C{path} durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    OSFileSystem().fsyncDirectory(path)
 
 
 def lockDataDirectory(directory: str, name: str) -> int:
@@ -90,117 +193,298 @@ def lockDataDirectory(directory: str, name: str) -> int:
     return fd
 
 
-def _sync(fd: int) -> None:
-    (getattr(os, "fdatasync", None) or os.fsync)(fd)
+def _readAll(fileSystem: OSFileSystem, fd: int) -> bytes:
+    size = fileSystem.size(fd)
+    chunks = []
+    offset = 0
+    while offset < size:
+        chunk = fileSystem.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _writeAll(fileSystem: OSFileSystem, fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = fileSystem.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def formatEntry(entry: Entry) -> bytes:
+    """
+    The log line of C{entry}, newline included.
+
+    @raise ValueError: if the entry cannot be stored: a command holding a
+        carriage return, a newline or NUL, or an index or term below 1.
+    """
+    if _FORBIDDEN.search(entry.command):
+        raise ValueError(f"entry {entry.index}: a command cannot hold CR, LF or NUL")
+    if entry.index < 1 or entry.term < 1:
+        raise ValueError(f"entry {entry.index}: index and term must be positive")
+    return f"{entry.index} {entry.term} {entry.command}\n".encode()
+
+
+class _BadLineError(Exception):
+    """A line that is not the next entry; ``str()`` is why."""
+
+
+def _parseLine(raw: bytes, expectedIndex: int, previousTerm: int) -> Entry:
+    match = _LINE.match(raw)
+    if match is None:
+        raise _BadLineError(f"corrupt log line {raw[:60]!r}")
+    try:
+        command = match.group(3).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _BadLineError(f"corrupt log line {raw[:60]!r} (not UTF-8)") from None
+    entry = Entry(int(match.group(1)), int(match.group(2)), command)
+    if entry.index != expectedIndex:
+        raise _BadLineError(f"index {entry.index} where {expectedIndex} was expected")
+    if entry.term < max(previousTerm, 1):
+        raise _BadLineError(f"term {entry.term} goes backwards")
+    return entry
+
+
+@attrs.frozen
+class ScannedLog:
+    """
+    What L{scanLog} found in a log file.
+
+    @ivar entries: the entries of the intact lines, in order.
+    @ivar offsets: the byte offset of each of those lines.
+    @ivar end: where the intact lines end; the file is cut here.
+    @ivar tornLine: the line number where a torn tail starts, or L{None}.
+    """
+
+    entries: list[Entry]
+    offsets: list[int]
+    end: int
+    tornLine: int | None
+
+
+def scanLog(data: bytes, path: str) -> ScannedLog:
+    """
+    Parse the contents of a log file, telling a torn tail (which is dropped)
+    from corruption (which is not); see the module docstring.
+
+    @raise StorageError: naming C{path} and the line, on corruption.
+    """
+    entries: list[Entry] = []
+    offsets: list[int] = []
+    position = 0
+    lineNumber = 0
+    while position < len(data):
+        lineNumber += 1
+        end = data.find(b"\n", position)
+        if end < 0:
+            return ScannedLog(entries, offsets, position, lineNumber)
+        raw = data[position:end]
+        try:
+            entry = _parseLine(raw, len(entries) + 1, entries[-1].term if entries else 0)
+        except _BadLineError as e:
+            fromEnd = len(data) - position
+            if b"\x00" in raw:
+                if fromEnd <= MAX_UNSYNCED_BYTES or end == len(data) - 1:
+                    return ScannedLog(entries, offsets, position, lineNumber)
+                reason = (
+                    f"{e}, with NUL bytes {fromEnd} bytes before the end of the file: "
+                    "too far back to be a torn write"
+                )
+            else:
+                reason = str(e)
+            raise StorageError(f"{path}:{lineNumber}: {reason}; refusing to start") from None
+        entries.append(entry)
+        offsets.append(position)
+        position = end + 1
+    return ScannedLog(entries, offsets, position, None)
 
 
 @implementer(ILogStore)
 class FileLogStore:
-    """The log as an ``INDEX TERM COMMAND`` text file, appended and fsynced in batches."""
+    """
+    The log as an C{INDEX TERM COMMAND} text file, appended and fsynced in
+    batches.  L{load} must come first.  After a write fails, the store
+    refuses further writes until L{load} has read the file back and made it
+    durable again.
+    """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, fileSystem: OSFileSystem | None = None) -> None:
         self.path = path
-        created = not os.path.exists(path)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        if created:
-            _sync(self._fd)
-            fsyncDirectory(os.path.dirname(os.path.abspath(path)))
+        self._fs = fileSystem if fileSystem is not None else OSFileSystem()
+        self._directory = os.path.dirname(os.path.abspath(path))
+        self._fd = self._fs.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            # Even if an earlier process created the file, it may have died
+            # before making the name durable.
+            self._fs.fsyncDirectory(self._directory)
+        except BaseException:
+            self._fs.close(self._fd)
+            raise
         self._offsets: list[int] = []  # byte offset of each entry's line, by index - 1
-        self._size = 0
+        self._terms: list[int] = []  # each entry's term, by index - 1
+        self._size = 0  # where the next line goes
+        self._synced = 0  # bytes known durable: only what lies after may be torn
+        self._loaded = False
+        self._failed = False
 
     def load(self) -> list[Entry]:
-        """Read and check the whole file; drop a torn last line; see the module docstring."""
-        with open(self.path, "rb") as f:
-            data = f.read()
-        entries: list[Entry] = []
-        self._offsets = []
-        position = 0
-        lineNumber = 0
-        while position < len(data):
-            lineNumber += 1
-            end = data.find(b"\n", position)
-            if end < 0:
-                log.warn(
-                    "{path}:{line}: dropping a torn last line of {count} bytes",
-                    path=self.path,
-                    line=lineNumber,
-                    count=len(data) - position,
-                )
-                os.ftruncate(self._fd, position)
-                _sync(self._fd)
-                break
-            entry = self._parseLine(data[position:end], lineNumber, entries)
-            entries.append(entry)
-            self._offsets.append(position)
-            position = end + 1
-        self._size = min(position, len(data))
-        return entries
-
-    def _parseLine(self, raw: bytes, lineNumber: int, previous: list[Entry]) -> Entry:
-        where = f"{self.path}:{lineNumber}"
-        try:
-            if b"\r" in raw:
-                raise ValueError("carriage return")
-            index, term, command = raw.decode("utf-8").split(" ", 2)
-            entry = Entry(int(index), int(term), command)
-        except ValueError:
-            raise StorageError(
-                f"{where}: corrupt log line {raw[:60]!r}; refusing to start"
-            ) from None
-        expectedIndex = previous[-1].index + 1 if previous else 1
-        if entry.index != expectedIndex:
-            raise StorageError(
-                f"{where}: index {entry.index} where {expectedIndex} was expected; "
-                "refusing to start"
+        """
+        Read and check the whole file; cut a torn tail with a warning; make
+        what remains durable; see the module docstring.  After a failed
+        write it also writes the unsynced part again, since an fsync that
+        failed may have left pages the kernel no longer means to write.
+        """
+        fs = self._fs
+        with self._writing(loading=True):
+            data = _readAll(fs, self._fd)
+        scanned = scanLog(data, self.path)
+        if scanned.tornLine is not None:
+            log.warn(
+                "{path}:{line}: dropping a torn tail of {count} bytes "
+                "(a crash or failure during an append; none of it was acknowledged)",
+                path=self.path,
+                line=scanned.tornLine,
+                count=len(data) - scanned.end,
             )
-        if entry.term < 1 or (previous and entry.term < previous[-1].term):
-            raise StorageError(f"{where}: term {entry.term} goes backwards; refusing to start")
-        return entry
+        with self._writing(loading=True):
+            if self._failed:
+                start = min(self._synced, scanned.end)
+                _writeAll(fs, self._fd, data[start : scanned.end], start)
+            if scanned.end != len(data) or self._failed:
+                fs.ftruncate(self._fd, scanned.end)
+            fs.fdatasync(self._fd)
+        self._offsets = scanned.offsets
+        self._terms = [entry.term for entry in scanned.entries]
+        self._size = self._synced = scanned.end
+        self._loaded = True
+        self._failed = False
+        return scanned.entries
+
+    @contextmanager
+    def _writing(self, loading: bool = False) -> Iterator[None]:
+        """Refuse to write on top of an unknown state; remember a failure."""
+        if not loading:
+            self._checkWritable()
+        elif self._fd < 0:
+            raise OSError(errno.EBADF, "the log is closed", self.path)
+        try:
+            yield
+        except OSError as e:
+            self._failed = True
+            if e.filename is None and e.errno is not None:
+                raise OSError(e.errno, e.strerror, self.path) from e
+            raise
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _checkWritable(self) -> None:
+        if self._fd < 0:
+            raise OSError(errno.EBADF, "the log is closed", self.path)
+        if not self._loaded:
+            raise StorageError(f"{self.path}: load() the log before changing it")
+        if self._failed:
+            raise StorageError(f"{self.path}: an earlier write failed; load() it again")
 
     def truncateFrom(self, index: int) -> None:
-        """Cut the file at the start of line C{index}."""
+        """
+        Cut the file at the start of line C{index} and fsync: a later append
+        must never reach the disk without this cut.
+        """
+        self._checkWritable()
         if index > len(self._offsets):
             return
-        self._size = self._offsets[index - 1]
-        del self._offsets[index - 1 :]
-        os.ftruncate(self._fd, self._size)
+        with self._writing():
+            size = self._offsets[index - 1]
+            self._fs.ftruncate(self._fd, size)
+            self._fs.fdatasync(self._fd)
+            self._size = self._synced = size
+            del self._offsets[index - 1 :]
+            del self._terms[index - 1 :]
 
     def append(self, entries: list[Entry]) -> None:
-        """Write C{entries} with one system call; call L{sync} to make them durable."""
+        """
+        Write C{entries}, in one system call unless there are more than
+        L{MAX_UNSYNCED_BYTES} of them; call L{sync} to make them durable.
+
+        @raise ValueError: before writing anything, if the entries do not
+            continue the log or cannot be stored (see L{formatEntry}).
+        """
+        self._checkWritable()
         lines = []
+        lastIndex = len(self._offsets)
+        lastTerm = self._terms[-1] if self._terms else 0
         for entry in entries:
-            line = f"{entry.index} {entry.term} {entry.command}\n".encode()
+            if entry.index != lastIndex + 1 or entry.term < lastTerm:
+                raise ValueError(f"entry {entry.index} does not continue the log")
+            lines.append(formatEntry(entry))
+            lastIndex, lastTerm = entry.index, entry.term
+        with self._writing():
+            batch: list[bytes] = []
+            batchBytes = 0
+            for entry, line in zip(entries, lines, strict=True):
+                unsynced = self._size - self._synced + batchBytes
+                if unsynced and unsynced + len(line) > MAX_UNSYNCED_BYTES:
+                    self._write(batch)
+                    batch, batchBytes = [], 0
+                    self._fs.fdatasync(self._fd)
+                    self._synced = self._size
+                batch.append(line)
+                batchBytes += len(line)
+                self._terms.append(entry.term)
+            self._write(batch)
+
+    def _write(self, lines: list[bytes]) -> None:
+        data = b"".join(lines)
+        _writeAll(self._fs, self._fd, data, self._size)
+        for line in lines:
             self._offsets.append(self._size)
             self._size += len(line)
-            lines.append(line)
-        data = memoryview(b"".join(lines))
-        while data:
-            data = data[os.write(self._fd, data) :]
 
     def sync(self) -> None:
         """fdatasync the file."""
-        _sync(self._fd)
+        with self._writing():
+            self._fs.fdatasync(self._fd)
+            self._synced = self._size
 
     def close(self) -> None:
         """Close the file."""
-        os.close(self._fd)
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            self._fs.close(fd)
 
 
 @implementer(IStateStore)
 class FileStateStore:
     """The term and vote as a small JSON file replaced atomically on every change."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, fileSystem: OSFileSystem | None = None) -> None:
         self.path = path
+        self._fs = fileSystem if fileSystem is not None else OSFileSystem()
+        self._directory = os.path.dirname(os.path.abspath(path))
 
     def load(self) -> HardState:
-        """Read the file; a missing file is a node that never voted."""
+        """
+        Read the file, then make its name durable (a process that died
+        right after the rename may not have; its contents were fsynced
+        before the rename); a missing file is a node that never voted.
+        """
+        fs = self._fs
         try:
-            with open(self.path, "rb") as f:
-                fields = json.loads(f.read())
-            term, votedFor = fields["currentTerm"], fields["votedFor"]
+            fd = fs.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return HardState()
+        try:
+            data = _readAll(fs, fd)
+        finally:
+            fs.close(fd)
+        fs.fsyncDirectory(self._directory)
+        try:
+            fields = json.loads(data)
+            term, votedFor = fields["currentTerm"], fields["votedFor"]
         except (ValueError, KeyError, TypeError):
             raise StorageError(f"{self.path}: corrupt term/vote file; refusing to start") from None
         validTerm = isinstance(term, int) and not isinstance(term, bool) and term >= 0
@@ -212,17 +496,27 @@ class FileStateStore:
         return HardState(term, votedFor)
 
     def save(self, state: HardState) -> None:
-        """Write a temporary file, fsync it, rename it over the old one, fsync the directory."""
+        """
+        Write a temporary file, fsync it, rename it over the old one, fsync
+        the directory.  A failure at any step leaves the old state in place
+        (or, once renamed, the new one); an OSError names the file.
+        """
+        fs = self._fs
         temporary = self.path + ".tmp"
         body = json.dumps({"currentTerm": state.currentTerm, "votedFor": state.votedFor})
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, body.encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, self.path)
-        fsyncDirectory(os.path.dirname(os.path.abspath(self.path)))
+            fd = fs.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _writeAll(fs, fd, body.encode() + b"\n", 0)
+                fs.fsync(fd)
+            finally:
+                fs.close(fd)
+            fs.replace(temporary, self.path)
+            fs.fsyncDirectory(self._directory)
+        except OSError as e:
+            if e.filename is None and e.errno is not None:
+                raise OSError(e.errno, e.strerror, self.path) from e
+            raise
 
 
 @implementer(ILogStore)

@@ -19,7 +19,13 @@ from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import NAME_PATTERN
 from txraft.service import RaftService
-from txraft.storage import FileLogStore, FileStateStore, StorageError, lockDataDirectory
+from txraft.storage import (
+    FileLogStore,
+    FileStateStore,
+    StorageError,
+    fsyncDirectory,
+    lockDataDirectory,
+)
 
 #: Logical time advances in ticks of this many milliseconds.
 TICK_MS = 10
@@ -99,11 +105,25 @@ class Options(usage.Options):
     @staticmethod
     def _checkDataDirectory(path: str) -> None:
         try:
-            os.makedirs(path, exist_ok=True)
+            createDurably(path)
         except OSError as e:
             raise StartupError(f"--data-dir {path}: cannot create it: {e.strerror}") from None
         if not os.access(path, os.W_OK | os.X_OK):
             raise StartupError(f"--data-dir {path}: not writable")
+
+
+def createDurably(path: str) -> None:
+    """
+    Create directory C{path} and any missing parents, fsyncing the parent of
+    each one created so that a power failure cannot make it vanish, log and
+    all, after the node has acknowledged writes.
+    """
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return
+    createDurably(os.path.dirname(path))
+    os.mkdir(path)
+    fsyncDirectory(os.path.dirname(path))
 
 
 def _ticks(milliseconds: int) -> int:
