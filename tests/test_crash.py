@@ -971,7 +971,7 @@ class DiskFailureServiceTests(SynchronousTestCase):
         self.fail()
         self.service.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
 
-        def corrupt() -> list[Entry]:
+        def corrupt(after: int = 0) -> list[Entry]:
             raise StorageError("s1.log:2: corrupt log line; refusing to start")
 
         self.logStore.load = corrupt  # type: ignore[method-assign]

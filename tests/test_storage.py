@@ -341,9 +341,10 @@ class FileLogStoreTests(SynchronousTestCase):
 
     def test_firstIndexNotOne(self) -> None:
         """
-        The log starts at index 1.
+        Without a snapshot the log starts at index 1: one that starts later
+        has lost entries.
         """
-        self.assertCorrupt(b"2 1 noop\n", 1, "index 2 where 1")
+        self.assertCorrupt(b"2 1 noop\n", 1, "starts at index 2 but the snapshot ends at 0")
 
     def test_termBackwards(self) -> None:
         """

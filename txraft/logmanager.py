@@ -8,12 +8,15 @@ committed commands in index order, exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from txraft.core import NOOP, HardState, Ready
+from txraft.core import NOOP, HardState, Ready, Snapshot
 from txraft.kv import KeyValueStore
 from txraft.messages import Entry
+from txraft.snapshots import ISnapshotStore, MemorySnapshotStore
 from txraft.storage import ILogStore, IStateStore, StorageError
 
 
@@ -22,27 +25,47 @@ class LogManager(Service):
     Owns the stores and the key-value state machine of one node.
 
     @ivar lastApplied: the index of the last entry executed on the state
-        machine (Figure 2's lastApplied); only increases.
+        machine (Figure 2's lastApplied); only increases, except that a
+        snapshot from the leader may move it further.
+    @ivar lastAppliedTerm: the term of that entry.
+    @ivar snapshot: the saved snapshot, if any: the log starts after it.
     """
 
     log = Logger()
 
     def __init__(
-        self, logStore: ILogStore, stateStore: IStateStore, stateMachine: KeyValueStore
+        self,
+        logStore: ILogStore,
+        stateStore: IStateStore,
+        stateMachine: KeyValueStore,
+        snapshotStore: ISnapshotStore | None = None,
     ) -> None:
         self.logStore = logStore
         self.stateStore = stateStore
         self.stateMachine = stateMachine
+        self.snapshotStore = snapshotStore if snapshotStore is not None else MemorySnapshotStore()
+        self.snapshot: Snapshot | None = None
         self.lastApplied = 0
+        self.lastAppliedTerm = 0
 
     def recover(self) -> tuple[HardState, list[Entry]]:
-        """Read back the term, vote and log, as the core needs them to start."""
+        """
+        Read back the term, vote, snapshot and log, as the core needs them
+        to start: the latest valid snapshot, then the log after it
+        (dissertation section 5.1).  The state machine is loaded from the
+        snapshot unless it is already further along.
+        """
         hardState = self.stateStore.load()
-        entries = self.logStore.load()
+        snapshot = self.snapshotStore.load()
+        if snapshot is not None and snapshot.index > self.lastApplied:
+            self.installSnapshot(snapshot)
+        self.snapshot = snapshot
+        entries = self.logStore.load(snapshot.index if snapshot else 0)
         self.log.info(
-            "recovered term {term}, vote {vote}, {count} log entries",
+            "recovered term {term}, vote {vote}, snapshot up to {index}, {count} log entries",
             term=hardState.currentTerm,
             vote=hardState.votedFor,
+            index=snapshot.index if snapshot else 0,
             count=len(entries),
         )
         return hardState, entries
@@ -62,9 +85,10 @@ class LogManager(Service):
         hardState, entries = self.recover()
         self.stateStore.save(hardState)
         self.logStore.sync()
-        if len(entries) < self.lastApplied:
+        lastIndex = entries[-1].index if entries else self.snapshot.index if self.snapshot else 0
+        if lastIndex < self.lastApplied:
             raise StorageError(
-                f"the log holds {len(entries)} entries but {self.lastApplied} were applied"
+                f"the log ends at index {lastIndex} but {self.lastApplied} were applied"
             )
         return hardState, entries
 
@@ -78,6 +102,12 @@ class LogManager(Service):
             self.stateStore.save(ready.hardState)
         if ready.truncateFrom is not None:
             self.logStore.truncateFrom(ready.truncateFrom)
+        if ready.snapshot is not None:
+            # Saved before the log loses what it covers: a crash in between
+            # leaves both, and recovery compacts again.
+            self.snapshotStore.save(ready.snapshot)
+            self.logStore.compact(ready.snapshot.index)
+            self.snapshot = ready.snapshot
         if ready.entries:
             self.logStore.append(ready.entries)
         if ready.truncateFrom is not None or ready.entries:
@@ -96,9 +126,48 @@ class LogManager(Service):
             if entry.index != self.lastApplied + 1:
                 raise RuntimeError(f"apply gap: {entry.index} after {self.lastApplied}")
             reply = None if entry.command == NOOP else self.stateMachine.apply(entry.command)
-            self.lastApplied = entry.index
+            self.lastApplied, self.lastAppliedTerm = entry.index, entry.term
             results.append((entry, reply))
         return results
+
+    def installSnapshot(self, snapshot: Snapshot) -> None:
+        """
+        Reset the state machine to C{snapshot} (from the leader, or on
+        recovery).
+
+        @raise StorageError: if it does not hold a valid state.
+        """
+        try:
+            self.stateMachine.restore(snapshot.data)
+        except ValueError as e:
+            raise StorageError(f"snapshot up to {snapshot.index} is unusable: {e}") from None
+        self.lastApplied, self.lastAppliedTerm = snapshot.index, snapshot.term
+
+    def captureSnapshot(self) -> Callable[[], tuple[Snapshot, object]]:
+        """
+        Freeze the state machine as of the last applied entry, and return
+        the slow part of taking a snapshot of it: serializing and staging
+        it durably.  That part may run in another thread; L{commitSnapshot}
+        finishes the job in this one.
+        """
+        index, term = self.lastApplied, self.lastAppliedTerm
+        serialize = self.stateMachine.capture()
+        store = self.snapshotStore
+
+        def write() -> tuple[Snapshot, object]:
+            snapshot = Snapshot(index, term, serialize())
+            return snapshot, store.stage(snapshot)
+
+        return write
+
+    def commitSnapshot(self, snapshot: Snapshot, staged: object) -> None:
+        """
+        Make a staged snapshot the saved one, then drop the log entries it
+        covers.
+        """
+        self.snapshotStore.commit(staged)
+        self.snapshot = snapshot
+        self.logStore.compact(snapshot.index)
 
     def stopService(self) -> None:
         """Close the log file."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
@@ -21,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txraft.config import ClusterConfig, NodeAddress
-from txraft.core import FOLLOWER, LEADER, HardState, RaftCore, Ready
+from txraft.core import FOLLOWER, LEADER, HardState, RaftCore, Ready, Snapshot
 from txraft.kv import CommandError, parseCommand
 from txraft.logmanager import LogManager
 from txraft.messages import Entry, Message
@@ -37,6 +39,13 @@ COMMIT_TIMEOUT = 5.0
 #: core notices the gap and resends, so a slow follower cannot make the
 #: leader buffer without bound.
 MAX_IN_FLIGHT = 256
+
+#: Take a snapshot once this many entries were applied since the last one.
+SNAPSHOT_ENTRIES = 10_000
+
+#: Runs a slow function off the reactor thread; the Deferred fires with its
+#: result in the reactor thread.
+Background = Callable[[Callable[[], Any]], defer.Deferred[Any]]
 
 #: After a write to its disk failed, a node tries this often to reload its
 #: state from the disk, make it durable again, and rejoin the cluster.
@@ -127,7 +136,14 @@ class RaftService(MultiService):
         electionTicks: tuple[int, int] = (40, 80),
         heartbeatTicks: int = 10,
         rng: random.Random | None = None,
+        snapshotEntries: int = SNAPSHOT_ENTRIES,
+        background: Background | None = None,
     ) -> None:
+        """
+        @param snapshotEntries: how many applied entries trigger a snapshot.
+        @param background: how to run the slow part of a snapshot (default:
+            right away, in the reactor thread; a node passes a thread pool).
+        """
         super().__init__()
         self.config = config
         self.name = name
@@ -160,6 +176,9 @@ class RaftService(MultiService):
         # Set while a write to the disk has failed: the error, and the retry.
         self._diskError: str | None = None
         self._diskRetry = None
+        self.snapshotEntries = snapshotEntries
+        self._background = background if background is not None else defer.maybeDeferred
+        self._snapshotting = False
         self._factory = NodeFactory(self)
         self.port = None
 
@@ -169,6 +188,7 @@ class RaftService(MultiService):
             self.name,
             self.config.names(),
             hardState=hardState,
+            snapshot=self.logManager.snapshot,
             entries=entries,
             **self._coreOptions,  # type: ignore[arg-type]
         )
@@ -303,6 +323,7 @@ class RaftService(MultiService):
             "commitIndex": core.commitIndex,
             "lastApplied": self.logManager.lastApplied,
             "lastIndex": core.log.lastIndex,
+            "snapshotIndex": core.log.snapshotIndex,
         }
         if self._diskError is not None:
             status["role"] = FOLLOWER
@@ -340,6 +361,8 @@ class RaftService(MultiService):
                 return
         for peer, message in ready.messages:
             self._links[peer].send(message)
+        if ready.snapshot is not None:
+            self.logManager.installSnapshot(ready.snapshot)
         for entry, result in self.logManager.apply(ready.committed):
             waiter = self._waiting.pop(entry.index, None)
             if waiter is None:
@@ -348,6 +371,44 @@ class RaftService(MultiService):
             d.callback(result if term == entry.term else "UNAVAILABLE entry was overwritten")
         if wasLeading and self.core.role != LEADER:
             self._failWaiting("UNAVAILABLE leadership lost before commit")
+        self._maybeSnapshot()
+
+    # -- snapshots ------------------------------------------------------------------
+
+    def _maybeSnapshot(self) -> None:
+        """
+        Once C{snapshotEntries} entries were applied since the last
+        snapshot, take one: freeze the state machine here, serialize and
+        write it in the background, then compact (dissertation section 5.1).
+        """
+        manager = self.logManager
+        base = manager.snapshot.index if manager.snapshot else 0
+        if self._snapshotting or manager.lastApplied - base < self.snapshotEntries:
+            return
+        self._snapshotting = True
+        d = self._background(manager.captureSnapshot())
+        d.addCallback(lambda written: self._snapshotWritten(*written))
+        d.addErrback(self._snapshotFailed)
+
+    def _snapshotWritten(self, snapshot: Snapshot, staged: object) -> None:
+        """Put a written snapshot in place and compact the log, unless overtaken."""
+        self._snapshotting = False
+        core = self.core
+        # Meanwhile the node may have installed a later snapshot from its
+        # leader, or rebuilt its core after a disk failure.
+        if self._silent or not core.log.snapshotIndex < snapshot.index <= core.commitIndex:
+            return
+        try:
+            self.logManager.commitSnapshot(snapshot, staged)
+        except Exception as e:
+            self._storageFailed(e)
+            return
+        core.compact(snapshot)
+        self.log.info("snapshot up to index {index} saved; log compacted", index=snapshot.index)
+
+    def _snapshotFailed(self, failure: Failure) -> None:
+        self._snapshotting = False
+        self.log.failure("could not write a snapshot; will try again", failure)
 
     def _notLeader(self) -> str:
         leader = self.core.leaderId

@@ -32,13 +32,27 @@ VERSION = 1
 
 
 class ISnapshotStore(Interface):
-    """Where a node keeps its latest snapshot."""
+    """
+    Where a node keeps its latest snapshot.  Saving happens in two steps so
+    that the slow one can run in another thread: L{stage} writes a new
+    snapshot durably beside the current one, L{commit} puts it in place.
+    """
 
     def load() -> Snapshot | None:
         """The saved snapshot, or L{None} if there is none."""
 
     def save(snapshot: Snapshot) -> None:  # noqa: N805
         """Replace the saved snapshot durably before returning."""
+
+    def stage(snapshot: Snapshot) -> object:  # noqa: N805
+        """
+        Write C{snapshot} durably without replacing the current one; safe
+        to call from another thread, one call at a time.  Returns what
+        L{commit} takes.
+        """
+
+    def commit(staged: object) -> None:  # noqa: N805
+        """Durably make a staged snapshot the saved one."""
 
 
 def encodeSnapshot(snapshot: Snapshot) -> bytes:
@@ -80,11 +94,13 @@ class FileSnapshotStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self.temporary = path + ".tmp"
+        self.staging = path + ".staged"
 
     def load(self) -> Snapshot | None:
-        """Read and check the snapshot file; a leftover temporary file is removed."""
-        if os.path.exists(self.temporary):
-            os.remove(self.temporary)
+        """Read and check the snapshot file; leftover temporary files are removed."""
+        for leftover in (self.temporary, self.staging):
+            if os.path.exists(leftover):
+                os.remove(leftover)
         try:
             with open(self.path, "rb") as f:
                 contents = f.read()
@@ -94,12 +110,25 @@ class FileSnapshotStore:
 
     def save(self, snapshot: Snapshot) -> None:
         """Write a temporary file, fsync it, rename it into place, fsync the directory."""
-        with open(self.temporary, "wb") as f:
+        self.commit(self._write(snapshot, self.temporary))
+
+    def stage(self, snapshot: Snapshot) -> str:
+        """Write and fsync the staging file; return its path."""
+        return self._write(snapshot, self.staging)
+
+    def commit(self, staged: object) -> None:
+        """Rename the staged file over the snapshot and fsync the directory."""
+        assert isinstance(staged, str)
+        os.replace(staged, self.path)
+        fsyncDirectory(os.path.dirname(os.path.abspath(self.path)))
+
+    @staticmethod
+    def _write(snapshot: Snapshot, path: str) -> str:
+        with open(path, "wb") as f:
             f.write(encodeSnapshot(snapshot))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(self.temporary, self.path)
-        fsyncDirectory(os.path.dirname(os.path.abspath(self.path)))
+        return path
 
 
 @implementer(ISnapshotStore)
@@ -116,3 +145,12 @@ class MemorySnapshotStore:
     def save(self, snapshot: Snapshot) -> None:
         """Replace the saved snapshot."""
         self.snapshot = snapshot
+
+    def stage(self, snapshot: Snapshot) -> Snapshot:
+        """Nothing to write: the snapshot itself is what L{commit} takes."""
+        return snapshot
+
+    def commit(self, staged: object) -> None:
+        """Make C{staged} the saved snapshot."""
+        assert isinstance(staged, Snapshot)
+        self.snapshot = staged

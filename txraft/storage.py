@@ -11,7 +11,9 @@ The log file is the essay's format, one entry per line::
 
     INDEX TERM COMMAND
 
-Indexes start at 1 and increase by one per line; terms are positive and never
+Indexes increase by one per line, from 1, or from just after the last entry
+a snapshot covers once the log has been compacted (the entries before it are
+in C{NAME.snapshot}, see L{txraft.snapshots}); terms are positive and never
 decrease; COMMAND is UTF-8 text without carriage return, newline or NUL (the
 store refuses to write one that has them).  The format is a contract that
 other tools read, so the lines carry nothing else.
@@ -92,10 +94,22 @@ class StorageError(Exception):
 
 
 class ILogStore(Interface):
-    """A node's log of entries, durable once L{sync} returns."""
+    """
+    A node's log of entries, durable once L{sync} returns.  The log may
+    start after index 1: the entries before it are in a snapshot.
+    """
 
-    def load() -> list[Entry]:
-        """Every entry in the store, in index order."""
+    def load(after: int = 0) -> list[Entry]:  # noqa: N805
+        """
+        Every entry after index C{after} (where the snapshot ends), in
+        index order; entries up to C{after} are dropped from the store.
+
+        @raise StorageError: if the stored log starts after C{after + 1},
+            so that entries between the snapshot and the log are missing.
+        """
+
+    def compact(index: int) -> None:  # noqa: N805
+        """Durably drop every entry up to C{index}, which a saved snapshot covers."""
 
     def truncateFrom(index: int) -> None:  # noqa: N805
         """Remove the entry at C{index} and every later one."""
@@ -193,10 +207,9 @@ def lockDataDirectory(directory: str, name: str) -> int:
     return fd
 
 
-def _readAll(fileSystem: OSFileSystem, fd: int) -> bytes:
+def _readAll(fileSystem: OSFileSystem, fd: int, offset: int = 0) -> bytes:
     size = fileSystem.size(fd)
     chunks = []
-    offset = 0
     while offset < size:
         chunk = fileSystem.pread(fd, size - offset, offset)
         if not chunk:
@@ -232,7 +245,7 @@ class _BadLineError(Exception):
     """A line that is not the next entry; ``str()`` is why."""
 
 
-def _parseLine(raw: bytes, expectedIndex: int, previousTerm: int) -> Entry:
+def _parseLine(raw: bytes, expectedIndex: int | None, previousTerm: int) -> Entry:
     match = _LINE.match(raw)
     if match is None:
         raise _BadLineError(f"corrupt log line {raw[:60]!r}")
@@ -241,7 +254,7 @@ def _parseLine(raw: bytes, expectedIndex: int, previousTerm: int) -> Entry:
     except UnicodeDecodeError:
         raise _BadLineError(f"corrupt log line {raw[:60]!r} (not UTF-8)") from None
     entry = Entry(int(match.group(1)), int(match.group(2)), command)
-    if entry.index != expectedIndex:
+    if expectedIndex is not None and entry.index != expectedIndex:
         raise _BadLineError(f"index {entry.index} where {expectedIndex} was expected")
     if entry.term < max(previousTerm, 1):
         raise _BadLineError(f"term {entry.term} goes backwards")
@@ -283,7 +296,8 @@ def scanLog(data: bytes, path: str) -> ScannedLog:
             return ScannedLog(entries, offsets, position, lineNumber)
         raw = data[position:end]
         try:
-            entry = _parseLine(raw, len(entries) + 1, entries[-1].term if entries else 0)
+            expected = entries[-1].index + 1 if entries else None
+            entry = _parseLine(raw, expected, entries[-1].term if entries else 0)
         except _BadLineError as e:
             fromEnd = len(data) - position
             if b"\x00" in raw:
@@ -313,29 +327,38 @@ class FileLogStore:
 
     def __init__(self, path: str, *, fileSystem: OSFileSystem | None = None) -> None:
         self.path = path
+        self._compacting = path + ".compact"
         self._fs = fileSystem if fileSystem is not None else OSFileSystem()
         self._directory = os.path.dirname(os.path.abspath(path))
         self._fd = self._fs.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             # Even if an earlier process created the file, it may have died
-            # before making the name durable.
+            # before making the name durable.  A compaction it left
+            # unfinished is dropped: the old file is still in place.
+            if os.path.exists(self._compacting):
+                os.remove(self._compacting)
             self._fs.fsyncDirectory(self._directory)
         except BaseException:
             self._fs.close(self._fd)
             raise
-        self._offsets: list[int] = []  # byte offset of each entry's line, by index - 1
-        self._terms: list[int] = []  # each entry's term, by index - 1
+        self._first = 1  # the index of the first line (the next one's, if none)
+        self._offsets: list[int] = []  # byte offset of each entry's line, by index - first
+        self._terms: list[int] = []  # each entry's term, by index - first
         self._size = 0  # where the next line goes
         self._synced = 0  # bytes known durable: only what lies after may be torn
         self._loaded = False
         self._failed = False
 
-    def load(self) -> list[Entry]:
+    def load(self, after: int = 0) -> list[Entry]:
         """
         Read and check the whole file; cut a torn tail with a warning; make
         what remains durable; see the module docstring.  After a failed
         write it also writes the unsynced part again, since an fsync that
         failed may have left pages the kernel no longer means to write.
+        Entries up to C{after}, which a snapshot covers (a crash came
+        between saving it and compacting), are compacted away.
+
+        @raise StorageError: if the log starts after C{after + 1}.
         """
         fs = self._fs
         with self._writing(loading=True):
@@ -356,12 +379,27 @@ class FileLogStore:
             if scanned.end != len(data) or self._failed:
                 fs.ftruncate(self._fd, scanned.end)
             fs.fdatasync(self._fd)
+        entries = scanned.entries
+        if entries and entries[0].index > after + 1:
+            raise StorageError(
+                f"{self.path}:1: the log starts at index {entries[0].index} but the "
+                f"snapshot ends at {after}: entries are missing; refusing to start"
+            )
+        self._first = entries[0].index if entries else after + 1
         self._offsets = scanned.offsets
-        self._terms = [entry.term for entry in scanned.entries]
+        self._terms = [entry.term for entry in entries]
         self._size = self._synced = scanned.end
         self._loaded = True
         self._failed = False
-        return scanned.entries
+        if entries and entries[0].index <= after:
+            self.compact(after)
+        self._first = max(self._first, after + 1)
+        return [entry for entry in entries if entry.index > after]
+
+    @property
+    def lastIndex(self) -> int:
+        """The index of the last line (or of the snapshot's end, if none)."""
+        return self._first + len(self._offsets) - 1
 
     @contextmanager
     def _writing(self, loading: bool = False) -> Iterator[None]:
@@ -395,15 +433,48 @@ class FileLogStore:
         must never reach the disk without this cut.
         """
         self._checkWritable()
-        if index > len(self._offsets):
+        if index > self.lastIndex:
             return
+        if index < self._first:
+            raise ValueError(f"entry {index} is compacted away")
+        position = index - self._first
         with self._writing():
-            size = self._offsets[index - 1]
+            size = self._offsets[position]
             self._fs.ftruncate(self._fd, size)
             self._fs.fdatasync(self._fd)
             self._size = self._synced = size
-            del self._offsets[index - 1 :]
-            del self._terms[index - 1 :]
+            del self._offsets[position:]
+            del self._terms[position:]
+
+    def compact(self, index: int) -> None:
+        """
+        Drop the lines up to C{index}: write the rest to a new file, fsync
+        it, rename it over the log and fsync the directory, so a crash
+        leaves either the old file or the new one.
+        """
+        self._checkWritable()
+        if index < self._first:
+            return
+        keep = min(index + 1 - self._first, len(self._offsets))
+        start = self._offsets[keep] if keep < len(self._offsets) else self._size
+        fs = self._fs
+        with self._writing():
+            tail = _readAll(fs, self._fd, start)[: self._size - start]
+            fd = fs.open(self._compacting, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _writeAll(fs, fd, tail, 0)
+                fs.fdatasync(fd)
+                fs.replace(self._compacting, self.path)
+            except BaseException:
+                fs.close(fd)
+                raise
+            old, self._fd = self._fd, fd
+            fs.close(old)
+            fs.fsyncDirectory(self._directory)
+        self._offsets = [offset - start for offset in self._offsets[keep:]]
+        self._terms = self._terms[keep:]
+        self._first = index + 1
+        self._size = self._synced = len(tail)
 
     def append(self, entries: list[Entry]) -> None:
         """
@@ -415,7 +486,7 @@ class FileLogStore:
         """
         self._checkWritable()
         lines = []
-        lastIndex = len(self._offsets)
+        lastIndex = self.lastIndex
         lastTerm = self._terms[-1] if self._terms else 0
         for entry in entries:
             if entry.index != lastIndex + 1 or entry.term < lastTerm:
@@ -530,14 +601,22 @@ class MemoryLogStore:
         self.entries: list[Entry] = []
         self.durable: list[Entry] = []
 
-    def load(self) -> list[Entry]:
-        """The durable entries (what a restarted node finds)."""
+    def load(self, after: int = 0) -> list[Entry]:
+        """The durable entries after C{after} (what a restarted node finds)."""
+        if self.durable and self.durable[0].index > after + 1:
+            raise StorageError(f"the log starts after the snapshot's end {after}")
+        self.compact(after)
         self.entries = list(self.durable)
         return list(self.entries)
 
     def truncateFrom(self, index: int) -> None:
         """Drop entries from C{index} on (not yet durably)."""
-        del self.entries[index - 1 :]
+        self.entries = [e for e in self.entries if e.index < index]
+
+    def compact(self, index: int) -> None:
+        """Drop entries up to C{index}, durably at once (like the file's rename)."""
+        self.entries = [e for e in self.entries if e.index > index]
+        self.durable = [e for e in self.durable if e.index > index]
 
     def append(self, entries: list[Entry]) -> None:
         """Add C{entries} (not yet durably)."""

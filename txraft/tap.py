@@ -18,7 +18,8 @@ from txraft.config import ConfigError, loadConfig
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import NAME_PATTERN
-from txraft.service import RaftService
+from txraft.service import SNAPSHOT_ENTRIES, RaftService
+from txraft.snapshots import FileSnapshotStore
 from txraft.storage import (
     FileLogStore,
     FileStateStore,
@@ -66,6 +67,13 @@ class Options(usage.Options):
         ["data-dir", None, "logs", "Directory for NAME.log and the node's other files."],
         ["heartbeat", None, 100, "Leader heartbeat interval in milliseconds.", int],
         [
+            "snapshot-entries",
+            None,
+            SNAPSHOT_ENTRIES,
+            "Snapshot the state machine and compact the log every this many entries.",
+            int,
+        ],
+        [
             "election-timeout",
             None,
             "400:800",
@@ -100,6 +108,8 @@ class Options(usage.Options):
                 "need 0 < --heartbeat < election timeout MIN < MAX, got "
                 f"{self['heartbeat']} and {low}:{high}"
             )
+        if self["snapshot-entries"] < 1:
+            raise usage.UsageError("--snapshot-entries must be at least 1")
         self._checkDataDirectory(self["data-dir"])
 
     @staticmethod
@@ -132,7 +142,7 @@ def _ticks(milliseconds: int) -> int:
 
 def makeService(options: Options) -> IService:
     """Recover the node's state from its data dir and build its service tree."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor, threads
 
     name, directory = options["name"], options["data-dir"]
     _keepPidfileApart(options, directory, name)
@@ -142,6 +152,7 @@ def makeService(options: Options) -> IService:
             FileLogStore(os.path.join(directory, f"{name}.log")),
             FileStateStore(os.path.join(directory, f"{name}.state")),
             KeyValueStore(),
+            FileSnapshotStore(os.path.join(directory, f"{name}.snapshot")),
         )
         low, high = options["election-timeout"]
         service = RaftService(
@@ -153,6 +164,8 @@ def makeService(options: Options) -> IService:
             electionTicks=(_ticks(low), _ticks(high)),
             heartbeatTicks=_ticks(options["heartbeat"]),
             rng=random.SystemRandom(),
+            snapshotEntries=options["snapshot-entries"],
+            background=threads.deferToThread,
         )
     except (StorageError, OSError) as e:
         raise StartupError(str(e)) from None
