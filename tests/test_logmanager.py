@@ -10,11 +10,12 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import RecordingLogStore, RecordingStateStore, temporaryDirectory
-from txraft.core import NOOP, HardState, Ready
+from txraft.core import NOOP, HardState, Ready, Snapshot
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import Entry
-from txraft.storage import FileLogStore, FileStateStore
+from txraft.snapshots import FileSnapshotStore
+from txraft.storage import FileLogStore, FileStateStore, StorageError
 
 ENTRIES = [
     Entry(1, 1, NOOP),
@@ -236,6 +237,71 @@ class RecoverTests(SynchronousTestCase):
         self.assertEqual(restarted.lastApplied, 0)
         restarted.apply(entries)
         self.assertEqual(restarted.stateMachine.data, manager.stateMachine.data)
+
+    def openSnapshottingManager(self) -> LogManager:
+        """A L{openManager} that also keeps snapshots in the data directory."""
+        manager = self.openManager()
+        manager.snapshotStore = FileSnapshotStore(os.path.join(self.directory, "s1.snapshot"))
+        return manager
+
+    def test_snapshotThenLog(self) -> None:
+        """
+        A node that took a snapshot recovers the snapshot into its state
+        machine (lastApplied at its end) and the log entries after it.
+        Reference: dissertation section 5.1.
+        """
+        manager = self.openSnapshottingManager()
+        manager.recover()
+        manager.persist(Ready(entries=ENTRIES[:3]))
+        manager.apply(ENTRIES[:3])
+        snapshot, staged = manager.captureSnapshot()()
+        manager.commitSnapshot(snapshot, staged)
+        manager.persist(Ready(entries=ENTRIES[3:]))
+        restarted = self.openSnapshottingManager()
+        hardState, entries = restarted.recover()
+        self.assertEqual(restarted.snapshot, Snapshot(3, 1, b'{"a":"1"}'))
+        self.assertEqual((restarted.lastApplied, restarted.lastAppliedTerm), (3, 1))
+        self.assertEqual(restarted.stateMachine.data, {"a": "1"})
+        self.assertEqual(entries, ENTRIES[3:])
+        restarted.apply(entries)
+        self.assertEqual(restarted.stateMachine.data, {})
+
+    def test_captureIsConsistent(self) -> None:
+        """
+        A snapshot captured before more commands apply holds the state as of
+        its own index, whenever it is serialized.
+        """
+        manager = self.openSnapshottingManager()
+        manager.recover()
+        manager.apply(ENTRIES[:2])
+        write = manager.captureSnapshot()
+        manager.apply(ENTRIES[2:4])
+        snapshot, _ = write()
+        self.assertEqual((snapshot.index, snapshot.data), (2, b'{"a":"1"}'))
+
+    def test_receivedSnapshotPersisted(self) -> None:
+        """
+        A snapshot from the leader is saved and the log entries it covers
+        dropped before the node answers; installing it resets the state
+        machine.
+        """
+        manager = self.openSnapshottingManager()
+        manager.recover()
+        manager.persist(Ready(entries=ENTRIES[:2]))
+        snapshot = Snapshot(4, 2, b'{"b":"2"}')
+        manager.persist(Ready(truncateFrom=3, snapshot=snapshot))
+        manager.installSnapshot(snapshot)
+        self.assertEqual((manager.lastApplied, manager.stateMachine.data), (4, {"b": "2"}))
+        restarted = self.openSnapshottingManager()
+        self.assertEqual(restarted.recover(), (HardState(), []))
+        self.assertEqual(restarted.stateMachine.data, {"b": "2"})
+
+    def test_unusableSnapshotRefused(self) -> None:
+        """A snapshot whose data is no key-value state refuses to start."""
+        manager = self.openSnapshottingManager()
+        manager.snapshotStore.save(Snapshot(2, 1, b"[1, 2]"))
+        error = self.assertRaises(StorageError, self.openSnapshottingManager().recover)
+        self.assertIn("snapshot up to 2 is unusable", str(error))
 
     def test_stopServiceClosesLog(self) -> None:
         """

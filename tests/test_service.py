@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import Callable, Generator
+from typing import Any
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -22,6 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 import txraft.service
 from tests.helpers import (
     ELECTION_TICKS,
+    HEARTBEAT_TICKS,
     TICK_SECONDS,
     RecordingLogStore,
     RecordingStateStore,
@@ -39,13 +43,16 @@ from txraft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Entry,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     RequestVote,
     RequestVoteResponse,
     formatMessage,
 )
 from txraft.protocol import CONNECTION_DONE, NodeFactory, NodeProtocol
 from txraft.service import RaftService
-from txraft.storage import FileLogStore, FileStateStore
+from txraft.snapshots import MemorySnapshotStore
+from txraft.storage import FileLogStore, FileStateStore, MemoryLogStore, MemoryStateStore
 
 
 def connect(service: RaftService) -> tuple[NodeProtocol, StringTransport]:
@@ -653,6 +660,98 @@ class WiredPeerTests(SynchronousTestCase):
         for _ in range(5 * ELECTION_TICKS[1]):
             self.reactor.advance(TICK_SECONDS)
         self.assertEqual((self.sent("s2"), self.sent("s3")), ([], []))
+
+
+class SnapshotServiceTests(SynchronousTestCase):
+    """
+    The service takes snapshots as entries apply, and installs those its
+    leader sends.  Reference: dissertation chapter 5.
+    """
+
+    def setUp(self) -> None:
+        """A node over in-memory stores that snapshots every 5 entries."""
+        self.reactor = MemoryReactorClock()
+        self.written: list[int] = []
+
+        def background(write: Callable[[], Any]) -> defer.Deferred[Any]:
+            # Run the slow part later, as a thread would, and note it.
+            result = write()
+            self.written.append(result[0].index)
+            return deferLater(self.reactor, 0.001, lambda: result)
+
+        self.logStore = MemoryLogStore()
+        self.snapshotStore = MemorySnapshotStore()
+        logManager = LogManager(
+            self.logStore, MemoryStateStore(), KeyValueStore(), self.snapshotStore
+        )
+        self.service = RaftService(
+            makeConfig(["s1", "s2", "s3"], [10000, 10001, 10002]),
+            "s1",
+            logManager,
+            self.reactor,
+            tickSeconds=TICK_SECONDS,
+            electionTicks=ELECTION_TICKS,
+            heartbeatTicks=HEARTBEAT_TICKS,
+            rng=random.Random(0),
+            snapshotEntries=5,
+            background=background,
+        )
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    def follow(self, entries: list[Entry], commit: int) -> None:
+        """Receive C{entries} from leader C{s2} in term 1, committed up to C{commit}."""
+        reply = self.service.peerRequest("s2", AppendEntries(1, 0, 0, tuple(entries), commit))
+        self.assertEqual(reply, AppendEntriesResponse(1, True, matchIndex=len(entries)))
+
+    def test_snapshotAfterEnoughEntries(self) -> None:
+        """
+        Once 5 entries were applied, the node snapshots its state machine in
+        the background and, when that is done, compacts its log.
+        """
+        entries = [Entry(i, 1, f"set k{i} {i}") for i in range(1, 8)]
+        self.follow(entries[:4], 4)
+        self.assertEqual(self.written, [])
+        self.follow(entries, 6)
+        self.assertEqual(self.written, [6])
+        self.assertIsNone(self.snapshotStore.snapshot)
+        self.reactor.advance(0.001)
+        snapshot = self.snapshotStore.snapshot
+        self.assertEqual((snapshot.index, snapshot.term), (6, 1))
+        self.assertEqual(json.loads(snapshot.data), {f"k{i}": str(i) for i in range(1, 7)})
+        self.assertEqual([e.index for e in self.logStore.durable], [7])
+        self.assertEqual(self.service.core.log.snapshotIndex, 6)
+        self.assertEqual(self.service.status()["snapshotIndex"], 6)
+
+    def test_installFromLeader(self) -> None:
+        """
+        A snapshot from the leader is saved, replaces the state machine and
+        the log, and the node answers that it matches up to its end.
+        """
+        self.follow([Entry(1, 1, "set old 1")], 0)
+        data = b'{"a":"1"}'
+        reply = self.service.peerRequest("s2", InstallSnapshot(1, 9, 1, 0, data, done=True))
+        self.assertEqual(reply, InstallSnapshotResponse(1, 9, len(data), matchIndex=9))
+        self.assertEqual(self.snapshotStore.snapshot.index, 9)
+        self.assertEqual(self.logStore.durable, [])
+        self.assertEqual(self.service.logManager.stateMachine.data, {"a": "1"})
+        self.assertEqual(self.service.logManager.lastApplied, 9)
+        self.service.peerRequest("s2", AppendEntries(1, 9, 1, (Entry(10, 1, "set b 2"),), 10))
+        self.assertEqual(self.service.logManager.stateMachine.data, {"a": "1", "b": "2"})
+
+    def test_overtakenSnapshotDropped(self) -> None:
+        """
+        A snapshot the node was still writing when it installed a later one
+        from its leader is dropped, not put over the newer one.
+        """
+        entries = [Entry(i, 1, f"set k{i} {i}") for i in range(1, 7)]
+        self.follow(entries, 6)
+        self.assertEqual(self.written, [6])
+        data = b'{"z":"26"}'
+        self.service.peerRequest("s2", InstallSnapshot(1, 20, 1, 0, data, done=True))
+        self.reactor.advance(0.001)
+        self.assertEqual(self.snapshotStore.snapshot.index, 20)
+        self.assertEqual(self.service.core.log.snapshotIndex, 20)
 
 
 class LineClient(LineReceiver):

@@ -709,6 +709,121 @@ class FileLogStoreTests(SynchronousTestCase):
         self.assertRaises(OSError, store.sync)
 
 
+class FileLogCompactionTests(SynchronousTestCase):
+    """
+    Tests for L{FileLogStore.compact} and for logs that start after a
+    snapshot (dissertation chapter 5).
+    """
+
+    def setUp(self) -> None:
+        """A log of five entries in a fresh directory."""
+        self.directory = temporaryDirectory(self)
+        self.path = os.path.join(self.directory, "s1.log")
+        self.entries = [Entry(i, 1 + i // 3, f"set k{i} {i}") for i in range(1, 6)]
+        store = self.openStore()
+        store.append(self.entries)
+        store.sync()
+        store.close()
+
+    def openStore(self, after: int = 0) -> FileLogStore:
+        """Open and load the log, closing it when the test ends."""
+        store = FileLogStore(self.path)
+        self.addCleanup(store.close)
+        store.load(after)
+        return store
+
+    def load(self, after: int = 0) -> list[Entry]:
+        """The entries a freshly opened store loads after C{after}."""
+        store = FileLogStore(self.path)
+        self.addCleanup(store.close)
+        return store.load(after)
+
+    def lines(self) -> list[str]:
+        """The log file's lines."""
+        with open(self.path, encoding="utf-8") as f:
+            return f.read().splitlines()
+
+    def test_compactRewritesFile(self) -> None:
+        """
+        Compacting keeps the format and only the lines after the point; the
+        store goes on appending and truncating with the same indexes, and a
+        reopened store reads the same log.
+        """
+        store = self.openStore()
+        store.compact(3)
+        self.assertEqual(self.lines(), ["4 2 set k4 4", "5 2 set k5 5"])
+        store.append([Entry(6, 2, "set k6 6")])
+        store.truncateFrom(5)
+        store.append([Entry(5, 3, "set k5 again")])
+        store.sync()
+        self.assertEqual(self.load(3), [self.entries[3], Entry(5, 3, "set k5 again")])
+        self.assertEqual(os.listdir(self.directory), ["s1.log"])
+
+    def test_compactEverything(self) -> None:
+        """
+        Compacting past the last entry empties the file; the next entry is
+        the one after the compaction point.
+        """
+        store = self.openStore()
+        store.compact(9)
+        self.assertEqual(self.lines(), [])
+        self.assertRaises(ValueError, store.append, [Entry(6, 2, "x")])
+        store.append([Entry(10, 2, "set k10 10")])
+        store.sync()
+        self.assertEqual(self.load(9), [Entry(10, 2, "set k10 10")])
+
+    def test_compactIsIdempotent(self) -> None:
+        """Compacting to a point already dropped changes nothing."""
+        store = self.openStore()
+        store.compact(3)
+        store.compact(2)
+        self.assertEqual(len(self.lines()), 2)
+
+    def test_loadAfterDropsCoveredPrefix(self) -> None:
+        """
+        Loading after a snapshot point returns only the later entries and
+        compacts away a prefix that a crash between saving the snapshot and
+        compacting left behind.
+        """
+        self.assertEqual(self.load(2), self.entries[2:])
+        self.assertEqual(self.lines()[0], "3 2 set k3 3")
+
+    def test_loadAfterEnd(self) -> None:
+        """
+        A snapshot past the whole log (installed from a leader) leaves an
+        empty log that continues after the snapshot.
+        """
+        store = self.openStore(7)
+        self.assertEqual(self.lines(), [])
+        store.append([Entry(8, 3, "x")])
+
+    def test_gapAfterSnapshotRefused(self) -> None:
+        """
+        A log that starts after the entry following the snapshot has lost
+        entries: the node refuses to start, naming the file.
+        """
+        self.openStore().compact(3)
+        error = self.assertRaises(StorageError, FileLogStore(self.path).load, 2)
+        self.assertIn(f"{self.path}:1:", str(error))
+        self.assertIn("starts at index 4 but the snapshot ends at 2", str(error))
+
+    def test_truncateIntoSnapshotRefused(self) -> None:
+        """Entries a snapshot covers cannot be truncated: they are committed."""
+        store = self.openStore()
+        store.compact(3)
+        self.assertRaises(ValueError, store.truncateFrom, 3)
+
+    def test_leftoverCompactionFileIgnored(self) -> None:
+        """
+        A compaction a crash interrupted before its rename leaves the old
+        log in place; the half-written new file is removed.
+        """
+        with open(self.path + ".compact", "wb") as f:
+            f.write(b"4 2 set k4")
+        self.assertEqual(self.load(), self.entries)
+        self.assertFalse(os.path.exists(self.path + ".compact"))
+
+
 class FileStateStoreTests(SynchronousTestCase):
     """
     Tests for L{FileStateStore}: the term and vote file.
