@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.basic import LineReceiver
@@ -561,6 +562,32 @@ class WiredPeerTests(SynchronousTestCase):
         """
         peer, _ = self.peers[name]
         peer.dataReceived(formatMessage(name, message).encode() + b"\n")
+
+    def test_lostLinkForgotten(self) -> None:
+        """
+        Once a peer's connection is lost, the link no longer writes to it:
+        it knows it is down.
+        """
+        peer, _ = self.peers["s2"]
+        self.assertIsNotNone(self.service._links["s2"].protocol)
+        peer.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNone(self.service._links["s2"].protocol)
+
+    def test_backlogSentOnConnect(self) -> None:
+        """
+        A request made while a peer's link is down (here a pre-vote to a
+        peer still starting) goes out as soon as the link connects, instead
+        of waiting a whole election timeout for the next one.
+        """
+        peer, _ = self.peers["s2"]
+        peer.connectionLost(Failure(ConnectionDone()))
+        advanceUntil(self.reactor, lambda: self.service.core.role == PRECANDIDATE)
+        preVote = formatMessage("s1", RequestVote(1, 0, 0, preVote=True))
+        self.assertEqual(self.sent("s3"), [preVote])
+        protocol = self.service._links["s2"]._buildProtocol()
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.value().decode().splitlines(), [preVote])
 
     def becomeLeader(self) -> int:
         """

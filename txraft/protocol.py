@@ -193,8 +193,14 @@ class PeerClientProtocol(LineReceiver):
         self.localName = localName
         self.peerName = peerName
         self._pending: deque[defer.Deferred[Message]] = deque()
-        #: Called with this protocol when its connection is lost.
+        #: Called with this protocol when its connection is made, and lost.
+        self.onConnectionMade: Callable[[PeerClientProtocol], None] | None = None
         self.onConnectionLost: Callable[[PeerClientProtocol], None] | None = None
+
+    def connectionMade(self) -> None:
+        """Tell whoever owns this link that it is up."""
+        if self.onConnectionMade is not None:
+            self.onConnectionMade(self)
 
     def sendRequest(self, message: Message) -> defer.Deferred[Message]:
         """Send C{message}; the Deferred fires with the peer's response."""

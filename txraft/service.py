@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,10 @@ COMMIT_TIMEOUT = 5.0
 #: leader buffer without bound.
 MAX_IN_FLIGHT = 256
 
+#: How many of the latest messages to a disconnected peer are kept for
+#: when it connects.
+BACKLOG = 4
+
 #: Take a snapshot once this many entries were applied since the last one.
 SNAPSHOT_ENTRIES = 10_000
 
@@ -58,8 +63,10 @@ DISK_FAILED = "UNAVAILABLE node cannot write to its disk"
 class PeerLink:
     """
     This node's outgoing connection to one peer.  It reconnects forever
-    with capped exponential backoff; messages sent while it is down are
-    dropped, and the core's heartbeats retry them.
+    with capped exponential backoff.  The last few messages sent while it
+    is down go out when it connects (a vote request sent while a peer is
+    still starting is not lost for a whole election timeout); older ones
+    are dropped, and the core's heartbeats retry them.
     """
 
     log = Logger()
@@ -74,6 +81,7 @@ class PeerLink:
         self.service = service
         self.address = address
         self.protocol: PeerClientProtocol | None = None
+        self._backlog: deque[Message] = deque(maxlen=BACKLOG)
         endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=maxDelay + 1)
         factory = Factory.forProtocol(self._buildProtocol)
         factory.noisy = False
@@ -85,17 +93,19 @@ class PeerLink:
                 initialDelay=0.02, maxDelay=maxDelay, jitter=lambda: jitter.random() * 0.02
             ),
             clock=reactor,
-            prepareConnection=self._connected,
         )
 
     def _buildProtocol(self) -> PeerClientProtocol:
         protocol = PeerClientProtocol(self.service.name, self.address.name)
+        protocol.onConnectionMade = self._connected
         protocol.onConnectionLost = self._disconnected
         return protocol
 
     def _connected(self, protocol: PeerClientProtocol) -> None:
         self.log.info("connected to peer {peer}", peer=self.address.name)
         self.protocol = protocol
+        while self._backlog:
+            self.send(self._backlog.popleft())
 
     def _disconnected(self, protocol: PeerClientProtocol) -> None:
         if self.protocol is protocol:
@@ -105,7 +115,10 @@ class PeerLink:
     def send(self, message: Message) -> None:
         """Send C{message} if connected and not overloaded; step its response into the core."""
         protocol = self.protocol
-        if protocol is None or protocol.pendingCount() >= MAX_IN_FLIGHT:
+        if protocol is None:
+            self._backlog.append(message)
+            return
+        if protocol.pendingCount() >= MAX_IN_FLIGHT:
             return
         d = protocol.sendRequest(message)
         d.addCallbacks(self._responded, self._failed)
