@@ -2,12 +2,15 @@
 Crash and disk-failure tests for the storage layer and the node around it.
 
 L{SimulatedFileSystem} stands in for the operating system under
-L{FileLogStore} and L{FileStateStore}: it keeps a page cache (what reads
-see) apart from what is durable (what survives a power failure), and can
-"lose power" before any system call.  Every write path is run with a crash
-before each of its system calls in turn; every state the disk may then be in
-is recovered from, and what recovery returns is checked against what was
-acknowledged.  The last classes make the disk fail instead (C{ENOSPC},
+L{FileLogStore}, L{FileStateStore} and L{FileSnapshotStore}: it keeps a page
+cache (what reads see) apart from what is durable (what survives a power
+failure), and can "lose power" before any system call.  Every write path is
+run with a crash before each of its system calls in turn; every state the
+disk may then be in is recovered from, and what recovery returns is checked
+against what was acknowledged.  The write paths include snapshots and log
+compaction: a node taking a snapshot, a follower installing its leader's,
+and the log store compacting, where recovery must give the snapshot and
+every acknowledged entry after it.  The last classes make the disk fail instead (C{ENOSPC},
 C{EACCES}, C{EIO}) under a running node and check that it stops
 acknowledging, keeps answering what it safely can, and rejoins once the disk
 works again.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import json
 import os
 from collections.abc import Callable, Iterator
 
@@ -34,7 +38,7 @@ from tests.helpers import (
     makeConfig,
     temporaryDirectory,
 )
-from txraft.core import FOLLOWER, LEADER, HardState, Ready
+from txraft.core import FOLLOWER, LEADER, HardState, Ready, Snapshot
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import (
@@ -45,6 +49,7 @@ from txraft.messages import (
     RequestVoteResponse,
 )
 from txraft.service import DISK_FAILED, DISK_RETRY_SECONDS, RaftService
+from txraft.snapshots import FileSnapshotStore, encodeSnapshot
 from txraft.storage import (
     FileLogStore,
     FileStateStore,
@@ -56,6 +61,7 @@ from txraft.storage import (
 DIRECTORY = "/data"
 LOG = "/data/s1.log"
 STATE = "/data/s1.state"
+SNAPSHOT = "/data/s1.snapshot"
 
 
 class Crash(BaseException):
@@ -245,6 +251,14 @@ class SimulatedFileSystem:
         self.names[destination] = self.names.pop(source)
         self.pendingNames.append(("rename", source, destination))
 
+    def remove(self, path: str) -> None:
+        """Unlink C{path}; durable after L{fsyncDirectory}."""
+        if path not in self.names:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+        self._step("remove")
+        del self.names[path]
+        self.pendingNames.append(("unlink", path, None))
+
     def fsyncDirectory(self, path: str) -> None:
         """Make every name change durable."""
         if path != DIRECTORY:
@@ -295,6 +309,8 @@ class SimulatedFileSystem:
             for kind, a, b in self.pendingNames[:kept]:
                 if kind == "link":
                     names[a] = b  # type: ignore[assignment]
+                elif kind == "unlink":
+                    names.pop(a, None)
                 elif a in names:
                     names[b] = names.pop(a)  # type: ignore[index]
             paths = sorted(names)
@@ -307,11 +323,12 @@ class SimulatedFileSystem:
 
 
 def openManager(fileSystem: SimulatedFileSystem) -> LogManager:
-    """A LogManager over file stores on C{fileSystem}."""
+    """A LogManager over file stores on C{fileSystem}, as a node has them."""
     return LogManager(
         FileLogStore(LOG, fileSystem=fileSystem),  # type: ignore[arg-type]
         FileStateStore(STATE, fileSystem=fileSystem),  # type: ignore[arg-type]
         KeyValueStore(),
+        FileSnapshotStore(SNAPSHOT, fileSystem=fileSystem),  # type: ignore[arg-type]
     )
 
 
@@ -704,6 +721,585 @@ class RecoverAfterFailureTests(SynchronousTestCase):
             for state in fs.powerLossStates():
                 self.assertEqual(recoverFrom(state), recovered)
         self.assertGreater(step, 20)
+
+
+# -- snapshots and compaction ---------------------------------------------------------
+
+#: What a node's storage holds, as L{LogManager.recover} gives it back: the
+#: term and vote, the snapshot (if any) and the log entries after it.
+Stored = tuple[HardState, Snapshot | None, list[Entry]]
+
+#: A node that never wrote anything.
+EMPTY: Stored = (HardState(), None, [])
+
+
+def kvSnapshot(index: int, term: int, data: dict[str, str]) -> Snapshot:
+    """A snapshot of the key-value map C{data} as of entry C{index}."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return Snapshot(index, term, text.encode())
+
+
+def recoverStored(fileSystem: SimulatedFileSystem) -> Stored:
+    """
+    Start a node's storage on C{fileSystem} and return what it recovers,
+    after checking that the state machine was loaded from the snapshot.
+    """
+    manager = openManager(fileSystem)
+    try:
+        hardState, entries = manager.recover()
+        snapshot = manager.snapshot
+        loaded = (manager.lastApplied, manager.stateMachine.data)
+        expected = (snapshot.index, json.loads(snapshot.data)) if snapshot else (0, {})
+        if loaded != expected:
+            raise AssertionError(f"state machine {loaded} is not the snapshot's {expected}")
+        return hardState, snapshot, entries
+    finally:
+        manager.logStore.close()
+
+
+def after(snapshot: Snapshot | None, entries: list[Entry]) -> list[Entry]:
+    """The entries that C{snapshot} does not cover."""
+    return [e for e in entries if e.index > (snapshot.index if snapshot else 0)]
+
+
+class Step:
+    """One write of a script, what it leaves, and what a crash during it may leave."""
+
+    def run(self, manager: LogManager) -> None:
+        """Do it, as the node does."""
+        raise NotImplementedError
+
+    def after(self, before: Stored) -> Stored:
+        """What the storage holds once it is done."""
+        raise NotImplementedError
+
+    def allows(self, before: Stored, recovered: Stored) -> bool:
+        """
+        Whether a crash during it may recover as C{recovered}: by default
+        the state before or the state after, nothing in between.
+        """
+        return recovered in (before, self.after(before))
+
+
+class Persist(Step):
+    """
+    L{LogManager.persist} of a Ready, then what the service does after it:
+    load a snapshot it carries into the state machine, apply its entries if
+    C{apply}.
+    """
+
+    def __init__(self, ready: Ready, apply: bool = False) -> None:
+        self.ready = ready
+        self.apply = apply
+
+    def __repr__(self) -> str:
+        return f"Persist({self.ready!r})"
+
+    def run(self, manager: LogManager) -> None:
+        """Persist, install, apply."""
+        manager.persist(self.ready)
+        if self.ready.snapshot is not None:
+            manager.installSnapshot(self.ready.snapshot)
+        if self.apply:
+            manager.apply(self.ready.entries)
+
+    def cut(self, entries: list[Entry]) -> list[Entry]:
+        """C{entries} without those that C{truncateFrom} removes."""
+        truncateFrom = self.ready.truncateFrom
+        return entries if truncateFrom is None else [e for e in entries if e.index < truncateFrom]
+
+    def after(self, before: Stored) -> Stored:
+        """Term and vote replaced; the log cut, compacted, then appended to."""
+        hardState, snapshot, entries = before
+        snapshot = self.ready.snapshot or snapshot
+        entries = after(snapshot, self.cut(entries)) + list(self.ready.entries)
+        return self.ready.hardState or hardState, snapshot, entries
+
+    def allows(self, before: Stored, recovered: Stored) -> bool:
+        """
+        The log changes only once the term and vote have.  Without a
+        snapshot, as L{mayRecoverAs}.  With one: the old snapshot with the
+        old log or the cut one, or the new snapshot with what it keeps of
+        the cut log and any prefix of the appended entries (Reference:
+        dissertation Figure 5.3, InstallSnapshot receiver rules 5-7).
+        """
+        oldState, oldSnapshot, oldEntries = before
+        newState, newSnapshot, newEntries = self.after(before)
+        hardState, snapshot, entries = recovered
+        kept = newEntries[: len(newEntries) - len(self.ready.entries)]
+        if self.ready.snapshot is not None and snapshot == newSnapshot:
+            logFine = len(entries) >= len(kept) and newEntries[: len(entries)] == entries
+        elif snapshot == oldSnapshot and self.ready.snapshot is not None:
+            logFine = entries in (oldEntries, self.cut(oldEntries))
+        elif snapshot == oldSnapshot:
+            prefix = len(entries) >= len(kept) and newEntries[: len(entries)] == entries
+            logFine = entries == oldEntries or prefix
+        else:
+            logFine = False
+        if (snapshot, entries) != (oldSnapshot, oldEntries):
+            return logFine and hardState == newState
+        return logFine and hardState in (oldState, newState)
+
+
+class SaveSnapshot(Step):
+    """C{ISnapshotStore.save} alone: the store's own atomic replacement."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def __repr__(self) -> str:
+        return f"SaveSnapshot({self.snapshot!r})"
+
+    def run(self, manager: LogManager) -> None:
+        """Save it."""
+        manager.snapshotStore.save(self.snapshot)
+
+    def after(self, before: Stored) -> Stored:
+        """The new snapshot, and the log after it (recovery compacts the rest)."""
+        hardState, _, entries = before
+        return hardState, self.snapshot, after(self.snapshot, entries)
+
+
+class Compact(Step):
+    """C{FileLogStore.compact}, up to where the saved snapshot ends."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"Compact({self.index})"
+
+    def run(self, manager: LogManager) -> None:
+        """Compact the log file."""
+        manager.logStore.compact(self.index)
+
+    def after(self, before: Stored) -> Stored:
+        """
+        The same: what it drops, the snapshot covers, and recovery drops it
+        too.  So a crash at any step of it recovers exactly the same.
+        """
+        return before
+
+
+class TakeSnapshot(Step):
+    """
+    The service taking a snapshot: L{LogManager.captureSnapshot}, the
+    background part (serialize and stage), L{LogManager.commitSnapshot}.
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def __repr__(self) -> str:
+        return f"TakeSnapshot({self.snapshot!r})"
+
+    def run(self, manager: LogManager) -> None:
+        """Capture, stage, commit (which compacts)."""
+        snapshot, staged = manager.captureSnapshot()()
+        if snapshot != self.snapshot:
+            raise AssertionError(f"captured {snapshot.data!r}, scripted {self.snapshot.data!r}")
+        manager.commitSnapshot(snapshot, staged)
+
+    def after(self, before: Stored) -> Stored:
+        """The new snapshot and the log after it."""
+        hardState, _, entries = before
+        return hardState, self.snapshot, after(self.snapshot, entries)
+
+
+def sets(first: int, last: int, term: int) -> list[Entry]:
+    """Entries C{set kI I} for I from C{first} to C{last}."""
+    return [Entry(i, term, f"set k{i} {i}") for i in range(first, last + 1)]
+
+
+def setsMap(last: int) -> dict[str, str]:
+    """The map that L{sets} from 1 to C{last} leave."""
+    return {f"k{i}": str(i) for i in range(1, last + 1)}
+
+
+#: (a) The log store compacting in the middle of its log, then all of it,
+#: with appends and a truncation after each.
+COMPACT_SCRIPT: list[Step] = [
+    Persist(Ready(hardState=HardState(1, "s1"), entries=sets(1, 6, 1))),
+    SaveSnapshot(kvSnapshot(4, 1, setsMap(4))),
+    Compact(4),
+    Persist(Ready(entries=sets(7, 7, 1))),
+    SaveSnapshot(kvSnapshot(7, 1, setsMap(7))),
+    Compact(7),
+    Persist(Ready(entries=sets(8, 9, 1))),
+    Persist(Ready(hardState=HardState(2, "s2"), truncateFrom=9, entries=[Entry(9, 2, "noop")])),
+]
+
+#: (b) A follower's Ready path installing snapshots from its leader: one
+#: whose last entry its log holds (the suffix is kept), one that conflicts
+#: with its log (C{truncateFrom}, then everything goes), one beyond its log
+#: (everything goes), with appends after each.
+INSTALL_SCRIPT: list[Step] = [
+    Persist(Ready(hardState=HardState(1, "s2"), entries=sets(1, 5, 1))),
+    Persist(Ready(snapshot=kvSnapshot(3, 1, setsMap(3)))),
+    Persist(Ready(entries=sets(6, 7, 1))),
+    Persist(
+        Ready(
+            hardState=HardState(2, None),
+            truncateFrom=7,
+            snapshot=kvSnapshot(6, 2, {"k6": "from the new leader"}),
+        )
+    ),
+    Persist(Ready(entries=[Entry(7, 2, "set k7 7")])),
+    Persist(Ready(snapshot=kvSnapshot(10, 2, {"k10": "far ahead"}))),
+    Persist(Ready(hardState=HardState(3, "s3"), entries=[Entry(11, 3, "noop")])),
+]
+
+#: (c) A node snapshotting its own state machine: once with every entry of
+#: its log applied (the whole log is compacted), once with an entry after
+#: the snapshot (it is kept).
+CAPTURE_SCRIPT: list[Step] = [
+    Persist(Ready(hardState=HardState(1, "s1"), entries=sets(1, 3, 1)), apply=True),
+    TakeSnapshot(kvSnapshot(3, 1, setsMap(3))),
+    Persist(Ready(entries=[Entry(4, 1, "set k4 4"), Entry(5, 1, "delete k1")]), apply=True),
+    Persist(Ready(entries=[Entry(6, 1, "set k6 6")])),
+    TakeSnapshot(kvSnapshot(5, 1, {"k2": "2", "k3": "3", "k4": "4"})),
+    Persist(Ready(entries=[Entry(7, 1, "set k7 7")])),
+]
+
+SNAPSHOT_SCRIPTS = {
+    "compact": COMPACT_SCRIPT,
+    "install": INSTALL_SCRIPT,
+    "capture": CAPTURE_SCRIPT,
+}
+
+
+class NoCrashError(Exception):
+    """A script ran to its end without the file system crashing."""
+
+
+def runSteps(
+    fileSystem: SimulatedFileSystem, steps: list[Step], initial: Stored = EMPTY
+) -> tuple[Stored, Step | None]:
+    """
+    Start a node's storage on C{fileSystem} (holding C{initial}) and run
+    C{steps} until the file system crashes; return the last acknowledged
+    state and the step in flight (L{None}: the crash came while starting).
+
+    @raise NoCrashError: if it never crashes.
+    """
+    acknowledged, step = initial, None
+    try:
+        manager = openManager(fileSystem)
+        manager.recover()
+        for step in steps:
+            step.run(manager)
+            acknowledged = step.after(acknowledged)
+    except Crash:
+        return acknowledged, step
+    raise NoCrashError()
+
+
+def mayRecover(acknowledged: Stored, step: Step | None, recovered: Stored) -> bool:
+    """Whether a crash during C{step} (L{None}: while starting) may recover as C{recovered}."""
+    return recovered == acknowledged if step is None else step.allows(acknowledged, recovered)
+
+
+class SnapshotCrashTests(SynchronousTestCase):
+    """
+    A power failure before each system call of the snapshot and compaction
+    write paths, and recovery (snapshot, then the log after it) from every
+    state the disk may be left in.
+    """
+
+    def crashPoints(
+        self, steps: list[Step], files: dict[str, bytes] | None = None, initial: Stored = EMPTY
+    ) -> Iterator[tuple[SimulatedFileSystem, Stored, Step | None]]:
+        """
+        Run C{steps} once per system call they make, crashing before that
+        call; yield each crashed file system with the acknowledged state
+        and the step in flight.
+        """
+        for number in itertools.count():
+            fs = SimulatedFileSystem(files)
+            fs.crashAt = number
+            try:
+                yield (fs, *runSteps(fs, steps, initial))
+            except NoCrashError:
+                self.assertEqual(len(fs.calls), number)
+                return
+
+    def checkEveryCrash(
+        self, steps: list[Step], files: dict[str, bytes] | None = None, initial: Stored = EMPTY
+    ) -> set[str]:
+        """
+        For a crash before each call of C{steps}: every power-loss state
+        recovers as L{mayRecover} allows; after a process crash (the page
+        cache intact), recovery is allowed too and durable (a power failure
+        right after it recovers the same); and a crash at any step of that
+        recovery recovers as allowed as well.  Return the names of the
+        calls crashed before.
+        """
+        calls: set[str] = set()
+        for fs, acknowledged, step in self.crashPoints(steps, files, initial):
+            calls.update(fs.calls)
+            where = f"crash after {fs.calls[-3:]} during {step!r}"
+            for state in fs.powerLossStates():
+                recovered = recoverStored(state)
+                self.assertTrue(mayRecover(acknowledged, step, recovered), f"{where}: {recovered}")
+            restarted = fs.processCrash()
+            recovered = recoverStored(restarted)
+            self.assertTrue(mayRecover(acknowledged, step, recovered), f"{where}: {recovered}")
+            for state in restarted.powerLossStates():
+                self.assertEqual(recoverStored(state), recovered, where)
+            for number in itertools.count():
+                attempt = fs.processCrash()
+                attempt.crashAt = number
+                try:
+                    recoverStored(attempt)
+                except Crash:
+                    pass
+                else:
+                    break
+                for state in [attempt.processCrash(), *attempt.powerLossStates()]:
+                    again = recoverStored(state)
+                    self.assertTrue(mayRecover(acknowledged, step, again), f"{where}: {again}")
+        return calls
+
+    def test_compaction(self) -> None:
+        """
+        C{FileLogStore.compact} in the middle of the log and of all of it,
+        with appends and a truncation after each: whatever step a power
+        failure interrupts, the node recovers the snapshot and every
+        acknowledged entry after it, nothing missing and no gap; the
+        temporary C{.compact} file never wins over the log.  Reference:
+        dissertation section 5.1 (recovery = snapshot + log after it).
+        """
+        calls = self.checkEveryCrash(COMPACT_SCRIPT)
+        self.assertTrue({"open", "pwrite", "fdatasync", "replace", "fsyncDirectory"} <= calls)
+
+    def test_followerInstallsSnapshot(self) -> None:
+        """
+        A follower persisting a snapshot from its leader (the log suffix
+        kept; or a conflicting log cut with C{truncateFrom} and discarded;
+        or a log the snapshot is beyond), crashed at every step: it
+        recovers the old snapshot with its old (or cut) log, or the new
+        one with what it keeps, never a mix, and the term before any of it.
+        Reference: dissertation Figure 5.3, InstallSnapshot receiver rules.
+        """
+        calls = self.checkEveryCrash(INSTALL_SCRIPT)
+        self.assertTrue({"ftruncate", "fsync", "replace", "fsyncDirectory"} <= calls)
+
+    def test_takeSnapshot(self) -> None:
+        """
+        A node taking its own snapshot (capture, stage, commit, compact),
+        crashed at every step: it recovers the old snapshot with the whole
+        log after it, or the new one with the log after that; the staged
+        file never wins.  Reference: dissertation section 5.1.
+        """
+        calls = self.checkEveryCrash(CAPTURE_SCRIPT)
+        self.assertIn("replace", calls)
+
+    def test_crashWithOldFiles(self) -> None:
+        """
+        Starting from files a crash left between saving a snapshot and
+        compacting the log (the log still holds what the snapshot covers,
+        its last line torn, and a half-written C{.compact}), every crash
+        still recovers to what was acknowledged.
+        """
+        snapshot = kvSnapshot(2, 1, setsMap(2))
+        files = {
+            LOG: b"1 1 set k1 1\n2 1 set k2 2\n3 1 set k3 3\n4 1 set k4",
+            LOG + ".compact": b"3 1 set k3 3\n",
+            SNAPSHOT: encodeSnapshot(snapshot),
+            STATE: b'{"currentTerm": 1, "votedFor": "s1"}\n',
+        }
+        initial = (HardState(1, "s1"), snapshot, sets(3, 3, 1))
+        steps: list[Step] = [
+            Persist(Ready(entries=[Entry(4, 1, "set k4 four")]), apply=False),
+            SaveSnapshot(kvSnapshot(4, 1, {"k4": "four"})),
+            Compact(4),
+        ]
+        self.checkEveryCrash(steps, files, initial)
+
+    def test_snapshotSaveIsAtomic(self) -> None:
+        """
+        A crash at any step of saving a snapshot leaves the old one or the
+        new one, whole, never a torn or missing one: it is written to a
+        temporary file, fsynced, renamed into place and the directory
+        fsynced.
+        """
+        old, new = kvSnapshot(5, 1, {"a": "1"}), kvSnapshot(9, 2, {"a": "2", "b": "x" * 40})
+        for number in itertools.count():
+            fs = SimulatedFileSystem({SNAPSHOT: encodeSnapshot(old)})
+            fs.crashAt = number
+            store = FileSnapshotStore(SNAPSHOT, fileSystem=fs)  # type: ignore[arg-type]
+            try:
+                store.save(new)
+            except Crash:
+                for state in fs.powerLossStates():
+                    loaded = FileSnapshotStore(SNAPSHOT, fileSystem=state).load()  # type: ignore[arg-type]
+                    self.assertIn(loaded, (old, new))
+                continue
+            self.assertEqual(
+                fs.calls, ["open", "pwrite", "pwrite", "fsync", "replace", "fsyncDirectory"]
+            )
+            break
+
+    def test_snapshotLoadIsDurable(self) -> None:
+        """
+        A snapshot that a killed process renamed into place but did not
+        make durable is made durable by loading it, before the node acts on
+        it (and compacts its log): a power failure right after the load
+        finds the same snapshot.
+        """
+        old, new = kvSnapshot(5, 1, {"a": "1"}), kvSnapshot(9, 2, {"a": "2"})
+        for number in range(6):
+            fs = SimulatedFileSystem({SNAPSHOT: encodeSnapshot(old)})
+            fs.crashAt = number
+            store = FileSnapshotStore(SNAPSHOT, fileSystem=fs)  # type: ignore[arg-type]
+            self.assertRaises(Crash, store.save, new)
+            restarted = fs.processCrash()
+            loaded = FileSnapshotStore(SNAPSHOT, fileSystem=restarted).load()  # type: ignore[arg-type]
+            for state in restarted.powerLossStates():
+                again = FileSnapshotStore(SNAPSHOT, fileSystem=state).load()  # type: ignore[arg-type]
+                self.assertEqual(again, loaded, f"crash after {fs.calls}")
+
+    def test_damagedSnapshotRefused(self) -> None:
+        """
+        A snapshot file that is torn (any prefix of it), zeroed in any
+        sector, or whose data fails its checksum makes the node refuse to
+        start with a message naming the file, and leaves the log alone
+        rather than compact it on the strength of a snapshot it cannot
+        trust.
+        """
+        good = encodeSnapshot(kvSnapshot(2, 1, setsMap(2)))
+        damaged = [good[:cut] for cut in range(len(good))]
+        sector = SimulatedFileSystem.SECTOR
+        damaged += [
+            good[:i] + b"\x00" * sector + good[i + sector :] for i in range(0, len(good), sector)
+        ]
+        damaged += [good[:i] + bytes([good[i] ^ 1]) + good[i + 1 :] for i in range(100, len(good))]
+        logData = b"1 1 set k1 1\n2 1 set k2 2\n3 1 set k3 3\n"
+        for contents in damaged:
+            fs = SimulatedFileSystem({LOG: logData, SNAPSHOT: contents})
+            error = self.assertRaises(StorageError, recoverStored, fs)
+            self.assertIn(SNAPSHOT, str(error))
+            self.assertIn("refusing to start", str(error))
+            self.assertEqual(fs.read(LOG), logData)
+            self.assertEqual(fs.read(SNAPSHOT), contents)
+
+    def test_leftoversNeverWin(self) -> None:
+        """
+        Temporary files a crash left (C{NAME.log.compact}, C{NAME.snapshot.tmp},
+        C{NAME.snapshot.staged}, C{NAME.state.tmp}), even well-formed and
+        newer-looking ones, never take the place of the real files, with or
+        without a real snapshot; the first three are removed for good.
+        """
+        snapshot = kvSnapshot(3, 1, setsMap(3))
+        real = {
+            LOG: b"4 1 set k4 4\n5 1 set k5 5\n",
+            SNAPSHOT: encodeSnapshot(snapshot),
+            STATE: b'{"currentTerm": 1, "votedFor": "s1"}\n',
+        }
+        leftovers = {
+            LOG + ".compact": b"5 1 set k5 5\n6 2 set k6 6\n",
+            SNAPSHOT + ".tmp": encodeSnapshot(kvSnapshot(6, 2, {"k": "tmp"})),
+            SNAPSHOT + ".staged": encodeSnapshot(kvSnapshot(5, 1, {"k": "staged"})),
+            STATE + ".tmp": b'{"currentTerm": 7, "votedFor": "s3"}\n',
+        }
+        withSnapshot = (HardState(1, "s1"), snapshot, sets(4, 5, 1))
+        withoutSnapshot = (HardState(1, "s1"), None, sets(1, 2, 1))
+        cases = [
+            (real, withSnapshot),
+            ({LOG: b"1 1 set k1 1\n2 1 set k2 2\n", STATE: real[STATE]}, withoutSnapshot),
+        ]
+        for files, expected in cases:
+            fs = SimulatedFileSystem({**files, **leftovers})
+            self.assertEqual(recoverStored(fs), expected)
+            for state in fs.powerLossStates():
+                self.assertEqual(sorted(state.names), sorted([*files, STATE + ".tmp"]))
+                self.assertEqual(recoverStored(state), expected)
+
+
+class FailingName:
+    """
+    A L{SimulatedFileSystem.fault} that fails every call named C{name} with
+    C{EIO} while C{failing} is true.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failing = True
+
+    def __call__(self, name: str) -> None:
+        """Fail the chosen call."""
+        if self.failing and name == self.name:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+class SnapshotFailureTests(SynchronousTestCase):
+    """
+    The snapshot and compaction write paths over a disk whose system calls
+    fail: once the disk works again the node recovers a state it may, and
+    what it writes next is durable.
+    """
+
+    def test_everyFailedCallThenRecovery(self) -> None:
+        """
+        Whichever system call of the compaction, install and snapshot
+        scripts fails with C{EIO}, L{LogManager.recoverAfterFailure} fails
+        while the disk does, then returns a state the step in flight may
+        leave, made durable; an entry appended after it survives a power
+        failure with everything before it.
+        """
+        for name, steps in SNAPSHOT_SCRIPTS.items():
+            for number in itertools.count():
+                fs = SimulatedFileSystem()
+                manager = openManager(fs)
+                manager.recover()
+                fault = FailingCall(fs, len(fs.calls) + number)
+                fs.fault = fault
+                acknowledged, step = EMPTY, None
+                try:
+                    for step in steps:
+                        step.run(manager)
+                        acknowledged = step.after(acknowledged)
+                except OSError:
+                    pass
+                else:
+                    break
+                where = f"{name}: {step!r} failed after {fs.calls[-3:]}"
+                self.assertRaises(OSError, manager.recoverAfterFailure)
+                fault.failing = False
+                hardState, entries = manager.recoverAfterFailure()
+                recovered = (hardState, manager.snapshot, entries)
+                self.assertTrue(mayRecover(acknowledged, step, recovered), f"{where}: {recovered}")
+                lastIndex = manager.logStore.lastIndex  # type: ignore[attr-defined]
+                lastTerm = entries[-1].term if entries else 1
+                nextEntry = Entry(lastIndex + 1, max(lastTerm, hardState.currentTerm), "noop")
+                more = Persist(Ready(entries=[nextEntry]))
+                more.run(manager)
+                for state in fs.powerLossStates():
+                    self.assertEqual(recoverStored(state), more.after(recovered), where)
+            self.assertGreater(number, 20)
+
+    def test_loadAfterFailedCompactionIsDurable(self) -> None:
+        """
+        A compaction whose directory fsync fails after the rename leaves
+        the new file's name not durable: loading the log again makes it
+        durable, so an entry appended after the load is not lost with the
+        rename if the power fails.
+        """
+        fs = SimulatedFileSystem()
+        store = FileLogStore(LOG, fileSystem=fs)  # type: ignore[arg-type]
+        store.load()
+        store.append(sets(1, 4, 1))
+        store.sync()
+        fault = FailingName("fsyncDirectory")
+        fs.fault = fault
+        self.assertRaises(OSError, store.compact, 2)
+        fault.failing = False
+        self.assertEqual(store.load(2), sets(3, 4, 1))
+        store.append(sets(5, 5, 1))
+        store.sync()
+        for state in fs.powerLossStates():
+            restarted = FileLogStore(LOG, fileSystem=state)  # type: ignore[arg-type]
+            self.assertEqual(restarted.load(2), sets(3, 5, 1))
 
 
 class Budget:

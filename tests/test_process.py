@@ -28,8 +28,11 @@ from typing import TypeVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from txraft.core import Snapshot
+from txraft.kv import KeyValueStore
 from txraft.localcluster import POLL_INTERVAL, LocalCluster, nodeCommand, nodeEnvironment
 from txraft.protocol import MAX_REQUEST
+from txraft.snapshots import decodeSnapshot, encodeSnapshot
 
 #: The election bound of the issue: a leader within this many seconds of
 #: the start, and a new leader serving writes this soon after a crash.
@@ -625,3 +628,169 @@ class StartupErrorTests(ProcessTestCase):
             "s1", self.cluster.configPath, self.cluster.directory, "already running"
         )
         self.assertEqual(self.cluster.status("s1")["name"], "s1")
+
+
+class SnapshotProcessTests(ProcessTestCase):
+    """
+    Snapshots, InstallSnapshot and log compaction in real node processes
+    run with C{--snapshot-entries 100}.
+    """
+
+    #: What the nodes are given as C{--snapshot-entries}.
+    SNAPSHOT_ENTRIES = 100
+
+    def makeSnapshottingCluster(self) -> LocalCluster:
+        """A three-node cluster that snapshots every L{SNAPSHOT_ENTRIES} entries."""
+        return self.makeCluster(extraArgs=["--snapshot-entries", str(self.SNAPSHOT_ENTRIES)])
+
+    def settled(
+        self, cluster: LocalCluster, names: Sequence[str]
+    ) -> dict[str, dict[str, object]] | None:
+        """
+        The statuses of C{names} if they all hold, commit and apply the same
+        log and none of them has a snapshot left to take (fewer than
+        L{SNAPSHOT_ENTRIES} entries applied since its last one); else
+        L{None}.
+        """
+        statuses = cluster.statuses()
+        chosen = {name: statuses.get(name) for name in names}
+        if any(status is None for status in chosen.values()):
+            return None
+        positions = {(s["lastIndex"], s["commitIndex"], s["lastApplied"]) for s in chosen.values()}
+        if len(positions) != 1:
+            return None
+        for status in chosen.values():
+            if status["lastApplied"] - status["snapshotIndex"] >= self.SNAPSHOT_ENTRIES:
+                return None
+        return chosen  # type: ignore[return-value]
+
+    def storedState(self, cluster: LocalCluster, name: str) -> tuple[int, int, dict[str, str]]:
+        """
+        Read node C{name}'s files while it is stopped: its snapshot's last
+        index, its log's line count, and the key-value map the snapshot and
+        the log after it make; checking that the log starts right after the
+        snapshot, with consecutive indexes.
+        """
+        with open(os.path.join(cluster.directory, f"{name}.snapshot"), "rb") as f:
+            snapshot = decodeSnapshot(f.read(), f"{name}.snapshot")
+        store = KeyValueStore()
+        store.restore(snapshot.data)
+        with open(cluster.nodes[name].logPath, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        for number, line in enumerate(lines):
+            match = LOG_LINE.fullmatch(line)
+            self.assertIsNotNone(match, f"{name}.log:{number + 1}: {line!r}")
+            index, _, command = match.groups()
+            self.assertEqual(int(index), snapshot.index + 1 + number, f"{name}.log: {line!r}")
+            if command != "noop":
+                store.apply(command)
+        return snapshot.index, len(lines), store.data
+
+    @showingNodeOutput
+    def test_laggingFollowerGetsSnapshotAndRestartIsCompact(self) -> None:
+        """
+        A follower down while 1000 keys (about 400 KiB, so more than one
+        chunk) are written catches up, once restarted, from the leader's
+        snapshot: the leader's log no longer holds what it lacks, and it
+        ends with the leader's snapshot point, applied index and state.
+        After a leader change every key reads back; after C{kill -9} of
+        every node each log file holds only the entries after its node's
+        snapshot, fewer than C{--snapshot-entries}, and on restart every
+        acknowledged key is readable.  Reference: dissertation sections 5.1
+        (snapshotting) and 5.3 (InstallSnapshot, Figure 5.3).
+        """
+        cluster = self.makeSnapshottingCluster()
+        cluster.startAll()
+        leader = cluster.waitForLeader(PATIENCE)
+        lagging = self.followerNamingLeader(cluster, leader)
+        other = next(name for name in cluster.names if name not in (leader, lagging))
+        cluster.kill(lagging)
+        with open(cluster.nodes[lagging].logPath, encoding="utf-8") as f:
+            laggingLastIndex = len(f.read().splitlines())
+
+        padding = "x" * 400
+        expected: dict[str, str] = {}
+        with cluster.connect(leader, PATIENCE) as connection:
+            for start in range(0, 1000, 250):
+                lines = [f"set key{i} {i} {padding}" for i in range(start, start + 250)]
+                self.assertEqual(connection.pipeline(lines), ["OK"] * len(lines))
+                expected.update({f"key{i}": f"{i} {padding}" for i in range(start, start + 250)})
+            lines = [f"set key{i} rewritten" for i in range(0, 1000, 7)]
+            lines += [f"delete key{i}" for i in range(3, 1000, 11)]
+            self.assertEqual(connection.pipeline(lines), ["OK"] * len(lines))
+        expected.update({f"key{i}": "rewritten" for i in range(0, 1000, 7)})
+        for i in range(3, 1000, 11):
+            del expected[f"key{i}"]
+
+        running = self.waitFor(lambda: self.settled(cluster, [leader, other]), "snapshots")
+        leaderStatus = running[leader]
+        print(f"{leader} before {lagging} restarts: {leaderStatus}")
+        self.assertGreater(leaderStatus["snapshotIndex"], laggingLastIndex)
+        cluster.start(lagging)
+        everyone = self.waitFor(lambda: self.settled(cluster, cluster.names), "catching up")
+        caughtUp = everyone[lagging]
+        self.assertEqual(caughtUp["lastApplied"], leaderStatus["lastApplied"])
+        self.assertEqual(caughtUp["snapshotIndex"], leaderStatus["snapshotIndex"])
+        cluster.stop(lagging)
+        snapshotIndex, _, state = self.storedState(cluster, lagging)
+        self.assertEqual(snapshotIndex, leaderStatus["snapshotIndex"])
+        self.assertEqual(state, expected)
+        cluster.start(lagging)
+
+        cluster.kill(leader)
+        newLeader = cluster.waitForLeader(PATIENCE)
+        client = cluster.client()
+        self.addCleanup(client.close)
+        response = client.request("show", deadline=time.monotonic() + PATIENCE)
+        self.assertEqual(json.loads(response.removeprefix("OK ")), expected)
+        cluster.start(leader)
+        self.waitFor(
+            lambda: self.settled(cluster, cluster.names), f"{leader} to follow {newLeader}"
+        )
+
+        cluster.killAll()
+        for name in cluster.names:
+            snapshotIndex, lines, state = self.storedState(cluster, name)
+            self.assertGreater(snapshotIndex, 0)
+            self.assertLess(lines, self.SNAPSHOT_ENTRIES, f"{name}.log holds {lines} entries")
+            self.assertEqual(state, expected, name)
+        cluster.startAll()
+        cluster.waitForLeader(PATIENCE)
+        client.close()
+        response = client.request("show", deadline=time.monotonic() + PATIENCE)
+        self.assertEqual(json.loads(response.removeprefix("OK ")), expected)
+        with cluster.connect(cluster.waitForLeader(PATIENCE), PATIENCE) as connection:
+            keys = sorted(expected)
+            self.assertEqual(
+                connection.pipeline([f"get {key}" for key in keys]),
+                [f"OK {expected[key]}" for key in keys],
+            )
+        self.assertAllRunning(cluster)
+
+    def test_damagedSnapshotRefusesToStart(self) -> None:
+        """
+        A node whose snapshot file is torn or fails its checksum exits
+        non-zero at once with one line naming the file, and no traceback:
+        it does not start from a state it cannot trust.
+        """
+        cluster = self.makeCluster(("s1", "s2"))
+        path = os.path.join(cluster.directory, "s1.snapshot")
+        good = encodeSnapshot(Snapshot(5, 1, b'{"a":"1"}'))
+        damaged = {
+            "checksum does not match": good.replace(b'"1"', b'"2"'),
+            "truncated or malformed": good[:-3],
+        }
+        for problem, contents in damaged.items():
+            with open(path, "wb") as f:
+                f.write(contents)
+            cluster.start("s1")
+            status = cluster.waitForExit("s1", PATIENCE)
+            output = cluster.nodes["s1"].output().split("--- localcluster: starting")[-1]
+            self.assertNotEqual(status, 0, output)
+            self.assertEqual(
+                len([line for line in output.splitlines() if f"{path}: snapshot" in line]),
+                1,
+                output,
+            )
+            self.assertIn(problem, output)
+            self.assertNotIn("Traceback", output)

@@ -25,7 +25,13 @@ import os
 from zope.interface import Interface, implementer
 
 from txraft.core import Snapshot
-from txraft.storage import StorageError, fsyncDirectory
+from txraft.storage import (
+    OSFileSystem,
+    StorageError,
+    readWholeFile,
+    removeLeftover,
+    writeWholeFile,
+)
 
 MAGIC = b"txraft-snapshot"
 VERSION = 1
@@ -55,12 +61,17 @@ class ISnapshotStore(Interface):
         """Durably make a staged snapshot the saved one."""
 
 
-def encodeSnapshot(snapshot: Snapshot) -> bytes:
-    """The file contents for C{snapshot}: header line, then data."""
+def encodeHeader(snapshot: Snapshot) -> bytes:
+    """The header line of C{snapshot}'s file, newline included."""
     digest = hashlib.sha256(snapshot.data).hexdigest()
     header = f"{MAGIC.decode()} {VERSION} {snapshot.index} {snapshot.term} "
     header += f"{len(snapshot.data)} {digest}\n"
-    return header.encode("ascii") + snapshot.data
+    return header.encode("ascii")
+
+
+def encodeSnapshot(snapshot: Snapshot) -> bytes:
+    """The file contents for C{snapshot}: header line, then data."""
+    return encodeHeader(snapshot) + snapshot.data
 
 
 def decodeSnapshot(contents: bytes, source: str) -> Snapshot:
@@ -79,7 +90,9 @@ def decodeSnapshot(contents: bytes, source: str) -> Snapshot:
     except ValueError:
         raise StorageError(f"{source}: malformed snapshot header; refusing to start") from None
     if version != VERSION:
-        raise StorageError(f"{source}: snapshot version {version} is not {VERSION}")
+        raise StorageError(
+            f"{source}: snapshot version {version} is not {VERSION}; refusing to start"
+        )
     if index < 1 or term < 1 or length != len(data):
         raise StorageError(f"{source}: snapshot is truncated or malformed; refusing to start")
     if hashlib.sha256(data).hexdigest().encode("ascii") != fields[5]:
@@ -89,24 +102,34 @@ def decodeSnapshot(contents: bytes, source: str) -> Snapshot:
 
 @implementer(ISnapshotStore)
 class FileSnapshotStore:
-    """One snapshot file, replaced atomically."""
+    """
+    One snapshot file, replaced atomically.  Every system call goes through
+    an L{OSFileSystem}, as the log's and the term's do, so that tests can
+    crash it between any two.
+    """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, fileSystem: OSFileSystem | None = None) -> None:
         self.path = path
         self.temporary = path + ".tmp"
         self.staging = path + ".staged"
+        self._fs = fileSystem if fileSystem is not None else OSFileSystem()
+        self._directory = os.path.dirname(os.path.abspath(path))
 
     def load(self) -> Snapshot | None:
-        """Read and check the snapshot file; leftover temporary files are removed."""
-        for leftover in (self.temporary, self.staging):
-            if os.path.exists(leftover):
-                os.remove(leftover)
-        try:
-            with open(self.path, "rb") as f:
-                contents = f.read()
-        except FileNotFoundError:
-            return None
-        return decodeSnapshot(contents, self.path)
+        """
+        Read and check the snapshot file, then make its name durable: the
+        process that renamed it into place may have died before fsyncing
+        the directory, and the node is about to act on it (compacting the
+        log it covers).  Leftover temporary files are removed: they are a
+        snapshot that was never put in place, never the current one.
+        """
+        fs = self._fs
+        removed = [removeLeftover(fs, path) for path in (self.temporary, self.staging)]
+        contents = readWholeFile(fs, self.path)
+        snapshot = None if contents is None else decodeSnapshot(contents, self.path)
+        if snapshot is not None or any(removed):
+            fs.fsyncDirectory(self._directory)
+        return snapshot
 
     def save(self, snapshot: Snapshot) -> None:
         """Write a temporary file, fsync it, rename it into place, fsync the directory."""
@@ -119,15 +142,11 @@ class FileSnapshotStore:
     def commit(self, staged: object) -> None:
         """Rename the staged file over the snapshot and fsync the directory."""
         assert isinstance(staged, str)
-        os.replace(staged, self.path)
-        fsyncDirectory(os.path.dirname(os.path.abspath(self.path)))
+        self._fs.replace(staged, self.path)
+        self._fs.fsyncDirectory(self._directory)
 
-    @staticmethod
-    def _write(snapshot: Snapshot, path: str) -> str:
-        with open(path, "wb") as f:
-            f.write(encodeSnapshot(snapshot))
-            f.flush()
-            os.fsync(f.fileno())
+    def _write(self, snapshot: Snapshot, path: str) -> str:
+        writeWholeFile(self._fs, path, [encodeHeader(snapshot), snapshot.data])
         return path
 
 

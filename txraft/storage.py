@@ -176,6 +176,10 @@ class OSFileSystem:
         """C{os.replace}: rename atomically."""
         os.replace(source, destination)
 
+    def remove(self, path: str) -> None:
+        """C{os.remove}; raises L{FileNotFoundError} if there is no such file."""
+        os.remove(path)
+
     def fsyncDirectory(self, path: str) -> None:
         """Make the creation, removal or renaming of files in C{path} durable."""
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -207,6 +211,19 @@ def lockDataDirectory(directory: str, name: str) -> int:
     return fd
 
 
+def removeLeftover(fileSystem: OSFileSystem, path: str) -> bool:
+    """
+    Remove C{path}, a temporary file a crash may have left, if it is there,
+    and say whether it was.  Not durable by itself: the caller fsyncs the
+    directory (a leftover that comes back is removed again next time).
+    """
+    try:
+        fileSystem.remove(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _readAll(fileSystem: OSFileSystem, fd: int, offset: int = 0) -> bytes:
     size = fileSystem.size(fd)
     chunks = []
@@ -225,6 +242,34 @@ def _writeAll(fileSystem: OSFileSystem, fd: int, data: bytes, offset: int) -> No
         written = fileSystem.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
+
+
+def readWholeFile(fileSystem: OSFileSystem, path: str) -> bytes | None:
+    """The contents of C{path}, or L{None} if there is no such file."""
+    try:
+        fd = fileSystem.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        return _readAll(fileSystem, fd)
+    finally:
+        fileSystem.close(fd)
+
+
+def writeWholeFile(fileSystem: OSFileSystem, path: str, parts: list[bytes]) -> None:
+    """
+    Create or empty C{path}, write C{parts} one after the other and fsync
+    it; its name is not durable until its directory is fsynced.
+    """
+    fd = fileSystem.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        offset = 0
+        for part in parts:
+            _writeAll(fileSystem, fd, part, offset)
+            offset += len(part)
+        fileSystem.fsync(fd)
+    finally:
+        fileSystem.close(fd)
 
 
 def formatEntry(entry: Entry) -> bytes:
@@ -335,8 +380,7 @@ class FileLogStore:
             # Even if an earlier process created the file, it may have died
             # before making the name durable.  A compaction it left
             # unfinished is dropped: the old file is still in place.
-            if os.path.exists(self._compacting):
-                os.remove(self._compacting)
+            removeLeftover(self._fs, self._compacting)
             self._fs.fsyncDirectory(self._directory)
         except BaseException:
             self._fs.close(self._fd)
@@ -348,6 +392,7 @@ class FileLogStore:
         self._synced = 0  # bytes known durable: only what lies after may be torn
         self._loaded = False
         self._failed = False
+        self._renameUnsynced = False  # a compaction's rename, not yet made durable
 
     def load(self, after: int = 0) -> list[Entry]:
         """
@@ -356,7 +401,9 @@ class FileLogStore:
         write it also writes the unsynced part again, since an fsync that
         failed may have left pages the kernel no longer means to write.
         Entries up to C{after}, which a snapshot covers (a crash came
-        between saving it and compacting), are compacted away.
+        between saving it and compacting), are compacted away.  After a
+        compaction that renamed its file into place but failed to fsync the
+        directory, it fsyncs the directory.
 
         @raise StorageError: if the log starts after C{after + 1}.
         """
@@ -379,6 +426,12 @@ class FileLogStore:
             if scanned.end != len(data) or self._failed:
                 fs.ftruncate(self._fd, scanned.end)
             fs.fdatasync(self._fd)
+            if self._renameUnsynced:
+                # A compaction renamed its file over the log, then failed to
+                # fsync the directory: nothing may be appended to a file
+                # whose name a power failure could still take back.
+                fs.fsyncDirectory(self._directory)
+                self._renameUnsynced = False
         entries = scanned.entries
         if entries and entries[0].index > after + 1:
             raise StorageError(
@@ -468,9 +521,11 @@ class FileLogStore:
             except BaseException:
                 fs.close(fd)
                 raise
+            self._renameUnsynced = True
             old, self._fd = self._fd, fd
             fs.close(old)
             fs.fsyncDirectory(self._directory)
+            self._renameUnsynced = False
         self._offsets = [offset - start for offset in self._offsets[keep:]]
         self._terms = self._terms[keep:]
         self._first = index + 1
