@@ -65,6 +65,7 @@ class FileSnapshotStoreTests(SynchronousTestCase):
         """
         A snapshot whose header, length or checksum do not hold is refused
         with a message naming the file: it was damaged after it was written.
+        The checksum covers the header's index and term too.
         """
         good = encodeSnapshot(SNAPSHOT)
         damaged = [
@@ -74,6 +75,8 @@ class FileSnapshotStoreTests(SynchronousTestCase):
             b"not a snapshot\n{}",
             good.replace(b"txraft-snapshot 1", b"txraft-snapshot 9"),
             good.replace(b" 42 ", b" x "),
+            good.replace(b" 42 7 ", b" 43 7 "),
+            good.replace(b" 42 7 ", b" 42 6 "),
             good.split(b"\n")[0],
         ]
         for contents in damaged:

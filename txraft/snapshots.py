@@ -8,7 +8,9 @@ state machine's bytes::
     {"a": "1", "b": "hello world"}
 
 INDEX and TERM are those of the last log entry the snapshot covers; LENGTH
-and SHA256 describe the bytes after the header's newline.  For the
+is the number of bytes after the header's newline, and SHA256 the hex
+digest of C{"INDEX TERM LENGTH\\n"} followed by those bytes, so damage to
+the header's numbers is caught as well as damage to the data.  For the
 key-value store those bytes are one JSON object, so a snapshot stays
 readable with C{tail -n +2}.  A snapshot is written to a temporary file,
 fsynced, renamed over the old one and the directory fsynced, so a crash
@@ -61,9 +63,16 @@ class ISnapshotStore(Interface):
         """Durably make a staged snapshot the saved one."""
 
 
+def checksum(index: int, term: int, data: bytes) -> str:
+    """The SHA256 a snapshot's header carries: of its numbers and its data."""
+    digest = hashlib.sha256(f"{index} {term} {len(data)}\n".encode("ascii"))
+    digest.update(data)
+    return digest.hexdigest()
+
+
 def encodeHeader(snapshot: Snapshot) -> bytes:
     """The header line of C{snapshot}'s file, newline included."""
-    digest = hashlib.sha256(snapshot.data).hexdigest()
+    digest = checksum(snapshot.index, snapshot.term, snapshot.data)
     header = f"{MAGIC.decode()} {VERSION} {snapshot.index} {snapshot.term} "
     header += f"{len(snapshot.data)} {digest}\n"
     return header.encode("ascii")
@@ -95,7 +104,7 @@ def decodeSnapshot(contents: bytes, source: str) -> Snapshot:
         )
     if index < 1 or term < 1 or length != len(data):
         raise StorageError(f"{source}: snapshot is truncated or malformed; refusing to start")
-    if hashlib.sha256(data).hexdigest().encode("ascii") != fields[5]:
+    if checksum(index, term, data).encode("ascii") != fields[5]:
         raise StorageError(f"{source}: snapshot checksum does not match; refusing to start")
     return Snapshot(index, term, data)
 
