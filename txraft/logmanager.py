@@ -103,8 +103,12 @@ class LogManager(Service):
         if ready.truncateFrom is not None:
             self.logStore.truncateFrom(ready.truncateFrom)
         if ready.snapshot is not None:
-            # Saved before the log loses what it covers: a crash in between
-            # leaves both, and recovery compacts again.
+            # The conflicting suffix must be gone for good before a snapshot
+            # that does not chain to it is saved; and the snapshot is saved
+            # before the log loses what it covers: a crash in between leaves
+            # both, and recovery compacts again.
+            if ready.truncateFrom is not None:
+                self.logStore.sync()
             self.snapshotStore.save(ready.snapshot)
             self.logStore.compact(ready.snapshot.index)
             self.snapshot = ready.snapshot
