@@ -416,6 +416,7 @@ class SimNode:
             hardState=hardState,
             snapshot=self.logManager.snapshot,
             entries=entries,
+            commitIndex=self.logManager.lastApplied,
             electionTicks=options.electionTicks,
             heartbeatTicks=options.heartbeatTicks,
             rng=random.Random(sim.rng.getrandbits(64)),

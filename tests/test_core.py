@@ -1394,6 +1394,25 @@ class SnapshotTests(SynchronousTestCase):
         self.assertEqual(ready.reply, InstallSnapshotResponse(4))
         self.assertIsNone(ready.snapshot)
 
+    def test_appliedEntriesCountAsCommitted(self) -> None:
+        """
+        A core rebuilt while the state machine has applied more than its
+        snapshot covers (after a disk failure) starts with those entries
+        committed: it does not hand them out again, and a snapshot from the
+        leader that ends before them changes nothing.
+        """
+        entries = makeEntries([1, 1, 1, 1, 1])
+        core = RaftCore(
+            "a", THREE, hardState=HardState(1), entries=entries, commitIndex=4, preVote=False
+        )
+        self.assertEqual(core.commitIndex, 4)
+        ready = core.step("b", AppendEntries(1, 5, 1, (), 5))
+        self.assertEqual(ready.committed, entries[4:])
+        ready = core.step("b", InstallSnapshot(1, 3, 1, 0, b"[]", done=True))
+        self.assertIsNone(ready.snapshot)
+        self.assertEqual(ready.reply.matchIndex, 5)
+        self.assertRaises(ValueError, RaftCore, "a", THREE, entries=entries, commitIndex=6)
+
     def test_restartFromSnapshot(self) -> None:
         """
         A node restarted from a snapshot and the log after it starts with

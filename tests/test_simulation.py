@@ -625,3 +625,14 @@ class RegressionTests(SynchronousTestCase):
         before that is synced.  It restarts, and the run passes.
         """
         Simulation(296, nodes=3).run()
+
+    def test_seed2614(self) -> None:
+        """
+        Seed 2614 of the five-node batch (found with C{TXRAFT_SEEDS=3000}):
+        n4's disk failed; it rejoined with a snapshot up to 84, a log up to
+        89 and 87 entries applied, but its rebuilt core counted only 84 as
+        committed, so it took an older snapshot (up to 86) from its leader
+        and its state machine went back.  A rebuilt core now counts what
+        was applied as committed.
+        """
+        Simulation(2614, nodes=5).run()

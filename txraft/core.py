@@ -165,6 +165,7 @@ class RaftCore:
         hardState: HardState = HardState(),
         snapshot: Snapshot | None = None,
         entries: Sequence[Entry] = (),
+        commitIndex: int = 0,
         electionTicks: tuple[int, int] = (40, 80),
         heartbeatTicks: int = 10,
         rng: random.Random | None = None,
@@ -178,6 +179,10 @@ class RaftCore:
         @param snapshot: the recovered snapshot, if any; the state machine
             must already hold its state.
         @param entries: the recovered log after the snapshot.
+        @param commitIndex: how far the log is known to be committed
+            beyond the snapshot: what the state machine has applied
+            already, when a running node rebuilds its core.  Those entries
+            are not handed out again.
         @param electionTicks: the election timeout is drawn uniformly from
             C{[low, high)} ticks each time it is reset (section 5.2).
         @param heartbeatTicks: how often a leader sends AppendEntries to an
@@ -203,8 +208,11 @@ class RaftCore:
         self.snapshot = snapshot
         base = (snapshot.index, snapshot.term) if snapshot else (0, 0)
         self.log = RaftLog(entries, *base)
-        # What a snapshot covers is committed, and applied already.
-        self.commitIndex = base[0]
+        # What a snapshot covers, and what was applied, is committed.
+        commitIndex = max(base[0], commitIndex)
+        if commitIndex > self.log.lastIndex:
+            raise ValueError(f"committed up to {commitIndex} beyond the log's end")
+        self.commitIndex = commitIndex
         self.role = FOLLOWER
         self.leaderId: str | None = None
         self.electionTicks = electionTicks
@@ -218,7 +226,7 @@ class RaftCore:
         self._electionTimeout = 0
         self._votes: dict[str, bool] = {}
         self._progress: dict[str, Progress] = {}
-        self._handedOut = base[0]  # entries up to here were returned in Ready.committed
+        self._handedOut = commitIndex  # entries up to here were returned in Ready.committed
         self._incoming: _IncomingSnapshot | None = None
         self._persisted = hardState
         self._ready = Ready()

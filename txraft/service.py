@@ -121,6 +121,10 @@ class RaftService(MultiService):
             hardState=hardState,
             snapshot=self.logManager.snapshot,
             entries=entries,
+            # After a disk failure the state machine is kept: what it has
+            # applied is committed, and must neither apply again nor be
+            # replaced by an older snapshot from the leader.
+            commitIndex=self.logManager.lastApplied,
             **self._coreOptions,  # type: ignore[arg-type]
         )
 
