@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
 import sys
 import threading
 import time
@@ -32,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.python import usage  # noqa: E402
 
-from txraft.localcluster import LineConnection, LocalCluster, readLine  # noqa: E402
+from txraft.localcluster import LineConnection, LocalCluster, readLine, stopOnSignals  # noqa: E402
 
 
 class Options(usage.Options):
@@ -234,11 +233,6 @@ def formatTable(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    """Turn SIGTERM into SystemExit so the cluster is stopped on the way out."""
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print its table; return the exit status."""
     options = Options()
@@ -247,8 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except usage.UsageError as e:
         print(f"bench: {e}\n{options}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
+    stopOnSignals()
     value = ("v" * options["value-size"])[: options["value-size"]]
     cluster = LocalCluster(
         [f"s{i}" for i in range(1, options["nodes"] + 1)], extraArgs=options.nodeArguments()

@@ -30,7 +30,6 @@ import importlib.util
 import json
 import os
 import platform
-import signal
 import sys
 import threading
 import time
@@ -40,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.python import usage  # noqa: E402
 
-from txraft.localcluster import LineConnection, LocalCluster  # noqa: E402
+from txraft.localcluster import LineConnection, LocalCluster, stopOnSignals  # noqa: E402
 
 
 def _throughputBench():  # type: ignore[no-untyped-def]
@@ -385,11 +384,6 @@ def flatness(checkpoints: Sequence[Sample], factor: float) -> list[str]:
     return problems
 
 
-def _terminate(signum: int, frame: object) -> None:
-    """Turn SIGTERM into SystemExit so the cluster is stopped on the way out."""
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print its table; return the exit status."""
     options = Options()
@@ -398,8 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except usage.UsageError as e:
         print(f"compaction: {e}\n{options}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
+    stopOnSignals()
     workload = Workload(options["keys"], options["value-size"])
     cluster = LocalCluster(["s1", "s2", "s3"], extraArgs=options.nodeArguments())
     writer = Writer(cluster, workload, options)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from twisted.python import usage  # noqa: E402
 
 from txraft.chaos import ChaosReport, raftLogExcerpt, runChaos  # noqa: E402
 from txraft.linearizability import DEFAULT_BUDGET  # noqa: E402
-from txraft.localcluster import LocalCluster  # noqa: E402
+from txraft.localcluster import LocalCluster, stopOnSignals  # noqa: E402
 
 
 class Options(usage.Options):
@@ -76,11 +75,6 @@ class Options(usage.Options):
             self["seed"] = random.SystemRandom().randrange(2**32)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    """Turn SIGTERM into SystemExit so the cluster is stopped on the way out."""
-    raise SystemExit(128 + signum)
-
-
 def writeHistory(path: str, report: ChaosReport) -> None:
     """Write the history, one operation a line, times relative to the start."""
     with open(path, "w", encoding="utf-8") as f:
@@ -106,8 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except usage.UsageError as e:
         print(f"soak: {e}\n{options}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
+    stopOnSignals()
     cluster = LocalCluster([f"s{i}" for i in range(1, options["nodes"] + 1)])
     keep = options["keep"]
     started = time.monotonic()

@@ -54,6 +54,19 @@ class ClusterError(Exception):
     """A cluster operation failed or a condition was not met in time."""
 
 
+def stopOnSignals() -> None:
+    """
+    Make SIGINT raise C{KeyboardInterrupt} and SIGTERM C{SystemExit}, so a
+    script's C{with LocalCluster(...)} block stops its nodes on the way out.
+    """
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, terminate)
+
+
 def freePorts(count: int, host: str = HOST) -> list[int]:
     """
     Return C{count} distinct TCP ports on C{host} that are free now.
