@@ -247,8 +247,7 @@ class MakeServiceTests(SynchronousTestCase):
         Build the service and release its files and lock when the test ends.
         """
         service = tap.makeService(options)
-        self.addCleanup(os.close, service.dataDirectoryLock)
-        self.addCleanup(service.logManager.logStore.close)
+        self.addCleanup(service.logManager.stopService)
         return service
 
     def test_buildsRaftService(self) -> None:
@@ -316,6 +315,16 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIn(os.path.join(self.dataDir, "s1.lock"), str(error.code))
         self.assertIn("already running", str(error.code))
 
+    def test_lockReleasedOnStop(self) -> None:
+        """
+        Stopping a node releases its data dir's lock: the same node can start
+        again in the same process, as it cannot while the first one runs.
+        """
+        first = tap.makeService(self.options())
+        self.assertRaises(SystemExit, tap.makeService, self.options())
+        first.logManager.stopService()
+        self.makeService(self.options())
+
     def test_otherNodesShareDataDir(self) -> None:
         """
         Different nodes may share a data dir.
@@ -349,8 +358,7 @@ class MakeServiceTests(SynchronousTestCase):
             options = self.options()
             options.parent = {"pidfile": pidfile}
             service = tap.makeService(options)
-            os.close(service.dataDirectoryLock)
-            service.logManager.logStore.close()
+            service.logManager.stopService()
             self.assertEqual(options.parent["pidfile"], pidfile)
 
 

@@ -8,6 +8,7 @@ committed commands in index order, exactly once.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from twisted.application.service import Service
@@ -39,7 +40,13 @@ class LogManager(Service):
         stateStore: IStateStore,
         stateMachine: KeyValueStore,
         snapshotStore: ISnapshotStore | None = None,
+        dataDirectoryLock: int | None = None,
     ) -> None:
+        """
+        @param dataDirectoryLock: the descriptor of the lock that keeps other
+            processes off these files (see L{lockDataDirectory}); it is
+            released when the service stops.
+        """
         self.logStore = logStore
         self.stateStore = stateStore
         self.stateMachine = stateMachine
@@ -47,6 +54,7 @@ class LogManager(Service):
         self.snapshot: Snapshot | None = None
         self.lastApplied = 0
         self.lastAppliedTerm = 0
+        self.dataDirectoryLock = dataDirectoryLock
 
     def recover(self) -> tuple[HardState, list[Entry]]:
         """
@@ -174,6 +182,9 @@ class LogManager(Service):
         self.logStore.compact(snapshot.index)
 
     def stopService(self) -> None:
-        """Close the log file."""
+        """Close the log file and release the data directory's lock."""
         super().stopService()
         self.logStore.close()
+        if self.dataDirectoryLock is not None:
+            os.close(self.dataDirectoryLock)
+            self.dataDirectoryLock = None

@@ -153,6 +153,7 @@ def makeService(options: Options) -> IService:
             FileStateStore(os.path.join(directory, f"{name}.state")),
             KeyValueStore(),
             FileSnapshotStore(os.path.join(directory, f"{name}.snapshot")),
+            dataDirectoryLock=lock,
         )
         low, high = options["election-timeout"]
         service = RaftService(
@@ -169,7 +170,6 @@ def makeService(options: Options) -> IService:
         )
     except (StorageError, OSError) as e:
         raise StartupError(str(e)) from None
-    service.dataDirectoryLock = lock
     return service
 
 
