@@ -15,10 +15,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.trial.unittest import SynchronousTestCase
 
 from txraft.config import ClusterConfig, parseConfig
-from txraft.core import HardState
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
-from txraft.messages import Entry
+from txraft.messages import Entry, HardState
 from txraft.service import RaftService
 from txraft.storage import MemoryLogStore, MemoryStateStore
 

@@ -36,12 +36,14 @@ from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
-from txraft.core import LEADER, HardState, RaftCore, Ready, Snapshot
+from txraft.core import LEADER, RaftCore, Ready
 from txraft.messages import (
     REQUESTS,
     AppendEntries,
     Entry,
+    HardState,
     Message,
+    Snapshot,
     formatMessage,
     parseMessage,
     splitSender,

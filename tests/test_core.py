@@ -33,20 +33,20 @@ from txraft.core import (
     LEADER,
     NOOP,
     PRECANDIDATE,
-    HardState,
     NotLeaderError,
     RaftCore,
     Ready,
-    Snapshot,
 )
 from txraft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Entry,
+    HardState,
     InstallSnapshot,
     InstallSnapshotResponse,
     RequestVote,
     RequestVoteResponse,
+    Snapshot,
 )
 
 THREE = ("a", "b", "c")

@@ -38,17 +38,21 @@ from tests.helpers import (
     makeConfig,
     temporaryDirectory,
 )
-from txraft.core import FOLLOWER, LEADER, HardState, Ready, Snapshot
+from txraft.answers import DISK_FAILED
+from txraft.core import FOLLOWER, LEADER, Ready
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Entry,
+    HardState,
     RequestVote,
     RequestVoteResponse,
+    Snapshot,
 )
-from txraft.service import DISK_FAILED, DISK_RETRY_SECONDS, RaftService
+from txraft.node import DISK_RETRY_SECONDS
+from txraft.service import RaftService
 from txraft.snapshots import FileSnapshotStore, encodeSnapshot
 from txraft.storage import (
     FileLogStore,
@@ -1396,7 +1400,7 @@ class DiskFailureServiceTests(SynchronousTestCase):
         committed entries.
         """
         log = tuple(Entry(i, 1, "noop" if i == 1 else f"set k{i} {i}") for i in range(1, 4))
-        reply = self.service.peerRequest("s2", AppendEntries(1, 0, 0, log[:entries], entries))
+        reply = self.service.node.peerRequest("s2", AppendEntries(1, 0, 0, log[:entries], entries))
         self.assertEqual(reply, AppendEntriesResponse(1, True, matchIndex=entries))
 
     def fail(self) -> None:
@@ -1415,12 +1419,12 @@ class DiskFailureServiceTests(SynchronousTestCase):
         """
         self.follow()
         self.fail()
-        reply = self.service.peerRequest(
+        reply = self.service.node.peerRequest(
             "s2", AppendEntries(1, 2, 1, (Entry(3, 1, "set k3 3"),), 2)
         )
         self.assertIsNone(reply)
         self.assertFalse(self.reactor.hasStopped)
-        status = self.service.status()
+        status = self.service.node.status()
         self.assertEqual(status["role"], FOLLOWER)
         self.assertIn("No space left on device", status["diskError"])
         self.assertTrue(
@@ -1435,14 +1439,14 @@ class DiskFailureServiceTests(SynchronousTestCase):
         """
         self.follow()
         self.fail()
-        self.service.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
+        self.service.node.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
         self.sent.clear()
-        self.assertIsNone(self.service.peerRequest("s3", RequestVote(5, 9, 4)))
-        self.assertIsNone(self.service.peerRequest("s2", AppendEntries(1, 2, 1, (), 2)))
+        self.assertIsNone(self.service.node.peerRequest("s3", RequestVote(5, 9, 4)))
+        self.assertIsNone(self.service.node.peerRequest("s2", AppendEntries(1, 2, 1, (), 2)))
         for _ in range(200):
             self.reactor.advance(TICK_SECONDS)
         self.assertEqual(self.sent, [])
-        self.assertEqual(self.service.core.currentTerm, 1)
+        self.assertEqual(self.service.node.core.currentTerm, 1)
 
     def test_clientsAnswered(self) -> None:
         """
@@ -1452,11 +1456,13 @@ class DiskFailureServiceTests(SynchronousTestCase):
         """
         self.follow()
         self.fail()
-        self.service.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
-        self.assertTrue(self.service.clientRequest(None, "status").startswith("OK {"))
-        self.assertEqual(self.service.clientRequest(None, "get a"), "REDIRECT s2 127.0.0.1 10001")
+        self.service.node.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
+        self.assertTrue(self.service.node.clientRequest(None, "status").startswith("OK {"))
         self.assertEqual(
-            self.service.clientRequest(None, "bogus"), "ERROR unknown command 'bogus'"
+            self.service.node.clientRequest(None, "get a"), "REDIRECT s2 127.0.0.1 10001"
+        )
+        self.assertEqual(
+            self.service.node.clientRequest(None, "bogus"), "ERROR unknown command 'bogus'"
         )
 
     def test_leaderDiskFails(self) -> None:
@@ -1470,14 +1476,14 @@ class DiskFailureServiceTests(SynchronousTestCase):
         )
         service.startService()
         self.addCleanup(service.stopService)
-        advanceUntil(self.reactor, lambda: service.core.role == LEADER)
+        advanceUntil(self.reactor, lambda: service.node.core.role == LEADER)
         self.reactor.advance(0)
         self.logStore.failWrites = True
-        waiting = service.clientRequest(None, "set a 1")
+        waiting = service.node.clientRequest(None, "set a 1")
         self.reactor.advance(0)
         self.assertEqual(self.successResultOf(waiting), DISK_FAILED)
-        self.assertEqual(service.clientRequest(None, "get a"), DISK_FAILED)
-        status = service.status()
+        self.assertEqual(service.node.clientRequest(None, "get a"), DISK_FAILED)
+        status = service.node.status()
         self.assertEqual((status["role"], status["leader"]), (FOLLOWER, None))
 
     def test_rejoinFromDisk(self) -> None:
@@ -1491,16 +1497,16 @@ class DiskFailureServiceTests(SynchronousTestCase):
         self.follow(entries=2)
         self.assertEqual(self.service.logManager.stateMachine.data, {"k2": "2"})
         self.fail()
-        self.service.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "set k3 3"),), 2))
-        self.assertEqual(self.service.core.log.lastIndex, 3)
+        self.service.node.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "set k3 3"),), 2))
+        self.assertEqual(self.service.node.core.log.lastIndex, 3)
         self.reactor.advance(DISK_RETRY_SECONDS)
-        self.assertIn("diskError", self.service.status())
+        self.assertIn("diskError", self.service.node.status())
         self.heal()
         self.reactor.advance(DISK_RETRY_SECONDS)
-        self.assertNotIn("diskError", self.service.status())
-        core = self.service.core
+        self.assertNotIn("diskError", self.service.node.status())
+        core = self.service.node.core
         self.assertEqual((core.role, core.currentTerm, core.log.lastIndex), (FOLLOWER, 1, 2))
-        reply = self.service.peerRequest(
+        reply = self.service.node.peerRequest(
             "s2", AppendEntries(1, 2, 1, (Entry(3, 1, "set k3 3"),), 3)
         )
         self.assertEqual(reply, AppendEntriesResponse(1, True, matchIndex=3))
@@ -1515,14 +1521,16 @@ class DiskFailureServiceTests(SynchronousTestCase):
         the new term once (Reference: section 5.2).
         """
         self.stateStore.failWrites = True
-        self.assertIsNone(self.service.peerRequest("s2", RequestVote(4, 0, 0)))
+        self.assertIsNone(self.service.node.peerRequest("s2", RequestVote(4, 0, 0)))
         self.stateStore.failWrites = False
         self.reactor.advance(DISK_RETRY_SECONDS)
-        self.assertEqual((self.service.core.currentTerm, self.service.core.votedFor), (0, None))
-        reply = self.service.peerRequest("s3", RequestVote(4, 0, 0))
+        self.assertEqual(
+            (self.service.node.core.currentTerm, self.service.node.core.votedFor), (0, None)
+        )
+        reply = self.service.node.peerRequest("s3", RequestVote(4, 0, 0))
         self.assertEqual(reply, RequestVoteResponse(4, True))
         self.assertEqual(self.stateStore.load(), HardState(4, "s3"))
-        reply = self.service.peerRequest("s2", RequestVote(4, 0, 0))
+        reply = self.service.node.peerRequest("s2", RequestVote(4, 0, 0))
         self.assertEqual(reply, RequestVoteResponse(4, False))
 
     def test_retriesWhileFailing(self) -> None:
@@ -1532,13 +1540,13 @@ class DiskFailureServiceTests(SynchronousTestCase):
         """
         self.follow()
         self.fail()
-        self.service.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
+        self.service.node.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
         warnings = lambda: sum("disk still failing" in t for t in self.logged.texts())  # noqa: E731
         for attempt in range(1, 4):
             self.reactor.advance(DISK_RETRY_SECONDS)
             self.assertEqual(warnings(), attempt)
-            self.assertIn("diskError", self.service.status())
-        self.assertIsNone(self.service.peerRequest("s2", AppendEntries(1, 2, 1, (), 2)))
+            self.assertIn("diskError", self.service.node.status())
+        self.assertIsNone(self.service.node.peerRequest("s2", AppendEntries(1, 2, 1, (), 2)))
 
     def test_stallAfterFailureSendsNothing(self) -> None:
         """
@@ -1551,12 +1559,12 @@ class DiskFailureServiceTests(SynchronousTestCase):
             ticks.append(1)
             return Ready(hardState=HardState(9, "s1"), messages=[("s2", RequestVote(9, 0, 0))])
 
-        self.service.core.tick = tick  # type: ignore[method-assign]
+        self.service.node.core.tick = tick  # type: ignore[method-assign]
         self.stateStore.failWrites = True
         self.reactor.advance(TICK_SECONDS * 5)
         self.assertEqual(len(ticks), 1)
         self.assertEqual(self.sent, [])
-        self.assertIn("diskError", self.service.status())
+        self.assertIn("diskError", self.service.node.status())
 
     def test_corruptionOnRetryStops(self) -> None:
         """
@@ -1565,7 +1573,7 @@ class DiskFailureServiceTests(SynchronousTestCase):
         """
         self.follow()
         self.fail()
-        self.service.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
+        self.service.node.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
 
         def corrupt(after: int = 0) -> list[Entry]:
             raise StorageError("s1.log:2: corrupt log line; refusing to start")
@@ -1582,7 +1590,7 @@ class DiskFailureServiceTests(SynchronousTestCase):
         """
         self.follow()
         self.fail()
-        self.service.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
+        self.service.node.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
         self.logStore.durable = self.logStore.durable[:1]
         self.heal()
         self.reactor.advance(DISK_RETRY_SECONDS)
@@ -1594,9 +1602,11 @@ class DiskFailureServiceTests(SynchronousTestCase):
         """
         self.follow()
         self.fail()
-        self.service.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
+        self.service.node.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
         self.service.stopService()
-        retries = [c for c in self.reactor.getDelayedCalls() if c.func == self.service._rejoin]
+        retries = [
+            c for c in self.reactor.getDelayedCalls() if c.func == self.service.node._rejoin
+        ]
         self.assertEqual(retries, [])
 
 
@@ -1635,7 +1645,7 @@ class FileDiskFailureTests(SynchronousTestCase):
 
     def request(self, text: str) -> str:
         """Send C{text} as a client and return the answer."""
-        result = self.service.clientRequest(None, text)
+        result = self.service.node.clientRequest(None, text)
         self.reactor.advance(0)
         return result if isinstance(result, str) else self.successResultOf(result)
 
@@ -1670,26 +1680,26 @@ class FileDiskFailureTests(SynchronousTestCase):
         commits again, and a restart finds every acknowledged write and no
         torn line.
         """
-        advanceUntil(self.reactor, lambda: self.service.core.role == LEADER)
+        advanceUntil(self.reactor, lambda: self.service.node.core.role == LEADER)
         self.reactor.advance(0)
         self.assertEqual(self.request("set a 1"), "OK")
         self.diskFull(spaceLeft=5)
         self.assertEqual(self.request("set b 2"), DISK_FAILED)
-        self.assertIn("No space left on device", self.service.status()["diskError"])
-        self.assertIn("s1.log", self.service.status()["diskError"])
+        self.assertIn("No space left on device", self.service.node.status()["diskError"])
+        self.assertIn("s1.log", self.service.node.status()["diskError"])
         self.assertEqual(self.request("get a"), DISK_FAILED)
         other = FileLogStore(os.path.join(self.directory, "s1.log"))
         self.addCleanup(other.close)
         self.assertEqual([e.command for e in other.load()], ["noop", "set a 1"])
         self.reactor.advance(DISK_RETRY_SECONDS)
-        self.assertIn("diskError", self.service.status())
+        self.assertIn("diskError", self.service.node.status())
         self.freeSpace()
         self.reactor.advance(DISK_RETRY_SECONDS)
-        advanceUntil(self.reactor, lambda: self.service.core.role == LEADER)
+        advanceUntil(self.reactor, lambda: self.service.node.core.role == LEADER)
         self.reactor.advance(0)
         self.assertEqual(self.request("set c 3"), "OK")
         self.assertEqual(self.request("get a"), "OK 1")
         self.service.stopService()
         restarted = self.startNode()
-        commands = [entry.command for entry in restarted.core.log.slice(1, 100)]
+        commands = [entry.command for entry in restarted.node.core.log.slice(1, 100)]
         self.assertEqual([c for c in commands if c != "noop"], ["set a 1", "set c 3", "get a"])

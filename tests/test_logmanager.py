@@ -10,10 +10,10 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import RecordingLogStore, RecordingStateStore, temporaryDirectory
-from txraft.core import NOOP, HardState, Ready, Snapshot
+from txraft.core import NOOP, Ready
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
-from txraft.messages import Entry
+from txraft.messages import Entry, HardState, Snapshot
 from txraft.snapshots import FileSnapshotStore
 from txraft.storage import FileLogStore, FileStateStore, StorageError
 

@@ -28,9 +28,9 @@ from typing import TypeVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txraft.core import Snapshot
 from txraft.kv import KeyValueStore
 from txraft.localcluster import POLL_INTERVAL, LocalCluster, nodeCommand, nodeEnvironment
+from txraft.messages import Snapshot
 from txraft.protocol import MAX_REQUEST
 from txraft.snapshots import decodeSnapshot, encodeSnapshot
 

@@ -1,7 +1,6 @@
 """
-Tests for L{txraft.protocol}: the node's line protocol for clients and
-peers (L{NodeProtocol}) and its outgoing peer connections
-(L{PeerClientProtocol}).
+Tests for L{txraft.protocol}: the node's listening line protocol for clients
+and peers (L{NodeProtocol}).
 """
 
 from __future__ import annotations
@@ -10,13 +9,14 @@ import os
 import random
 
 from twisted.internet import defer
-from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from tests.helpers import buildService, makeConfig, temporaryDirectory
 from txraft import protocol
+from txraft.interfaces import IRequestHandler
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import (
@@ -24,21 +24,21 @@ from txraft.messages import (
     AppendEntriesResponse,
     Entry,
     Message,
-    MessageError,
     RequestVote,
     RequestVoteResponse,
     formatMessage,
 )
-from txraft.protocol import NodeFactory, NodeProtocol, PeerClientProtocol
+from txraft.protocol import NodeFactory, NodeProtocol
 from txraft.service import RaftService
 from txraft.storage import FileLogStore, FileStateStore
 
 VOTE_REQUEST = formatMessage("s2", RequestVote(3, 0, 0))
 
 
-class FakeService:
+@implementer(IRequestHandler)
+class FakeNode:
     """
-    Stands in for L{RaftService}: records what the protocol asks of it and
+    Stands in for a L{txraft.node.RaftNode}: records what the protocol asks of it and
     answers client requests from C{answers} (a string or a Deferred) or,
     by default, with C{OK <the request>}.
     """
@@ -69,14 +69,22 @@ class FakeService:
 
 class NodeProtocolTests(SynchronousTestCase):
     """
-    Tests for L{NodeProtocol} with a fake service.
+    Tests for L{NodeProtocol} with a fake node.
     """
+
+    def test_fakeNodeIsARequestHandler(self) -> None:
+        """
+        The fake node these tests use provides L{IRequestHandler}, the
+        interface the protocol is written against, so it cannot drift from
+        the real node.
+        """
+        self.assertTrue(verifyObject(IRequestHandler, FakeNode()))
 
     def setUp(self) -> None:
         """
         Connect a L{NodeProtocol} to a L{StringTransport}.
         """
-        self.service = FakeService()
+        self.service = FakeNode()
         self.protocol = NodeFactory(self.service).buildProtocol(None)
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
@@ -364,7 +372,7 @@ class NodeProtocolTests(SynchronousTestCase):
         alphabet = [b"a", b"@", b" ", b"\r", b"\xff", b"\xe2\x98\x83", b"s2", b"c1", b"get"]
         alphabet += [b"RequestVote", b"AppendEntriesResponse", b"{", b'"term":1', b"}"]
         for _ in range(200):
-            service = FakeService()
+            service = FakeNode()
             node = NodeProtocol(service)
             transport = StringTransport()
             node.makeConnection(transport)
@@ -403,7 +411,7 @@ class NodeProtocolWithServiceTests(SynchronousTestCase):
         """
         A new connection to C{service} (default: C{s1}).
         """
-        node = NodeFactory(service or self.service).buildProtocol(None)
+        node = NodeFactory((service or self.service).node).buildProtocol(None)
         transport = StringTransport()
         node.makeConnection(transport)
         return node, transport
@@ -418,7 +426,7 @@ class NodeProtocolWithServiceTests(SynchronousTestCase):
         self.assertEqual(
             transport.value(), b's1@RequestVoteResponse {"term":3,"voteGranted":true}\n'
         )
-        self.assertEqual(self.service.core.currentTerm, 3)
+        self.assertEqual(self.service.node.core.currentTerm, 3)
 
     def test_rejectedPeerLinesChangeNoState(self) -> None:
         """
@@ -439,9 +447,9 @@ class NodeProtocolWithServiceTests(SynchronousTestCase):
         self.assertEqual(len(responses), len(lines))
         for response in responses:
             self.assertTrue(response.startswith(b"ERROR "), response)
-        self.assertEqual(self.service.core.currentTerm, 0)
-        self.assertEqual(self.service.core.votedFor, None)
-        self.assertEqual(self.service.core.log.lastIndex, 0)
+        self.assertEqual(self.service.node.core.currentTerm, 0)
+        self.assertEqual(self.service.node.core.votedFor, None)
+        self.assertEqual(self.service.node.core.log.lastIndex, 0)
 
     def test_randomLines(self) -> None:
         """
@@ -514,133 +522,4 @@ class NodeProtocolWithServiceTests(SynchronousTestCase):
             answers.append(transport.value())
         self.assertFalse(any(b'"success":true' in answer for answer in answers), answers)
         self.assertTrue(all(answer.startswith(b"ERROR ") for answer in answers), answers)
-        self.assertEqual(service.core.log.lastIndex, 0)
-
-
-class PeerClientProtocolTests(SynchronousTestCase):
-    """
-    Tests for L{PeerClientProtocol}, this node's connection to one peer.
-    """
-
-    def setUp(self) -> None:
-        """
-        Connect C{s1}'s protocol for peer C{s2} to a L{StringTransport}.
-        """
-        self.protocol = PeerClientProtocol("s1", "s2")
-        self.transport = StringTransport()
-        self.protocol.makeConnection(self.transport)
-        self.lost: list[PeerClientProtocol] = []
-        self.protocol.onConnectionLost = self.lost.append
-
-    def test_sendRequest(self) -> None:
-        """
-        A request goes out as one C{s1@RPC JSON} line.
-        """
-        self.protocol.sendRequest(RequestVote(2, 1, 1))
-        self.assertEqual(
-            self.transport.value(),
-            b's1@RequestVote {"term":2,"lastLogIndex":1,"lastLogTerm":1}\n',
-        )
-        self.assertEqual(self.protocol.pendingCount(), 1)
-
-    def test_responsesMatchedInOrder(self) -> None:
-        """
-        Response lines fire the requests' Deferreds in request order (the
-        peer answers in order).
-        """
-        first = self.protocol.sendRequest(RequestVote(2, 1, 1))
-        second = self.protocol.sendRequest(AppendEntries(2, 0, 0, (), 0))
-        self.assertNoResult(first)
-        self.protocol.dataReceived(
-            (
-                formatMessage("s2", RequestVoteResponse(2, True))
-                + "\n"
-                + formatMessage("s2", AppendEntriesResponse(2, True, 0))
-                + "\r\n"
-            ).encode()
-        )
-        self.assertEqual(self.successResultOf(first), RequestVoteResponse(2, True))
-        self.assertEqual(self.successResultOf(second), AppendEntriesResponse(2, True, 0))
-        self.assertEqual(self.protocol.pendingCount(), 0)
-
-    def test_errorLineFailsOldest(self) -> None:
-        """
-        An C{ERROR} line fails the oldest request's Deferred with
-        L{MessageError}; later requests still get their responses.
-        """
-        first = self.protocol.sendRequest(RequestVote(2, 1, 1))
-        second = self.protocol.sendRequest(RequestVote(3, 1, 1))
-        self.protocol.dataReceived(b"ERROR something\n")
-        self.failureResultOf(first, MessageError)
-        self.assertNoResult(second)
-        self.protocol.dataReceived(
-            formatMessage("s2", RequestVoteResponse(3, False)).encode() + b"\n"
-        )
-        self.assertEqual(self.successResultOf(second), RequestVoteResponse(3, False))
-
-    def test_wrongSenderFails(self) -> None:
-        """
-        A response claiming to come from another node, or that does not
-        parse, fails its request.
-        """
-        first = self.protocol.sendRequest(RequestVote(2, 1, 1))
-        second = self.protocol.sendRequest(RequestVote(2, 1, 1))
-        third = self.protocol.sendRequest(RequestVote(2, 1, 1))
-        self.protocol.dataReceived(
-            formatMessage("s3", RequestVoteResponse(2, True)).encode()
-            + b"\ns2@RequestVoteResponse {\n\xff\n"
-        )
-        self.failureResultOf(first, MessageError)
-        self.failureResultOf(second, MessageError)
-        self.failureResultOf(third, MessageError)
-
-    def test_unsolicitedLineIgnored(self) -> None:
-        """
-        A line with no request waiting for it is ignored.
-        """
-        self.protocol.dataReceived(b"s2@RequestVoteResponse {}\n")
-        self.assertEqual(self.protocol.pendingCount(), 0)
-        self.assertFalse(self.transport.disconnecting)
-
-    def test_connectionLostFailsPending(self) -> None:
-        """
-        Losing the connection fails every pending request with the reason
-        and tells C{onConnectionLost}.
-        """
-        first = self.protocol.sendRequest(RequestVote(2, 1, 1))
-        second = self.protocol.sendRequest(RequestVote(2, 1, 1))
-        self.protocol.connectionLost(Failure(ConnectionLost()))
-        self.failureResultOf(first, ConnectionLost)
-        self.failureResultOf(second, ConnectionLost)
-        self.assertEqual(self.protocol.pendingCount(), 0)
-        self.assertEqual(self.lost, [self.protocol])
-
-    def test_connectionLostWithoutPending(self) -> None:
-        """
-        Losing an idle connection still tells C{onConnectionLost}.
-        """
-        self.protocol.connectionLost(protocol.CONNECTION_DONE)
-        self.assertEqual(self.lost, [self.protocol])
-
-    def test_randomResponses(self) -> None:
-        """
-        Random bytes from a peer, in random chunks, never raise: each
-        complete line settles exactly one pending request.
-        """
-        rng = random.Random(99)
-        alphabet = [b"s2@", b"s3@", b"RequestVoteResponse", b" ", b"{}", b"\xff", b"x", b"\n"]
-        for _ in range(100):
-            client = PeerClientProtocol("s1", "s2")
-            client.makeConnection(StringTransport())
-            pending = [client.sendRequest(RequestVote(1, 0, 0)) for _ in range(30)]
-            settled: list[object] = []
-            for d in pending:
-                d.addBoth(settled.append)
-            data = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(100)))
-            lines = data.count(b"\n")
-            while data:
-                size = rng.randrange(1, 10)
-                client.dataReceived(data[:size])
-                data = data[size:]
-            self.assertEqual(len(settled), min(lines, 30))
-            self.assertEqual(client.pendingCount(), 30 - len(settled))
+        self.assertEqual(service.node.core.log.lastIndex, 0)

@@ -2,7 +2,7 @@
 Tests for L{txraft.service.RaftService}: the Twisted shell around the core.
 
 Most tests drive one node on a L{MemoryReactorClock} and play its peers by
-calling L{RaftService.peerRequest} and L{RaftService.peerResponse} directly;
+calling L{RaftService.node.peerRequest} and L{RaftService.node.peerResponse} directly;
 L{LoopbackClusterTests} runs three nodes over real loopback TCP.
 """
 
@@ -50,6 +50,7 @@ from txraft.messages import (
     RequestVoteResponse,
     formatMessage,
 )
+from txraft.node import RaftNode
 from txraft.protocol import CONNECTION_DONE, NodeFactory, NodeProtocol
 from txraft.service import RaftService
 from txraft.snapshots import MemorySnapshotStore
@@ -61,7 +62,7 @@ def connect(service: RaftService) -> tuple[NodeProtocol, StringTransport]:
     Open an in-memory connection to C{service} through the factory it
     listens with.
     """
-    node = NodeFactory(service).buildProtocol(None)
+    node = NodeFactory(service.node).buildProtocol(None)
     transport = StringTransport()
     node.makeConnection(transport)
     return node, transport
@@ -89,7 +90,7 @@ class SingleNodeTests(SynchronousTestCase):
         """
         Advance the clock until C{s1} leads, then clear the store's record.
         """
-        advanceUntil(self.reactor, lambda: self.service.core.role == LEADER)
+        advanceUntil(self.reactor, lambda: self.service.node.core.role == LEADER)
         self.reactor.advance(0)
         self.logStore.events.clear()
 
@@ -107,9 +108,9 @@ class SingleNodeTests(SynchronousTestCase):
         A single node becomes leader once its election timeout passes, in
         a term it voted for itself in (Reference: section 5.2).
         """
-        ticks = advanceUntil(self.reactor, lambda: self.service.core.role == LEADER)
+        ticks = advanceUntil(self.reactor, lambda: self.service.node.core.role == LEADER)
         self.assertLessEqual(ticks, ELECTION_TICKS[1] + 1)
-        status = self.service.status()
+        status = self.service.node.status()
         self.assertEqual((status["role"], status["leader"], status["term"]), (LEADER, "s1", 1))
 
     def test_afterStall(self) -> None:
@@ -119,7 +120,7 @@ class SingleNodeTests(SynchronousTestCase):
         timeout of normal ticks.
         """
         self.reactor.advance(100)
-        ticks = advanceUntil(self.reactor, lambda: self.service.core.role == LEADER)
+        ticks = advanceUntil(self.reactor, lambda: self.service.node.core.role == LEADER)
         self.assertLessEqual(ticks, ELECTION_TICKS[1] + 1)
 
     def test_setAnsweredAfterApplied(self) -> None:
@@ -130,7 +131,7 @@ class SingleNodeTests(SynchronousTestCase):
         """
         self.becomeLeader()
         seen = []
-        d = self.service.clientRequest(None, "set a 1")
+        d = self.service.node.clientRequest(None, "set a 1")
         d.addCallback(
             lambda reply: seen.append(
                 (
@@ -154,7 +155,7 @@ class SingleNodeTests(SynchronousTestCase):
         """
         self.becomeLeader()
         requests = ["get a", "set a x y", "get a", "set b 2", "show", "delete a", "delete a"]
-        results = [self.service.clientRequest("c1", text) for text in requests]
+        results = [self.service.node.clientRequest("c1", text) for text in requests]
         self.reactor.advance(0)
         self.assertEqual(
             [self.successResultOf(d) for d in results],
@@ -189,7 +190,7 @@ class SingleNodeTests(SynchronousTestCase):
         """
         self.becomeLeader()
         self.assertEqual(
-            self.service.clientRequest(None, "set a"), "ERROR set needs a value after the key"
+            self.service.node.clientRequest(None, "set a"), "ERROR set needs a value after the key"
         )
         self.reactor.advance(0)
         self.assertEqual(self.logStore.events, [])
@@ -199,7 +200,7 @@ class SingleNodeTests(SynchronousTestCase):
         C{status} is answered at once, by any node, with a JSON object of
         the node's name, role, term, leader, commitIndex and lastIndex.
         """
-        before = json.loads(self.service.clientRequest(None, "status").removeprefix("OK "))
+        before = json.loads(self.service.node.clientRequest(None, "status").removeprefix("OK "))
         self.assertEqual(
             {k: before[k] for k in ["name", "role", "term", "leader", "commitIndex", "lastIndex"]},
             {
@@ -212,9 +213,9 @@ class SingleNodeTests(SynchronousTestCase):
             },
         )
         self.becomeLeader()
-        self.service.clientRequest(None, "set a 1")
+        self.service.node.clientRequest(None, "set a 1")
         self.reactor.advance(0)
-        reply = self.service.clientRequest("c9", " status ")
+        reply = self.service.node.clientRequest("c9", " status ")
         self.assertTrue(reply.startswith("OK {"), reply)
         after = json.loads(reply[3:])
         self.assertEqual(
@@ -235,7 +236,7 @@ class SingleNodeTests(SynchronousTestCase):
         fsync; a command in a later turn gets its own.
         """
         self.becomeLeader()
-        results = [self.service.clientRequest(None, f"set k{i} {i}") for i in range(5)]
+        results = [self.service.node.clientRequest(None, f"set k{i} {i}") for i in range(5)]
         self.assertEqual(self.logStore.events, [])
         self.reactor.advance(0)
         [(append, entries), (sync, _)] = self.logStore.events
@@ -243,7 +244,7 @@ class SingleNodeTests(SynchronousTestCase):
         self.assertEqual([e.command for e in entries], [f"set k{i} {i}" for i in range(5)])
         self.assertEqual([self.successResultOf(d) for d in results], ["OK"] * 5)
         self.logStore.events.clear()
-        later = self.service.clientRequest(None, "get k3")
+        later = self.service.node.clientRequest(None, "get k3")
         self.reactor.advance(0)
         self.assertEqual(self.successResultOf(later), "OK 3")
         self.assertEqual([name for name, _ in self.logStore.events], ["append", "sync"])
@@ -257,13 +258,13 @@ class SingleNodeTests(SynchronousTestCase):
         """
         self.becomeLeader()
         self.logStore.failWrites = True
-        waiting = self.service.clientRequest(None, "set a 1")
+        waiting = self.service.node.clientRequest(None, "set a 1")
         self.reactor.advance(0)
         self.assertTrue(self.successResultOf(waiting).startswith("UNAVAILABLE "))
         self.assertFalse(self.reactor.hasStopped)
-        self.assertIn("diskError", self.service.status())
+        self.assertIn("diskError", self.service.node.status())
         self.assertEqual(len(self.flushLoggedErrors()), 0)
-        later = self.service.clientRequest(None, "get a")
+        later = self.service.node.clientRequest(None, "get a")
         self.reactor.advance(0)
         answer = later if isinstance(later, str) else self.successResultOf(later)
         self.assertTrue(answer.startswith("UNAVAILABLE "), answer)
@@ -274,12 +275,12 @@ class SingleNodeTests(SynchronousTestCase):
         LogManager and the peer links).
         """
         self.becomeLeader()
-        term = self.service.core.currentTerm
+        term = self.service.node.core.currentTerm
         self.service.stopService()
         self.assertFalse(self.service.running)
         self.assertFalse(self.service.logManager.running)
         self.reactor.advance(10)
-        self.assertEqual(self.service.core.currentTerm, term)
+        self.assertEqual(self.service.node.core.currentTerm, term)
 
     def test_stopAnswersBatched(self) -> None:
         """
@@ -287,7 +288,7 @@ class SingleNodeTests(SynchronousTestCase):
         not yet proposed) still gets exactly one answer.
         """
         self.becomeLeader()
-        batched = self.service.clientRequest(None, "set a 1")
+        batched = self.service.node.clientRequest(None, "set a 1")
         self.service.stopService()
         self.reactor.advance(1)
         self.assertTrue(self.successResultOf(batched).startswith("UNAVAILABLE "))
@@ -322,14 +323,14 @@ class ThreeNodeTests(SynchronousTestCase):
         Let C{s1} campaign, give it C{s2}'s pre-vote and vote, and
         acknowledge its no-op; return its term.
         """
-        advanceUntil(self.reactor, lambda: self.service.core.role == PRECANDIDATE)
-        term = self.service.core.currentTerm + 1
-        self.service.peerResponse("s2", RequestVoteResponse(term, True, preVote=True))
-        self.assertEqual(self.service.core.role, CANDIDATE)
-        self.service.peerResponse("s2", RequestVoteResponse(term, True))
-        self.assertEqual(self.service.core.role, LEADER)
-        self.service.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=1))
-        self.assertEqual(self.service.core.commitIndex, 1)
+        advanceUntil(self.reactor, lambda: self.service.node.core.role == PRECANDIDATE)
+        term = self.service.node.core.currentTerm + 1
+        self.service.node.peerResponse("s2", RequestVoteResponse(term, True, preVote=True))
+        self.assertEqual(self.service.node.core.role, CANDIDATE)
+        self.service.node.peerResponse("s2", RequestVoteResponse(term, True))
+        self.assertEqual(self.service.node.core.role, LEADER)
+        self.service.node.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=1))
+        self.assertEqual(self.service.node.core.commitIndex, 1)
         return term
 
     def test_connectsToPeers(self) -> None:
@@ -347,7 +348,7 @@ class ThreeNodeTests(SynchronousTestCase):
         """
         for command in ["get a", "set a 1", "delete a", "show"]:
             self.assertEqual(
-                self.service.clientRequest(None, command), "UNAVAILABLE no leader known"
+                self.service.node.clientRequest(None, command), "UNAVAILABLE no leader known"
             )
         self.assertEqual(self.logStore.events, [])
 
@@ -356,8 +357,10 @@ class ThreeNodeTests(SynchronousTestCase):
         A follower that heard from a leader redirects commands to it with
         the leader's address from the config.
         """
-        self.service.peerRequest("s2", AppendEntries(1, 0, 0, (), 0))
-        self.assertEqual(self.service.clientRequest("c1", "get a"), "REDIRECT s2 127.0.0.1 10001")
+        self.service.node.peerRequest("s2", AppendEntries(1, 0, 0, (), 0))
+        self.assertEqual(
+            self.service.node.clientRequest("c1", "get a"), "REDIRECT s2 127.0.0.1 10001"
+        )
         node, transport = connect(self.service)
         node.dataReceived(b"set a 1\nstatus\n")
         lines = transport.value().split(b"\n")
@@ -370,8 +373,10 @@ class ThreeNodeTests(SynchronousTestCase):
         A node campaigning (here in its pre-vote round) knows no leader:
         commands get C{UNAVAILABLE}.
         """
-        advanceUntil(self.reactor, lambda: self.service.core.role == PRECANDIDATE)
-        self.assertEqual(self.service.clientRequest(None, "get a"), "UNAVAILABLE no leader known")
+        advanceUntil(self.reactor, lambda: self.service.node.core.role == PRECANDIDATE)
+        self.assertEqual(
+            self.service.node.clientRequest(None, "get a"), "UNAVAILABLE no leader known"
+        )
 
     def test_okOnlyAfterMajority(self) -> None:
         """
@@ -383,12 +388,12 @@ class ThreeNodeTests(SynchronousTestCase):
         node, transport = connect(self.service)
         node.dataReceived(b"set a 1\nstatus\n")
         self.reactor.advance(0)
-        self.assertEqual(self.service.core.log.lastIndex, 2)
+        self.assertEqual(self.service.node.core.log.lastIndex, 2)
         self.assertEqual(self.service.logManager.stateMachine.data, {})
         self.assertEqual(transport.value(), b"")
-        self.service.peerResponse("s3", AppendEntriesResponse(term, True, matchIndex=1))
+        self.service.node.peerResponse("s3", AppendEntriesResponse(term, True, matchIndex=1))
         self.assertEqual(transport.value(), b"")
-        self.service.peerResponse("s3", AppendEntriesResponse(term, True, matchIndex=2))
+        self.service.node.peerResponse("s3", AppendEntriesResponse(term, True, matchIndex=2))
         [ok, status, _] = transport.value().split(b"\n")
         self.assertEqual(ok, b"OK")
         self.assertEqual(self.service.logManager.stateMachine.data, {"a": "1"})
@@ -403,15 +408,17 @@ class ThreeNodeTests(SynchronousTestCase):
         before commit}: the outcome is unknown (Reference: section 5.1).
         """
         term = self.becomeLeader()
-        waiting = self.service.clientRequest(None, "set a 1")
+        waiting = self.service.node.clientRequest(None, "set a 1")
         self.reactor.advance(0)
         self.assertNoResult(waiting)
-        self.service.peerResponse("s3", AppendEntriesResponse(term + 1, False))
-        self.assertEqual(self.service.core.role, FOLLOWER)
+        self.service.node.peerResponse("s3", AppendEntriesResponse(term + 1, False))
+        self.assertEqual(self.service.node.core.role, FOLLOWER)
         self.assertEqual(
             self.successResultOf(waiting), "UNAVAILABLE leadership lost before commit"
         )
-        self.assertEqual(self.service.clientRequest(None, "get a"), "UNAVAILABLE no leader known")
+        self.assertEqual(
+            self.service.node.clientRequest(None, "get a"), "UNAVAILABLE no leader known"
+        )
 
     def test_stepDownToNewLeader(self) -> None:
         """
@@ -422,7 +429,7 @@ class ThreeNodeTests(SynchronousTestCase):
         node, transport = connect(self.service)
         node.dataReceived(b"set a 1\nset b 2\n")
         self.reactor.advance(0)
-        self.service.peerRequest("s3", AppendEntries(term + 1, 1, term, (), 1))
+        self.service.node.peerRequest("s3", AppendEntries(term + 1, 1, term, (), 1))
         self.assertEqual(
             transport.value(),
             b"UNAVAILABLE leadership lost before commit\n"
@@ -437,8 +444,8 @@ class ThreeNodeTests(SynchronousTestCase):
         follower would answer them.
         """
         term = self.becomeLeader()
-        batched = self.service.clientRequest(None, "set a 1")
-        self.service.peerRequest("s3", AppendEntries(term + 1, 1, term, (), 1))
+        batched = self.service.node.clientRequest(None, "set a 1")
+        self.service.node.peerRequest("s3", AppendEntries(term + 1, 1, term, (), 1))
         self.reactor.advance(0)
         self.assertEqual(self.successResultOf(batched), "REDIRECT s3 127.0.0.1 10002")
 
@@ -448,7 +455,7 @@ class ThreeNodeTests(SynchronousTestCase):
         them, and applies what the leader says is committed.
         """
         entries = (Entry(1, 1, "noop"), Entry(2, 1, "set a 1"))
-        reply = self.service.peerRequest("s2", AppendEntries(1, 0, 0, entries, 2))
+        reply = self.service.node.peerRequest("s2", AppendEntries(1, 0, 0, entries, 2))
         self.assertEqual(reply, AppendEntriesResponse(1, True, matchIndex=2))
         self.assertEqual(self.logStore.durable, list(entries))
         self.assertEqual(self.service.logManager.stateMachine.data, {"a": "1"})
@@ -459,7 +466,7 @@ class ThreeNodeTests(SynchronousTestCase):
         A vote is saved before it is granted (Figure 2: persistent state is
         updated on stable storage before responding to RPCs).
         """
-        reply = self.service.peerRequest("s2", RequestVote(4, 0, 0))
+        reply = self.service.node.peerRequest("s2", RequestVote(4, 0, 0))
         self.assertEqual(reply, RequestVoteResponse(4, True))
         self.assertEqual(self.stateStore.load().currentTerm, 4)
         self.assertEqual(self.stateStore.load().votedFor, "s2")
@@ -475,7 +482,7 @@ class ThreeNodeTests(SynchronousTestCase):
         node.dataReceived(line.encode() + b"\n")
         self.assertNotIn(b'"success":true', transport.value())
         self.assertEqual(transport.value().count(b"\n"), 1)
-        self.assertIn("diskError", self.service.status())
+        self.assertIn("diskError", self.service.node.status())
 
     def test_failedVoteWriteNotGranted(self) -> None:
         """
@@ -486,7 +493,7 @@ class ThreeNodeTests(SynchronousTestCase):
         node.dataReceived(formatMessage("s2", RequestVote(4, 0, 0)).encode() + b"\n")
         self.assertNotIn(b'"voteGranted":true', transport.value())
         self.assertEqual(transport.value().count(b"\n"), 1)
-        self.assertIn("diskError", self.service.status())
+        self.assertIn("diskError", self.service.node.status())
 
     def test_stopAnswersWaiting(self) -> None:
         """
@@ -494,7 +501,7 @@ class ThreeNodeTests(SynchronousTestCase):
         C{UNAVAILABLE}.
         """
         self.becomeLeader()
-        waiting = self.service.clientRequest(None, "set a 1")
+        waiting = self.service.node.clientRequest(None, "set a 1")
         self.reactor.advance(0)
         self.service.stopService()
         self.assertEqual(self.successResultOf(waiting), "UNAVAILABLE node is shutting down")
@@ -505,8 +512,8 @@ class ThreeNodeTests(SynchronousTestCase):
         """
         self.service.stopService()
         self.reactor.advance(10)
-        self.assertEqual(self.service.core.role, FOLLOWER)
-        self.assertEqual(self.service.core.currentTerm, 0)
+        self.assertEqual(self.service.node.core.role, FOLLOWER)
+        self.assertEqual(self.service.node.core.currentTerm, 0)
 
     def test_stoppedNodeSilent(self) -> None:
         """
@@ -518,7 +525,7 @@ class ThreeNodeTests(SynchronousTestCase):
         self.service.stopService()
         node.dataReceived(formatMessage("s2", RequestVote(5, 0, 0)).encode() + b"\n")
         self.assertNotIn(b'"voteGranted":true', transport.value())
-        self.assertEqual(self.service.core.currentTerm, 0)
+        self.assertEqual(self.service.node.core.currentTerm, 0)
 
 
 class WiredPeerTests(SynchronousTestCase):
@@ -581,7 +588,7 @@ class WiredPeerTests(SynchronousTestCase):
         """
         peer, _ = self.peers["s2"]
         peer.connectionLost(Failure(ConnectionDone()))
-        advanceUntil(self.reactor, lambda: self.service.core.role == PRECANDIDATE)
+        advanceUntil(self.reactor, lambda: self.service.node.core.role == PRECANDIDATE)
         preVote = formatMessage("s1", RequestVote(1, 0, 0, preVote=True))
         self.assertEqual(self.sent("s3"), [preVote])
         protocol = self.service._links["s2"]._buildProtocol()
@@ -594,24 +601,24 @@ class WiredPeerTests(SynchronousTestCase):
         Let C{s1} campaign; answer its pre-votes, RequestVotes and then its
         no-op on the wire, granting and acknowledging; return its term.
         """
-        advanceUntil(self.reactor, lambda: self.service.core.role == PRECANDIDATE)
-        term = self.service.core.currentTerm + 1
+        advanceUntil(self.reactor, lambda: self.service.node.core.role == PRECANDIDATE)
+        term = self.service.node.core.currentTerm + 1
         preVote = RequestVote(term, 0, 0, preVote=True)
         for name in ["s2", "s3"]:
             self.assertEqual(self.sent(name), [formatMessage("s1", preVote)])
         for name in ["s2", "s3"]:
             self.answer(name, RequestVoteResponse(term, True, preVote=True))
-        self.assertEqual(self.service.core.role, CANDIDATE)
+        self.assertEqual(self.service.node.core.role, CANDIDATE)
         for name in ["s2", "s3"]:
             self.assertEqual(self.sent(name), [formatMessage("s1", RequestVote(term, 0, 0))])
         for name in ["s2", "s3"]:
             self.answer(name, RequestVoteResponse(term, True))
-        self.assertEqual(self.service.core.role, LEADER)
+        self.assertEqual(self.service.node.core.role, LEADER)
         for name in ["s2", "s3"]:
             [line] = self.sent(name)
             self.assertTrue(line.startswith("s1@AppendEntries "), line)
             self.answer(name, AppendEntriesResponse(term, True, matchIndex=1))
-        self.assertEqual(self.service.core.commitIndex, 1)
+        self.assertEqual(self.service.node.core.commitIndex, 1)
         return term
 
     def test_electionOnTheWire(self) -> None:
@@ -620,8 +627,8 @@ class WiredPeerTests(SynchronousTestCase):
         becomes leader on a majority of answers (Reference: section 5.2).
         """
         term = self.becomeLeader()
-        self.assertEqual(self.service.status()["leader"], "s1")
-        self.assertEqual(self.service.status()["term"], term)
+        self.assertEqual(self.service.node.status()["leader"], "s1")
+        self.assertEqual(self.service.node.status()["term"], term)
 
     def test_groupCommitOneAppendPerFollower(self) -> None:
         """
@@ -668,7 +675,7 @@ class WiredPeerTests(SynchronousTestCase):
         advanceUntil(self.reactor, lambda: transport.value() != b"", limit=2000)
         self.assertTrue(transport.value().startswith(b"UNAVAILABLE "), transport.value())
         self.assertEqual(transport.value().count(b"\n"), 1)
-        self.service.peerRequest("s2", AppendEntries(term + 1, 2, term, (), 2))
+        self.service.node.peerRequest("s2", AppendEntries(term + 1, 2, term, (), 2))
         self.assertEqual(self.service.logManager.stateMachine.data, {"a": "1"})
         self.assertEqual(transport.value().count(b"\n"), 1)
 
@@ -680,9 +687,11 @@ class WiredPeerTests(SynchronousTestCase):
         hold.
         """
         self.logStore.failWrites = True
-        reply = self.service.peerRequest("s2", AppendEntries(1, 0, 0, (Entry(1, 1, "noop"),), 0))
+        reply = self.service.node.peerRequest(
+            "s2", AppendEntries(1, 0, 0, (Entry(1, 1, "noop"),), 0)
+        )
         self.assertNotEqual(reply, AppendEntriesResponse(1, True, matchIndex=1))
-        self.assertIn("diskError", self.service.status())
+        self.assertIn("diskError", self.service.node.status())
         self.sent("s2"), self.sent("s3")
         for _ in range(5 * ELECTION_TICKS[1]):
             self.reactor.advance(TICK_SECONDS)
@@ -728,7 +737,7 @@ class SnapshotServiceTests(SynchronousTestCase):
 
     def follow(self, entries: list[Entry], commit: int) -> None:
         """Receive C{entries} from leader C{s2} in term 1, committed up to C{commit}."""
-        reply = self.service.peerRequest("s2", AppendEntries(1, 0, 0, tuple(entries), commit))
+        reply = self.service.node.peerRequest("s2", AppendEntries(1, 0, 0, tuple(entries), commit))
         self.assertEqual(reply, AppendEntriesResponse(1, True, matchIndex=len(entries)))
 
     def test_snapshotAfterEnoughEntries(self) -> None:
@@ -747,8 +756,8 @@ class SnapshotServiceTests(SynchronousTestCase):
         self.assertEqual((snapshot.index, snapshot.term), (6, 1))
         self.assertEqual(json.loads(snapshot.data), {f"k{i}": str(i) for i in range(1, 7)})
         self.assertEqual([e.index for e in self.logStore.durable], [7])
-        self.assertEqual(self.service.core.log.snapshotIndex, 6)
-        self.assertEqual(self.service.status()["snapshotIndex"], 6)
+        self.assertEqual(self.service.node.core.log.snapshotIndex, 6)
+        self.assertEqual(self.service.node.status()["snapshotIndex"], 6)
 
     def test_installFromLeader(self) -> None:
         """
@@ -757,13 +766,13 @@ class SnapshotServiceTests(SynchronousTestCase):
         """
         self.follow([Entry(1, 1, "set old 1")], 0)
         data = b'{"a":"1"}'
-        reply = self.service.peerRequest("s2", InstallSnapshot(1, 9, 1, 0, data, done=True))
+        reply = self.service.node.peerRequest("s2", InstallSnapshot(1, 9, 1, 0, data, done=True))
         self.assertEqual(reply, InstallSnapshotResponse(1, 9, len(data), matchIndex=9))
         self.assertEqual(self.snapshotStore.snapshot.index, 9)
         self.assertEqual(self.logStore.durable, [])
         self.assertEqual(self.service.logManager.stateMachine.data, {"a": "1"})
         self.assertEqual(self.service.logManager.lastApplied, 9)
-        self.service.peerRequest("s2", AppendEntries(1, 9, 1, (Entry(10, 1, "set b 2"),), 10))
+        self.service.node.peerRequest("s2", AppendEntries(1, 9, 1, (Entry(10, 1, "set b 2"),), 10))
         self.assertEqual(self.service.logManager.stateMachine.data, {"a": "1", "b": "2"})
 
     def test_overtakenSnapshotDropped(self) -> None:
@@ -775,10 +784,10 @@ class SnapshotServiceTests(SynchronousTestCase):
         self.follow(entries, 6)
         self.assertEqual(self.written, [6])
         data = b'{"z":"26"}'
-        self.service.peerRequest("s2", InstallSnapshot(1, 20, 1, 0, data, done=True))
+        self.service.node.peerRequest("s2", InstallSnapshot(1, 20, 1, 0, data, done=True))
         self.reactor.advance(0.001)
         self.assertEqual(self.snapshotStore.snapshot.index, 20)
-        self.assertEqual(self.service.core.log.snapshotIndex, 20)
+        self.assertEqual(self.service.node.core.log.snapshotIndex, 20)
 
 
 class LineClient(LineReceiver):
@@ -812,6 +821,10 @@ class TrackingFactory(NodeFactory):
     can cut them as the death of the node's process would.
     """
 
+    def __init__(self, node: RaftNode) -> None:
+        super().__init__(node)
+        self.accepted: list[NodeProtocol] = []
+
     def buildProtocol(self, addr: object) -> NodeProtocol:
         """Build and remember a protocol whose end fires a Deferred."""
         node = super().buildProtocol(addr)
@@ -823,7 +836,7 @@ class TrackingFactory(NodeFactory):
             node.lost.callback(None)
 
         node.connectionLost = connectionLost
-        self.service.accepted.append(node)
+        self.accepted.append(node)
         return node
 
 
@@ -863,7 +876,6 @@ class LoopbackClusterTests(TestCase):
             electionTicks=(15, 30),
             heartbeatTicks=3,
         )
-        node.accepted = []
         return node
 
     def startNode(self, config: ClusterConfig, name: str) -> RaftService:
@@ -902,9 +914,10 @@ class LoopbackClusterTests(TestCase):
         it accepted and stop its service.
         """
         node = self.services.pop(name)
-        for accepted in node.accepted:
-            accepted.transport.abortConnection()
-        lost = [accepted.lost for accepted in node.accepted]
+        accepted = node._factory.accepted
+        for protocol in accepted:
+            protocol.transport.abortConnection()
+        lost = [protocol.lost for protocol in accepted]
         return defer.gatherResults([defer.maybeDeferred(node.stopService)] + lost)
 
     @defer.inlineCallbacks
@@ -939,12 +952,13 @@ class LoopbackClusterTests(TestCase):
         The leader every running node agrees on, in one term, if any.
         """
         nodes = list(self.services.values())
-        leaders = [n for n in nodes if n.core.role == LEADER]
+        leaders = [n for n in nodes if n.node.core.role == LEADER]
         if len(leaders) != 1:
             return None
         leader = leaders[0]
         agreed = all(
-            n.core.leaderId == leader.name and n.core.currentTerm == leader.core.currentTerm
+            n.node.core.leaderId == leader.name
+            and n.node.core.currentTerm == leader.node.core.currentTerm
             for n in nodes
         )
         return leader if agreed else None
@@ -1012,12 +1026,12 @@ class LoopbackClusterTests(TestCase):
         redirectedTo = self.assertRedirect(config, (yield other.request("get a")))
         self.assertEqual(redirectedTo, self.stableLeader().name)
 
-        oldName, oldTerm = leader.name, leader.core.currentTerm
+        oldName, oldTerm = leader.name, leader.node.core.currentTerm
         yield self.crash(oldName)
         newLeader, response = yield self.requestLeader("get a")
         self.assertEqual(response, "OK 1")
         self.assertNotEqual(newLeader.name, oldName)
-        self.assertGreater(newLeader.core.currentTerm, oldTerm)
+        self.assertGreater(newLeader.node.core.currentTerm, oldTerm)
         _, response = yield self.requestLeader("set b 2")
         self.assertEqual(response, "OK")
 
@@ -1027,7 +1041,7 @@ class LoopbackClusterTests(TestCase):
             current = self.stableLeader()
             return (
                 current is not None
-                and restarted.core.log.lastIndex == current.core.log.lastIndex
+                and restarted.node.core.log.lastIndex == current.node.core.log.lastIndex
                 and restarted.logManager.lastApplied == current.logManager.lastApplied
             )
 

@@ -43,11 +43,13 @@ from tests.simulation import (
     SimulatedCrashError,
     Simulation,
     SimulationError,
+    Workload,
 )
-from txraft.core import CANDIDATE, FOLLOWER, LEADER, NOOP, HardState, RaftCore
+from txraft.core import CANDIDATE, FOLLOWER, LEADER, NOOP, RaftCore, Ready
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
-from txraft.messages import Entry, InstallSnapshot, RequestVoteResponse
+from txraft.messages import Entry, HardState, InstallSnapshot, RequestVoteResponse
+from txraft.node import RaftNode
 
 #: Seeds per batch when neither TXRAFT_SEEDS nor --seeds says otherwise,
 #: sized so that this file runs in about a minute on two cores.
@@ -105,9 +107,9 @@ def followers(sim: Simulation) -> list[SimNode]:
     return [n for n in sim.nodes.values() if n.up and n.core.role == FOLLOWER]
 
 
-def stepNode(node: SimNode, peer: str, message: object) -> None:
-    """Deliver C{message} from C{peer} to C{node} at once, bypassing the network."""
-    node.process(node.core.step(peer, message))  # type: ignore[arg-type]
+def stepResponse(node: SimNode, peer: str, message: object) -> None:
+    """Hand C{node}'s driver a response from C{peer} at once, bypassing the network."""
+    node.driver.peerResponse(peer, message)  # type: ignore[arg-type]
 
 
 def forceLeadership(node: SimNode) -> None:
@@ -119,17 +121,17 @@ def forceLeadership(node: SimNode) -> None:
     for _ in range(1000):
         if core.role not in (FOLLOWER, LEADER):
             break
-        node.process(core.tick())
+        node.driver.ticks(1)
     peers = [name for name in node.sim.names if name != node.name]
     if core.role != CANDIDATE:  # a pre-vote round comes first
         for peer in peers:
             if core.role == CANDIDATE:
                 break
-            stepNode(node, peer, RequestVoteResponse(core.currentTerm + 1, True, preVote=True))
+            stepResponse(node, peer, RequestVoteResponse(core.currentTerm + 1, True, preVote=True))
     for peer in peers:
         if core.role == LEADER:
             break
-        stepNode(node, peer, RequestVoteResponse(core.currentTerm, True))
+        stepResponse(node, peer, RequestVoteResponse(core.currentTerm, True))
     if core.role != LEADER:
         raise AssertionError(f"{node.name} did not become leader: {core.role}")
 
@@ -315,11 +317,11 @@ class SnapshotTests(SynchronousTestCase):
         lagging = followers(sim)[0]
         for other in sim.names:
             if other != lagging.name:
-                sim.blocked.update({(other, lagging.name), (lagging.name, other)})
+                sim.network.blocked.update({(other, lagging.name), (lagging.name, other)})
         target = leader.core.commitIndex + 12
         sim.runUntil(lambda: leader.core.log.snapshotIndex > target, limitMs=3000)
         self.assertGreater(leader.core.log.snapshotIndex, lagging.core.log.lastIndex)
-        sim.blocked.clear()
+        sim.network.blocked.clear()
         sim.runUntil(lambda: lagging.core.commitIndex >= target, limitMs=3000)
         self.assertGreater(lagging.core.log.snapshotIndex, 0)
         self.assertGreater(sim.stats["snapshotsInstalled"], 0)
@@ -479,7 +481,7 @@ class PlantedViolationTests(SynchronousTestCase):
         sim = calmSimulation()
         node = followers(sim)[0]
         node.core.commitIndex -= 2
-        failure = self.assertRaises(SimulationError, node.process, node.core.tick())
+        failure = self.assertRaises(SimulationError, node.driver.ticks, 1)
         self.assertCaught(failure, sim, "went back")
 
     def test_voteGrantedTwice(self) -> None:
@@ -491,9 +493,9 @@ class PlantedViolationTests(SynchronousTestCase):
         sim = calmSimulation()
         node = sim.nodes["n1"]
         term = node.core.currentTerm + 5
-        sim.send(node, "n2", RequestVoteResponse(term, True))
+        sim.network.send(node, "n2", RequestVoteResponse(term, True))
         failure = self.assertRaises(
-            SimulationError, sim.send, node, "n3", RequestVoteResponse(term, True)
+            SimulationError, sim.network.send, node, "n3", RequestVoteResponse(term, True)
         )
         self.assertCaught(failure, sim, "Vote durability")
 
@@ -504,19 +506,20 @@ class PlantedViolationTests(SynchronousTestCase):
         check catches it for some of a few seeds.  Reference: section 8.
         """
 
-        class StaleReads(Simulation):
-            def _clientArrives(self, node, client, requestId, text):  # type: ignore[no-untyped-def]
+        class StaleReads(Workload):
+            def arrive(self, node, client, requestId, text):  # type: ignore[no-untyped-def]
                 if node.up and not node.paused() and text.startswith("get "):
                     if node.core.role != LEADER:
                         value = node.stateMachine.data.get(text[4:])
                         answer = "NOT_FOUND" if value is None else f"OK {value}"
-                        self.answer(node, (client, requestId), answer)
+                        self.answer(node, client, requestId, answer)
                         return
-                super()._clientArrives(node, client, requestId, text)
+                super().arrive(node, client, requestId, text)
 
         caught = []
         for seed in range(10):
-            sim = StaleReads(seed)
+            sim = Simulation(seed)
+            sim.workload = StaleReads(sim)
             try:
                 sim.run()
             except SimulationError as failure:
@@ -541,6 +544,36 @@ class PlantedViolationTests(SynchronousTestCase):
         self.assertCaught(failure, sim, "not linearizable")
         self.assertIn("never written", failure.problem)
 
+    def test_driverAnswersBeforeCommit(self) -> None:
+        """
+        A driver that answers C{OK} to a C{set} as soon as the leader has
+        made it durable on its own disk, before a majority has it, loses
+        acknowledged writes when that leader crashes or is cut off; the
+        simulation runs the production driver, so the planted bug is
+        caught.  Reference: section 5.3 ("When the entry has been safely
+        replicated, the leader applies the entry ... and returns the result
+        of that execution to the client").
+        """
+        process = RaftNode._process
+
+        def answerEarly(node: RaftNode, ready: Ready) -> None:
+            process(node, ready)
+            for index, (_, _, d) in list(node._waiting.items()):
+                if node.core.log.entry(index).command.startswith("set "):
+                    del node._waiting[index]
+                    d.callback("OK")
+
+        self.patch(RaftNode, "_process", answerEarly)
+        caught = []
+        for seed in range(20):
+            sim = Simulation(seed)
+            try:
+                sim.run()
+            except SimulationError as failure:
+                self.assertCaught(failure, sim, "Linearizability")
+                caught.append(seed)
+        self.assertTrue(caught, "no seed caught the early answers")
+
     def test_noLiveness(self) -> None:
         """
         A cluster whose links never heal cannot commit the write that must
@@ -549,9 +582,11 @@ class PlantedViolationTests(SynchronousTestCase):
         """
 
         class NeverHeals(Simulation):
-            def _heal(self) -> None:
-                super()._heal()
-                self.blocked.update((a, b) for a in self.names for b in self.names if a != b)
+            def heal(self) -> None:
+                super().heal()
+                self.network.blocked.update(
+                    (a, b) for a in self.names for b in self.names if a != b
+                )
 
         sim = NeverHeals(5, faultWeights=dict(FAULT_WEIGHTS))
         failure = self.assertRaises(SimulationError, sim.run)
@@ -598,6 +633,7 @@ class RegressionTests(SynchronousTestCase):
                 manager.persist(ready)
             except SimulatedCrashError:
                 logStore.crash()
+                disk.powerBack()
             else:
                 outcomes.add("no crash")
                 break

@@ -10,7 +10,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txraft.core import Snapshot
+from txraft.messages import Snapshot
 from txraft.snapshots import FileSnapshotStore, MemorySnapshotStore, encodeSnapshot
 from txraft.storage import StorageError
 

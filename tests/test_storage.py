@@ -15,8 +15,15 @@ from zope.interface.verify import verifyObject
 
 import txraft.storage
 from tests.helpers import temporaryDirectory
-from txraft.core import MAX_APPEND_BYTES, HardState
-from txraft.messages import AppendEntries, Entry, MessageError, formatMessage, parseMessage
+from txraft.core import MAX_APPEND_BYTES
+from txraft.messages import (
+    AppendEntries,
+    Entry,
+    HardState,
+    MessageError,
+    formatMessage,
+    parseMessage,
+)
 from txraft.protocol import MAX_REQUEST
 from txraft.storage import (
     MAX_UNSYNCED_BYTES,

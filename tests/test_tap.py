@@ -262,8 +262,8 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(service.name, "s2")
         self.assertEqual(service.address.port, 10001)
         self.assertEqual(service.tickSeconds, tap.TICK_MS / 1000)
-        self.assertEqual(service.core.electionTicks, (30, 60))
-        self.assertEqual(service.core.heartbeatTicks, 10)
+        self.assertEqual(service.node.core.electionTicks, (30, 60))
+        self.assertEqual(service.node.core.heartbeatTicks, 10)
         self.assertTrue(os.path.exists(os.path.join(self.dataDir, "s2.log")))
         self.assertIs(service.reactor, reactor)
 
@@ -278,9 +278,9 @@ class MakeServiceTests(SynchronousTestCase):
         with open(os.path.join(self.dataDir, "s1.state"), "w") as f:
             f.write('{"currentTerm": 3, "votedFor": "s2"}\n')
         service = self.makeService(self.options())
-        self.assertEqual(service.core.currentTerm, 3)
-        self.assertEqual(service.core.votedFor, "s2")
-        self.assertEqual(service.core.log.lastIndex, 3)
+        self.assertEqual(service.node.core.currentTerm, 3)
+        self.assertEqual(service.node.core.votedFor, "s2")
+        self.assertEqual(service.node.core.log.lastIndex, 3)
 
     def test_corruptLog(self) -> None:
         """

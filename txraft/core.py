@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Protocol
 
 import attrs
-from twisted.logger import Logger
 
 from txraft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Entry,
+    HardState,
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
     RequestVote,
     RequestVoteResponse,
+    Snapshot,
 )
 from txraft.raftlog import RaftLog
 
@@ -44,11 +46,44 @@ LEADER = "leader"
 #: The command a new leader appends to commit entries of earlier terms (section 5.4.2).
 NOOP = "noop"
 
+#: The term and vote of a server that has never run.
+FRESH = HardState()
+
 #: AppendEntries carries at most this many bytes of commands (at least one entry).
 MAX_APPEND_BYTES = 512 * 1024
 
 #: InstallSnapshot carries at most this many bytes of snapshot.
 SNAPSHOT_CHUNK_BYTES = 256 * 1024
+
+
+class CoreLogger(Protocol):
+    """
+    Where the core reports what it decides (an election, a step-down, a
+    refused request): C{twisted.logger.Logger} fits, and so does anything
+    with these methods.  The core itself does no I/O.
+    """
+
+    def info(self, format: str, **fields: object) -> None:
+        """Something worth knowing happened."""
+
+    def error(self, format: str, **fields: object) -> None:
+        """A peer broke a rule of the protocol."""
+
+    def critical(self, format: str, **fields: object) -> None:
+        """A peer asked for something that would lose committed data."""
+
+
+class SilentLogger:
+    """A L{CoreLogger} that drops everything: the default of a bare core."""
+
+    def info(self, format: str, **fields: object) -> None:
+        """Drop an informational event."""
+
+    def error(self, format: str, **fields: object) -> None:
+        """Drop an error event."""
+
+    def critical(self, format: str, **fields: object) -> None:
+        """Drop a critical event."""
 
 
 class NotLeaderError(Exception):
@@ -57,26 +92,6 @@ class NotLeaderError(Exception):
     def __init__(self, leaderId: str | None) -> None:
         super().__init__(leaderId)
         self.leaderId = leaderId
-
-
-@attrs.frozen
-class HardState:
-    """The state Figure 2 requires on stable storage besides the log."""
-
-    currentTerm: int = 0
-    votedFor: str | None = None
-
-
-@attrs.frozen
-class Snapshot:
-    """
-    The state machine as of log entry C{index} (of C{term}), serialized by
-    the application; the core only stores and ships the bytes.
-    """
-
-    index: int
-    term: int
-    data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
 
 
 @attrs.define
@@ -155,14 +170,12 @@ class RaftCore:
     @ivar leaderId: the leader of C{currentTerm} as far as this server knows.
     """
 
-    log_ = Logger()
-
     def __init__(
         self,
         name: str,
         peers: Sequence[str],
         *,
-        hardState: HardState = HardState(),
+        hardState: HardState = FRESH,
         snapshot: Snapshot | None = None,
         entries: Sequence[Entry] = (),
         commitIndex: int = 0,
@@ -172,6 +185,7 @@ class RaftCore:
         maxAppendBytes: int = MAX_APPEND_BYTES,
         preVote: bool = True,
         checkQuorum: bool = True,
+        logger: CoreLogger | None = None,
     ) -> None:
         """
         @param peers: the other servers' names.
@@ -197,6 +211,8 @@ class RaftCore:
             from its leader within the minimum election timeout neither
             grants votes nor adopts the term of a vote request
             (dissertation sections 6.2 and 4.2.3).
+        @param logger: where to report elections and refused requests
+            (default: nowhere).
         """
         low, high = electionTicks
         if not 0 < heartbeatTicks < low < high:
@@ -221,6 +237,7 @@ class RaftCore:
         self.preVote = preVote
         self.checkQuorum = checkQuorum
         self._rng = rng if rng is not None else random.Random()
+        self._logger: CoreLogger = logger if logger is not None else SilentLogger()
         self._electionElapsed = 0
         self._heartbeatElapsed = 0
         self._electionTimeout = 0
@@ -337,7 +354,7 @@ class RaftCore:
             self.currentTerm = term
             self.votedFor = None
         if self.role != FOLLOWER:
-            self.log_.info("{name} becomes follower in term {term}", name=self.name, term=term)
+            self._logger.info("{name} becomes follower in term {term}", name=self.name, term=term)
             # A follower's timer keeps running: only hearing from a leader or
             # granting a vote resets it (Figure 2), so a candidate that can
             # never win cannot keep everyone else from campaigning.
@@ -369,7 +386,7 @@ class RaftCore:
         self.leaderId = None
         self._votes = {self.name: True}
         self._resetElectionTimer()
-        self.log_.info(
+        self._logger.info(
             "{name} starts an election for term {term}", name=self.name, term=self.currentTerm
         )
         if self._countVotes() >= self.quorum():
@@ -386,7 +403,9 @@ class RaftCore:
         self._electionElapsed = 0
         nextIndex = self.log.lastIndex + 1
         self._progress = {peer: Progress(nextIndex) for peer in self.peers}
-        self.log_.info("{name} is leader for term {term}", name=self.name, term=self.currentTerm)
+        self._logger.info(
+            "{name} is leader for term {term}", name=self.name, term=self.currentTerm
+        )
         # Section 5.4.2 / Figure 8: entries of earlier terms only commit once an
         # entry of the leader's own term does; a no-op gets there at once.
         self._replicate([NOOP])
@@ -456,7 +475,7 @@ class RaftCore:
         for progress in self._progress.values():
             progress.recentActive = False
         if active < self.quorum():
-            self.log_.info(
+            self._logger.info(
                 "{name} lost contact with a majority; stepping down in term {term}",
                 name=self.name,
                 term=self.currentTerm,
@@ -475,7 +494,7 @@ class RaftCore:
         """
         if self.role == LEADER:
             # Election Safety says this cannot happen; refuse rather than obey.
-            self.log_.error(
+            self._logger.error(
                 "{name}: {peer} claims to lead term {term}, which we lead",
                 name=self.name,
                 peer=peer,
@@ -576,7 +595,7 @@ class RaftCore:
                 return list(entries[position:])
             if self.log.term(entry.index) != entry.term:
                 if entry.index <= self.commitIndex:
-                    self.log_.critical(
+                    self._logger.critical(
                         "{name}: refusing to overwrite committed entry {index}",
                         name=self.name,
                         index=entry.index,

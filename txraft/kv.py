@@ -14,6 +14,9 @@ import re
 from collections.abc import Callable
 
 import attrs
+from zope.interface import implementer
+
+from txraft.interfaces import IStateMachine
 
 #: Control characters other than tab cannot appear in commands: the log and
 #: the wire are line-based, and a stray carriage return would corrupt both.
@@ -69,6 +72,7 @@ def parseCommand(text: str) -> Command:
     return Command(name, *arguments)
 
 
+@implementer(IStateMachine)
 class KeyValueStore:
     """The replicated map; L{apply} and L{restore} are its only ways to change."""
 

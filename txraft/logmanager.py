@@ -14,16 +14,16 @@ from collections.abc import Callable
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from txraft.core import NOOP, HardState, Ready, Snapshot
-from txraft.kv import KeyValueStore
-from txraft.messages import Entry
+from txraft.core import NOOP, Ready
+from txraft.interfaces import IStateMachine
+from txraft.messages import Entry, HardState, Snapshot
 from txraft.snapshots import ISnapshotStore, MemorySnapshotStore
 from txraft.storage import ILogStore, IStateStore, StorageError
 
 
 class LogManager(Service):
     """
-    Owns the stores and the key-value state machine of one node.
+    Owns the stores and the state machine of one node.
 
     @ivar lastApplied: the index of the last entry executed on the state
         machine (Figure 2's lastApplied); only increases, except that a
@@ -38,7 +38,7 @@ class LogManager(Service):
         self,
         logStore: ILogStore,
         stateStore: IStateStore,
-        stateMachine: KeyValueStore,
+        stateMachine: IStateMachine,
         snapshotStore: ISnapshotStore | None = None,
         dataDirectoryLock: int | None = None,
     ) -> None:

@@ -43,6 +43,26 @@ class Entry:
 
 
 @attrs.frozen
+class HardState:
+    """The state Figure 2 requires on stable storage besides the log."""
+
+    currentTerm: int = 0
+    votedFor: str | None = None
+
+
+@attrs.frozen
+class Snapshot:
+    """
+    The state machine as of log entry C{index} (of C{term}), serialized by
+    the application; the core only stores and ships the bytes.
+    """
+
+    index: int
+    term: int
+    data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
+
+
+@attrs.frozen
 class RequestVote:
     """
     Sent by a candidate to gather votes (Figure 2, RequestVote RPC).

@@ -1,26 +1,27 @@
 """
-This node's outgoing connections to its peers.
+This node's outgoing side: a link to each peer, and the line protocol that
+carries its requests and matches the responses.
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from txraft.config import NodeAddress
-from txraft.messages import Message
-from txraft.protocol import PeerClientProtocol
-
-if TYPE_CHECKING:
-    from txraft.service import RaftService
+from txraft.interfaces import IResponseHandler
+from txraft.messages import Message, MessageError, formatMessage, parseMessage, splitSender
+from txraft.protocol import CONNECTION_DONE, MAX_LINE
 
 #: Requests in flight to one peer beyond which new ones are dropped; the
 #: core notices the gap and resends, so a slow follower cannot make the
@@ -45,12 +46,16 @@ class PeerLink:
 
     def __init__(
         self,
-        service: RaftService,
+        node: IResponseHandler,
         address: NodeAddress,
         reactor: IReactorTime,
         maxDelay: float,
     ) -> None:
-        self.service = service
+        """
+        @param node: signs the requests, and takes the responses.
+        @param maxDelay: the longest wait between two connection attempts.
+        """
+        self.node = node
         self.address = address
         self.protocol: PeerClientProtocol | None = None
         self._backlog: deque[Message] = deque(maxlen=BACKLOG)
@@ -68,7 +73,7 @@ class PeerLink:
         )
 
     def _buildProtocol(self) -> PeerClientProtocol:
-        protocol = PeerClientProtocol(self.service.name, self.address.name)
+        protocol = PeerClientProtocol(self.node.name, self.address.name)
         protocol.onConnectionMade = self._connected
         protocol.onConnectionLost = self._disconnected
         return protocol
@@ -96,7 +101,67 @@ class PeerLink:
         d.addCallbacks(self._responded, self._failed)
 
     def _responded(self, response: Message) -> None:
-        self.service.peerResponse(self.address.name, response)
+        self.node.peerResponse(self.address.name, response)
 
     def _failed(self, failure: Failure) -> None:
         self.log.debug("request to {peer} failed: {f}", peer=self.address.name, f=failure.value)
+
+
+class PeerClientProtocol(LineReceiver):
+    """
+    This node's outgoing connection to one peer: sends requests and matches
+    each response line to the oldest unanswered request (the peer answers in
+    order).
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_LINE
+    log = Logger()
+
+    def __init__(self, localName: str, peerName: str) -> None:
+        self.localName = localName
+        self.peerName = peerName
+        self._pending: deque[defer.Deferred[Message]] = deque()
+        #: Called with this protocol when its connection is made, and lost.
+        self.onConnectionMade: Callable[[PeerClientProtocol], None] | None = None
+        self.onConnectionLost: Callable[[PeerClientProtocol], None] | None = None
+
+    def connectionMade(self) -> None:
+        """Tell whoever owns this link that it is up."""
+        if self.onConnectionMade is not None:
+            self.onConnectionMade(self)
+
+    def sendRequest(self, message: Message) -> defer.Deferred[Message]:
+        """Send C{message}; the Deferred fires with the peer's response."""
+        d: defer.Deferred[Message] = defer.Deferred()
+        self._pending.append(d)
+        self.sendLine(formatMessage(self.localName, message).encode("utf-8"))
+        return d
+
+    def pendingCount(self) -> int:
+        """How many requests await their answer."""
+        return len(self._pending)
+
+    def lineReceived(self, line: bytes) -> None:
+        """Fire the oldest request's Deferred with this response (or failure)."""
+        if not self._pending:
+            self.log.warn("unsolicited line from {peer}", peer=self.peerName)
+            return
+        d = self._pending.popleft()
+        try:
+            sender, rest = splitSender(line.decode("utf-8"))
+            if sender != self.peerName:
+                raise MessageError(f"response from {sender!r}, expected {self.peerName!r}")
+            response = parseMessage(rest)
+        except (UnicodeDecodeError, MessageError) as e:
+            d.errback(MessageError(f"{self.peerName} answered {line[:80]!r}: {e}"))
+            return
+        d.callback(response)
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
+        """Fail every unanswered request."""
+        pending, self._pending = self._pending, deque()
+        for d in pending:
+            d.errback(reason)
+        if self.onConnectionLost is not None:
+            self.onConnectionLost(self)

@@ -1,6 +1,5 @@
 """
-Line protocols: the node's listening side (clients and peers share one port)
-and its outgoing connections to peers.
+The node's listening side: one port for clients and peers.
 
 Every line is ``[SENDER@]MESSAGE``.  A line whose MESSAGE starts with an RPC
 name (``AppendEntries``, ``RequestVote``, ...) is a peer line; anything else
@@ -11,8 +10,6 @@ request order, even when a later request is answered before an earlier one.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
@@ -23,18 +20,15 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txraft.interfaces import IRequestHandler
 from txraft.messages import (
     REQUESTS,
-    Message,
     MessageError,
     formatMessage,
     parseMessage,
     rpcName,
     splitSender,
 )
-
-if TYPE_CHECKING:
-    from txraft.service import RaftService
 
 #: The default reason of a connection's end, as Twisted's own protocols use.
 CONNECTION_DONE = Failure(ConnectionDone())
@@ -62,8 +56,8 @@ class NodeProtocol(LineReceiver):
     MAX_LENGTH = MAX_LINE
     log = Logger()
 
-    def __init__(self, service: RaftService) -> None:
-        self.service = service
+    def __init__(self, node: IRequestHandler) -> None:
+        self.node = node
         self._slots: deque[list[str | None]] = deque()
         self._closing = False
 
@@ -91,10 +85,10 @@ class NodeProtocol(LineReceiver):
         sender, rest = splitSender(text)
         if sender is not None and rpcName(rest):
             return self._peerLine(sender, rest)
-        return self.service.clientRequest(sender, rest)
+        return self.node.clientRequest(sender, rest)
 
     def _peerLine(self, sender: str, rest: str) -> str:
-        if not self.service.isPeer(sender):
+        if not self.node.isPeer(sender):
             self.log.warn("rejected a peer line from unknown node {sender!r}", sender=sender)
             return f"ERROR {sender!r} is not a peer of this node"
         try:
@@ -104,10 +98,10 @@ class NodeProtocol(LineReceiver):
             return f"ERROR {e}"
         if not isinstance(message, REQUESTS):
             return f"ERROR {type(message).__name__} is not a request"
-        reply = self.service.peerRequest(sender, message)
+        reply = self.node.peerRequest(sender, message)
         if reply is None:
             return "ERROR this node is not serving"
-        return formatMessage(self.service.name, reply)
+        return formatMessage(self.node.name, reply)
 
     def _internalError(self, failure: Failure) -> str:
         self.log.failure("request failed", failure)
@@ -157,18 +151,18 @@ class NodeProtocol(LineReceiver):
 class NodeFactory(Factory):
     """
     Builds a L{NodeProtocol} per accepted connection, all sharing one
-    service, and keeps track of them so a stopping node can hang up.
+    node, and keeps track of them so a stopping node can hang up.
     """
 
     noisy = False
 
-    def __init__(self, service: RaftService) -> None:
-        self.service = service
+    def __init__(self, node: IRequestHandler) -> None:
+        self.node = node
         self.connected: set[NodeProtocol] = set()
 
     def buildProtocol(self, addr: object) -> NodeProtocol:
-        """A protocol bound to this node's service."""
-        protocol = NodeProtocol(self.service)
+        """A protocol bound to this factory's node."""
+        protocol = NodeProtocol(self.node)
         protocol.factory = self
         return protocol
 
@@ -176,63 +170,3 @@ class NodeFactory(Factory):
         """Close every connection at once, pending answers and all."""
         for protocol in list(self.connected):
             protocol.transport.abortConnection()
-
-
-class PeerClientProtocol(LineReceiver):
-    """
-    This node's outgoing connection to one peer: sends requests and matches
-    each response line to the oldest unanswered request (the peer answers in
-    order).
-    """
-
-    delimiter = b"\n"
-    MAX_LENGTH = MAX_LINE
-    log = Logger()
-
-    def __init__(self, localName: str, peerName: str) -> None:
-        self.localName = localName
-        self.peerName = peerName
-        self._pending: deque[defer.Deferred[Message]] = deque()
-        #: Called with this protocol when its connection is made, and lost.
-        self.onConnectionMade: Callable[[PeerClientProtocol], None] | None = None
-        self.onConnectionLost: Callable[[PeerClientProtocol], None] | None = None
-
-    def connectionMade(self) -> None:
-        """Tell whoever owns this link that it is up."""
-        if self.onConnectionMade is not None:
-            self.onConnectionMade(self)
-
-    def sendRequest(self, message: Message) -> defer.Deferred[Message]:
-        """Send C{message}; the Deferred fires with the peer's response."""
-        d: defer.Deferred[Message] = defer.Deferred()
-        self._pending.append(d)
-        self.sendLine(formatMessage(self.localName, message).encode("utf-8"))
-        return d
-
-    def pendingCount(self) -> int:
-        """How many requests await their answer."""
-        return len(self._pending)
-
-    def lineReceived(self, line: bytes) -> None:
-        """Fire the oldest request's Deferred with this response (or failure)."""
-        if not self._pending:
-            self.log.warn("unsolicited line from {peer}", peer=self.peerName)
-            return
-        d = self._pending.popleft()
-        try:
-            sender, rest = splitSender(line.decode("utf-8"))
-            if sender != self.peerName:
-                raise MessageError(f"response from {sender!r}, expected {self.peerName!r}")
-            response = parseMessage(rest)
-        except (UnicodeDecodeError, MessageError) as e:
-            d.errback(MessageError(f"{self.peerName} answered {line[:80]!r}: {e}"))
-            return
-        d.callback(response)
-
-    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
-        """Fail every unanswered request."""
-        pending, self._pending = self._pending, deque()
-        for d in pending:
-            d.errback(reason)
-        if self.onConnectionLost is not None:
-            self.onConnectionLost(self)

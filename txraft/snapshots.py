@@ -26,7 +26,7 @@ import os
 
 from zope.interface import Interface, implementer
 
-from txraft.core import Snapshot
+from txraft.messages import Snapshot
 from txraft.storage import (
     OSFileSystem,
     StorageError,

@@ -71,8 +71,7 @@ import attrs
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from txraft.core import HardState
-from txraft.messages import NAME_PATTERN, Entry
+from txraft.messages import NAME_PATTERN, Entry, HardState
 
 log = Logger()
 

@@ -1,0 +1,300 @@
+"""
+The simulated clients: each issues one operation at a time to some node,
+follows redirects, retries, and records what it saw for the
+linearizability check.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+from twisted.internet import defer
+
+from txraft import answers
+from txraft.linearizability import Operation, checkHistory
+
+if TYPE_CHECKING:
+    from tests.simulation.nodes import SimNode
+    from tests.simulation.run import Simulation
+
+#: What the simulation answers for a node whose process is down.
+CONNECTION_REFUSED = "UNAVAILABLE connection refused"
+
+#: Answers after which a client knows its command did not execute.
+NOT_EXECUTED = answers.NOT_EXECUTED | {CONNECTION_REFUSED}
+
+#: Answers counted in the run's statistics, by the name they are counted under.
+COUNTED_ANSWERS = {
+    answers.LEADERSHIP_LOST: "answeredLeadershipLost",
+    answers.DISK_FAILED: "answeredDiskFailed",
+    answers.OVERWRITTEN: "answeredOverwritten",
+    answers.COMMIT_TIMEOUT: "answeredCommitTimeout",
+}
+
+
+@attrs.define
+class HistoryRecord:
+    """One client operation as the client saw it; C{end} L{None}: outcome unknown."""
+
+    client: str
+    kind: str
+    key: str
+    value: str | None
+    start: float
+    end: float | None = None
+    result: str | None = None
+    found: bool | None = None
+
+
+@attrs.define
+class SimClient:
+    """A client issuing one operation at a time, following redirects, retrying."""
+
+    name: str
+    generation: int = 0
+    target: str | None = None
+    requestId: int = 0
+    op: HistoryRecord | None = None
+    redirects: int = 0
+    count: int = 0
+    waitingOn: str | None = None
+    sentAt: int = 0
+
+    @property
+    def identity(self) -> str:
+        """The process name in the history: a new one after each unknown outcome."""
+        return self.name if self.generation == 0 else f"{self.name}.{self.generation}"
+
+
+class Workload:
+    """
+    The clients of a run and their history.  A request that surely did not
+    execute (a redirect, no leader known, an overwritten entry, a refused
+    connection) is resent as the same operation; one whose outcome is
+    unknown (leadership lost, commit timeout, disk failure, lost
+    connection) is recorded as such and retried later, possibly at another
+    node, as a new operation.
+
+    @ivar history: the operations every client completed or gave up on.
+    @ivar stopped: clients start no new operations (the run is ending).
+    @ivar livenessClient: the client whose write must commit once the
+        faults stop; C{livenessAt} is when it did.
+    """
+
+    def __init__(self, simulation: Simulation) -> None:
+        self.sim = simulation
+        self.clients = [SimClient(f"c{i}") for i in range(1, simulation.options.clients + 1)]
+        self.history: list[HistoryRecord] = []
+        self.stopped = False
+        self.livenessClient: SimClient | None = None
+        self.livenessAt: int | None = None
+
+    def start(self) -> None:
+        """Each client starts thinking about its first operation."""
+        sim = self.sim
+        for client in self.clients:
+            sim.events.after(sim.rng.randint(*sim.options.thinkMs), self._nextOperation, client)
+
+    def startLivenessWrite(self) -> None:
+        """A new client writes once; the run ends when that has committed."""
+        self.livenessClient = SimClient("live")
+        self._begin(self.livenessClient, "set", "live", f"seed-{self.sim.seed}")
+
+    def busy(self) -> bool:
+        """Whether some client waits for an answer."""
+        return any(client.op is not None for client in self.clients)
+
+    def finish(self) -> None:
+        """Record every operation still waiting as one whose outcome is unknown."""
+        clients = list(self.clients)
+        if self.livenessClient is not None:
+            clients.append(self.livenessClient)
+        for client in clients:
+            if client.op is not None:
+                self.history.append(client.op)
+                client.op = None
+
+    def checkLinearizable(self) -> None:
+        """Check the history with L{txraft.testing.linearizability.checkHistory}."""
+        operations = [
+            Operation(
+                record.client,
+                record.kind,
+                record.key,
+                record.value,
+                record.start / 1000,
+                None if record.end is None else record.end / 1000,
+                record.result,
+                found=record.found,
+            )
+            for record in self.history
+        ]
+        result = checkHistory(operations, initial={})
+        if not result.ok:
+            ops = [r for r in self.history if r.key == result.key]
+            shown = "\n".join(f"    {r}" for r in ops[:100])
+            more = f"\n    ... and {len(ops) - 100} more" if len(ops) > 100 else ""
+            self.sim.fail(
+                f"Linearizability: the history of key {result.key!r} is not linearizable: "
+                f"{result.explanation}\nIts {len(ops)} operations (times in ms):\n{shown}{more}"
+            )
+
+    # -- one operation ------------------------------------------------------------------
+
+    def _nextOperation(self, client: SimClient) -> None:
+        if self.stopped:
+            return
+        sim = self.sim
+        rng = sim.rng
+        key = rng.choice(sim.options.keys)
+        kind = rng.choices(("get", "set", "delete"), (4, 5, 1))[0]
+        value = None
+        if kind == "set":
+            client.count += 1
+            value = f"{client.name}-{client.count}"
+        self._begin(client, kind, key, value)
+
+    def _begin(self, client: SimClient, kind: str, key: str, value: str | None) -> None:
+        client.op = HistoryRecord(client.identity, kind, key, value, self.sim.stamp())
+        client.redirects = 0
+        self._sendRequest(client)
+
+    def _sendRequest(self, client: SimClient) -> None:
+        sim = self.sim
+        op = client.op
+        assert op is not None
+        if client.target is None:
+            client.target = sim.rng.choice(sim.names)
+        client.requestId += 1
+        text = " ".join(p for p in (op.kind, op.key, op.value) if p is not None)
+        client.waitingOn = client.target
+        client.sentAt = sim.now
+        sim.record("{} sends {!r} to {}", client.name, text, client.target)
+        node = sim.nodes[client.target]
+        if not node.up:
+            self._reply(client, client.requestId, CONNECTION_REFUSED, node.name)
+        else:
+            node.inbound[client.name, client.requestId] = client
+            sim.events.after(
+                sim.network.delay(), self.arrive, node, client, client.requestId, text
+            )
+        sim.events.after(
+            sim.options.answerTimeoutMs, self._answerTimeout, client, client.requestId
+        )
+
+    def arrive(self, node: SimNode, client: SimClient, requestId: int, text: str) -> None:
+        """A client request reaches C{node}'s driver, which answers now or later."""
+        if (client.name, requestId) not in node.inbound:
+            return  # the node crashed since: the client saw its connection close
+        if node.paused():
+            self.sim.events.at(node.pausedUntil, self.arrive, node, client, requestId, text)
+            return
+        answer = node.driver.clientRequest(client.name, text)
+        if isinstance(answer, defer.Deferred):
+            answer.addCallback(lambda text: self.answer(node, client, requestId, text))
+        else:
+            self.answer(node, client, requestId, answer)
+
+    def answer(self, node: SimNode, client: SimClient, requestId: int, text: str) -> None:
+        """C{node} sends the answer line C{text} back to a client."""
+        if node.disk.powerLost:
+            return  # the process is dying: its connections close instead
+        if node.inbound.pop((client.name, requestId), None) is None:
+            return
+        counted = COUNTED_ANSWERS.get(text)
+        if counted is not None:
+            self.sim.stats[counted] += 1
+        self._reply(client, requestId, text, node.name)
+
+    def connectionsLost(self, node: SimNode) -> None:
+        """C{node}'s process ended: its clients see their connections close."""
+        inbound, node.inbound = node.inbound, {}
+        for (_, requestId), client in inbound.items():
+            self._reply(client, requestId, None, node.name)
+
+    def _reply(self, client: SimClient, requestId: int, text: str | None, nodeName: str) -> None:
+        self.sim.events.after(
+            self.sim.network.delay(), self._receive, client, requestId, text, nodeName
+        )
+
+    def _answerTimeout(self, client: SimClient, requestId: int) -> None:
+        sim = self.sim
+        if client.requestId != requestId or client.op is None:
+            return
+        node = sim.nodes[client.waitingOn or ""]
+        if node.up:
+            sim.fail(
+                f"{client.name}'s request to {node.name}, sent at {client.sentAt} ms, "
+                f"got no answer in {sim.options.answerTimeoutMs} ms though the node stayed up"
+            )
+
+    def _receive(self, client: SimClient, requestId: int, text: str | None, nodeName: str) -> None:
+        if client.requestId != requestId or client.op is None:
+            return
+        sim = self.sim
+        op = client.op
+        sim.record("{} gets {!r} from {}", client.name, text, nodeName)
+        if text is None:
+            self._unknown(client)
+            return
+        redirect = answers.parseRedirect(text)
+        if redirect is not None:
+            client.target = redirect.leader
+            client.redirects += 1
+            sim.stats["redirects"] += 1
+            if client.redirects <= 3:
+                self._sendRequest(client)
+            else:
+                client.redirects = 0
+                sim.events.after(
+                    sim.rng.randint(*sim.options.backoffMs), self._sendRequest, client
+                )
+        elif text in NOT_EXECUTED:
+            sim.stats["retriesNotExecuted"] += 1
+            client.target = None
+            sim.events.after(sim.rng.randint(*sim.options.backoffMs), self._sendRequest, client)
+        elif answers.isUnavailable(text):
+            self._unknown(client)
+        else:
+            self._complete(client, op, text)
+
+    def _complete(self, client: SimClient, op: HistoryRecord, text: str) -> None:
+        sim = self.sim
+        expected = {"get": ("OK ", "NOT_FOUND"), "set": ("OK",), "delete": ("OK", "NOT_FOUND")}
+        valid = text in expected[op.kind] or (op.kind == "get" and text.startswith("OK "))
+        if not valid:
+            sim.fail(f"{client.name} got {text!r} for {op.kind} {op.key}")
+        op.end = sim.stamp()
+        if op.kind != "set":
+            op.found = text != answers.NOT_FOUND
+        if op.kind == "get" and op.found:
+            op.result = answers.okValue(text)
+        self.history.append(op)
+        client.op = None
+        sim.stats["operationsOK"] += 1
+        if client is self.livenessClient:
+            self.livenessAt = sim.now
+            self.stopped = True
+            sim.record("liveness write committed {} ms after healing", sim.now - sim.healedAt)
+            return
+        sim.events.after(sim.rng.randint(*sim.options.thinkMs), self._nextOperation, client)
+
+    def _unknown(self, client: SimClient) -> None:
+        """The outcome is unknown: record it so, and retry later as a new operation."""
+        sim = self.sim
+        op = client.op
+        assert op is not None
+        self.history.append(op)
+        sim.stats["operationsUnknown"] += 1
+        client.generation += 1
+        client.op = None
+        client.target = None
+        delay = sim.rng.randint(*sim.options.backoffMs)
+        sim.events.after(delay, self._retry, client, op.kind, op.key, op.value)
+
+    def _retry(self, client: SimClient, kind: str, key: str, value: str | None) -> None:
+        if self.stopped and client is not self.livenessClient:
+            return
+        self.sim.stats["retriesUnknown"] += 1
+        self._begin(client, kind, key, value)

@@ -1,0 +1,170 @@
+"""
+The fault schedule: what goes wrong in a simulated run, and when.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.simulation.nodes import SimNode
+    from tests.simulation.run import Simulation
+
+#: The fault schedule's actions and how often each is chosen.
+FAULT_WEIGHTS: dict[str, int] = {
+    "partition": 3,
+    "oneWay": 3,
+    "isolateLeader": 3,
+    "heal": 4,
+    "crash": 3,
+    "crashMidWrite": 3,
+    "diskError": 2,
+    "restart": 2,
+    "network": 4,
+    "slow": 2,
+    "pause": 2,
+}
+
+
+class FaultSchedule:
+    """
+    Faults drawn from the run's seed during its first C{faultMs}: message
+    loss, duplication, reordering and delay (a few messages arrive more
+    than a second late, after much newer ones); symmetric partitions,
+    one-way link cuts, a partition isolating the leader in one or both
+    directions; crashes of any node, either at once or just before one of
+    its next few durable writes (what was not synced is lost), followed by
+    a restart; disk errors (writes fail for a while: the node falls silent
+    and rejoins); slow nodes (their messages delayed more, their ticks
+    sometimes skipped) and paused nodes (a stalled process).
+    """
+
+    def __init__(self, simulation: Simulation) -> None:
+        self.sim = simulation
+
+    def start(self) -> None:
+        """Plan the first fault, if the run has any."""
+        options = self.sim.options
+        if options.faultMs > 0 and any(options.faultWeights.values()):
+            self.sim.events.after(self.sim.rng.randint(*options.faultEveryMs), self.fault)
+
+    def fault(self) -> None:
+        """Take the next action of the schedule, and plan the one after."""
+        if self.sim.now >= self.sim.options.faultMs:
+            return
+        weights = self.sim.options.faultWeights
+        kinds = [k for k in FAULT_WEIGHTS if weights.get(k)]
+        kind = self.sim.rng.choices(kinds, [weights[k] for k in kinds])[0]
+        getattr(self, f"_fault_{kind}")()
+        self.sim.events.after(self.sim.rng.randint(*self.sim.options.faultEveryMs), self.fault)
+
+    def _upNodes(self) -> list[SimNode]:
+        return [node for node in self.sim.nodes.values() if node.up]
+
+    def _fault_partition(self) -> None:
+        names = list(self.sim.names)
+        self.sim.rng.shuffle(names)
+        cut = self.sim.rng.randint(1, len(names) - 1)
+        side, other = names[:cut], names[cut:]
+        for a in side:
+            for b in other:
+                self.sim.network.blocked.update({(a, b), (b, a)})
+        self.sim.stats["partitions"] += 1
+        self.sim.record("partition {} | {}", sorted(side), sorted(other))
+
+    def _fault_oneWay(self) -> None:
+        for _ in range(self.sim.rng.randint(1, len(self.sim.names) - 1)):
+            a, b = self.sim.rng.sample(self.sim.names, 2)
+            self.sim.network.blocked.add((a, b))
+            self.sim.record("one-way cut: {} no longer hears {}", b, a)
+        self.sim.stats["oneWayCuts"] += 1
+
+    def _fault_isolateLeader(self) -> None:
+        leader = self.sim.leader()
+        if leader is None:
+            return self._fault_partition()
+        mode = self.sim.rng.choice(("both", "deaf", "mute"))
+        for other in self.sim.names:
+            if other != leader.name:
+                if mode in ("both", "mute"):
+                    self.sim.network.blocked.add((leader.name, other))
+                if mode in ("both", "deaf"):
+                    self.sim.network.blocked.add((other, leader.name))
+        self.sim.stats["leaderIsolations"] += 1
+        self.sim.record("isolate leader {} ({})", leader.name, mode)
+
+    def _fault_heal(self) -> None:
+        self.sim.network.blocked.clear()
+        self.sim.record("links healed")
+
+    def _victim(self) -> SimNode | None:
+        """A running node to hurt, the leader more often than the others."""
+        up = self._upNodes()
+        if not up:
+            return None
+        leader = self.sim.leader()
+        if leader is not None and self.sim.rng.random() < 0.4:
+            return leader
+        return self.sim.rng.choice(up)
+
+    def _fault_crash(self) -> None:
+        node = self._victim()
+        if node is not None:
+            self.sim.crash(node, "fault schedule")
+
+    def _fault_crashMidWrite(self) -> None:
+        node = self._victim()
+        if node is None:
+            return
+        node.disk.crashAfter = self.sim.rng.randint(1, 3)
+        self.sim.stats["crashesArmed"] += 1
+        self.sim.record(
+            "{} will lose power before durable write #{} from now",
+            node.name,
+            node.disk.crashAfter,
+        )
+
+    def _fault_diskError(self) -> None:
+        node = self._victim()
+        if node is None:
+            return
+        node.disk.failingUntil = self.sim.now + self.sim.rng.randint(*self.sim.options.diskErrorMs)
+        self.sim.stats["diskErrors"] += 1
+        self.sim.record(
+            "{}'s disk fails its writes until {} ms", node.name, node.disk.failingUntil
+        )
+
+    def _fault_restart(self) -> None:
+        down = [node for node in self.sim.nodes.values() if not node.up]
+        if down:
+            self.sim.restart(self.sim.rng.choice(down))
+
+    def _fault_network(self) -> None:
+        network = self.sim.network
+        network.dropRate = self.sim.rng.choice((0.0, 0.02, 0.1, 0.3))
+        network.duplicateRate = self.sim.rng.choice((0.0, 0.03, 0.1))
+        network.lateRate = self.sim.rng.choice((0.0, 0.0, 0.01, 0.05))
+        network.maxDelayMs = self.sim.rng.choice((self.sim.options.baseDelayMs, 30, 120))
+        self.sim.stats["networkChanges"] += 1
+        self.sim.record(
+            "network: drop {}, duplicate {}, late {}, delay up to {} ms",
+            network.dropRate,
+            network.duplicateRate,
+            network.lateRate,
+            network.maxDelayMs,
+        )
+
+    def _fault_slow(self) -> None:
+        node = self.sim.rng.choice(list(self.sim.nodes.values()))
+        node.slow = not node.slow
+        self.sim.stats["slowNodes"] += node.slow
+        self.sim.record("{} is {}", node.name, "slow" if node.slow else "no longer slow")
+
+    def _fault_pause(self) -> None:
+        node = self._victim()
+        if node is None or node.paused():
+            return
+        node.pausedUntil = self.sim.now + self.sim.rng.randint(*self.sim.options.pauseMs)
+        self.sim.events.at(node.pausedUntil, self.sim.resume, node, node.incarnation)
+        self.sim.stats["pauses"] += 1
+        self.sim.record("{} pauses until {} ms", node.name, node.pausedUntil)

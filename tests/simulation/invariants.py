@@ -1,0 +1,346 @@
+"""
+The global truth about a simulated run, and the checks of Raft's safety
+properties against it (Figure 3 of the paper, and more; see
+L{InvariantChecker}).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from txraft.core import LEADER, NOOP, RaftCore, Ready
+from txraft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    Snapshot,
+)
+
+if TYPE_CHECKING:
+    from tests.simulation.nodes import SimNode
+
+
+def isPreVote(message: Message) -> bool:
+    """Whether C{message} belongs to a pre-vote round (which grants no real vote)."""
+    return bool(getattr(message, "preVote", False))
+
+
+def describe(value: object) -> str:
+    """A compact text for a trace line."""
+    if isinstance(value, AppendEntries):
+        shown = ", ".join(f"{e.index}/{e.term} {e.command!r}" for e in value.entries[:3])
+        more = f", +{len(value.entries) - 3}" if len(value.entries) > 3 else ""
+        return (
+            f"AppendEntries(t{value.term} prev {value.prevLogIndex}/{value.prevLogTerm} "
+            f"[{shown}{more}] commit {value.leaderCommit})"
+        )
+    if isinstance(value, AppendEntriesResponse):
+        if value.success:
+            return f"AppendOK(t{value.term} match {value.matchIndex})"
+        return (
+            f"AppendRejected(t{value.term} at {value.rejectedIndex} "
+            f"hint {value.hintIndex}/{value.hintTerm})"
+        )
+    if isinstance(value, RequestVote):
+        kind = "PreVote" if isPreVote(value) else "RequestVote"
+        return f"{kind}(t{value.term} last {value.lastLogIndex}/{value.lastLogTerm})"
+    if isinstance(value, RequestVoteResponse):
+        kind = "PreVoteAnswer" if isPreVote(value) else "Vote"
+        return f"{kind}(t{value.term} {'granted' if value.voteGranted else 'refused'})"
+    if isinstance(value, InstallSnapshot):
+        return (
+            f"InstallSnapshot(t{value.term} up to {value.lastIncludedIndex}/"
+            f"{value.lastIncludedTerm} bytes {value.offset}+{len(value.data)}"
+            f"{' done' if value.done else ''})"
+        )
+    if isinstance(value, InstallSnapshotResponse):
+        return (
+            f"SnapshotAnswer(t{value.term} up to {value.lastIncludedIndex} "
+            f"next {value.nextOffset} match {value.matchIndex})"
+        )
+    if isinstance(value, Entry):
+        return f"{value.index}/{value.term} {value.command!r}"
+    return str(value)
+
+
+def referenceApply(state: dict[str, str], command: str) -> tuple[dict[str, str], str | None]:
+    """
+    The key-value semantics, written independently of L{KeyValueStore}:
+    the state after C{command} and its reply (L{None} for a no-op).
+    """
+    if command == NOOP:
+        return state, None
+    name, _, rest = command.partition(" ")
+    if name == "set":
+        key, _, value = rest.partition(" ")
+        return {**state, key: value}, "OK"
+    if name == "get":
+        return state, f"OK {state[rest]}" if rest in state else "NOT_FOUND"
+    if name == "delete":
+        if rest not in state:
+            return state, "NOT_FOUND"
+        return {k: v for k, v in state.items() if k != rest}, "OK"
+    if name == "show":
+        return state, "OK " + json.dumps(state, ensure_ascii=False, sort_keys=True)
+    raise AssertionError(f"the simulation never sends {command!r}")
+
+
+class InvariantChecker:
+    """
+    The global truth about a run, and the checks of Raft's safety
+    properties (Figure 3 of the paper) against it.
+
+    @ivar leaders: the leader of each term that had one.
+    @ivar votes: whom each node granted its vote in each term.
+    @ivar registry: for every (index, term) any log ever held, the command
+        and the term of the entry before it.
+    @ivar committed: the committed log: the entry at each committed index.
+    @ivar commitTerms: the term in which each committed index was first
+        committed (the current term of the node that first committed it).
+    @ivar states: the reference state machine after each committed index.
+    @ivar replies: the reference reply of each committed entry.
+    """
+
+    def __init__(self, fail: Callable[[str], None], stats: Counter[str]) -> None:
+        self.fail = fail
+        self.stats = stats
+        self.leaders: dict[int, str] = {}
+        self.votes: dict[tuple[str, int], str] = {}
+        self.registry: dict[tuple[int, int], tuple[str, int]] = {}
+        self.committed: list[Entry] = []
+        self.commitTerms: list[int] = []
+        self.states: list[dict[str, str]] = [{}]
+        self.replies: list[str | None] = [None]
+        self.nodes: list[SimNode] = []
+
+    # -- per-event checks ---------------------------------------------------------
+
+    def observeVote(self, voter: str, term: int, candidate: str) -> None:
+        """A node granted its vote: one candidate per term, even across restarts."""
+        holder = self.votes.setdefault((voter, term), candidate)
+        if holder != candidate:
+            self.fail(
+                f"Vote durability: {voter} granted its term {term} vote "
+                f"to {holder} and then to {candidate}"
+            )
+
+    def observeReady(self, node: SimNode, ready: Ready) -> None:
+        """Check what C{node} just made durable, its role and its commits."""
+        core = node.core
+        if core.role == LEADER:
+            holder = self.leaders.get(core.currentTerm)
+            if holder is None:
+                self.leaders[core.currentTerm] = node.name
+                self.stats["leadersElected"] += 1
+                self.checkLeaderCompleteness(node)
+            elif holder != node.name:
+                self.fail(
+                    f"Election Safety: {holder} and {node.name} both lead term {core.currentTerm}"
+                )
+        if core.commitIndex < node.commitSeen:
+            self.fail(
+                f"commitIndex of {node.name} (incarnation {node.incarnation}) went back "
+                f"from {node.commitSeen} to {core.commitIndex}"
+            )
+        node.commitSeen = core.commitIndex
+        if ready.truncateFrom is not None or ready.entries or ready.snapshot is not None:
+            first = [e.index for e in ready.entries[:1]]
+            if ready.truncateFrom is not None:
+                first.append(ready.truncateFrom)
+            if ready.snapshot is not None:
+                first.append(ready.snapshot.index + 1)
+            self.checkEntries(node, min(first))
+            self.checkDurable(node, full=False)
+        for entry in ready.committed:
+            self.observeCommitted(node, entry)
+
+    def observeCommitted(self, node: SimNode, entry: Entry) -> None:
+        """C{node} committed C{entry}: it must agree with every earlier commit."""
+        index = entry.index
+        if index <= len(self.committed):
+            if self.committed[index - 1] != entry:
+                self.fail(
+                    f"State Machine Safety: {node.name} commits {describe(entry)} at index "
+                    f"{index}, where {describe(self.committed[index - 1])} was committed"
+                )
+            return
+        if index != len(self.committed) + 1:
+            self.fail(f"{node.name} commits index {index} after {len(self.committed)}")
+        term = node.core.currentTerm
+        self.committed.append(entry)
+        self.commitTerms.append(term)
+        state, reply = referenceApply(self.states[-1], entry.command)
+        self.states.append(state)
+        self.replies.append(reply)
+        # An entry committed late by a stale leader must already be in the
+        # log of every leader of a later term (section 5.4.3).
+        for other in self.nodes:
+            core = other.core
+            if other.up and core.role == LEADER and core.currentTerm > term:
+                if not self._holds(core, index, entry):
+                    self.fail(
+                        f"Leader Completeness: {describe(entry)} committed in term {term} "
+                        f"is missing from {other.name}, leader of term {core.currentTerm}"
+                    )
+
+    def observeApplied(self, node: SimNode, results: list[tuple[Entry, str | None]]) -> None:
+        """C{node} executed C{results}: same entries, replies and state as the replay."""
+        for entry, reply in results:
+            index = entry.index
+            if index > len(self.committed) or self.committed[index - 1] != entry:
+                known = "nothing"
+                if index <= len(self.committed):
+                    known = describe(self.committed[index - 1])
+                self.fail(
+                    f"State Machine Safety: {node.name} applies {describe(entry)} at index "
+                    f"{index}, where {known} was committed"
+                )
+            if reply != self.replies[index]:
+                self.fail(
+                    f"{node.name} applied {describe(entry)} with reply {reply!r}; "
+                    f"the replay of the committed log gives {self.replies[index]!r}"
+                )
+        self.checkApplied(node)
+
+    def observeSnapshot(self, node: SimNode, snapshot: Snapshot) -> None:
+        """A snapshot taken or installed is the committed log's replay up to its index."""
+        index = snapshot.index
+        if index > len(self.committed) or self.committed[index - 1].term != snapshot.term:
+            self.fail(
+                f"State Machine Safety: {node.name} holds a snapshot up to {index}/"
+                f"{snapshot.term}, which is not a committed entry"
+            )
+        if json.loads(snapshot.data) != self.states[index]:
+            self.fail(
+                f"{node.name}'s snapshot up to {index} holds {snapshot.data!r}; the replay "
+                f"of the committed log gives {self.states[index]}"
+            )
+
+    # -- the checks ---------------------------------------------------------------
+
+    @staticmethod
+    def _holds(core: RaftCore, index: int, entry: Entry) -> bool:
+        """Whether C{core}'s log (or snapshot) holds C{entry} at C{index}."""
+        log = core.log
+        if index <= log.snapshotIndex:
+            return index < log.snapshotIndex or log.snapshotTerm == entry.term
+        return index <= log.lastIndex and log.entry(index) == entry
+
+    def checkEntries(self, node: SimNode, first: int) -> None:
+        """
+        Log Matching, checked inductively: an entry with a given index and
+        term always has the same command and follows an entry of the same
+        term, in every log at every time.  (A leader creates at most one
+        entry per index in its term and never changes its log before it;
+        followers copy both.)  Two logs that agree at (index, term) then
+        agree on every entry before it.  A log that starts after a
+        snapshot must start after a committed entry.
+        """
+        log = node.core.log
+        base = log.snapshotIndex
+        if base and first <= base + 1:
+            if base > len(self.committed) or self.committed[base - 1].term != log.snapshotTerm:
+                self.fail(
+                    f"Log Matching: {node.name}'s log starts after {base}/{log.snapshotTerm}, "
+                    "which is not a committed entry"
+                )
+        registry = self.registry
+        for index in range(max(first, base + 1), log.lastIndex + 1):
+            entry = log.entry(index)
+            seen = (entry.command, log.term(index - 1))
+            known = registry.setdefault((index, entry.term), seen)
+            if known != seen:
+                self.fail(
+                    f"Log Matching: {node.name} holds {describe(entry)} after an entry of "
+                    f"term {seen[1]}, but a log held {known[0]!r} at index {index} term "
+                    f"{entry.term} after an entry of term {known[1]}"
+                )
+
+    def checkDurable(self, node: SimNode, full: bool) -> None:
+        """The durable log (and snapshot) is the core's: it persisted every Ready."""
+        log = node.core.log
+        base = log.snapshotIndex
+        durable = node.logStore.durable
+        same = len(durable) == log.lastIndex - base and (
+            not durable or durable[-1] == log.entry(log.lastIndex)
+        )
+        if same and full:
+            saved = node.snapshotStore.snapshot
+            same = durable == log.slice(base + 1, log.lastIndex + 1) and base == (
+                saved.index if saved else 0
+            )
+        if not same:
+            self.fail(f"{node.name}: the durable log differs from the core's log")
+
+    def checkApplied(self, node: SimNode) -> None:
+        """
+        lastApplied never decreases; it is commitIndex (or, on a core
+        rebuilt after a disk failure, at least what was applied before);
+        the state machine is the replay up to it.
+        """
+        applied = node.logManager.lastApplied
+        if applied < node.appliedSeen:
+            self.fail(f"lastApplied of {node.name} went back from {node.appliedSeen} to {applied}")
+        node.appliedSeen = applied
+        expected = max(node.core.commitIndex, node.appliedFloor)
+        if applied != expected:
+            self.fail(
+                f"{node.name} applied up to {applied} but commitIndex is {node.core.commitIndex}"
+                + (f" (and {node.appliedFloor} were applied before)" if node.appliedFloor else "")
+            )
+        if node.stateMachine.data != self.states[applied]:
+            self.fail(
+                f"{node.name}'s state machine is {node.stateMachine.data} after applying "
+                f"{applied} entries; the replay of the committed log gives {self.states[applied]}"
+            )
+
+    def checkLeaderCompleteness(self, node: SimNode) -> None:
+        """
+        Leader Completeness: the leader of term T holds every entry
+        committed in a term before T.
+        """
+        core = node.core
+        for index, (entry, term) in enumerate(
+            zip(self.committed, self.commitTerms, strict=True), 1
+        ):
+            if term < core.currentTerm and not self._holds(core, index, entry):
+                self.fail(
+                    f"Leader Completeness: {node.name}, leader of term {core.currentTerm}, "
+                    f"lacks {describe(entry)} committed in term {term}"
+                )
+
+    def checkNode(self, node: SimNode) -> None:
+        """Check the whole state of one running node."""
+        core = node.core
+        log = core.log
+        self.checkEntries(node, 1)
+        self.checkDurable(node, full=True)
+        base = log.snapshotIndex
+        if log.slice(base + 1, core.commitIndex + 1) != self.committed[base : core.commitIndex]:
+            self.fail(f"{node.name}'s log up to commitIndex is not the committed log")
+        if core.snapshot is not None:
+            self.observeSnapshot(node, core.snapshot)
+        self.checkApplied(node)
+        if core.role == LEADER:
+            if self.leaders.get(core.currentTerm) != node.name:
+                self.fail(
+                    f"Election Safety: {node.name} leads term {core.currentTerm}, "
+                    f"led by {self.leaders.get(core.currentTerm)}"
+                )
+            self.checkLeaderCompleteness(node)
+
+    def checkAll(self) -> None:
+        """Check the whole state of every running node."""
+        for node in self.nodes:
+            if node.up and not node.silent:
+                if node.core.commitIndex < node.commitSeen:
+                    self.fail(f"commitIndex of {node.name} went back to {node.core.commitIndex}")
+                self.checkNode(node)

@@ -1,0 +1,133 @@
+"""
+The simulated network between nodes: per-link cuts, loss, duplication,
+reordering and delay, and every message through the wire format.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from tests.simulation.invariants import isPreVote
+from txraft.messages import (
+    REQUESTS,
+    Message,
+    RequestVoteResponse,
+    formatMessage,
+    parseMessage,
+    splitSender,
+)
+
+if TYPE_CHECKING:
+    from tests.simulation.nodes import SimNode
+    from tests.simulation.run import Simulation
+
+
+@attrs.define
+class Envelope:
+    """A peer message in flight."""
+
+    src: str
+    srcIncarnation: int
+    dst: str
+    message: Message
+    #: For a response: the incarnation of the requester, whose connection it travels on.
+    requesterIncarnation: int | None = None
+
+
+class Network:
+    """
+    Carries peer messages between simulated nodes.
+
+    @ivar blocked: the (from, to) links that deliver nothing.
+    @ivar dropRate: the chance that a message is lost.
+    @ivar duplicateRate: the chance that a message arrives twice.
+    @ivar lateRate: the chance that a message arrives long after newer ones.
+    @ivar maxDelayMs: a message takes from 1 to this many milliseconds.
+    """
+
+    def __init__(self, simulation: Simulation) -> None:
+        self.sim = simulation
+        self.blocked: set[tuple[str, str]] = set()
+        self.calm()
+
+    def calm(self) -> None:
+        """No more loss, duplication or late messages; normal delays."""
+        self.dropRate = self.duplicateRate = self.lateRate = 0.0
+        self.maxDelayMs = self.sim.options.baseDelayMs
+
+    def delay(self, *names: str) -> int:
+        """A message's delay, longer to or from a slow node."""
+        rng = self.sim.rng
+        delay = rng.randint(1, self.maxDelayMs)
+        if any(self.sim.nodes[name].slow for name in names):
+            delay += rng.randint(10, 80)
+        return delay
+
+    def send(
+        self, node: SimNode, dst: str, message: Message, requesterIncarnation: int | None = None
+    ) -> None:
+        """Put C{message} from C{node} to C{dst} on the network, maybe losing or copying it."""
+        sim = self.sim
+        if node.disk.powerLost:
+            return  # the process is dying: it sends nothing more
+        sim.stats["messages"] += 1
+        if (
+            isinstance(message, RequestVoteResponse)
+            and message.voteGranted
+            and not isPreVote(message)
+        ):
+            sim.checker.observeVote(node.name, message.term, dst)
+        envelope = Envelope(node.name, node.incarnation, dst, message, requesterIncarnation)
+        if (node.name, dst) in self.blocked:
+            sim.stats["messagesCut"] += 1
+            return
+        rng = sim.rng
+        if rng.random() < self.dropRate:
+            sim.stats["messagesDropped"] += 1
+            sim.record("{}->{} lost: {}", node.name, dst, message)
+            return
+        copies = 1
+        if rng.random() < self.duplicateRate:
+            copies = 2
+            sim.stats["messagesDuplicated"] += 1
+        for _ in range(copies):
+            delay = self.delay(node.name, dst)
+            if rng.random() < self.lateRate:
+                # Stuck in some queue: it arrives long after newer messages.
+                delay += rng.randint(200, 1500)
+                sim.stats["messagesLate"] += 1
+            sim.events.after(delay, self._deliver, envelope)
+
+    def _deliver(self, envelope: Envelope) -> None:
+        sim = self.sim
+        node = sim.nodes[envelope.dst]
+        src, message = envelope.src, envelope.message
+        if not node.up or node.silent or (envelope.src, envelope.dst) in self.blocked:
+            return
+        if (
+            envelope.requesterIncarnation is not None
+            and envelope.requesterIncarnation != node.incarnation
+        ):
+            return  # a response on a connection that died with its requester
+        if node.paused():
+            sim.events.at(node.pausedUntil, self._deliver, envelope)
+            return
+        if sim.options.wire:
+            sender, rest = splitSender(formatMessage(src, message))
+            decoded = parseMessage(rest)
+            if sender != src or decoded != message:
+                sim.fail(f"{message} does not survive the wire format")
+            message = decoded
+        sim.record("{}->{} {}", src, node.name, message)
+        if isinstance(message, REQUESTS):
+            reply = node.driver.peerRequest(src, message)
+            if reply is not None:
+                self.send(node, src, reply, requesterIncarnation=envelope.srcIncarnation)
+            return
+        node.steppingResponse = True
+        try:
+            node.driver.peerResponse(src, message)
+        finally:
+            node.steppingResponse = False

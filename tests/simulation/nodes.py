@@ -1,0 +1,204 @@
+"""
+One simulated node: durable stores on a L{Disk} that survive crashes, and
+for each incarnation of its process the production L{RaftNode} driver on a
+L{NodeClock}, with a fresh L{LogManager} and L{KeyValueStore}.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from tests.simulation.clock import NodeClock
+from tests.simulation.disk import Disk, SimLogStore, SimSnapshotStore, SimStateStore
+from txraft.core import MAX_APPEND_BYTES, RaftCore, Ready
+from txraft.interfaces import INodeObserver
+from txraft.kv import KeyValueStore
+from txraft.logmanager import LogManager
+from txraft.messages import Message, Snapshot
+from txraft.node import RaftNode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.simulation.run import Simulation
+
+
+class SimNode:
+    """
+    One node of the simulated cluster.
+
+    @ivar incarnation: how many times the process started.
+    @ivar up: the process runs (it has not crashed, or has restarted).
+    @ivar driver: the running process's L{RaftNode}.
+    @ivar core: the driver's current core (as the observer last saw it).
+    @ivar inbound: client requests sent to this process and not yet
+        answered, by (client name, request id): a crash closes them all.
+    @ivar commitSeen: the highest commitIndex of the current core.
+    @ivar appliedSeen: the highest lastApplied of the current process.
+    @ivar appliedFloor: what was applied when the core was last rebuilt.
+    """
+
+    def __init__(self, simulation: Simulation, name: str) -> None:
+        self.sim = simulation
+        self.name = name
+        self.disk = Disk(lambda: simulation.now)
+        self.logStore = SimLogStore(self.disk)
+        self.stateStore = SimStateStore(self.disk)
+        self.snapshotStore = SimSnapshotStore(self.disk)
+        self.incarnation = 0
+        self.up = False
+        self.driver: RaftNode = None  # type: ignore[assignment]
+        self.core: RaftCore = None  # type: ignore[assignment]
+        self.logManager: LogManager = None  # type: ignore[assignment]
+        self.stateMachine: KeyValueStore = None  # type: ignore[assignment]
+        self.clock: NodeClock = None  # type: ignore[assignment]
+        self.inbound: dict[tuple[str, int], Any] = {}
+        self.commitSeen = 0
+        self.appliedSeen = 0
+        self.appliedFloor = 0
+        self.pausedUntil = 0
+        self.missedTicks = 0
+        self.slow = False
+        #: This process's tick period: clocks run at slightly different rates.
+        self.tickMs = simulation.options.tickMs
+        self.role = ""
+        self.term = 0
+        #: Set while a peer's response is stepped: the core must not reply to it.
+        self.steppingResponse = False
+
+    @property
+    def silent(self) -> bool:
+        """Whether the node takes no part in Raft (its disk failed)."""
+        return self.driver is not None and self.driver.silent
+
+    def paused(self) -> bool:
+        """Whether the node's process is stalled right now."""
+        return self.pausedUntil > self.sim.now
+
+    def start(self) -> None:
+        """Start a new incarnation of the process from the stores."""
+        sim = self.sim
+        options = sim.options
+        self.incarnation += 1
+        self.up = True
+        self.inbound = {}
+        self.pausedUntil = self.missedTicks = 0
+        self.driver = None  # type: ignore[assignment]
+        self.stateMachine = KeyValueStore()
+        self.logManager = LogManager(
+            self.logStore, self.stateStore, self.stateMachine, self.snapshotStore
+        )
+        self.appliedSeen = 0
+        self.clock = NodeClock(sim.events, self)
+        self.tickMs = max(1, options.tickMs + sim.rng.choice((-2, 0, 0, 2)))
+        self.disk.quiet = True
+        try:
+            self.driver = RaftNode(
+                self.name,
+                sim.config,
+                self.logManager,
+                self.clock,
+                self._send,
+                electionTicks=options.electionTicks,
+                heartbeatTicks=options.heartbeatTicks,
+                rng=random.Random(sim.rng.getrandbits(64)),
+                maxAppendBytes=options.maxAppendBytes or MAX_APPEND_BYTES,
+                snapshotEntries=options.snapshotEntries or None,
+                background=self._background,
+                commitTimeout=options.commitTimeoutMs / 1000,
+                diskRetrySeconds=options.diskRetryMs / 1000,
+                onFatal=lambda reason: sim.fail(f"{self.name} stops: {reason}"),
+                observer=NodeObserver(self),
+            )
+        finally:
+            self.disk.quiet = False
+
+    def _send(self, peer: str, message: Message) -> None:
+        self.sim.network.send(self, peer, message)
+
+    def _background(self, work: Callable[[], Any]) -> defer.Deferred[Any]:
+        """Run a snapshot's slow part after a while, unless the process dies first."""
+        d: defer.Deferred[None] = defer.Deferred()
+        delay = self.sim.rng.randint(0, self.sim.options.snapshotWriteMs)
+        self.clock.callLater(delay / 1000, d.callback, None)
+        return d.addCallback(lambda _: work())
+
+
+@implementer(INodeObserver)
+class NodeObserver:
+    """
+    What the simulation learns from a node's driver: each event is checked
+    against the global truth at once, and counted.
+    """
+
+    def __init__(self, node: SimNode) -> None:
+        self.node = node
+        self.sim = node.sim
+
+    def coreStarted(self, core: object) -> None:
+        """A core starts (a process starts, or rejoins): check its whole state."""
+        node = self.node
+        assert isinstance(core, RaftCore)
+        node.core = core
+        node.commitSeen = core.commitIndex
+        node.appliedFloor = node.logManager.lastApplied
+        node.appliedSeen = max(node.appliedSeen, node.logManager.lastApplied)
+        node.role, node.term = core.role, core.currentTerm
+        if node.driver is not None:
+            self.sim.stats["rejoins"] += 1
+            self.sim.record(
+                "{} rejoins: term {}, snapshot up to {}, log up to {}, {} applied",
+                node.name,
+                core.currentTerm,
+                core.log.snapshotIndex,
+                core.log.lastIndex,
+                node.logManager.lastApplied,
+            )
+        self.sim.checker.checkNode(node)
+
+    def persisted(self, ready: object) -> None:
+        """A Ready is durable: check roles, commits, the log and the disk."""
+        assert isinstance(ready, Ready)
+        node = self.node
+        if ready.reply is not None and node.steppingResponse:
+            self.sim.fail(f"{node.name} replied {ready.reply} to a response")
+        self.sim.checker.observeReady(node, ready)
+        if ready.truncateFrom is not None:
+            self.sim.stats["truncations"] += 1
+
+    def snapshotInstalled(self, snapshot: object) -> None:
+        """The leader's snapshot replaced the state machine: it must be the replay."""
+        assert isinstance(snapshot, Snapshot)
+        self.sim.stats["snapshotsInstalled"] += 1
+        self.sim.record("{} installs the snapshot up to {}", self.node.name, snapshot.index)
+        self.sim.checker.observeSnapshot(self.node, snapshot)
+
+    def applied(self, results: object) -> None:
+        """Entries ran: same entries, answers and state as the replay."""
+        node = self.node
+        self.sim.checker.observeApplied(node, results)  # type: ignore[arg-type]
+        core = node.core
+        if core.role != node.role or core.currentTerm != node.term:
+            node.role, node.term = core.role, core.currentTerm
+            self.sim.record("{} is {} in term {}", node.name, node.role, node.term)
+
+    def snapshotSaved(self, snapshot: object) -> None:
+        """A snapshot of this node was saved and its log compacted: check both."""
+        assert isinstance(snapshot, Snapshot)
+        node = self.node
+        self.sim.stats["snapshotsTaken"] += 1
+        self.sim.record("{} saved a snapshot up to {}; log compacted", node.name, snapshot.index)
+        self.sim.checker.observeSnapshot(node, snapshot)
+        self.sim.checker.checkEntries(node, 1)
+        self.sim.checker.checkDurable(node, full=True)
+
+    def diskFailed(self, error: str) -> None:
+        """A write failed (or the power did: then the process is about to end)."""
+        if self.node.disk.powerLost:
+            return
+        self.sim.stats["diskFailures"] += 1
+        self.sim.record("{}'s disk fails ({}); it falls silent", self.node.name, error)

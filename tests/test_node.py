@@ -1,0 +1,173 @@
+"""
+Tests for L{txraft.node.RaftNode}, the driver, on its own: a clock from
+C{twisted.internet.task}, a list for the network, memory stores.  The
+service tests (tests/test_service.py) run it inside its Twisted plumbing,
+and the simulation (tests/simulation) runs it under faults.
+"""
+
+from __future__ import annotations
+
+import random
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from tests.helpers import makeConfig
+from tests.simulation import Simulation
+from tests.simulation.clock import NodeClock
+from tests.simulation.nodes import NodeObserver
+from txraft import answers
+from txraft.core import LEADER, RaftCore
+from txraft.interfaces import INodeObserver, IRequestHandler, IResponseHandler, IStateMachine
+from txraft.kv import KeyValueStore
+from txraft.logmanager import LogManager
+from txraft.messages import Message, RequestVote
+from txraft.node import NullObserver, RaftNode
+from txraft.storage import MemoryLogStore, MemoryStateStore
+
+
+@implementer(INodeObserver)
+class RecordingObserver:
+    """An L{INodeObserver} that lists the driver's steps by name."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+
+    def coreStarted(self, core: object) -> None:
+        """Record a new core."""
+        self.steps.append("coreStarted")
+
+    def persisted(self, ready: object) -> None:
+        """Record a persisted Ready."""
+        self.steps.append("persisted")
+
+    def snapshotInstalled(self, snapshot: object) -> None:
+        """Record an installed snapshot."""
+        self.steps.append("snapshotInstalled")
+
+    def applied(self, results: object) -> None:
+        """Record applied entries (only when there were some)."""
+        if results:
+            self.steps.append("applied")
+
+    def snapshotSaved(self, snapshot: object) -> None:
+        """Record a saved snapshot."""
+        self.steps.append("snapshotSaved")
+
+    def diskFailed(self, error: str) -> None:
+        """Record a disk failure."""
+        self.steps.append("diskFailed")
+
+
+def buildNode(
+    names: tuple[str, ...] = ("s1",), observer: INodeObserver | None = None
+) -> tuple[RaftNode, Clock, list[tuple[str, Message]]]:
+    """A driver for s1 of a cluster of C{names}, its clock, and what it sent."""
+    clock = Clock()
+    sent: list[tuple[str, Message]] = []
+    node = RaftNode(
+        "s1",
+        makeConfig(names),
+        LogManager(MemoryLogStore(), MemoryStateStore(), KeyValueStore()),
+        clock,
+        lambda peer, message: sent.append((peer, message)),
+        electionTicks=(10, 20),
+        heartbeatTicks=3,
+        rng=random.Random(7),
+        observer=observer,
+    )
+    return node, clock, sent
+
+
+class InterfaceTests(SynchronousTestCase):
+    """Every side of each seam provides the interface it is written against."""
+
+    def test_driver(self) -> None:
+        """
+        The driver is what the listening protocol (L{IRequestHandler}) and
+        the peer links (L{IResponseHandler}) need.
+        """
+        node, _, _ = buildNode()
+        self.assertTrue(verifyObject(IRequestHandler, node))
+        self.assertTrue(verifyObject(IResponseHandler, node))
+
+    def test_stateMachine(self) -> None:
+        """The key-value store is an L{IStateMachine}, as the LogManager expects."""
+        self.assertTrue(verifyObject(IStateMachine, KeyValueStore()))
+
+    def test_observers(self) -> None:
+        """
+        The default observer, this module's recording one and the
+        simulation's checking one all provide L{INodeObserver}.
+        """
+        sim = Simulation(1)
+        self.assertTrue(verifyObject(INodeObserver, NullObserver()))
+        self.assertTrue(verifyObject(INodeObserver, RecordingObserver()))
+        self.assertTrue(verifyObject(INodeObserver, NodeObserver(sim.nodes["n1"])))
+
+    def test_simulatedClock(self) -> None:
+        """The simulation's clock is an C{IReactorTime}, as the driver expects."""
+        sim = Simulation(1)
+        node = sim.nodes["n1"]
+        node.start()
+        self.assertTrue(verifyObject(IReactorTime, NodeClock(sim.events, node)))
+
+
+class DriverTests(SynchronousTestCase):
+    """The driver's loop, on a clock it was given."""
+
+    def test_singleNodeCommitsOnItsClock(self) -> None:
+        """
+        A one-node cluster elects itself on ticks alone; a command waits for
+        the group commit that the driver schedules on its clock with
+        C{callLater(0)}, then is answered once applied.
+        """
+        node, clock, sent = buildNode()
+        node.ticks(20)
+        for _ in range(20):
+            node.ticks(1)
+        self.assertEqual(node.core.role, LEADER)
+        answer = node.clientRequest("c1", "set a 1")
+        self.assertNoResult(answer)
+        clock.advance(0)
+        self.assertEqual(self.successResultOf(answer), answers.OK)
+        self.assertEqual(node.logManager.stateMachine.data, {"a": "1"})
+        self.assertEqual(sent, [])
+
+    def test_ticksCatchUpByAtMostOneHeartbeat(self) -> None:
+        """
+        Many ticks at once (after a stall) count as at most one heartbeat
+        interval, so a node reads what its peers sent before it times out.
+        """
+        node, _, sent = buildNode(("s1", "s2", "s3"))
+        node.ticks(1000)
+        self.assertEqual(node.core._electionElapsed, 3)
+        self.assertEqual(sent, [])
+
+    def test_sendsThroughItsSendFunction(self) -> None:
+        """A node whose election timer fires asks each peer through C{send}."""
+        node, _, sent = buildNode(("s1", "s2", "s3"))
+        for _ in range(20):
+            node.ticks(1)
+        self.assertEqual(sorted(peer for peer, _ in sent), ["s2", "s3"])
+        self.assertTrue(all(isinstance(message, RequestVote) for _, message in sent))
+
+    def test_observerSeesEachStepInOrder(self) -> None:
+        """
+        The observer hears of the core at start, then of each Ready once it
+        is durable, then of what it applied.
+        """
+        observer = RecordingObserver()
+        node, clock, _ = buildNode(observer=observer)
+        self.assertEqual(observer.steps, ["coreStarted"])
+        self.assertIsInstance(node.core, RaftCore)
+        for _ in range(20):
+            node.ticks(1)
+        node.clientRequest("c1", "set a 1")
+        clock.advance(0)
+        self.assertEqual(observer.steps[0], "coreStarted")
+        self.assertEqual(observer.steps[-2:], ["persisted", "applied"])
+        self.assertNotIn("diskFailed", observer.steps)

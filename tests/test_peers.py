@@ -1,0 +1,153 @@
+"""
+Tests for L{txraft.peers}: this node's outgoing connections to its peers
+(L{PeerClientProtocol}).
+"""
+
+from __future__ import annotations
+
+import random
+
+from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from txraft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    MessageError,
+    RequestVote,
+    RequestVoteResponse,
+    formatMessage,
+)
+from txraft.peers import PeerClientProtocol
+from txraft.protocol import CONNECTION_DONE
+
+
+class PeerClientProtocolTests(SynchronousTestCase):
+    """
+    Tests for L{PeerClientProtocol}, this node's connection to one peer.
+    """
+
+    def setUp(self) -> None:
+        """
+        Connect C{s1}'s protocol for peer C{s2} to a L{StringTransport}.
+        """
+        self.protocol = PeerClientProtocol("s1", "s2")
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        self.lost: list[PeerClientProtocol] = []
+        self.protocol.onConnectionLost = self.lost.append
+
+    def test_sendRequest(self) -> None:
+        """
+        A request goes out as one C{s1@RPC JSON} line.
+        """
+        self.protocol.sendRequest(RequestVote(2, 1, 1))
+        self.assertEqual(
+            self.transport.value(),
+            b's1@RequestVote {"term":2,"lastLogIndex":1,"lastLogTerm":1}\n',
+        )
+        self.assertEqual(self.protocol.pendingCount(), 1)
+
+    def test_responsesMatchedInOrder(self) -> None:
+        """
+        Response lines fire the requests' Deferreds in request order (the
+        peer answers in order).
+        """
+        first = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        second = self.protocol.sendRequest(AppendEntries(2, 0, 0, (), 0))
+        self.assertNoResult(first)
+        self.protocol.dataReceived(
+            (
+                formatMessage("s2", RequestVoteResponse(2, True))
+                + "\n"
+                + formatMessage("s2", AppendEntriesResponse(2, True, 0))
+                + "\r\n"
+            ).encode()
+        )
+        self.assertEqual(self.successResultOf(first), RequestVoteResponse(2, True))
+        self.assertEqual(self.successResultOf(second), AppendEntriesResponse(2, True, 0))
+        self.assertEqual(self.protocol.pendingCount(), 0)
+
+    def test_errorLineFailsOldest(self) -> None:
+        """
+        An C{ERROR} line fails the oldest request's Deferred with
+        L{MessageError}; later requests still get their responses.
+        """
+        first = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        second = self.protocol.sendRequest(RequestVote(3, 1, 1))
+        self.protocol.dataReceived(b"ERROR something\n")
+        self.failureResultOf(first, MessageError)
+        self.assertNoResult(second)
+        self.protocol.dataReceived(
+            formatMessage("s2", RequestVoteResponse(3, False)).encode() + b"\n"
+        )
+        self.assertEqual(self.successResultOf(second), RequestVoteResponse(3, False))
+
+    def test_wrongSenderFails(self) -> None:
+        """
+        A response claiming to come from another node, or that does not
+        parse, fails its request.
+        """
+        first = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        second = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        third = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        self.protocol.dataReceived(
+            formatMessage("s3", RequestVoteResponse(2, True)).encode()
+            + b"\ns2@RequestVoteResponse {\n\xff\n"
+        )
+        self.failureResultOf(first, MessageError)
+        self.failureResultOf(second, MessageError)
+        self.failureResultOf(third, MessageError)
+
+    def test_unsolicitedLineIgnored(self) -> None:
+        """
+        A line with no request waiting for it is ignored.
+        """
+        self.protocol.dataReceived(b"s2@RequestVoteResponse {}\n")
+        self.assertEqual(self.protocol.pendingCount(), 0)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_connectionLostFailsPending(self) -> None:
+        """
+        Losing the connection fails every pending request with the reason
+        and tells C{onConnectionLost}.
+        """
+        first = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        second = self.protocol.sendRequest(RequestVote(2, 1, 1))
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(first, ConnectionLost)
+        self.failureResultOf(second, ConnectionLost)
+        self.assertEqual(self.protocol.pendingCount(), 0)
+        self.assertEqual(self.lost, [self.protocol])
+
+    def test_connectionLostWithoutPending(self) -> None:
+        """
+        Losing an idle connection still tells C{onConnectionLost}.
+        """
+        self.protocol.connectionLost(CONNECTION_DONE)
+        self.assertEqual(self.lost, [self.protocol])
+
+    def test_randomResponses(self) -> None:
+        """
+        Random bytes from a peer, in random chunks, never raise: each
+        complete line settles exactly one pending request.
+        """
+        rng = random.Random(99)
+        alphabet = [b"s2@", b"s3@", b"RequestVoteResponse", b" ", b"{}", b"\xff", b"x", b"\n"]
+        for _ in range(100):
+            client = PeerClientProtocol("s1", "s2")
+            client.makeConnection(StringTransport())
+            pending = [client.sendRequest(RequestVote(1, 0, 0)) for _ in range(30)]
+            settled: list[object] = []
+            for d in pending:
+                d.addBoth(settled.append)
+            data = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(100)))
+            lines = data.count(b"\n")
+            while data:
+                size = rng.randrange(1, 10)
+                client.dataReceived(data[:size])
+                data = data[size:]
+            self.assertEqual(len(settled), min(lines, 30))
+            self.assertEqual(client.pendingCount(), 30 - len(settled))

@@ -1,0 +1,96 @@
+"""
+The seams between txraft's parts, as C{zope.interface} Interfaces.
+
+Each boundary names what one side needs of the other, so the listening
+protocol, the peer links, the LogManager and the test fakes depend on these
+and not on each other's classes.  Tests check the real objects and every
+fake with C{verifyObject}.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IRequestHandler(Interface):
+    """
+    What the listening protocol needs of a node: a name to sign its peer
+    answers with, and somewhere to send each request line it parsed.
+    """
+
+    name = Attribute("This node's name in the cluster, as peers know it.")
+
+    def isPeer(name: str) -> bool:
+        """Whether C{name} is another node of this cluster."""
+
+    def peerRequest(sender: str, message: object) -> object | None:
+        """
+        Handle a peer's request message and return the response message to
+        send back, or L{None} if this node cannot answer (it is not serving).
+        """
+
+    def clientRequest(clientId: str | None, text: str) -> object:
+        """
+        Answer a client's request: the answer line now (a C{str}), or a
+        Deferred that fires with it once the command has run.
+        """
+
+
+class IResponseHandler(Interface):
+    """What a peer link needs of its node: where the peer's responses go."""
+
+    name = Attribute("This node's name, which signs every request it sends.")
+
+    def peerResponse(sender: str, message: object) -> None:
+        """Take C{sender}'s response to one of this node's requests."""
+
+
+class IStateMachine(Interface):
+    """
+    The replicated application the LogManager drives.  It must be
+    deterministic: the same commands in the same order give the same state
+    and the same answers on every node.
+    """
+
+    def apply(command: str) -> str:
+        """Execute one committed command and return the answer for its client."""
+
+    def capture() -> object:
+        """
+        Freeze the current state quickly and return a function of no
+        arguments that serializes it to bytes; that function may run in
+        another thread while commands go on being applied.
+        """
+
+    def restore(data: bytes) -> None:
+        """
+        Replace the whole state with one serialized by C{capture}.
+
+        @raise ValueError: if C{data} is not such a state.
+        """
+
+
+class INodeObserver(Interface):
+    """
+    Told what a node's driver did, in the order it did it: metrics, logs and
+    the simulation's invariant checks listen here.  An observer must not
+    change the node.
+    """
+
+    def coreStarted(core: object) -> None:
+        """A new core runs: at start, and when rebuilt after a disk failure."""
+
+    def persisted(ready: object) -> None:
+        """A Ready's state is durable; its messages are about to be sent."""
+
+    def snapshotInstalled(snapshot: object) -> None:
+        """The state machine was reset to a snapshot from the leader."""
+
+    def applied(results: object) -> None:
+        """Committed entries ran: a list of (entry, answer) pairs, in order."""
+
+    def snapshotSaved(snapshot: object) -> None:
+        """A snapshot of this node's state machine is saved and the log compacted."""
+
+    def diskFailed(error: str) -> None:
+        """A write failed; the node takes no part in Raft until it rejoins."""

@@ -1,0 +1,468 @@
+"""
+The node driver: one node's L{RaftCore} wired to its disk, its peers and its
+clients, on any clock.
+
+L{RaftNode} carries out every L{Ready} the core returns, in the order the
+core requires: persist (through the L{LogManager}), send, apply, answer the
+clients whose commands were applied.  Around that loop it keeps the
+client commands waiting to commit (group commit, deadlines), the snapshot
+policy, and a node's life after its disk fails (fall silent, retry, rebuild
+from the disk, rejoin).
+
+It opens no socket, starts no timer of its own and imports no reactor: it
+is given an C{IReactorTime}, a function that sends a message to a peer, and
+a function that runs slow work in the background.  The Twisted service
+(L{txraft.service}) gives it the reactor, peer links and a thread pool; the
+deterministic simulation of the tests gives it a simulated clock, network
+and disk, and so runs this very code under faults.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from txraft import answers
+from txraft.config import ClusterConfig
+from txraft.core import FOLLOWER, LEADER, MAX_APPEND_BYTES, RaftCore, Ready
+from txraft.interfaces import INodeObserver, IRequestHandler, IResponseHandler
+from txraft.kv import CommandError, parseCommand
+from txraft.logmanager import LogManager
+from txraft.messages import Entry, HardState, Message, Snapshot
+from txraft.storage import StorageError
+
+#: A client command not committed this many seconds after it was proposed
+#: is answered C{UNAVAILABLE}: its outcome is unknown (an isolated leader,
+#: say, cannot commit it, but a later leader might).
+COMMIT_TIMEOUT = 5.0
+
+#: Take a snapshot once this many entries were applied since the last one.
+SNAPSHOT_ENTRIES = 10_000
+
+#: After a write to its disk failed, a node tries this often to reload its
+#: state from the disk, make it durable again, and rejoin the cluster.
+DISK_RETRY_SECONDS = 1.0
+
+#: Sends one message to the named peer; delivery is not guaranteed.
+Send = Callable[[str, Message], None]
+
+#: Runs a slow function off the event loop; the Deferred fires with its
+#: result back on it.
+Background = Callable[[Callable[[], Any]], defer.Deferred[Any]]
+
+
+@implementer(INodeObserver)
+class NullObserver:
+    """An L{INodeObserver} that ignores everything: the default."""
+
+    def coreStarted(self, core: object) -> None:
+        """Ignore a new core."""
+
+    def persisted(self, ready: object) -> None:
+        """Ignore a persisted Ready."""
+
+    def snapshotInstalled(self, snapshot: object) -> None:
+        """Ignore an installed snapshot."""
+
+    def applied(self, results: object) -> None:
+        """Ignore applied entries."""
+
+    def snapshotSaved(self, snapshot: object) -> None:
+        """Ignore a saved snapshot."""
+
+    def diskFailed(self, error: str) -> None:
+        """Ignore a disk failure."""
+
+
+@implementer(IRequestHandler, IResponseHandler)
+class RaftNode:
+    """
+    One txraft node: drives a L{RaftCore} with ticks, peer messages and
+    client commands, and carries out every L{Ready} it returns.
+
+    @ivar core: the running core; replaced when the node rejoins after a
+        disk failure.
+    @ivar silent: whether the node takes no part in Raft (its disk failed,
+        or it is stopping): it ignores ticks and peers and sends nothing.
+    @ivar diskError: why the disk failed, while it does.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        config: ClusterConfig,
+        logManager: LogManager,
+        clock: IReactorTime,
+        send: Send,
+        *,
+        electionTicks: tuple[int, int] = (40, 80),
+        heartbeatTicks: int = 10,
+        rng: random.Random | None = None,
+        maxAppendBytes: int = MAX_APPEND_BYTES,
+        snapshotEntries: int | None = SNAPSHOT_ENTRIES,
+        background: Background | None = None,
+        commitTimeout: float = COMMIT_TIMEOUT,
+        diskRetrySeconds: float = DISK_RETRY_SECONDS,
+        onFatal: Callable[[str], None] | None = None,
+        observer: INodeObserver | None = None,
+    ) -> None:
+        """
+        Recover the node's state through C{logManager} and start a core.
+
+        @param config: the cluster: its members, and where each listens
+            (for redirects).
+        @param clock: schedules group commits and disk retries, and tells
+            the time of commit deadlines.
+        @param send: how to send a message to a peer.
+        @param electionTicks: see L{RaftCore}; so are C{heartbeatTicks},
+            C{rng} and C{maxAppendBytes}.
+        @param snapshotEntries: how many applied entries trigger a snapshot
+            (L{None}: never).
+        @param background: how to run the slow part of a snapshot (default:
+            right away, on the caller's thread; a node passes a thread pool).
+        @param commitTimeout: seconds after which an uncommitted command is
+            answered L{answers.COMMIT_TIMEOUT}.
+        @param diskRetrySeconds: how often a node whose disk failed tries
+            to rejoin.
+        @param onFatal: called with the reason when the stored data turns
+            out corrupt and the node must stop (default: raise).
+        @param observer: told what the node does (metrics, tests).
+        """
+        self.name = name
+        self.config = config
+        self.logManager = logManager
+        self.clock = clock
+        self._send = send
+        self._coreOptions: dict[str, Any] = {
+            "electionTicks": electionTicks,
+            "heartbeatTicks": heartbeatTicks,
+            "rng": rng,
+            "maxAppendBytes": maxAppendBytes,
+        }
+        self.snapshotEntries = snapshotEntries
+        self._background = background if background is not None else defer.maybeDeferred
+        self.commitTimeout = commitTimeout
+        self.diskRetrySeconds = diskRetrySeconds
+        self._onFatal = onFatal if onFatal is not None else self._raiseFatal
+        self.observer: INodeObserver = observer if observer is not None else NullObserver()
+        self._peers = frozenset(config.names()) - {name}
+        self.silent = False
+        self.diskError: str | None = None
+        self._diskRetry: IDelayedCall | None = None
+        # Client commands that arrived in this reactor turn, not yet proposed.
+        self._batch: list[tuple[str, defer.Deferred[str]]] = []
+        self._flushCall: IDelayedCall | None = None
+        # Client commands proposed and not yet applied, by log index (so in
+        # proposal order): (term, deadline, Deferred of the answer).
+        self._waiting: dict[int, tuple[int, float, defer.Deferred[str]]] = {}
+        self._snapshotting = False
+        hardState, entries = logManager.recover()
+        self.core = self._newCore(hardState, entries)
+        self.observer.coreStarted(self.core)
+
+    def _newCore(self, hardState: HardState, entries: list[Entry]) -> RaftCore:
+        """A core for this node starting from a recovered term, vote and log."""
+        return RaftCore(
+            self.name,
+            self.config.names(),
+            hardState=hardState,
+            snapshot=self.logManager.snapshot,
+            entries=entries,
+            # After a disk failure the state machine is kept: what it has
+            # applied is committed, and must neither apply again nor be
+            # replaced by an older snapshot from the leader.
+            commitIndex=self.logManager.lastApplied,
+            logger=self.log,
+            **self._coreOptions,
+        )
+
+    @staticmethod
+    def _raiseFatal(reason: str) -> None:
+        raise StorageError(reason)
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def ticks(self, count: int) -> None:
+        """
+        C{count} ticks of the clock have passed.  After a stall (a paused
+        process, a busy machine) the core catches up by at most one
+        heartbeat interval, so that what peers sent meanwhile is read before
+        this node decides that its leader is gone.
+        """
+        for _ in range(min(count, self.core.heartbeatTicks)):
+            if self.silent:
+                return
+            self._process(self.core.tick())
+        self._expireWaiting()
+
+    def isPeer(self, name: str) -> bool:
+        """Whether C{name} is another node of this cluster."""
+        return name in self._peers
+
+    def peerRequest(self, sender: str, message: Message) -> Message | None:
+        """
+        Step a peer's request and return the reply to send back on its
+        connection, or L{None} if this node could not persist what the
+        reply promises.
+        """
+        if self.silent:
+            return None
+        ready = self.core.step(sender, message)
+        reply = ready.reply
+        self._process(ready)
+        return None if self.silent else reply
+
+    def peerResponse(self, sender: str, message: Message) -> None:
+        """Step a peer's response to one of our requests."""
+        if not self.silent:
+            self._process(self.core.step(sender, message))
+
+    def clientRequest(self, clientId: str | None, text: str) -> str | defer.Deferred[str]:
+        """
+        Answer a client's request line: C{status} here and now, commands
+        once committed and applied (on the leader), otherwise a redirect.
+        """
+        if text.strip() == "status":
+            return answers.ok(json.dumps(self.status()))
+        try:
+            command = parseCommand(text)
+        except CommandError as e:
+            return answers.error(str(e))
+        if self.silent:
+            if self.diskError is None:
+                return answers.NOT_SERVING
+            # The last leader it heard of is only a hint, but a harmless one.
+            if self.core.leaderId not in (None, self.name):
+                return self._notLeader()
+            return answers.DISK_FAILED
+        if self.core.role != LEADER:
+            return self._notLeader()
+        d: defer.Deferred[str] = defer.Deferred()
+        self._batch.append((command.text, d))
+        if self._flushCall is None:
+            # Group commit: every command that arrives in this reactor turn
+            # shares one append, one fsync and one AppendEntries per follower.
+            self._flushCall = self.clock.callLater(0, self._flush)
+        return d
+
+    def status(self) -> dict[str, object]:
+        """
+        What C{status} reports.  While its disk fails a node says so in
+        C{diskError}, and calls itself a follower without a leader of its
+        own: it leads nothing and campaigns for nothing.
+        """
+        core = self.core
+        status = {
+            "name": self.name,
+            "role": core.role,
+            "term": core.currentTerm,
+            "leader": core.leaderId,
+            "votedFor": core.votedFor,
+            "commitIndex": core.commitIndex,
+            "lastApplied": self.logManager.lastApplied,
+            "lastIndex": core.log.lastIndex,
+            "snapshotIndex": core.log.snapshotIndex,
+        }
+        if self.diskError is not None:
+            status["role"] = FOLLOWER
+            if core.leaderId == self.name:
+                status["leader"] = None
+            status["diskError"] = self.diskError
+        return status
+
+    def stop(self) -> None:
+        """Stop for good: fall silent and tell every waiting client."""
+        if self._diskRetry is not None and self._diskRetry.active():
+            self._diskRetry.cancel()
+        self._diskRetry = None
+        self._fallSilent(answers.SHUTTING_DOWN)
+
+    # -- the Ready loop -----------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flushCall = None
+        batch, self._batch = self._batch, []
+        if self.core.role != LEADER:
+            answer = self._notLeader()
+            for _, d in batch:
+                d.callback(answer)
+            return
+        ready = self.core.propose([text for text, _ in batch])
+        deadline = self.clock.seconds() + self.commitTimeout
+        for entry, (_, d) in zip(ready.entries, batch, strict=True):
+            self._waiting[entry.index] = (entry.term, deadline, d)
+        self._process(ready)
+
+    def _process(self, ready: Ready) -> None:
+        """Carry out C{ready}: persist, send, apply (the reply is the caller's)."""
+        if self.silent:
+            return
+        wasLeading = bool(self._waiting)
+        if ready.needsSync:
+            try:
+                self.logManager.persist(ready)
+            except Exception as e:
+                self._storageFailed(e)
+                return
+        self.observer.persisted(ready)
+        for peer, message in ready.messages:
+            self._send(peer, message)
+        if ready.snapshot is not None:
+            self.logManager.installSnapshot(ready.snapshot)
+            self.observer.snapshotInstalled(ready.snapshot)
+        results = self.logManager.apply(ready.committed)
+        self.observer.applied(results)
+        for entry, result in results:
+            waiter = self._waiting.pop(entry.index, None)
+            if waiter is None:
+                continue
+            term, _, d = waiter
+            # Another leader's entry took this index: the command never ran.
+            d.callback(result if term == entry.term else answers.OVERWRITTEN)
+        if wasLeading and self.core.role != LEADER:
+            self._failWaiting(answers.LEADERSHIP_LOST)
+        self._maybeSnapshot()
+
+    # -- snapshots ------------------------------------------------------------------
+
+    def _maybeSnapshot(self) -> None:
+        """
+        Once C{snapshotEntries} entries were applied since the last
+        snapshot, take one: freeze the state machine here, serialize and
+        write it in the background, then compact (dissertation section 5.1).
+        """
+        manager = self.logManager
+        base = manager.snapshot.index if manager.snapshot else 0
+        if (
+            self.snapshotEntries is None
+            or self._snapshotting
+            or manager.lastApplied - base < self.snapshotEntries
+        ):
+            return
+        self._snapshotting = True
+        d = self._background(manager.captureSnapshot())
+        d.addCallback(lambda written: self._snapshotWritten(*written))
+        d.addErrback(self._snapshotFailed)
+
+    def _snapshotWritten(self, snapshot: Snapshot, staged: object) -> None:
+        """Put a written snapshot in place and compact the log, unless overtaken."""
+        self._snapshotting = False
+        core = self.core
+        # Meanwhile the node may have installed a later snapshot from its
+        # leader, or rebuilt its core after a disk failure.
+        if self.silent or not core.log.snapshotIndex < snapshot.index <= core.commitIndex:
+            return
+        try:
+            self.logManager.commitSnapshot(snapshot, staged)
+        except Exception as e:
+            self._storageFailed(e)
+            return
+        core.compact(snapshot)
+        self.observer.snapshotSaved(snapshot)
+        self.log.info("snapshot up to index {index} saved; log compacted", index=snapshot.index)
+
+    def _snapshotFailed(self, failure: Failure) -> None:
+        self._snapshotting = False
+        self.log.failure("could not write a snapshot; will try again", failure)
+
+    # -- answering clients ----------------------------------------------------------
+
+    def _notLeader(self) -> str:
+        leader = self.core.leaderId
+        if leader is None:
+            return answers.NO_LEADER
+        address = self.config.node(leader)
+        return answers.redirect(leader, address.host, address.port)
+
+    def _fallSilent(self, answer: str) -> None:
+        """
+        Stop taking part in Raft: no more ticks, no more replies to peers,
+        no more messages sent; every client still waiting gets C{answer}.
+        """
+        self.silent = True
+        if self._flushCall is not None and self._flushCall.active():
+            self._flushCall.cancel()
+        self._flushCall = None
+        batch, self._batch = self._batch, []
+        for _, d in batch:
+            d.callback(answer)
+        self._failWaiting(answer)
+
+    def _failWaiting(self, answer: str) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for _, _, d in waiting.values():
+            d.callback(answer)
+
+    def _expireWaiting(self) -> None:
+        now = self.clock.seconds()
+        while self._waiting:
+            index, (_, deadline, d) = next(iter(self._waiting.items()))
+            if deadline > now:
+                return
+            del self._waiting[index]
+            d.callback(answers.COMMIT_TIMEOUT)
+
+    # -- a failing disk ------------------------------------------------------------------
+
+    def _storageFailed(self, error: Exception) -> None:
+        """
+        A write failed: this node's memory is now ahead of its disk, so it
+        must not say another word to its peers.  It falls silent (no ticks,
+        no replies, no messages) but keeps its connections: clients still
+        get C{status}, and other commands a redirect or
+        L{answers.DISK_FAILED}.  Every C{diskRetrySeconds} it tries to
+        L{_rejoin}.
+        """
+        self.log.critical(
+            "node {name} cannot persist its Raft state: {error}; it takes no part in Raft "
+            "until its disk works again, retrying every {delay}s",
+            name=self.name,
+            error=error,
+            delay=self.diskRetrySeconds,
+        )
+        self.diskError = str(error) or type(error).__name__
+        self._fallSilent(answers.DISK_FAILED)
+        self.observer.diskFailed(self.diskError)
+        self._diskRetry = self.clock.callLater(self.diskRetrySeconds, self._rejoin)
+
+    def _rejoin(self) -> None:
+        """
+        Rebuild the core from what the disk durably holds, once the disk
+        takes writes again, and rejoin as a follower: what the old core held
+        beyond the disk was never acknowledged to anyone, so this is the
+        state of a node that crashed and restarted.  Stored data found
+        corrupt stops the node, as it would stop a start.
+        """
+        self._diskRetry = None
+        try:
+            hardState, entries = self.logManager.recoverAfterFailure()
+        except StorageError as e:
+            self.log.critical("stored state unusable, stopping node: {error}", error=e)
+            self._onFatal(str(e))
+            return
+        except Exception as e:
+            self.log.warn("disk still failing: {error}", error=e)
+            self.diskError = str(e) or type(e).__name__
+            self._diskRetry = self.clock.callLater(self.diskRetrySeconds, self._rejoin)
+            return
+        self.core = self._newCore(hardState, entries)
+        self.diskError = None
+        self.silent = False
+        self.observer.coreStarted(self.core)
+        self.log.info(
+            "node {name} can write to its disk again; rejoining in term {term} "
+            "with {count} log entries",
+            name=self.name,
+            term=hardState.currentTerm,
+            count=len(entries),
+        )
