@@ -75,7 +75,7 @@ def splitCommandLine(words: Sequence[str]) -> tuple[str | None, str | None]:
     clientId = None
     if words and words[0] not in COMMANDS:
         clientId, words = words[0], words[1:]
-        if not NAME_PATTERN.match(clientId):
+        if not NAME_PATTERN.fullmatch(clientId):
             raise usage.UsageError(
                 f"invalid client ID {clientId!r}: use letters, digits, '_' and '-'"
             )
