@@ -8,7 +8,7 @@ response times and outcome.  Meanwhile a nemesis thread keeps hurting one
 node at a time (or more, if asked): C{kill -9} and restart a random node,
 freeze one with C{SIGSTOP} for under two seconds, or C{kill -9} the current
 leader.  At the end every node is healed, every key is read once more, and
-the whole history goes to L{txraft.linearizability.checkHistory}.
+the whole history goes to L{txraft.testing.linearizability.checkHistory}.
 
 How outcomes are recorded:
 
@@ -22,11 +22,12 @@ How outcomes are recorded:
   - C{ERROR} or anything unexpected: an anomaly, reported.
 
 This is the shared engine of C{tests/test_chaos.py} and C{bench/soak.py}.
-It is for blocking callers, like L{txraft.localcluster}: threads, plain
-sockets and wall-clock time, no reactor.  The nemesis schedule (which fault,
-which node, how long, how long between faults) comes from the seed alone, so
-a seed reproduces the schedule, though not the timing of everything else
-(nor, when several faults may overlap, how the schedules interleave).
+It is for blocking callers, like L{txraft.testing.localcluster}: threads,
+plain sockets and wall-clock time, no reactor.  The nemesis schedule (which
+fault, which node, how long, how long between faults) comes from the seed
+alone, so a seed reproduces the schedule, though not the timing of
+everything else (nor, when several faults may overlap, how the schedules
+interleave).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from txraft.linearizability import CheckResult, Operation, checkHistory
-from txraft.localcluster import ClusterError, LineConnection, LocalCluster
+from txraft.testing.linearizability import CheckResult, Operation, checkHistory
+from txraft.testing.localcluster import ClusterError, LineConnection, LocalCluster
 
 #: What the workload does, by weight.
 KIND_WEIGHTS = {"get": 4, "set": 4, "delete": 1}

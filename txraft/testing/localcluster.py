@@ -1,0 +1,683 @@
+"""
+Run a cluster of real txraft node processes on this machine, for process
+tests and benchmarks.
+
+Each node is a C{twistd -n txraft} process, started exactly as the
+documented command line says, on 127.0.0.1 with a free port, its data in a
+directory of its own cluster's temporary directory and its output (stdout
+and stderr together) in C{DIR/NAME.out}.  The cluster can then be queried,
+killed (C{SIGKILL}), paused (C{SIGSTOP}/C{SIGCONT}), restarted and stopped
+one node at a time or all together.  The nodes run the txraft installed
+for this interpreter, its twistd plugin included, just as a user's would: no
+source checkout is needed, and changed code must be installed again (as
+C{make test} does) before the nodes run it.
+
+This is a library for blocking callers (tests, scripts): it uses plain
+C{subprocess} and C{socket}, not a reactor, so a test can drive real
+processes from straight-line code.  Waiting for a condition (a leader, an
+C{OK}) is done by polling up to a deadline; nothing sleeps in order to let
+something happen.
+
+    with LocalCluster(["s1", "s2", "s3"]) as cluster:
+        cluster.startAll()
+        leader = cluster.waitForLeader(timeout=5)
+        print(cluster.client().request("set a 1"))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+
+#: Where nodes listen.
+HOST = "127.0.0.1"
+
+#: How often conditions are polled while waiting for them, in seconds.
+POLL_INTERVAL = 0.02
+
+#: The longest response line read, so a broken node cannot exhaust memory.
+MAX_RESPONSE = 16 * 1024 * 1024
+
+
+class ClusterError(Exception):
+    """A cluster operation failed or a condition was not met in time."""
+
+
+def stopOnSignals() -> None:
+    """
+    Make SIGINT raise C{KeyboardInterrupt} and SIGTERM C{SystemExit}, so a
+    script's C{with LocalCluster(...)} block stops its nodes on the way out.
+    """
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, terminate)
+
+
+def freePorts(count: int, host: str = HOST) -> list[int]:
+    """
+    Return C{count} distinct TCP ports on C{host} that are free now.
+
+    They are drawn at random from below the kernel's ephemeral range: a
+    port handed out by binding port 0 comes from that range, which the
+    kernel also uses for outgoing connections, so while a node is down a
+    peer reconnecting to it could take its port and keep it from restarting.
+    """
+    low = _ephemeralLow() - 1
+    chosen: list[int] = []
+    rng = random.Random()
+    while len(chosen) < count:
+        port = rng.randrange(20000, low)
+        if port not in chosen and _isFree(host, port):
+            chosen.append(port)
+    return chosen
+
+
+def _ephemeralLow() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _isFree(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def writeConfig(path: str, addresses: Mapping[str, tuple[str, int]]) -> None:
+    """Write a cluster config of lines C{NAME HOST PORT} to C{path}."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("# written by txraft.testing.localcluster\n")
+        for name, (host, port) in addresses.items():
+            f.write(f"{name} {host} {port}\n")
+
+
+def nodeCommand(name: str, config: str, dataDir: str, extraArgs: Sequence[str] = ()) -> list[str]:
+    """
+    Return the argv that runs node C{name} in the foreground: the documented
+    C{twistd -n txraft ...} command, with no pidfile, run by this interpreter
+    so that the node runs the txraft installed beside it.
+    """
+    return [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "-n",
+        "--pidfile=",
+        "txraft",
+        "--name",
+        name,
+        "--config",
+        config,
+        "--data-dir",
+        dataDir,
+        *extraArgs,
+    ]
+
+
+def nodeEnvironment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """
+    Return the environment for a node or client process: C{base} (default:
+    ours) with unbuffered output, so a log shows everything up to the moment
+    a process was killed.
+    """
+    env = dict(os.environ if base is None else base)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def readLine(sock: socket.socket, buffer: bytearray) -> bytes:
+    """
+    Read one C{\\n}-terminated line from C{sock}, keeping any bytes after it
+    in C{buffer} for the next call; return it without its line ending.
+
+    @raise ConnectionError: if the peer closes before a whole line.
+    @raise TimeoutError: if the socket's timeout expires.
+    """
+    while True:
+        end = buffer.find(b"\n")
+        if end >= 0:
+            line = bytes(buffer[:end])
+            del buffer[: end + 1]
+            return line.removesuffix(b"\r")
+        if len(buffer) > MAX_RESPONSE:
+            raise ConnectionError("response line too long")
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("connection closed before a whole line")
+        buffer += data
+
+
+class LineConnection:
+    """
+    A blocking connection to one node: send request lines (one at a time or
+    pipelined) and read one response line for each.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+        """
+        Connect to C{host}:C{port}; C{timeout} bounds the connect and every
+        later send and receive.
+
+        @raise OSError: if the node cannot be reached.
+        """
+        self.socket = socket.create_connection((host, port), timeout=timeout)
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buffer = bytearray()
+
+    def send(self, data: bytes) -> None:
+        """Send raw bytes, which may hold any number of lines (or none)."""
+        self.socket.sendall(data)
+
+    def sendLines(self, lines: Iterable[str]) -> None:
+        """Send text lines in one write, without waiting for answers."""
+        self.socket.sendall(b"".join(line.encode("utf-8") + b"\n" for line in lines))
+
+    def readLine(self) -> str:
+        """
+        Return the next response line, decoded (bad UTF-8 replaced).
+
+        @raise ConnectionError: if the node hangs up first.
+        @raise TimeoutError: if no line arrives within the timeout.
+        """
+        return readLine(self.socket, self._buffer).decode("utf-8", "replace")
+
+    def request(self, line: str) -> str:
+        """Send one request line and return its response line."""
+        self.sendLines([line])
+        return self.readLine()
+
+    def pipeline(self, lines: Sequence[str]) -> list[str]:
+        """Send every line at once, then read and return one response for each."""
+        self.sendLines(lines)
+        return [self.readLine() for _ in lines]
+
+    def isClosedByPeer(self, timeout: float = 2.0) -> bool:
+        """
+        Whether the node closes the connection (end of file) within
+        C{timeout} seconds, discarding anything it still sends.
+        """
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            self.socket.settimeout(remaining)
+            try:
+                data = self.socket.recv(65536)
+            except TimeoutError:
+                return False
+            except ConnectionResetError:
+                return True
+            if not data:
+                return True
+        return False
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.socket.close()
+
+    def __enter__(self) -> LineConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Node:
+    """
+    One node of a L{LocalCluster}: its address, its data directory, and its
+    process while it runs.
+
+    @ivar process: the running (or paused, or ended but not yet reaped)
+        process, or L{None} before the first start and after a stop.
+    """
+
+    def __init__(self, name: str, host: str, port: int, dataDir: str) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.dataDir = dataDir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.paused = False
+        #: Where the node's stdout and stderr go (appended across restarts).
+        self.outputPath = os.path.join(dataDir, f"{name}.out")
+        #: The node's Raft log, C{INDEX TERM COMMAND} lines.
+        self.logPath = os.path.join(dataDir, f"{name}.log")
+
+    def isRunning(self) -> bool:
+        """Whether the process has been started and has not ended."""
+        return self.process is not None and self.process.poll() is None
+
+    def output(self) -> str:
+        """Everything the node's processes wrote so far, decoded leniently."""
+        try:
+            with open(self.outputPath, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+
+class LocalCluster:
+    """
+    A cluster of C{twistd -n txraft} processes on 127.0.0.1.
+
+    Construction only chooses ports and writes the config; L{startAll} (or
+    L{start}) runs the nodes.  Always call L{stopAll} when done (or use the
+    cluster as a context manager): it leaves no process behind.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str] = ("s1", "s2", "s3"),
+        directory: str | None = None,
+        extraArgs: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """
+        @param names: the node names, in config order.
+        @param directory: where the config, the data and the output go; by
+            default a new temporary directory, removed by L{cleanup}.
+        @param extraArgs: more node options (C{--heartbeat}, ...), given to
+            every node.
+        @param env: the nodes' base environment (default: ours).
+        """
+        self._ownsDirectory = directory is None
+        self.directory = tempfile.mkdtemp(prefix="txraft-") if directory is None else directory
+        os.makedirs(self.directory, exist_ok=True)
+        self.extraArgs = list(extraArgs)
+        self.env = nodeEnvironment(env)
+        ports = freePorts(len(names))
+        self.nodes = {
+            name: Node(name, HOST, port, self.directory)
+            for name, port in zip(names, ports, strict=True)
+        }
+        self.configPath = os.path.join(self.directory, "cluster.conf")
+        writeConfig(self.configPath, {n.name: (n.host, n.port) for n in self.nodes.values()})
+
+    # -- processes ------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        """Every node's name, in config order."""
+        return list(self.nodes)
+
+    def command(self, name: str, extraArgs: Sequence[str] = ()) -> list[str]:
+        """The argv that starts node C{name}."""
+        return nodeCommand(name, self.configPath, self.directory, [*self.extraArgs, *extraArgs])
+
+    def start(self, name: str, extraArgs: Sequence[str] = ()) -> None:
+        """
+        Start node C{name}, appending its output to C{DIR/NAME.out}.
+
+        @raise ClusterError: if it is already running.
+        """
+        node = self.nodes[name]
+        if node.isRunning():
+            raise ClusterError(f"node {name} is already running")
+        self._reap(node)
+        with open(node.outputPath, "ab") as output:
+            output.write(f"--- localcluster: starting {name} at {time.time():.3f}\n".encode())
+            output.flush()
+            node.process = subprocess.Popen(
+                self.command(name, extraArgs),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.directory,
+            )
+        node.paused = False
+
+    def startAll(self) -> None:
+        """Start every node that is not running."""
+        for name, node in self.nodes.items():
+            if not node.isRunning():
+                self.start(name)
+
+    def running(self) -> list[str]:
+        """The names of the nodes whose processes are running (paused included)."""
+        return [name for name, node in self.nodes.items() if node.isRunning()]
+
+    def live(self) -> list[str]:
+        """The names of the nodes that are running and not paused."""
+        return [name for name in self.running() if not self.nodes[name].paused]
+
+    def kill(self, name: str) -> None:
+        """Kill node C{name} with C{SIGKILL}, as a crash would, and reap it."""
+        node = self.nodes[name]
+        if node.process is not None and node.process.poll() is None:
+            node.process.kill()
+        self._reap(node)
+
+    def killAll(self) -> None:
+        """Kill every node with C{SIGKILL} at once, then reap them."""
+        for node in self.nodes.values():
+            if node.process is not None and node.process.poll() is None:
+                node.process.kill()
+        for node in self.nodes.values():
+            self._reap(node)
+
+    def pause(self, name: str) -> None:
+        """Freeze node C{name} with C{SIGSTOP}: it keeps its sockets but answers nothing."""
+        node = self._running(name)
+        node.process.send_signal(signal.SIGSTOP)
+        node.paused = True
+
+    def resume(self, name: str) -> None:
+        """Let a paused node C{name} go on with C{SIGCONT}."""
+        node = self._running(name)
+        node.process.send_signal(signal.SIGCONT)
+        node.paused = False
+
+    def restart(self, name: str, extraArgs: Sequence[str] = ()) -> None:
+        """Kill node C{name} (if running) and start it again on the same data."""
+        self.kill(name)
+        self.start(name, extraArgs)
+
+    def stop(self, name: str, timeout: float = 5.0) -> int | None:
+        """
+        Stop node C{name} politely: C{SIGTERM}, then C{SIGKILL} if it is
+        still running after C{timeout} seconds.
+
+        @return: its exit status (negative for a signal), or L{None} if it
+            was never started.
+        """
+        self._terminate([self.nodes[name]], timeout)
+        process = self.nodes[name].process
+        return None if process is None else process.returncode
+
+    def stopAll(self, timeout: float = 5.0) -> None:
+        """
+        Stop every node: C{SIGTERM} to all, then C{SIGKILL} to those still
+        running after C{timeout} seconds.  Safe to call more than once.
+        """
+        self._terminate(list(self.nodes.values()), timeout)
+
+    def cleanup(self) -> None:
+        """Stop every node and remove the directory if this cluster made it."""
+        self.stopAll()
+        if self._ownsDirectory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def waitForExit(self, name: str, timeout: float) -> int:
+        """
+        Wait up to C{timeout} seconds for node C{name} to end on its own.
+
+        @return: its exit status.
+        @raise ClusterError: if it is still running then.
+        """
+        process = self.nodes[name].process
+        if process is None:
+            raise ClusterError(f"node {name} was never started")
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise ClusterError(f"node {name} still running after {timeout}s") from None
+
+    def _terminate(self, nodes: list[Node], timeout: float) -> None:
+        for node in nodes:
+            if node.process is not None and node.process.poll() is None:
+                if node.paused:
+                    node.process.send_signal(signal.SIGCONT)
+                    node.paused = False
+                node.process.terminate()
+        deadline = time.monotonic() + timeout
+        for node in nodes:
+            if node.process is None:
+                continue
+            try:
+                node.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait()
+
+    def _reap(self, node: Node) -> None:
+        if node.process is not None and node.process.returncode is None:
+            node.process.wait()
+        node.paused = False
+
+    def _running(self, name: str) -> Node:
+        node = self.nodes[name]
+        if not node.isRunning():
+            raise ClusterError(f"node {name} is not running")
+        return node
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(
+        self,
+        excType: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+    # -- talking to nodes ---------------------------------------------------------------
+
+    def address(self, name: str) -> tuple[str, int]:
+        """Where node C{name} listens."""
+        node = self.nodes[name]
+        return node.host, node.port
+
+    def connect(self, name: str, timeout: float = 5.0) -> LineConnection:
+        """Open a connection to node C{name}."""
+        return LineConnection(*self.address(name), timeout=timeout)
+
+    def request(self, name: str, line: str, timeout: float = 5.0) -> str:
+        """
+        Send one request line to node C{name} over a fresh connection and
+        return its response line.
+
+        @raise OSError: if the node cannot be reached, hangs up or is silent
+            for C{timeout} seconds.
+        """
+        with self.connect(name, timeout) as connection:
+            return connection.request(line)
+
+    def status(self, name: str, timeout: float = 2.0) -> dict[str, object]:
+        """
+        Return node C{name}'s C{status} document.
+
+        @raise ClusterError: if it answers something other than C{OK {json}}.
+        @raise OSError: if it cannot be reached.
+        """
+        response = self.request(name, "status", timeout)
+        if not response.startswith("OK "):
+            raise ClusterError(f"node {name} answered status with {response!r}")
+        document = json.loads(response[3:])
+        if not isinstance(document, dict):
+            raise ClusterError(f"node {name} answered status with {response!r}")
+        return document
+
+    def statuses(self, timeout: float = 0.5) -> dict[str, dict[str, object] | None]:
+        """The status of every live node, or L{None} for one that did not answer."""
+        result: dict[str, dict[str, object] | None] = {}
+        for name in self.live():
+            try:
+                result[name] = self.status(name, timeout)
+            except (OSError, ClusterError, ValueError):
+                result[name] = None
+        return result
+
+    def currentLeader(self) -> str | None:
+        """
+        Return the leader if, right now, exactly one live node says it is
+        leader and a majority of the whole cluster (it included) name it as
+        leader in its term; otherwise L{None}.
+        """
+        statuses = {n: s for n, s in self.statuses().items() if s is not None}
+        leaders = [n for n, s in statuses.items() if s.get("role") == "leader"]
+        if len(leaders) != 1:
+            return None
+        leader = leaders[0]
+        term = statuses[leader].get("term")
+        agreeing = [
+            n for n, s in statuses.items() if s.get("leader") == leader and s.get("term") == term
+        ]
+        if len(agreeing) <= len(self.nodes) // 2:
+            return None
+        return leader
+
+    def waitForLeader(self, timeout: float = 10.0) -> str:
+        """
+        Poll the live nodes until L{currentLeader} names a leader, and return it.
+
+        @raise ClusterError: if there is none within C{timeout} seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            leader = self.currentLeader()
+            if leader is not None:
+                return leader
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"no leader within {timeout}s; statuses: {self.statuses()}")
+            time.sleep(POLL_INTERVAL)
+
+    def followers(self, leader: str) -> list[str]:
+        """The live nodes other than C{leader}."""
+        return [name for name in self.live() if name != leader]
+
+    def client(self, timeout: float = 5.0) -> ClusterClient:
+        """A client of this cluster that follows redirects and rides out elections."""
+        return ClusterClient({n.name: (n.host, n.port) for n in self.nodes.values()}, timeout)
+
+    # -- diagnostics --------------------------------------------------------------------
+
+    def tail(self, name: str, lines: int = 40) -> str:
+        """The last C{lines} lines node C{name}'s processes wrote."""
+        return "\n".join(self.nodes[name].output().splitlines()[-lines:])
+
+    def describe(self, lines: int = 40) -> str:
+        """
+        A report for a failed test: each node's process state and the last
+        C{lines} lines of its output.
+        """
+        parts = [f"=== localcluster {self.directory} (config {self.configPath})"]
+        for name, node in self.nodes.items():
+            if node.process is None:
+                state = "never started"
+            elif node.process.poll() is None:
+                state = f"running, pid {node.process.pid}" + (", paused" if node.paused else "")
+            else:
+                state = f"exited with {node.process.returncode}"
+            parts.append(f"--- {name} {node.host}:{node.port}: {state}; last {lines} lines:")
+            parts.append(self.tail(name, lines))
+        return "\n".join(parts)
+
+
+def _toInt(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+class ClusterClient:
+    """
+    A blocking client of a whole cluster: it keeps one connection open to the
+    node it believes leads, follows C{REDIRECT}, and when a node is down,
+    knows no leader or cannot say how a request ended, tries again (on the
+    next node if needed) until a deadline.
+
+    Retrying means a request may take effect more than once, which is
+    harmless for the idempotent C{set}/C{get} that tests and benchmarks send.
+    """
+
+    def __init__(self, addresses: Mapping[str, tuple[str, int]], timeout: float = 5.0) -> None:
+        """
+        @param addresses: every node's C{(host, port)}, by name.
+        @param timeout: bounds each connect and each wait for a response.
+        """
+        self.addresses = dict(addresses)
+        self.timeout = timeout
+        self.target = next(iter(self.addresses))
+        self._connection: LineConnection | None = None
+        #: How many redirects were followed, for tests that care.
+        self.redirects = 0
+
+    def request(self, line: str, deadline: float | None = None, retry: bool = True) -> str:
+        """
+        Send C{line} and return the first response that is not C{REDIRECT}
+        or (with C{retry}) C{UNAVAILABLE}.
+
+        @param deadline: a L{time.monotonic} time after which to give up;
+            by default C{timeout} seconds from now.
+        @raise ClusterError: if no answer came by the deadline.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
+        lastProblem = "no attempt"
+        redirects = 0
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                connection = self._connected(min(self.timeout, remaining))
+                connection.socket.settimeout(min(self.timeout, remaining))
+                response = connection.request(line)
+            except OSError as e:
+                lastProblem = f"{self.target}: {e!r}"
+                self._moveOn()
+                time.sleep(POLL_INTERVAL)
+                continue
+            if response.startswith("REDIRECT "):
+                lastProblem = response
+                self._follow(response)
+                redirects += 1
+                if redirects > 1:
+                    # Nodes that still point at each other (or at a leader
+                    # that is gone) need a moment to learn of the new one.
+                    time.sleep(POLL_INTERVAL)
+                continue
+            if retry and response.startswith("UNAVAILABLE"):
+                lastProblem = f"{self.target}: {response}"
+                if response == "UNAVAILABLE no leader known":
+                    self._moveOn()
+                time.sleep(POLL_INTERVAL)
+                continue
+            return response
+        raise ClusterError(f"no answer to {line!r} by the deadline; last: {lastProblem}")
+
+    def close(self) -> None:
+        """Close the open connection, if any."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _connected(self, timeout: float) -> LineConnection:
+        if self._connection is None:
+            host, port = self.addresses[self.target]
+            self._connection = LineConnection(host, port, timeout)
+        return self._connection
+
+    def _follow(self, response: str) -> None:
+        words = response.split(" ")
+        if len(words) != 4 or self.addresses.get(words[1]) != (words[2], _toInt(words[3])):
+            raise ClusterError(f"redirect {response!r} does not match the cluster config")
+        self.redirects += 1
+        self.close()
+        self.target = words[1]
+
+    def _moveOn(self) -> None:
+        """Try the next node in config order."""
+        self.close()
+        names = list(self.addresses)
+        self.target = names[(names.index(self.target) + 1) % len(names)]
+
+    def __enter__(self) -> ClusterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
