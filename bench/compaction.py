@@ -36,8 +36,10 @@ from collections.abc import Sequence
 
 from twisted.python import usage
 
+from txraft import answers
+from txraft.client import LineConnection
 from txraft.testing.load import Result, pipelinedConnection
-from txraft.testing.localcluster import LineConnection, LocalCluster, stopOnSignals
+from txraft.testing.localcluster import LocalCluster, stopOnSignals
 
 MB = 1024 * 1024
 
@@ -279,9 +281,10 @@ def restart(cluster: LocalCluster, workload: Workload, writes: int, sample: Samp
             time.sleep(0.01)
         sample.restartAll = time.monotonic() - started
         response = client.request("show", deadline=time.monotonic() + RESTART_DEADLINE)
-    if not response.startswith("OK "):
+    shown = answers.okValue(response)
+    if shown is None:
         return [f"show answered {response[:80]!r}"]
-    stored = json.loads(response[3:])
+    stored = json.loads(shown)
     expected = workload.expected(writes)
     wrong = [k for k in expected if stored.get(k) != expected[k]]
     extra = [k for k in stored if k not in expected]

@@ -14,7 +14,8 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from txraft.testing.localcluster import LineConnection, readLine
+from txraft import answers
+from txraft.client import LineConnection
 
 
 class Result:
@@ -47,8 +48,6 @@ def pipelinedConnection(connection: LineConnection, lines: Sequence[str], window
     response other than C{OK} counts as an error.
     """
     result = Result("pipelined")
-    sock = connection.socket
-    buffer = bytearray()
     sendTimes: deque[float] = deque()
     encoded = [line.encode("utf-8") + b"\n" for line in lines]
     nextToSend = 0
@@ -57,19 +56,19 @@ def pipelinedConnection(connection: LineConnection, lines: Sequence[str], window
         if room > 0 and nextToSend < len(encoded):
             batch = encoded[nextToSend : nextToSend + room]
             now = time.perf_counter()
-            sock.sendall(b"".join(batch))
+            connection.send(b"".join(batch))
             sendTimes.extend([now] * len(batch))
             nextToSend += len(batch)
-        response = readLine(sock, buffer).decode("utf-8", "replace")
+        response = connection.readLine()
         received = time.perf_counter()
         result.latencies.append(received - sendTimes.popleft())
-        if response != "OK":
+        if response != answers.OK:
             result.latencies.pop()
             result.error(response)
         # Take every other complete response already read without blocking.
-        while b"\n" in buffer and sendTimes:
-            response = readLine(sock, buffer).decode("utf-8", "replace")
-            if response == "OK":
+        while connection.hasLine() and sendTimes:
+            response = connection.readLine()
+            if response == answers.OK:
                 result.latencies.append(received - sendTimes.popleft())
             else:
                 sendTimes.popleft()
