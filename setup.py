@@ -14,7 +14,7 @@ setup(
     version="0.1.0",
     description="A Raft-replicated key-value store on Twisted",
     python_requires=">=3.10",
-    packages=["txraft", "twisted.plugins"],
+    packages=["txraft", "txraft.testing", "twisted.plugins"],
     install_requires=["Twisted>=23.8", "attrs"],
     extras_require={"test": ["pytest", "pytest-twisted", "ruff", "hypothesis"]},
     entry_points={

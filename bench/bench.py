@@ -2,7 +2,7 @@
 Benchmark a real txraft cluster on this machine.
 
 Starts a cluster of C{twistd -n txraft} processes on 127.0.0.1 (free ports,
-a temporary directory) with L{txraft.localcluster}, waits for a leader, then
+a temporary directory) with L{txraft.testing.localcluster}, waits for a leader, then
 measures, against the leader:
 
   - sequential C{set}: one request at a time on one connection (latency);
@@ -23,15 +23,13 @@ import platform
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from importlib.metadata import version
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from twisted.python import usage
 
-from twisted.python import usage  # noqa: E402
-
-from txraft.localcluster import LineConnection, LocalCluster, readLine, stopOnSignals  # noqa: E402
+from txraft.testing.load import Result, pipelinedConnection
+from txraft.testing.localcluster import LocalCluster, stopOnSignals
 
 
 class Options(usage.Options):
@@ -75,29 +73,6 @@ class Options(usage.Options):
         return arguments
 
 
-class Result:
-    """The outcome of one measurement: latencies of the requests answered as expected."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.latencies: list[float] = []
-        self.errors = 0
-        self.firstError: str | None = None
-        self.seconds = 0.0
-
-    def error(self, response: str) -> None:
-        """Count a response other than the expected one."""
-        self.errors += 1
-        if self.firstError is None:
-            self.firstError = response
-
-    def merge(self, other: Result) -> None:
-        """Add another connection's latencies and errors to this result."""
-        self.latencies += other.latencies
-        self.errors += other.errors
-        self.firstError = self.firstError or other.firstError
-
-
 def percentile(sortedValues: Sequence[float], fraction: float) -> float:
     """The nearest-rank percentile of already sorted values."""
     if not sortedValues:
@@ -120,42 +95,6 @@ def sequential(
             if not response.startswith(expect):
                 result.error(response)
         result.seconds = time.perf_counter() - started
-    return result
-
-
-def pipelinedConnection(connection: LineConnection, lines: Sequence[str], window: int) -> Result:
-    """
-    Send C{lines} on C{connection} keeping up to C{window} unanswered, and
-    time each from its send to its response (responses come in order).
-    """
-    result = Result("pipelined")
-    sock = connection.socket
-    buffer = bytearray()
-    sendTimes: deque[float] = deque()
-    encoded = [line.encode("utf-8") + b"\n" for line in lines]
-    nextToSend = 0
-    while len(result.latencies) + result.errors < len(encoded):
-        room = window - len(sendTimes)
-        if room > 0 and nextToSend < len(encoded):
-            batch = encoded[nextToSend : nextToSend + room]
-            now = time.perf_counter()
-            sock.sendall(b"".join(batch))
-            sendTimes.extend([now] * len(batch))
-            nextToSend += len(batch)
-        response = readLine(sock, buffer).decode("utf-8", "replace")
-        received = time.perf_counter()
-        result.latencies.append(received - sendTimes.popleft())
-        if response != "OK":
-            result.latencies.pop()
-            result.error(response)
-        # Take every other complete response already read without blocking.
-        while b"\n" in buffer and sendTimes:
-            response = readLine(sock, buffer).decode("utf-8", "replace")
-            if response == "OK":
-                result.latencies.append(received - sendTimes.popleft())
-            else:
-                sendTimes.popleft()
-                result.error(response)
     return result
 
 

@@ -3,7 +3,7 @@ Show that a txraft cluster's disk use, memory and restart time stay flat
 however many writes go through it (issue 4: snapshots and log compaction).
 
 Starts a three-node cluster of C{twistd -n txraft} processes on 127.0.0.1
-with L{txraft.localcluster} (C{--snapshot-entries} as given, else the
+with L{txraft.testing.localcluster} (C{--snapshot-entries} as given, else the
 node's default), then pushes C{--writes} C{set}s to the leader, pipelined
 over a few connections, overwriting a fixed set of C{--keys} keys (so the
 state machine stays the same size and only the log could grow).  Every
@@ -26,7 +26,6 @@ next.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
@@ -35,26 +34,12 @@ import threading
 import time
 from collections.abc import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from twisted.python import usage
 
-from twisted.python import usage  # noqa: E402
-
-from txraft.localcluster import LineConnection, LocalCluster, stopOnSignals  # noqa: E402
-
-
-def _throughputBench():  # type: ignore[no-untyped-def]
-    """bench/bench.py, loaded by path (bench/ is not a package)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench.py")
-    spec = importlib.util.spec_from_file_location("txraft_throughput_bench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_bench = _throughputBench()
-Result = _bench.Result
-pipelinedConnection = _bench.pipelinedConnection
+from txraft import answers
+from txraft.client import LineConnection
+from txraft.testing.load import Result, pipelinedConnection
+from txraft.testing.localcluster import LocalCluster, stopOnSignals
 
 MB = 1024 * 1024
 
@@ -221,7 +206,7 @@ def measure(cluster: LocalCluster, sample: Sample) -> Sample:
 class Writer:
     """
     Pushes writes to the leader over C{connections} connections, each
-    keeping a window of requests outstanding (L{bench.bench.pipelinedConnection}).
+    keeping a window of requests outstanding (L{txraft.testing.load.pipelinedConnection}).
     """
 
     def __init__(self, cluster: LocalCluster, workload: Workload, options: Options) -> None:
@@ -296,9 +281,10 @@ def restart(cluster: LocalCluster, workload: Workload, writes: int, sample: Samp
             time.sleep(0.01)
         sample.restartAll = time.monotonic() - started
         response = client.request("show", deadline=time.monotonic() + RESTART_DEADLINE)
-    if not response.startswith("OK "):
+    shown = answers.okValue(response)
+    if shown is None:
         return [f"show answered {response[:80]!r}"]
-    stored = json.loads(response[3:])
+    stored = json.loads(shown)
     expected = workload.expected(writes)
     wrong = [k for k in expected if stored.get(k) != expected[k]]
     extra = [k for k in stored if k not in expected]

@@ -2,12 +2,12 @@
 Soak a real txraft cluster under faults and check that it stays linearizable.
 
 Starts a cluster of C{twistd -n txraft} processes on 127.0.0.1 with
-L{txraft.localcluster}, then runs L{txraft.chaos} (the engine of
+L{txraft.testing.localcluster}, then runs L{txraft.testing.chaos} (the engine of
 C{tests/test_chaos.py}) for C{--duration} seconds: concurrent clients doing
 random C{get}/C{set}/C{delete} on a few keys while a nemesis kills, freezes
 and restarts nodes one at a time and kills leaders.  At the end it heals the
 cluster, reads every key, checks the whole history with
-L{txraft.linearizability.checkHistory} and prints a summary.
+L{txraft.testing.linearizability.checkHistory} and prints a summary.
 
     python bench/soak.py [--duration SECONDS] [--clients N] [--keys N] [--seed N]
 
@@ -22,19 +22,16 @@ early and still checks what was recorded.
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
 import time
 from collections.abc import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from twisted.python import usage
 
-from twisted.python import usage  # noqa: E402
-
-from txraft.chaos import ChaosReport, raftLogExcerpt, runChaos  # noqa: E402
-from txraft.linearizability import DEFAULT_BUDGET  # noqa: E402
-from txraft.localcluster import LocalCluster, stopOnSignals  # noqa: E402
+from txraft.testing.chaos import ChaosReport, raftLogExcerpt, runChaos
+from txraft.testing.linearizability import DEFAULT_BUDGET
+from txraft.testing.localcluster import LocalCluster, stopOnSignals
 
 
 class Options(usage.Options):

@@ -1,7 +1,7 @@
 """
 Chaos test: real C{twistd -n txraft} nodes, concurrent clients and a
 nemesis that crashes, freezes and restarts nodes, and a linearizability
-check of everything the clients saw (L{txraft.chaos}).
+check of everything the clients saw (L{txraft.testing.chaos}).
 
 Like the other process tests this runs on 127.0.0.1 only, with bounded
 waits, and stops every process it started, pass or fail.  The nemesis
@@ -24,9 +24,16 @@ from collections.abc import Sequence
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txraft.chaos import FAULTS, ChaosReport, Recorder, WorkloadClient, raftLogExcerpt, runChaos
-from txraft.linearizability import Operation
-from txraft.localcluster import HOST, LocalCluster, freePorts
+from txraft.testing.chaos import (
+    FAULTS,
+    ChaosReport,
+    Recorder,
+    WorkloadClient,
+    raftLogExcerpt,
+    runChaos,
+)
+from txraft.testing.linearizability import Operation
+from txraft.testing.localcluster import HOST, LocalCluster, freePorts
 
 #: Seconds of faults; the whole test takes a few seconds more.
 DURATION = float(os.environ.get("TXRAFT_CHAOS_SECONDS") or 18)

@@ -18,13 +18,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from txraft.client import (
     Client,
     ClientError,
+    LineConnection,
     Options,
-    Redirect,
     formatRequest,
     formatResponse,
-    isSuccess,
     main,
-    parseRedirect,
 )
 
 #: A fake node's script: the response to one request line, or None to hang up.
@@ -171,7 +169,7 @@ class OptionsTests(SynchronousTestCase):
 
 
 class LineHelperTests(SynchronousTestCase):
-    """The pure functions that build requests and read responses."""
+    """The pure functions that build requests and show responses."""
 
     def test_formatRequest(self) -> None:
         """A request is ID@COMMAND, or the bare command without an ID."""
@@ -181,33 +179,6 @@ class LineHelperTests(SynchronousTestCase):
     def test_formatRequestOneLine(self) -> None:
         """A command spanning lines is refused."""
         self.assertRaises(ValueError, formatRequest, None, "get a\r\nget b")
-
-    def test_parseRedirect(self) -> None:
-        """REDIRECT LEADER HOST PORT parses; other responses are no redirect."""
-        self.assertEqual(
-            parseRedirect("REDIRECT s1 127.0.0.1 10000"), Redirect("s1", "127.0.0.1", 10000)
-        )
-        self.assertIsNone(parseRedirect("OK REDIRECT s1 127.0.0.1 10000"))
-        self.assertIsNone(parseRedirect("NOT_FOUND"))
-
-    def test_parseRedirectMalformed(self) -> None:
-        """A malformed REDIRECT is an error, never an answer."""
-        for response in [
-            "REDIRECT",
-            "REDIRECT s1 127.0.0.1",
-            "REDIRECT s1 127.0.0.1 port",
-            "REDIRECT s1 127.0.0.1 10000 extra",
-            "REDIRECT s1  10000",
-        ]:
-            with self.subTest(response=response):
-                self.assertRaises(ClientError, parseRedirect, response)
-
-    def test_isSuccess(self) -> None:
-        """OK answers and NOT_FOUND succeed; errors and unknown lines do not."""
-        for response in ["OK", "OK 5", 'OK {"a": "1"}', "NOT_FOUND"]:
-            self.assertTrue(isSuccess(response), response)
-        for response in ["ERROR bad command", "UNAVAILABLE no leader", "OKAY", ""]:
-            self.assertFalse(isSuccess(response), response)
 
     def test_formatResponseIndentsJson(self) -> None:
         """show and status answers are shown as indented JSON at the prompt."""
@@ -219,6 +190,64 @@ class LineHelperTests(SynchronousTestCase):
         self.assertEqual(formatResponse("get k", 'OK {"a": 1}'), 'OK {"a": 1}')
         self.assertEqual(formatResponse("show", "ERROR busy"), "ERROR busy")
         self.assertEqual(formatResponse("show", "OK {broken"), "OK {broken")
+
+
+class LineConnectionTests(SynchronousTestCase):
+    """L{LineConnection} gives one answer per line, however the bytes arrive."""
+
+    def connect(self, answer: bytes, hangUp: bool = False) -> tuple[LineConnection, socket.socket]:
+        """
+        A connection to a listening socket that has already sent C{answer}
+        (and closed, with C{hangUp}), and the node's end of it.
+        """
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        connection = LineConnection("127.0.0.1", listener.getsockname()[1], timeout=5.0)
+        self.addCleanup(connection.close)
+        node, _ = listener.accept()
+        self.addCleanup(node.close)
+        node.sendall(answer)
+        if hangUp:
+            node.shutdown(socket.SHUT_WR)
+        return connection, node
+
+    def test_readLines(self) -> None:
+        """
+        Lines that arrive together are returned one at a time, without
+        their CRLF or LF, bad UTF-8 replaced; L{LineConnection.hasLine} says
+        whether another is waiting.
+        """
+        connection, node = self.connect(b"OK 1\r\nNOT_FOUND\nOK \xff\n")
+        self.assertEqual(connection.readLine(), "OK 1")
+        self.assertTrue(connection.hasLine())
+        self.assertEqual(connection.readLine(), "NOT_FOUND")
+        self.assertEqual(connection.readLine(), "OK \ufffd")
+        self.assertFalse(connection.hasLine())
+
+    def test_pipeline(self) -> None:
+        """C{pipeline} sends every line in one write, then reads an answer for each."""
+        connection, node = self.connect(b"OK\nOK 1\n")
+        self.assertEqual(connection.pipeline(["set a 1", "get a"]), ["OK", "OK 1"])
+        self.assertEqual(node.recv(100), b"set a 1\nget a\n")
+
+    def test_tooLong(self) -> None:
+        """An answer longer than C{MAX_LENGTH} fails instead of filling memory."""
+        connection, node = self.connect(b"x" * 20)
+        connection.MAX_LENGTH = 8
+        error = self.assertRaises(ConnectionError, connection.readLine)
+        self.assertEqual(str(error), "response line too long")
+
+    def test_hangUp(self) -> None:
+        """A node that hangs up mid-line fails the read; whole lines before it are kept."""
+        connection, node = self.connect(b"OK\npart", hangUp=True)
+        self.assertEqual(connection.readLine(), "OK")
+        error = self.assertRaises(ConnectionError, connection.readLine)
+        self.assertEqual(str(error), "connection closed by the node")
+
+    def test_isClosedByPeer(self) -> None:
+        """C{isClosedByPeer} tells a node that hung up from one that stays silent."""
+        self.assertTrue(self.connect(b"bye\n", hangUp=True)[0].isClosedByPeer(5.0))
+        self.assertFalse(self.connect(b"")[0].isClosedByPeer(0.05))
 
 
 class ClientTests(SynchronousTestCase):

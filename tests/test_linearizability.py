@@ -1,5 +1,5 @@
 """
-Tests for L{txraft.linearizability}: the checker accepts exactly the
+Tests for L{txraft.testing.linearizability}: the checker accepts exactly the
 histories of the key-value map that some order of their operations explains.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from txraft.linearizability import CheckResult, Operation, checkHistory
+from txraft.testing.linearizability import CheckResult, Operation, checkHistory
 
 
 def op(

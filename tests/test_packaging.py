@@ -56,3 +56,23 @@ class InstalledPackageTests(SynchronousTestCase):
             result = runInstalled(installedScript(script), "--help")
             self.assertEqual(result.returncode, 0, f"{script}: {result.stderr}")
             self.assertIn("Usage", result.stdout + result.stderr)
+
+    def test_testingStartsInstalledNodes(self) -> None:
+        """
+        C{txraft.testing} is installed with the package, and the node command
+        it builds runs the installed node outside any source checkout: here
+        the node starts, finds its config missing and says so in one line.
+        """
+        script = (
+            "import subprocess\n"
+            "from txraft.testing.localcluster import nodeCommand, nodeEnvironment\n"
+            "node = subprocess.run(nodeCommand('s1', 'missing.conf', 'data'), "
+            "env=nodeEnvironment(), capture_output=True, text=True, timeout=30)\n"
+            "print(node.returncode)\n"
+            "print(node.stdout + node.stderr)\n"
+        )
+        result = runInstalled(sys.executable, "-c", script)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        status, output = result.stdout.split("\n", 1)
+        self.assertEqual(status, "1", output)
+        self.assertIn("txraft: missing.conf: cannot read cluster config", output)

@@ -1,6 +1,6 @@
 """
 Process tests: real C{twistd -n txraft} nodes on 127.0.0.1, driven through
-L{txraft.localcluster}.
+L{txraft.testing.localcluster}.
 
 These are the only tests that use wall-clock time.  They wait for
 conditions (a leader, an answer) with deadlines and never sleep to let
@@ -29,10 +29,10 @@ from typing import TypeVar
 from twisted.trial.unittest import SynchronousTestCase
 
 from txraft.kv import KeyValueStore
-from txraft.localcluster import POLL_INTERVAL, LocalCluster, nodeCommand, nodeEnvironment
 from txraft.messages import Snapshot
 from txraft.protocol import MAX_REQUEST
 from txraft.snapshots import decodeSnapshot, encodeSnapshot
+from txraft.testing.localcluster import POLL_INTERVAL, LocalCluster, nodeCommand, nodeEnvironment
 
 #: The election bound of the issue: a leader within this many seconds of
 #: the start, and a new leader serving writes this soon after a crash.

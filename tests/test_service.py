@@ -38,7 +38,6 @@ from tests.helpers import (
 from txraft.config import ClusterConfig
 from txraft.core import CANDIDATE, FOLLOWER, LEADER, PRECANDIDATE
 from txraft.kv import KeyValueStore
-from txraft.localcluster import freePorts
 from txraft.logmanager import LogManager
 from txraft.messages import (
     AppendEntries,
@@ -55,6 +54,7 @@ from txraft.protocol import CONNECTION_DONE, NodeFactory, NodeProtocol
 from txraft.service import RaftService
 from txraft.snapshots import MemorySnapshotStore
 from txraft.storage import FileLogStore, FileStateStore, MemoryLogStore, MemoryStateStore
+from txraft.testing.localcluster import freePorts
 
 
 def connect(service: RaftService) -> tuple[NodeProtocol, StringTransport]:

@@ -41,6 +41,10 @@ NOT_SERVING = "UNAVAILABLE node is not serving"
 #: client may send it again; every other C{UNAVAILABLE} leaves it unknown.
 NOT_EXECUTED = frozenset({NO_LEADER, OVERWRITTEN})
 
+#: The TCP ports a node can listen on, and so a C{REDIRECT} can name.
+MIN_PORT = 1
+MAX_PORT = 65535
+
 
 class Redirect(NamedTuple):
     """Where a follower says the leader is: C{REDIRECT LEADER HOST PORT}."""
@@ -58,10 +62,11 @@ def parsePort(text: str) -> int:
     """
     Return C{text} as a TCP port number.
 
-    @raise ValueError: unless it is a decimal number from 1 to 65535.
+    @raise ValueError: unless it is a decimal number from L{MIN_PORT} to
+        L{MAX_PORT}.
     """
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
-        raise ValueError(f"invalid port {text!r}: expected a number from 1 to 65535")
+    if not (text.isascii() and text.isdigit() and MIN_PORT <= int(text) <= MAX_PORT):
+        raise ValueError(f"invalid port {text!r}: expected a number from {MIN_PORT} to {MAX_PORT}")
     return int(text)
 
 

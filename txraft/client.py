@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple, TextIO
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TextIO
 
 from twisted.python import usage
 
+from txraft import answers
 from txraft.messages import NAME_PATTERN
 
 #: The command words.  The first argument after PORT is a client ID unless it
@@ -44,25 +46,6 @@ class ClientError(Exception):
     """
 
 
-class Redirect(NamedTuple):
-    """Where a follower says the leader is: C{REDIRECT LEADER HOST PORT}."""
-
-    leader: str
-    host: str
-    port: int
-
-
-def parsePort(text: str) -> int:
-    """
-    Return C{text} as a TCP port number.
-
-    @raise ValueError: unless it is a decimal number from 1 to 65535.
-    """
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
-        raise ValueError(f"invalid port {text!r}: expected a number from 1 to 65535")
-    return int(text)
-
-
 def splitCommandLine(words: Sequence[str]) -> tuple[str | None, str | None]:
     """
     Split the arguments after PORT into a client ID and a command line.
@@ -75,7 +58,7 @@ def splitCommandLine(words: Sequence[str]) -> tuple[str | None, str | None]:
     clientId = None
     if words and words[0] not in COMMANDS:
         clientId, words = words[0], words[1:]
-        if not NAME_PATTERN.match(clientId):
+        if not NAME_PATTERN.fullmatch(clientId):
             raise usage.UsageError(
                 f"invalid client ID {clientId!r}: use letters, digits, '_' and '-'"
             )
@@ -103,34 +86,6 @@ def formatRequest(clientId: str | None, command: str) -> str:
     return command if clientId is None else f"{clientId}@{command}"
 
 
-def parseRedirect(response: str) -> Redirect | None:
-    """
-    Return where a C{REDIRECT} response points, or L{None} for any other
-    response.
-
-    @raise ClientError: for a malformed C{REDIRECT}, which must not be
-        mistaken for an answer.
-    """
-    words = response.split(" ")
-    if words[0] != "REDIRECT":
-        return None
-    try:
-        leader, host, port = words[1:]
-        if not (leader and host):
-            raise ValueError("empty leader or host")
-        return Redirect(leader, host, parsePort(port))
-    except ValueError:
-        raise ClientError(f"malformed redirect {response!r}") from None
-
-
-def isSuccess(response: str) -> bool:
-    """
-    Whether C{response} means the request worked: C{OK}, C{OK ...} or
-    C{NOT_FOUND} (the lookup worked; the key is absent).
-    """
-    return response in ("OK", "NOT_FOUND") or response.startswith("OK ")
-
-
 def formatResponse(command: str, response: str) -> str:
     """
     Return C{response} as shown at the interactive prompt: the JSON of a
@@ -139,58 +94,121 @@ def formatResponse(command: str, response: str) -> str:
     One-shot mode prints responses raw, so scripts get one parseable line.
     """
     words = command.split(None, 1)
-    if not (words and words[0] in JSON_COMMANDS and response.startswith("OK ")):
+    value = answers.okValue(response)
+    if not (words and words[0] in JSON_COMMANDS and value is not None):
         return response
     try:
-        document = json.loads(response[3:])
+        document = json.loads(value)
     except ValueError:
         return response
-    return "OK " + json.dumps(document, indent=2, ensure_ascii=False)
+    return answers.ok(json.dumps(document, indent=2, ensure_ascii=False))
 
 
 class LineConnection:
     """
-    One TCP connection to a node, carrying UTF-8 request lines and reading
-    exactly one response line for each.
+    A blocking TCP connection to one node, carrying UTF-8 request lines and
+    reading one response line for each: one request at a time, or many sent
+    at once (pipelined) and their responses read in order.
+
+    The command-line client, the test harnesses and the benchmarks all talk
+    to nodes through this one class.
     """
 
-    #: The longest response line accepted, so a broken peer cannot exhaust memory.
+    #: The longest response line accepted, so a broken node cannot exhaust memory.
     MAX_LENGTH = 16 * 1024 * 1024
 
-    def __init__(self, sock: socket.socket) -> None:
-        self._socket = sock
-        self._reader = sock.makefile("rb")
-
-    @classmethod
-    def open(cls, host: str, port: int, timeout: float) -> LineConnection:
+    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
         """
         Connect to C{host}:C{port}.  C{timeout} bounds the connect and every
-        later send and receive, so a silent node cannot hang the client.
+        later send and receive, so a silent node cannot hang the caller.
 
-        @raise OSError: if the connection fails.
+        @raise OSError: if the node cannot be reached.
         """
-        return cls(socket.create_connection((host, port), timeout=timeout))
+        self._socket = socket.create_connection((host, port), timeout=timeout)
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buffer = bytearray()
+
+    def setTimeout(self, timeout: float) -> None:
+        """Bound every later send and receive by C{timeout} seconds instead."""
+        self._socket.settimeout(timeout)
+
+    def send(self, data: bytes) -> None:
+        """Send raw bytes, which may hold any number of lines (or none)."""
+        self._socket.sendall(data)
+
+    def sendLines(self, lines: Iterable[str]) -> None:
+        """Send text lines in one write, without waiting for answers."""
+        self.send(b"".join(line.encode("utf-8") + b"\n" for line in lines))
+
+    def hasLine(self) -> bool:
+        """Whether a whole response line has arrived, so L{readLine} returns at once."""
+        return b"\n" in self._buffer
+
+    def readLine(self) -> str:
+        """
+        Return the next response line without its line ending, decoded (bad
+        UTF-8 replaced).
+
+        @raise OSError: if the socket fails, or L{TimeoutError} if no line
+            arrives within the timeout, or L{ConnectionError} if the node
+            hangs up first or sends a line longer than L{MAX_LENGTH}.  The
+            connection is unusable afterwards.
+        """
+        end = self._buffer.find(b"\n")
+        while end < 0:
+            if len(self._buffer) > self.MAX_LENGTH:
+                raise ConnectionError("response line too long")
+            data = self._socket.recv(65536)
+            if not data:
+                raise ConnectionError("connection closed by the node")
+            scanned = len(self._buffer)
+            self._buffer += data
+            end = self._buffer.find(b"\n", scanned)
+        line = bytes(self._buffer[:end]).removesuffix(b"\r")
+        del self._buffer[: end + 1]
+        return line.decode("utf-8", "replace")
 
     def request(self, line: str) -> str:
         """
-        Send C{line} and return the response line without its line ending.
+        Send one request line and return its response line.
 
-        @raise OSError: if the socket fails or times out, or (as
-            L{ConnectionError}) the node hangs up or sends an overlong line.
-            The connection is unusable afterwards.
+        @raise OSError: as L{readLine} does.
         """
-        self._socket.sendall(line.encode("utf-8") + b"\n")
-        response = self._reader.readline(self.MAX_LENGTH + 1)
-        if len(response) > self.MAX_LENGTH:
-            raise ConnectionError("response line too long")
-        if not response.endswith(b"\n"):
-            raise ConnectionError("connection closed by the node")
-        return response.decode("utf-8", "replace").rstrip("\r\n")
+        self.sendLines([line])
+        return self.readLine()
+
+    def pipeline(self, lines: Sequence[str]) -> list[str]:
+        """Send every line at once, then read and return one response for each."""
+        self.sendLines(lines)
+        return [self.readLine() for _ in lines]
+
+    def isClosedByPeer(self, timeout: float = 2.0) -> bool:
+        """
+        Whether the node closes the connection (end of file) within
+        C{timeout} seconds, discarding anything it still sends.
+        """
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._socket.settimeout(remaining)
+            try:
+                data = self._socket.recv(65536)
+            except TimeoutError:
+                return False
+            except ConnectionResetError:
+                return True
+            if not data:
+                return True
+        return False
 
     def close(self) -> None:
         """Close the connection."""
-        self._reader.close()
         self._socket.close()
+
+    def __enter__(self) -> LineConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Client:
@@ -234,7 +252,7 @@ class Client:
         """
         if self._connection is None:
             try:
-                self._connection = LineConnection.open(self.host, self.port, self.timeout)
+                self._connection = LineConnection(self.host, self.port, self.timeout)
             except OSError as e:
                 raise ClientError(self._describe(e)) from e
 
@@ -249,7 +267,10 @@ class Client:
         redirects = 0
         while True:
             response = self._send(line)
-            redirect = parseRedirect(response)
+            try:
+                redirect = answers.parseRedirect(response)
+            except answers.AnswerError as e:
+                raise ClientError(str(e)) from None
             if redirect is None:
                 return response
             if redirects == self.MAX_REDIRECTS:
@@ -272,7 +293,7 @@ class Client:
             self.close()
             raise ClientError(self._describe(e)) from e
 
-    def _follow(self, redirect: Redirect) -> None:
+    def _follow(self, redirect: answers.Redirect) -> None:
         where = f"{redirect.host}:{redirect.port}"
         print(f"[*] redirected to {redirect.leader} at {where}", file=self._stderr or sys.stderr)
         self.close()
@@ -302,7 +323,7 @@ class Options(usage.Options):
     def parseArgs(self, port: str, *words: str) -> None:
         """Store PORT as C{port}, then the optional C{id} and C{command}."""
         try:
-            self["port"] = parsePort(port)
+            self["port"] = answers.parsePort(port)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         self["id"], self["command"] = splitCommandLine(words)
@@ -324,7 +345,7 @@ def runOnce(client: Client, command: str, stdout: TextIO, stderr: TextIO) -> int
         print(f"[!] {e}", file=stderr)
         return 1
     print(response, file=stdout)
-    return 0 if isSuccess(response) else 1
+    return 0 if answers.isSuccess(response) else 1
 
 
 def interact(

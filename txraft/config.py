@@ -10,13 +10,10 @@ partitioned or misaddressed cluster.
 
 from __future__ import annotations
 
-import re
-
 import attrs
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
-MIN_PORT = 1
-MAX_PORT = 65535
+from txraft.answers import MAX_PORT, MIN_PORT, parsePort
+from txraft.messages import NAME_PATTERN
 
 
 class ConfigError(Exception):
@@ -80,19 +77,6 @@ class ClusterConfig:
         return tuple(node for node in self.nodes if node.name != name)
 
 
-def _parsePort(text: str) -> int | None:
-    """
-    Return C{text} as a port number, or L{None} if it is not a decimal
-    integer in the valid port range.
-    """
-    if not text.isascii() or not text.isdigit():
-        return None
-    port = int(text)
-    if not MIN_PORT <= port <= MAX_PORT:
-        return None
-    return port
-
-
 def parseConfig(text: str, source: str = "<config>") -> ClusterConfig:
     """
     Parse and validate the text of a cluster config.
@@ -116,11 +100,12 @@ def parseConfig(text: str, source: str = "<config>") -> ClusterConfig:
         name, host, portText = fields
         if NAME_PATTERN.fullmatch(name) is None:
             raise ConfigError(f"{where}: node name {name!r} must match {NAME_PATTERN.pattern}")
-        port = _parsePort(portText)
-        if port is None:
+        try:
+            port = parsePort(portText)
+        except ValueError:
             raise ConfigError(
                 f"{where}: port {portText!r} is not an integer in {MIN_PORT}..{MAX_PORT}"
-            )
+            ) from None
         if name in seenNames:
             raise ConfigError(
                 f"{where}: duplicate node name {name!r} (first on line {seenNames[name]})"

@@ -22,11 +22,13 @@ import re
 
 import attrs
 
-#: Characters no command can hold: the log file is lines of text.
-_UNSTORABLE = re.compile(r"[\r\n\x00]")
+#: Characters no command can hold: CR and LF would break the log file's
+#: lines of text, and NUL is how a torn write shows in it.
+UNSTORABLE = re.compile(r"[\r\n\x00]")
 
-#: A node or client name: the text before the first ``@`` of a line.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+\Z")
+#: A node or client name, the text before the first ``@`` of a line; the
+#: whole name must match (use C{fullmatch}).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class MessageError(ValueError):
@@ -190,7 +192,7 @@ def splitSender(line: str) -> tuple[str | None, str]:
     first ``@`` is not a valid name (so ``set k a@b`` is a bare command).
     """
     sender, sep, rest = line.partition("@")
-    if sep and NAME_PATTERN.match(sender):
+    if sep and NAME_PATTERN.fullmatch(sender):
         return sender, rest
     return None, line
 
@@ -300,7 +302,7 @@ def _checkEntries(message: AppendEntries) -> None:
             raise MessageError("AppendEntries: entry indexes must follow prevLogIndex")
         if entry.term < max(previousTerm, 1) or entry.term > message.term:
             raise MessageError("AppendEntries: entry terms must be ordered and not after term")
-        if _UNSTORABLE.search(entry.command):
+        if UNSTORABLE.search(entry.command):
             raise MessageError("AppendEntries: commands must be single lines without NUL")
         try:
             entry.command.encode("utf-8")

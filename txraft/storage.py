@@ -71,7 +71,7 @@ import attrs
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from txraft.messages import NAME_PATTERN, Entry, HardState
+from txraft.messages import NAME_PATTERN, UNSTORABLE, Entry, HardState
 
 log = Logger()
 
@@ -79,10 +79,6 @@ log = Logger()
 #: (unless a single line is longer), which bounds how far from the end of
 #: the file recovery may find the damage of a torn write.
 MAX_UNSYNCED_BYTES = 1024 * 1024
-
-#: Characters that cannot appear in a stored command: the first two would
-#: break the line format, NUL is how a torn write shows.
-_FORBIDDEN = re.compile(r"[\r\n\x00]")
 
 #: A well-formed log line without its newline: INDEX TERM COMMAND.
 _LINE = re.compile(rb"([1-9][0-9]{0,18}) (0|[1-9][0-9]{0,18}) ([^\r\n\x00]*)\Z")
@@ -278,7 +274,7 @@ def formatEntry(entry: Entry) -> bytes:
     @raise ValueError: if the entry cannot be stored: a command holding a
         carriage return, a newline or NUL, or an index or term below 1.
     """
-    if _FORBIDDEN.search(entry.command):
+    if UNSTORABLE.search(entry.command):
         raise ValueError(f"entry {entry.index}: a command cannot hold CR, LF or NUL")
     if entry.index < 1 or entry.term < 1:
         raise ValueError(f"entry {entry.index}: index and term must be positive")
@@ -614,7 +610,7 @@ class FileStateStore:
             raise StorageError(f"{self.path}: corrupt term/vote file; refusing to start") from None
         validTerm = isinstance(term, int) and not isinstance(term, bool) and term >= 0
         validVote = votedFor is None or (
-            isinstance(votedFor, str) and NAME_PATTERN.match(votedFor) is not None
+            isinstance(votedFor, str) and NAME_PATTERN.fullmatch(votedFor) is not None
         )
         if not (validTerm and validVote):
             raise StorageError(f"{self.path}: corrupt term/vote file; refusing to start")

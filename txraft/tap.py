@@ -90,7 +90,7 @@ class Options(usage.Options):
         name = self["name"]
         if not name:
             raise usage.UsageError("--name is required")
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):
             raise usage.UsageError(f"--name {name!r} must be letters, digits, '_' or '-'")
         try:
             self.config = loadConfig(self["config"])

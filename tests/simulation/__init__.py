@@ -74,7 +74,7 @@ Once the faults stop (every link healed, drops and duplicates off, disks
 working, slow and crashed nodes back), a client write must commit within
 C{livenessMs}, and then every node must converge to the same log, commit
 index and state within C{convergeMs}.  Finally the clients' history is
-checked for linearizability by L{txraft.linearizability.checkHistory}.
+checked for linearizability by L{txraft.testing.linearizability.checkHistory}.
 
 A violation raises L{SimulationError}, whose text names the seed, the
 command that replays it alone, and the last events of the run.

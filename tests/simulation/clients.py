@@ -12,7 +12,7 @@ import attrs
 from twisted.internet import defer
 
 from txraft import answers
-from txraft.linearizability import Operation, checkHistory
+from txraft.testing.linearizability import Operation, checkHistory
 
 if TYPE_CHECKING:
     from tests.simulation.nodes import SimNode

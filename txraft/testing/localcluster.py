@@ -7,7 +7,10 @@ documented command line says, on 127.0.0.1 with a free port, its data in a
 directory of its own cluster's temporary directory and its output (stdout
 and stderr together) in C{DIR/NAME.out}.  The cluster can then be queried,
 killed (C{SIGKILL}), paused (C{SIGSTOP}/C{SIGCONT}), restarted and stopped
-one node at a time or all together.
+one node at a time or all together.  The nodes run the txraft installed
+for this interpreter, its twistd plugin included, just as a user's would: no
+source checkout is needed, and changed code must be installed again (as
+C{make test} does) before the nodes run it.
 
 This is a library for blocking callers (tests, scripts): it uses plain
 C{subprocess} and C{socket}, not a reactor, so a test can drive real
@@ -33,21 +36,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
-#: The repository root, prepended to the nodes' C{PYTHONPATH} so that they
-#: run this checkout's C{txraft} package and its twistd plugin.
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from txraft import answers
+from txraft.client import LineConnection
 
 #: Where nodes listen.
 HOST = "127.0.0.1"
 
 #: How often conditions are polled while waiting for them, in seconds.
 POLL_INTERVAL = 0.02
-
-#: The longest response line read, so a broken node cannot exhaust memory.
-MAX_RESPONSE = 16 * 1024 * 1024
 
 
 class ClusterError(Exception):
@@ -106,7 +105,7 @@ def _isFree(host: str, port: int) -> bool:
 def writeConfig(path: str, addresses: Mapping[str, tuple[str, int]]) -> None:
     """Write a cluster config of lines C{NAME HOST PORT} to C{path}."""
     with open(path, "w", encoding="utf-8") as f:
-        f.write("# written by txraft.localcluster\n")
+        f.write("# written by txraft.testing.localcluster\n")
         for name, (host, port) in addresses.items():
             f.write(f"{name} {host} {port}\n")
 
@@ -114,7 +113,8 @@ def writeConfig(path: str, addresses: Mapping[str, tuple[str, int]]) -> None:
 def nodeCommand(name: str, config: str, dataDir: str, extraArgs: Sequence[str] = ()) -> list[str]:
     """
     Return the argv that runs node C{name} in the foreground: the documented
-    C{twistd -n txraft ...} command, with no pidfile.
+    C{twistd -n txraft ...} command, with no pidfile, run by this interpreter
+    so that the node runs the txraft installed beside it.
     """
     return [
         sys.executable,
@@ -136,109 +136,12 @@ def nodeCommand(name: str, config: str, dataDir: str, extraArgs: Sequence[str] =
 def nodeEnvironment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """
     Return the environment for a node or client process: C{base} (default:
-    ours) with the repository root first on C{PYTHONPATH} and unbuffered
-    output, so a log shows everything up to the moment a process was killed.
+    ours) with unbuffered output, so a log shows everything up to the moment
+    a process was killed.
     """
     env = dict(os.environ if base is None else base)
-    paths = [REPO_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def readLine(sock: socket.socket, buffer: bytearray) -> bytes:
-    """
-    Read one C{\\n}-terminated line from C{sock}, keeping any bytes after it
-    in C{buffer} for the next call; return it without its line ending.
-
-    @raise ConnectionError: if the peer closes before a whole line.
-    @raise TimeoutError: if the socket's timeout expires.
-    """
-    while True:
-        end = buffer.find(b"\n")
-        if end >= 0:
-            line = bytes(buffer[:end])
-            del buffer[: end + 1]
-            return line.removesuffix(b"\r")
-        if len(buffer) > MAX_RESPONSE:
-            raise ConnectionError("response line too long")
-        data = sock.recv(65536)
-        if not data:
-            raise ConnectionError("connection closed before a whole line")
-        buffer += data
-
-
-class LineConnection:
-    """
-    A blocking connection to one node: send request lines (one at a time or
-    pipelined) and read one response line for each.
-    """
-
-    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
-        """
-        Connect to C{host}:C{port}; C{timeout} bounds the connect and every
-        later send and receive.
-
-        @raise OSError: if the node cannot be reached.
-        """
-        self.socket = socket.create_connection((host, port), timeout=timeout)
-        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._buffer = bytearray()
-
-    def send(self, data: bytes) -> None:
-        """Send raw bytes, which may hold any number of lines (or none)."""
-        self.socket.sendall(data)
-
-    def sendLines(self, lines: Iterable[str]) -> None:
-        """Send text lines in one write, without waiting for answers."""
-        self.socket.sendall(b"".join(line.encode("utf-8") + b"\n" for line in lines))
-
-    def readLine(self) -> str:
-        """
-        Return the next response line, decoded (bad UTF-8 replaced).
-
-        @raise ConnectionError: if the node hangs up first.
-        @raise TimeoutError: if no line arrives within the timeout.
-        """
-        return readLine(self.socket, self._buffer).decode("utf-8", "replace")
-
-    def request(self, line: str) -> str:
-        """Send one request line and return its response line."""
-        self.sendLines([line])
-        return self.readLine()
-
-    def pipeline(self, lines: Sequence[str]) -> list[str]:
-        """Send every line at once, then read and return one response for each."""
-        self.sendLines(lines)
-        return [self.readLine() for _ in lines]
-
-    def isClosedByPeer(self, timeout: float = 2.0) -> bool:
-        """
-        Whether the node closes the connection (end of file) within
-        C{timeout} seconds, discarding anything it still sends.
-        """
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            self.socket.settimeout(remaining)
-            try:
-                data = self.socket.recv(65536)
-            except TimeoutError:
-                return False
-            except ConnectionResetError:
-                return True
-            if not data:
-                return True
-        return False
-
-    def close(self) -> None:
-        """Close the connection."""
-        self.socket.close()
-
-    def __enter__(self) -> LineConnection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Node:
@@ -501,9 +404,10 @@ class LocalCluster:
         @raise OSError: if it cannot be reached.
         """
         response = self.request(name, "status", timeout)
-        if not response.startswith("OK "):
+        value = answers.okValue(response)
+        if value is None:
             raise ClusterError(f"node {name} answered status with {response!r}")
-        document = json.loads(response[3:])
+        document = json.loads(value)
         if not isinstance(document, dict):
             raise ClusterError(f"node {name} answered status with {response!r}")
         return document
@@ -584,10 +488,6 @@ class LocalCluster:
         return "\n".join(parts)
 
 
-def _toInt(text: str) -> int | None:
-    return int(text) if text.isascii() and text.isdigit() else None
-
-
 class ClusterClient:
     """
     A blocking client of a whole cluster: it keeps one connection open to the
@@ -627,25 +527,26 @@ class ClusterClient:
         while (remaining := deadline - time.monotonic()) > 0:
             try:
                 connection = self._connected(min(self.timeout, remaining))
-                connection.socket.settimeout(min(self.timeout, remaining))
+                connection.setTimeout(min(self.timeout, remaining))
                 response = connection.request(line)
             except OSError as e:
                 lastProblem = f"{self.target}: {e!r}"
                 self._moveOn()
                 time.sleep(POLL_INTERVAL)
                 continue
-            if response.startswith("REDIRECT "):
+            redirect = self._redirect(response)
+            if redirect is not None:
                 lastProblem = response
-                self._follow(response)
+                self._follow(redirect)
                 redirects += 1
                 if redirects > 1:
                     # Nodes that still point at each other (or at a leader
                     # that is gone) need a moment to learn of the new one.
                     time.sleep(POLL_INTERVAL)
                 continue
-            if retry and response.startswith("UNAVAILABLE"):
+            if retry and answers.isUnavailable(response):
                 lastProblem = f"{self.target}: {response}"
-                if response == "UNAVAILABLE no leader known":
+                if response == answers.NO_LEADER:
                     self._moveOn()
                 time.sleep(POLL_INTERVAL)
                 continue
@@ -664,13 +565,26 @@ class ClusterClient:
             self._connection = LineConnection(host, port, timeout)
         return self._connection
 
-    def _follow(self, response: str) -> None:
-        words = response.split(" ")
-        if len(words) != 4 or self.addresses.get(words[1]) != (words[2], _toInt(words[3])):
-            raise ClusterError(f"redirect {response!r} does not match the cluster config")
+    def _redirect(self, response: str) -> answers.Redirect | None:
+        """
+        Where C{response} redirects to, or L{None} if it is no redirect.
+
+        @raise ClusterError: if it is a malformed redirect or one to an
+            address that is not in the cluster config.
+        """
+        try:
+            redirect = answers.parseRedirect(response)
+        except answers.AnswerError as e:
+            raise ClusterError(str(e)) from None
+        if redirect is not None:
+            if self.addresses.get(redirect.leader) != (redirect.host, redirect.port):
+                raise ClusterError(f"redirect {response!r} does not match the cluster config")
+        return redirect
+
+    def _follow(self, redirect: answers.Redirect) -> None:
         self.redirects += 1
         self.close()
-        self.target = words[1]
+        self.target = redirect.leader
 
     def _moveOn(self) -> None:
         """Try the next node in config order."""

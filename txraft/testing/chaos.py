@@ -8,7 +8,7 @@ response times and outcome.  Meanwhile a nemesis thread keeps hurting one
 node at a time (or more, if asked): C{kill -9} and restart a random node,
 freeze one with C{SIGSTOP} for under two seconds, or C{kill -9} the current
 leader.  At the end every node is healed, every key is read once more, and
-the whole history goes to L{txraft.linearizability.checkHistory}.
+the whole history goes to L{txraft.testing.linearizability.checkHistory}.
 
 How outcomes are recorded:
 
@@ -22,11 +22,12 @@ How outcomes are recorded:
   - C{ERROR} or anything unexpected: an anomaly, reported.
 
 This is the shared engine of C{tests/test_chaos.py} and C{bench/soak.py}.
-It is for blocking callers, like L{txraft.localcluster}: threads, plain
-sockets and wall-clock time, no reactor.  The nemesis schedule (which fault,
-which node, how long, how long between faults) comes from the seed alone, so
-a seed reproduces the schedule, though not the timing of everything else
-(nor, when several faults may overlap, how the schedules interleave).
+It is for blocking callers, like L{txraft.testing.localcluster}: threads,
+plain sockets and wall-clock time, no reactor.  The nemesis schedule (which
+fault, which node, how long, how long between faults) comes from the seed
+alone, so a seed reproduces the schedule, though not the timing of
+everything else (nor, when several faults may overlap, how the schedules
+interleave).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from txraft.linearizability import CheckResult, Operation, checkHistory
-from txraft.localcluster import ClusterError, LineConnection, LocalCluster
+from txraft import answers
+from txraft.client import LineConnection, formatRequest
+from txraft.testing.linearizability import CheckResult, Operation, checkHistory
+from txraft.testing.localcluster import ClusterError, LocalCluster
 
 #: What the workload does, by weight.
 KIND_WEIGHTS = {"get": 4, "set": 4, "delete": 1}
@@ -202,7 +205,8 @@ class WorkloadClient:
         counted as failed if it met only definite failures until its retry
         time ran out, or reported as an anomaly if the answer was wrong.
         """
-        line = f"{self.name}@{kind} {key}" + (f" {value}" if value is not None else "")
+        command = f"{kind} {key}" if value is None else f"{kind} {key} {value}"
+        line = formatRequest(self.name, command)
         start = time.monotonic()
         giveUp = start + self.retryFor
         while True:
@@ -240,19 +244,32 @@ class WorkloadClient:
             self.close()
             self._moveOn()
             return None, node
-        if response.startswith("REDIRECT "):
-            words = response.split(" ")
-            if len(words) == 4 and words[1] in self.addresses:
-                self.close()
-                self.target = words[1]
-            else:
-                self.recorder.anomaly(f"{node} answered {line!r} with {response!r}")
-                self._moveOn()
+        if self._redirected(node, line, response):
             return None
-        if response == "UNAVAILABLE no leader known":
+        if response == answers.NO_LEADER:
             self._moveOn()
             return None
         return response, node
+
+    def _redirected(self, node: str, line: str, response: str) -> bool:
+        """
+        Whether C{response} is a C{REDIRECT}: if so, turn to the leader it
+        names, or report it as an anomaly and move on if it is malformed or
+        names no node of the cluster.
+        """
+        try:
+            redirect = answers.parseRedirect(response)
+            if redirect is None:
+                return False
+        except answers.AnswerError:
+            redirect = None
+        if redirect is None or redirect.leader not in self.addresses:
+            self.recorder.anomaly(f"{node} answered {line!r} with {response!r}")
+            self._moveOn()
+        else:
+            self.close()
+            self.target = redirect.leader
+        return True
 
     def _outcome(
         self,
@@ -266,13 +283,13 @@ class WorkloadClient:
     ) -> Operation | None:
         """The recorded operation for C{response}, or L{None} for an anomaly."""
         who = f"{self.name}/{node}"
-        if response is None or response.startswith("UNAVAILABLE"):
+        if response is None or answers.isUnavailable(response):
             return Operation(who, kind, key, value, start, None, None)
-        if kind == "get" and response.startswith("OK "):
-            return Operation(who, kind, key, value, start, end, response[3:], True)
-        if kind in ("get", "delete") and response == "NOT_FOUND":
+        if kind == "get" and (result := answers.okValue(response)) is not None:
+            return Operation(who, kind, key, value, start, end, result, True)
+        if kind in ("get", "delete") and response == answers.NOT_FOUND:
             return Operation(who, kind, key, value, start, end, None, False)
-        if kind in ("set", "delete") and response == "OK":
+        if kind in ("set", "delete") and response == answers.OK:
             return Operation(who, kind, key, value, start, end, None, True)
         self.recorder.anomaly(f"{node} answered {kind} {key} {value or ''} with {response!r}")
         return None
