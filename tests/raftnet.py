@@ -15,12 +15,15 @@ L{parseMessage} on that line.  A request's C{Ready.reply} goes back to the
 requester.
 
 After every L{Ready} the network checks the safety properties of Figure 3
-of the Raft paper and raises L{InvariantError} at the first violation:
-Election Safety (at most one leader per term), Log Matching, Leader
-Completeness (a new leader holds every entry anyone has applied), State
-Machine Safety (every node applies a prefix of one common sequence, each
-index exactly once and in order); also that C{commitIndex} never decreases
-and that the disk holds exactly the core's log.
+of the Raft paper and raises L{InvariantError} at the first violation,
+with the checker the cluster simulation uses
+(L{tests.simulation.invariants.InvariantChecker}): Election Safety (at
+most one leader per term), Log Matching, Leader Completeness (a leader
+holds every entry committed in an earlier term), and the safety of commits
+(no two nodes commit different entries at one index).  It also checks that
+every node applies a prefix of one common sequence, each index exactly
+once and in order, that C{commitIndex} never decreases, and that the disk
+holds exactly the core's term, vote and log.
 
 Snapshots (L{RaftNetwork.compact}) serialize the list of entries a node
 has applied, so a follower that installs one gets the very sequence every
@@ -31,11 +34,12 @@ from __future__ import annotations
 
 import json
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
+from tests.simulation.invariants import InvariantChecker
 from txraft.core import LEADER, RaftCore, Ready
 from txraft.messages import (
     REQUESTS,
@@ -111,6 +115,15 @@ def makeEntries(terms: Iterable[int]) -> list[Entry]:
 Hold = Callable[[Envelope], bool]
 
 
+@attrs.define
+class NodeView:
+    """One node as the shared L{InvariantChecker} sees it."""
+
+    name: str
+    up: bool = False
+    core: RaftCore | None = None
+
+
 class RaftNetwork:
     """
     Several L{RaftCore}s joined by a queue of in-flight messages.
@@ -155,10 +168,10 @@ class RaftNetwork:
         self.queue: deque[Envelope] = deque()
         self.sent: list[Envelope] = []
         self.delivered: list[Envelope] = []
-        self.leaders: dict[int, str] = {}
         self.committedLog: list[Entry] = []
-        #: The term of the leader that first committed each index.
-        self.commitTerms: dict[int, int] = {}
+        self.views = {name: NodeView(name) for name in self.names}
+        self.invariants = InvariantChecker(self._fail, Counter(), replay=False)
+        self.invariants.nodes = list(self.views.values())
         self._cut: set[frozenset[str]] = set()
         self._incarnation = dict.fromkeys(self.names, 0)
         self._commitIndex: dict[str, int] = {}
@@ -186,6 +199,17 @@ class RaftNetwork:
         )
         self.applied[name] = decodeApplied(disk.snapshot.data) if disk.snapshot else []
         self._commitIndex[name] = len(self.applied[name])
+        view = self.views[name]
+        view.up, view.core = True, self.cores[name]
+
+    @staticmethod
+    def _fail(problem: str) -> None:
+        raise InvariantError(problem)
+
+    @property
+    def leaders(self) -> dict[int, str]:
+        """The leader of each term that had one."""
+        return self.invariants.leaders
 
     def __getitem__(self, name: str) -> RaftCore:
         return self.cores[name]
@@ -197,6 +221,7 @@ class RaftNetwork:
     def crash(self, name: str) -> None:
         """Stop C{name}: it loses its volatile state and every message to or from it."""
         del self.cores[name]
+        self.views[name].up = False
         self.queue = deque(e for e in self.queue if name not in (e.src, e.dst))
 
     def compact(self, name: str, index: int) -> Snapshot:
@@ -418,9 +443,6 @@ class RaftNetwork:
         if core.commitIndex < previousCommit:
             raise InvariantError(f"{name}: commitIndex went back to {core.commitIndex}")
         self._commitIndex[name] = core.commitIndex
-        if core.role == LEADER:
-            for index in range(previousCommit + 1, core.commitIndex + 1):
-                self.commitTerms.setdefault(index, core.currentTerm)
         if len(self.applied[name]) != core.commitIndex:
             raise InvariantError(f"{name}: applied {len(self.applied[name])} of commitIndex")
         disk = self.disks[name]
@@ -429,29 +451,12 @@ class RaftNetwork:
         logChanged = ready.truncateFrom is not None or ready.entries or ready.snapshot
         if logChanged and disk.entries != entriesOf(core):
             raise InvariantError(f"{name}: the disk does not hold the core's log")
-        if core.role == LEADER and core.currentTerm not in self.leaders:
-            self.leaders[core.currentTerm] = name
-            self._checkLeaderCompleteness(core)
-        elif core.role == LEADER and self.leaders[core.currentTerm] != name:
-            holder = self.leaders[core.currentTerm]
-            raise InvariantError(f"two leaders in term {core.currentTerm}: {holder}, {name}")
+        view = self.views[name]
+        self.invariants.observeRole(view)
         if logChanged:
-            for other in self.up():
-                if other != name:
-                    checkLogMatching(core, self.cores[other])
-
-    def _checkLeaderCompleteness(self, core: RaftCore) -> None:
-        """
-        Figure 3, Leader Completeness: an entry committed in some term is in
-        the log of every leader of a later term.
-        """
-        for index, term in self.commitTerms.items():
-            if term < core.currentTerm and index > core.log.snapshotIndex:
-                entry = self.committedLog[index - 1]
-                if index > core.log.lastIndex or core.log.entry(index) != entry:
-                    raise InvariantError(
-                        f"{core.name}, leader of term {core.currentTerm}, lacks {entry}"
-                    )
+            self.invariants.checkEntries(view, 1)
+        for entry in ready.committed:
+            self.invariants.observeCommitted(view, entry)
 
 
 def checkLogMatching(a: RaftCore, b: RaftCore) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from txraft.core import LEADER, NOOP, RaftCore, Ready
 from txraft.messages import (
@@ -93,10 +93,25 @@ def referenceApply(state: dict[str, str], command: str) -> tuple[dict[str, str],
     raise AssertionError(f"the simulation never sends {command!r}")
 
 
+class CoreView(Protocol):
+    """
+    What the checks need of a node: its name, whether it runs, and its
+    core.  A simulated node is one; so is each node of L{tests.raftnet}.
+    """
+
+    name: str
+    up: bool
+    core: RaftCore
+
+
 class InvariantChecker:
     """
     The global truth about a run, and the checks of Raft's safety
-    properties (Figure 3 of the paper) against it.
+    properties (Figure 3 of the paper) against it.  The checks of Election
+    Safety (L{observeRole}), Log Matching (L{checkEntries}), Leader
+    Completeness and the safety of commits (L{observeCommitted}) need only
+    a L{CoreView}, and are shared with the core tests' L{tests.raftnet};
+    the others check a simulated node's disk and state machine too.
 
     @ivar leaders: the leader of each term that had one.
     @ivar votes: whom each node granted its vote in each term.
@@ -109,9 +124,17 @@ class InvariantChecker:
     @ivar replies: the reference reply of each committed entry.
     """
 
-    def __init__(self, fail: Callable[[str], None], stats: Counter[str]) -> None:
+    def __init__(
+        self, fail: Callable[[str], None], stats: Counter[str], replay: bool = True
+    ) -> None:
+        """
+        @param fail: raises the failure it is given.
+        @param replay: commands are key-value commands: keep the reference
+            state and reply after each committed entry.
+        """
         self.fail = fail
         self.stats = stats
+        self.replay = replay
         self.leaders: dict[int, str] = {}
         self.votes: dict[tuple[str, int], str] = {}
         self.registry: dict[tuple[int, int], tuple[str, int]] = {}
@@ -119,7 +142,7 @@ class InvariantChecker:
         self.commitTerms: list[int] = []
         self.states: list[dict[str, str]] = [{}]
         self.replies: list[str | None] = [None]
-        self.nodes: list[SimNode] = []
+        self.nodes: list[Any] = []
 
     # -- per-event checks ---------------------------------------------------------
 
@@ -132,8 +155,8 @@ class InvariantChecker:
                 f"to {holder} and then to {candidate}"
             )
 
-    def observeReady(self, node: SimNode, ready: Ready) -> None:
-        """Check what C{node} just made durable, its role and its commits."""
+    def observeRole(self, node: CoreView) -> None:
+        """Election Safety, and Leader Completeness for a leader first seen."""
         core = node.core
         if core.role == LEADER:
             holder = self.leaders.get(core.currentTerm)
@@ -145,6 +168,11 @@ class InvariantChecker:
                 self.fail(
                     f"Election Safety: {holder} and {node.name} both lead term {core.currentTerm}"
                 )
+
+    def observeReady(self, node: SimNode, ready: Ready) -> None:
+        """Check what C{node} just made durable, its role and its commits."""
+        core = node.core
+        self.observeRole(node)
         if core.commitIndex < node.commitSeen:
             self.fail(
                 f"commitIndex of {node.name} (incarnation {node.incarnation}) went back "
@@ -162,7 +190,7 @@ class InvariantChecker:
         for entry in ready.committed:
             self.observeCommitted(node, entry)
 
-    def observeCommitted(self, node: SimNode, entry: Entry) -> None:
+    def observeCommitted(self, node: CoreView, entry: Entry) -> None:
         """C{node} committed C{entry}: it must agree with every earlier commit."""
         index = entry.index
         if index <= len(self.committed):
@@ -177,9 +205,10 @@ class InvariantChecker:
         term = node.core.currentTerm
         self.committed.append(entry)
         self.commitTerms.append(term)
-        state, reply = referenceApply(self.states[-1], entry.command)
-        self.states.append(state)
-        self.replies.append(reply)
+        if self.replay:
+            state, reply = referenceApply(self.states[-1], entry.command)
+            self.states.append(state)
+            self.replies.append(reply)
         # An entry committed late by a stale leader must already be in the
         # log of every leader of a later term (section 5.4.3).
         for other in self.nodes:
@@ -234,7 +263,7 @@ class InvariantChecker:
             return index < log.snapshotIndex or log.snapshotTerm == entry.term
         return index <= log.lastIndex and log.entry(index) == entry
 
-    def checkEntries(self, node: SimNode, first: int) -> None:
+    def checkEntries(self, node: CoreView, first: int) -> None:
         """
         Log Matching, checked inductively: an entry with a given index and
         term always has the same command and follows an entry of the same
@@ -302,7 +331,7 @@ class InvariantChecker:
                 f"{applied} entries; the replay of the committed log gives {self.states[applied]}"
             )
 
-    def checkLeaderCompleteness(self, node: SimNode) -> None:
+    def checkLeaderCompleteness(self, node: CoreView) -> None:
         """
         Leader Completeness: the leader of term T holds every entry
         committed in a term before T.
