@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
@@ -394,6 +395,23 @@ class PlantedViolationTests(SynchronousTestCase):
         self.assertIn(REPLAY.format(seed=sim.seed), text)
         self.assertIn("The last", text)
 
+    def assertSomeSeedCatches(
+        self, build: Callable[[int], Simulation], seeds: int, words: str
+    ) -> None:
+        """
+        Of the runs C{build} makes for the first C{seeds} seeds, at least one
+        fails, and every one that fails does so about C{words}.
+        """
+        caught = []
+        for seed in range(seeds):
+            sim = build(seed)
+            try:
+                sim.run()
+            except SimulationError as failure:
+                self.assertCaught(failure, sim, words)
+                caught.append(seed)
+        self.assertTrue(caught, f"none of {seeds} seeds caught the planted bug")
+
     def test_logMatching(self) -> None:
         """
         A follower whose log holds, at a committed index and term, another
@@ -516,16 +534,12 @@ class PlantedViolationTests(SynchronousTestCase):
                         return
                 super().arrive(node, client, requestId, text)
 
-        caught = []
-        for seed in range(10):
+        def staleReads(seed: int) -> Simulation:
             sim = Simulation(seed)
             sim.workload = StaleReads(sim)
-            try:
-                sim.run()
-            except SimulationError as failure:
-                self.assertCaught(failure, sim, "Linearizability")
-                caught.append(seed)
-        self.assertTrue(caught, "no seed caught the stale reads")
+            return sim
+
+        self.assertSomeSeedCatches(staleReads, 10, "Linearizability")
 
     def test_impossibleRead(self) -> None:
         """
@@ -564,15 +578,7 @@ class PlantedViolationTests(SynchronousTestCase):
                     d.callback("OK")
 
         self.patch(RaftNode, "_process", answerEarly)
-        caught = []
-        for seed in range(20):
-            sim = Simulation(seed)
-            try:
-                sim.run()
-            except SimulationError as failure:
-                self.assertCaught(failure, sim, "Linearizability")
-                caught.append(seed)
-        self.assertTrue(caught, "no seed caught the early answers")
+        self.assertSomeSeedCatches(Simulation, 20, "Linearizability")
 
     def test_noLiveness(self) -> None:
         """

@@ -38,7 +38,8 @@ SHUTTING_DOWN = "UNAVAILABLE node is shutting down"
 NOT_SERVING = "UNAVAILABLE node is not serving"
 
 #: C{UNAVAILABLE} answers after which the command surely did not run, so a
-#: client may send it again; every other C{UNAVAILABLE} leaves it unknown.
+#: client may send it again (as after a C{REDIRECT} or an C{ERROR}); every
+#: other C{UNAVAILABLE} leaves the outcome unknown.
 NOT_EXECUTED = frozenset({NO_LEADER, OVERWRITTEN})
 
 #: The TCP ports a node can listen on, and so a C{REDIRECT} can name.
@@ -78,11 +79,6 @@ def ok(value: str | None = None) -> str:
 def error(reason: str) -> str:
     """The answer to a bad request: C{ERROR REASON}."""
     return f"ERROR {reason}"
-
-
-def unavailable(reason: str) -> str:
-    """C{UNAVAILABLE REASON}."""
-    return f"UNAVAILABLE {reason}"
 
 
 def redirect(leader: str, host: str, port: int) -> str:
@@ -125,12 +121,3 @@ def okValue(answer: str) -> str | None:
 def isUnavailable(answer: str) -> bool:
     """Whether C{answer} is an C{UNAVAILABLE} answer."""
     return answer.startswith("UNAVAILABLE")
-
-
-def isNotExecuted(answer: str) -> bool:
-    """
-    Whether C{answer} says the command surely did not run, so sending it
-    again cannot run it twice: a redirect, an C{ERROR}, or one of
-    L{NOT_EXECUTED}.
-    """
-    return answer in NOT_EXECUTED or answer.startswith(("REDIRECT ", "ERROR "))
