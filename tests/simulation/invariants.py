@@ -163,11 +163,30 @@ class InvariantChecker:
             if holder is None:
                 self.leaders[core.currentTerm] = node.name
                 self.stats["leadersElected"] += 1
+                self.checkElected(node)
                 self.checkLeaderCompleteness(node)
             elif holder != node.name:
                 self.fail(
                     f"Election Safety: {holder} and {node.name} both lead term {core.currentTerm}"
                 )
+
+    def checkElected(self, node: CoreView) -> None:
+        """
+        A leader holds the votes of a majority for its term, itself
+        included (section 5.2): grants it counted from another term, or
+        twice, do not make it one.
+        """
+        core = node.core
+        grants = [
+            voter
+            for (voter, term), candidate in self.votes.items()
+            if term == core.currentTerm and candidate == node.name and voter != node.name
+        ]
+        if 1 + len(grants) < core.quorum():
+            self.fail(
+                f"Election: {node.name} leads term {core.currentTerm} with the votes of "
+                f"{sorted([node.name, *grants])} only, not of a majority"
+            )
 
     def observeReady(self, node: SimNode, ready: Ready) -> None:
         """Check what C{node} just made durable, its role and its commits."""
