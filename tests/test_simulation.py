@@ -575,10 +575,10 @@ class PlantedViolationTests(SynchronousTestCase):
     def test_driverAnswersBeforeCommit(self) -> None:
         """
         A driver that answers C{OK} to a C{set} as soon as the leader has
-        made it durable on its own disk, before a majority has it, loses
-        acknowledged writes when that leader crashes or is cut off; the
-        simulation runs the production driver, so the planted bug is
-        caught.  Reference: section 5.3 ("When the entry has been safely
+        made it durable on its own disk, before a majority has it, tells
+        clients of writes that have not committed (and that a crash or a
+        partition can lose); the simulation runs the production driver, so
+        the planted bug is caught.  Reference: section 5.3 ("When the entry has been safely
         replicated, the leader applies the entry ... and returns the result
         of that execution to the client").
         """
@@ -592,7 +592,7 @@ class PlantedViolationTests(SynchronousTestCase):
                     d.callback("OK")
 
         self.patch(RaftNode, "_process", answerEarly)
-        self.assertSomeSeedCatches(Simulation, 20, "Linearizability")
+        self.assertSomeSeedCatches(Simulation, 20, "which never committed")
 
     def test_noLiveness(self) -> None:
         """

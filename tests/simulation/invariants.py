@@ -118,6 +118,7 @@ class InvariantChecker:
     @ivar registry: for every (index, term) any log ever held, the command
         and the term of the entry before it.
     @ivar committed: the committed log: the entry at each committed index.
+    @ivar committedCommands: every command in it.
     @ivar commitTerms: the term in which each committed index was first
         committed (the current term of the node that first committed it).
     @ivar states: the reference state machine after each committed index.
@@ -139,6 +140,7 @@ class InvariantChecker:
         self.votes: dict[tuple[str, int], str] = {}
         self.registry: dict[tuple[int, int], tuple[str, int]] = {}
         self.committed: list[Entry] = []
+        self.committedCommands: set[str] = set()
         self.commitTerms: list[int] = []
         self.states: list[dict[str, str]] = [{}]
         self.replies: list[str | None] = [None]
@@ -223,6 +225,7 @@ class InvariantChecker:
             self.fail(f"{node.name} commits index {index} after {len(self.committed)}")
         term = node.core.currentTerm
         self.committed.append(entry)
+        self.committedCommands.add(entry.command)
         self.commitTerms.append(term)
         if self.replay:
             state, reply = referenceApply(self.states[-1], entry.command)
