@@ -9,7 +9,7 @@ import random
 
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -162,27 +162,27 @@ class PeerLinkLogTests(SynchronousTestCase):
 
     def test_unreachableLoggedOncePerOutage(self) -> None:
         """
-        Refused connection attempts to a down peer are retried with backoff;
-        only the first of them is logged at info level, and the retries that
-        C{ClientService} schedules go to debug level.
+        Refused connection attempts to a down peer are retried with backoff
+        (several here); only the first of them is logged, and
+        C{ClientService}'s own line for each retry is not.
         """
         reactor = MemoryReactorClock()
         link = PeerLink(Responder(), NodeAddress("s2", "127.0.0.1", 10001), reactor, 0.1)
         with capturedLogs() as events:
             link.clientService.startService()
+            attempts = 0
             for _ in range(20):
                 reactor.advance(0.1)
                 while reactor.tcpClients:
+                    attempts += 1
                     _, _, factory, _, _ = reactor.tcpClients.pop()
                     factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
             link.clientService.stopService()
-        info = [formatEvent(e) for e in events if e["log_level"] == LogLevel.info]
-        retries = [e for e in events if "Scheduling retry" in formatEvent(e)]
+        self.assertGreaterEqual(attempts, 4)
         self.assertEqual(
-            info, ["cannot reach peer s2 at 127.0.0.1:10001; retrying quietly until it answers"]
+            [formatEvent(e) for e in events],
+            ["cannot reach peer s2 at 127.0.0.1:10001; retrying quietly until it answers"],
         )
-        self.assertGreaterEqual(len(retries), 3)
-        self.assertTrue(all(e["log_level"] == LogLevel.debug for e in retries))
 
 
 @implementer(IResponseHandler)

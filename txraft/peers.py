@@ -119,21 +119,21 @@ class PeerLink:
         self.log.debug("request to {peer} failed: {f}", peer=self.address.name, f=failure.value)
 
 
-def _infoAsDebug(event: LogEvent) -> None:
-    """Publish C{event}, an info-level one at debug level."""
-    if event.get("log_level") == LogLevel.info:
-        event = {**event, "log_level": LogLevel.debug}
-    globalLogPublisher(event)
+def _withoutRetries(event: LogEvent) -> None:
+    """Publish C{event} unless it is C{ClientService}'s info about its next retry."""
+    if event.get("log_level") != LogLevel.info:
+        globalLogPublisher(event)
 
 
 class QuietClientService(ClientService):
     """
-    A C{ClientService} that logs its every retry ("Scheduling retry N")
-    at debug level, not info: L{PeerLink} says once per outage that a peer
-    is unreachable.
+    A C{ClientService} that does not log its every retry ("Scheduling
+    retry N", several a second while a peer is down; twistd's log shows
+    every level, so a lower one would not hide them): L{PeerLink} says
+    once per outage that a peer is unreachable.  Its warnings still show.
     """
 
-    _log = Logger(observer=_infoAsDebug)
+    _log = Logger(observer=_withoutRetries)
 
 
 class PeerClientProtocol(LineReceiver):
