@@ -213,6 +213,23 @@ class NodeSiteTests(SynchronousTestCase):
         self.assertEqual(self.service.node.logManager.stateMachine.data, {})
 
 
+class ClusterErrorTests(SynchronousTestCase):
+    """C{/cluster} answers even when summing up the cluster fails."""
+
+    def test_internalError(self) -> None:
+        """A status that cannot be read gives a logged C{500}, not a hung request."""
+
+        def broken() -> dict[str, object]:
+            raise RuntimeError("broken status")
+
+        survey = ClusterSurvey("s1", {"s1": ("127.0.0.1", 1)}, broken, MemoryReactorClock())
+        site = makeSite(broken, NodeMetrics().registry, survey, maxLag=10)
+        request = get(site, b"/cluster")
+        self.assertEqual((request.responseCode, request.finished), (500, 1))
+        self.assertEqual(json.loads(body(request)), {"error": "internal error"})
+        self.assertEqual(len(self.flushLoggedErrors(defer.FirstError)), 1)
+
+
 class SummarizeTests(SynchronousTestCase):
     """L{summarize} makes one row per member from whatever answered."""
 

@@ -169,15 +169,18 @@ class ClusterSurvey:
         self._lastContact: dict[str, float] = {}
 
     def survey(self) -> defer.Deferred[dict[str, Any]]:
-        """Fire with L{summarize}'s picture of the cluster, never with a failure."""
+        """
+        Fire with L{summarize}'s picture of the cluster; a member that does
+        not answer is unreachable, not a failure.
+        """
         names = list(self._addresses)
         asked = [self._ask(name) for name in names]
-        d = defer.gatherResults(asked)
+        d = defer.gatherResults(asked, consumeErrors=True)
         return d.addCallback(lambda found: self._summarize(dict(zip(names, found, strict=True))))
 
     def _ask(self, name: str) -> defer.Deferred[Status | None]:
         if name == self.name:
-            return defer.succeed(self._ownStatus())
+            return defer.maybeDeferred(self._ownStatus)
         host, port = self._addresses[name]
         d = fetchStatus(self._reactor, host, port, self._timeout)
         return d.addErrback(lambda _: None)

@@ -94,6 +94,7 @@ class ClusterResource(Resource):
     """C{/cluster}: every member's status and health as this node sees it."""
 
     isLeaf = True
+    log = Logger()
 
     def __init__(self, survey: ClusterSurvey) -> None:
         super().__init__()
@@ -111,7 +112,13 @@ class ClusterResource(Resource):
                 request.write(_writeJSON(request, picture))
                 request.finish()
 
-        d.addCallback(answer)
+        def failed(failure: Failure) -> None:
+            self.log.failure("cannot sum up the cluster", failure)
+            if not gone:
+                request.write(_writeJSON(request, {"error": "internal error"}, 500))
+                request.finish()
+
+        d.addCallbacks(answer, failed)
         return server.NOT_DONE_YET
 
 
