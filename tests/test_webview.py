@@ -25,6 +25,15 @@ Array.from(document.querySelectorAll("#members tbody tr")).map(
 """
 
 
+#: How many members the page shows as healthy.
+HEALTHY = 'document.querySelectorAll("#members .badge.healthy").length'
+
+#: The heights of the commits-per-second chart's bars.
+BARS = """
+Array.from(document.querySelectorAll("#chart rect")).map(bar => Number(bar.getAttribute("height")))
+"""
+
+
 class WebViewTests(ProcessTestCase):
     """The live page of a real cluster, in a real browser."""
 
@@ -56,10 +65,10 @@ class WebViewTests(ProcessTestCase):
     @showingNodeOutput
     def test_showsClusterAndFollowsNewLeader(self) -> None:
         """
-        A follower's page shows the three members with the leader
-        highlighted; after the leader is killed, the same page, never
-        reloaded, shows the new leader highlighted and the old one
-        unreachable.
+        A follower's page shows the three members, healthy, with the leader
+        highlighted, and charts the commits of writes; after the leader is
+        killed, the same page, never reloaded, shows the new leader
+        highlighted and the old one unreachable.
         """
         cluster = self.httpCluster()
         cluster.startAll()
@@ -71,6 +80,12 @@ class WebViewTests(ProcessTestCase):
         self.assertEqual(sorted(r[0] for r in rows), ["s1", "s2", "s3"])
         self.assertEqual([r[0] for r in rows if r[2]], [leader])
         self.assertEqual(sorted(r[1] for r in rows), ["follower", "follower", "leader"])
+        browser.waitFor(HEALTHY, PATIENCE, lambda count: count == 3)
+        client = cluster.client()
+        self.addCleanup(client.close)
+        for i in range(50):
+            self.assertEqual(client.request(f"set k{i} {i}"), "OK")
+        browser.waitFor(BARS, PATIENCE, lambda heights: any(h > 0 for h in heights or []))
         browser.evaluate("window.notReloaded = true")
 
         cluster.kill(leader)
