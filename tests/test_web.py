@@ -15,6 +15,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor, threads
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import getChildForRequest
@@ -35,9 +36,10 @@ from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import AppendEntries, AppendEntriesResponse, RequestVoteResponse
 from txraft.metrics import NodeMetrics
+from txraft.node import RaftNode
 from txraft.protocol import NodeFactory
 from txraft.service import RaftService
-from txraft.storage import MemoryStateStore
+from txraft.storage import MemoryLogStore, MemoryStateStore
 from txraft.survey import ClusterSurvey, parseStatus, summarize
 from txraft.web import HTTPService, makeSite
 
@@ -217,6 +219,38 @@ class NodeSiteTests(SynchronousTestCase):
             resource = getChildForRequest(self.site.resource, request)
             self.assertRaises(UnsupportedMethod, resource.render, request)
         self.assertEqual(self.service.node.logManager.stateMachine.data, {})
+
+
+class SnapshotMetricsTests(SynchronousTestCase):
+    """The snapshot metrics of a node that takes one."""
+
+    def test_snapshotCountedAndTimed(self) -> None:
+        """
+        A one-node cluster that snapshots every 3 entries counts and times
+        its snapshot in C{txraft_snapshot_seconds}.
+        """
+        clock = Clock()
+        metrics = NodeMetrics()
+        node = RaftNode(
+            "s1",
+            makeConfig(("s1",)),
+            LogManager(MemoryLogStore(), MemoryStateStore(), KeyValueStore()),
+            clock,
+            lambda peer, message: None,
+            electionTicks=(10, 20),
+            heartbeatTicks=3,
+            rng=random.Random(7),
+            snapshotEntries=3,
+            observer=metrics,
+        )
+        for _ in range(21):
+            node.ticks(1)
+        for i in range(3):
+            node.clientRequest("c1", f"set k{i} v")
+        clock.advance(0)
+        self.assertEqual(node.core.log.snapshotIndex, 4)
+        self.assertEqual(metrics.registry.get_sample_value("txraft_snapshot_seconds_count"), 1)
+        self.assertEqual(metrics.registry.get_sample_value("txraft_leader_changes_seen_total"), 1)
 
 
 class ClusterErrorTests(SynchronousTestCase):
