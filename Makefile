@@ -14,9 +14,13 @@ venv:
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q '.[test]'
 
+# Each node serves its web view, /metrics, /health and /status: the first on
+# HTTP_PORT, the next on the port after, and so on; the launcher prints the addresses.
+HTTP_PORT ?= 8080
+
 cluster: venv
 	mkdir -p logs
-	$(BIN)/txraft-cluster
+	$(BIN)/txraft-cluster --http $(HTTP_PORT)
 
 lint: venv
 	$(BIN)/ruff check .

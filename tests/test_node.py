@@ -11,6 +11,7 @@ import random
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -38,7 +39,7 @@ from txraft.storage import MemoryLogStore, MemoryStateStore
 
 
 @implementer(INodeObserver)
-class RecordingObserver:
+class RecordingObserver(NullObserver):
     """An L{INodeObserver} that lists the driver's steps by name."""
 
     def __init__(self) -> None:
@@ -256,3 +257,157 @@ class DiskFailureTests(SynchronousTestCase):
         self.assertEqual(reply.matchIndex, 5)
         self.assertEqual(node.logManager.lastApplied, 5)
         self.assertEqual(node.logManager.stateMachine.data, applied)
+
+
+@implementer(INodeObserver)
+class EventObserver(NullObserver):
+    """An L{INodeObserver} that keeps the timed and leader events with their arguments."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[object, ...]] = []
+
+    def leaderChanged(self, leader: str | None, term: int) -> None:
+        """Record the new leader."""
+        self.events.append(("leaderChanged", leader, term))
+
+    def synced(self, seconds: float) -> None:
+        """Record a sync."""
+        self.events.append(("synced",))
+
+    def committed(self, seconds: float) -> None:
+        """Record a commit and its latency."""
+        self.events.append(("committed", seconds))
+
+    def answered(self, command: str, kind: str, seconds: float) -> None:
+        """Record an answer."""
+        self.events.append(("answered", command, kind, seconds))
+
+
+def electSingleNode(node: RaftNode) -> None:
+    """Tick a one-node cluster's driver until it leads."""
+    for _ in range(21):
+        node.ticks(1)
+    assert node.core.role == LEADER
+
+
+class ObserverEventTests(SynchronousTestCase):
+    """What the driver tells its observer, for metrics."""
+
+    def test_leaderSyncCommitAnswer(self) -> None:
+        """
+        A node that elects itself tells of the new leader and of each sync;
+        a command answered after commit tells its commit latency (from its
+        proposal, here at once on a one-node cluster) and, counted from its
+        arrival (before the group commit ran), its answer's time, command
+        word and kind.
+        """
+        observer = EventObserver()
+        node, clock, _ = buildNode(observer=observer)
+        electSingleNode(node)
+        self.assertIn(("leaderChanged", "s1", 1), observer.events)
+        self.assertIn(("synced",), observer.events)
+        answer = node.clientRequest("c1", "set a 1")
+        clock.advance(0.25)
+        self.assertEqual(self.successResultOf(answer), answers.OK)
+        self.assertEqual(
+            observer.events[-2:], [("committed", 0.0), ("answered", "set", "ok", 0.25)]
+        )
+
+    def test_everyAnswerIsCounted(self) -> None:
+        """
+        C{status}, a bad line and a command on a node without a leader are
+        each reported with a bounded command word and their answer's kind.
+        """
+        observer = EventObserver()
+        node, _, _ = buildNode(("s1", "s2", "s3"), observer=observer)
+        node.clientRequest(None, "status")
+        node.clientRequest(None, "frob x")
+        node.clientRequest(None, "get a")
+        self.assertEqual(
+            [event[1:3] for event in observer.events if event[0] == "answered"],
+            [("status", "ok"), ("invalid", "error"), ("get", "unavailable")],
+        )
+
+
+class LeaderCommitTests(SynchronousTestCase):
+    """The leader's commit index as a follower knows it, for the health check."""
+
+    def test_followerKeepsLeadersCommit(self) -> None:
+        """
+        A follower whose log trails the leader's (here: it has nothing) still
+        learns the leader's commit index from AppendEntries, so it can tell
+        how far behind it is.
+        """
+        node, _, _ = buildNode(("s1", "s2", "s3"))
+        self.assertIsNone(node.leaderCommitIndex())
+        node.peerRequest("s2", AppendEntries(1, 40, 1, (), 57))
+        self.assertEqual(node.leaderCommitIndex(), 57)
+        status = node.status()
+        self.assertEqual((status["leaderCommit"], status["commitIndex"]), (57, 0))
+        self.assertEqual(status["members"]["s3"], "127.0.0.1:10002")
+
+
+class LogTests(SynchronousTestCase):
+    """The driver's log tells the story of the cluster as this node lives it."""
+
+    def messages(self, events: list[dict[str, object]]) -> list[str]:
+        """The formatted text of C{events}."""
+        return [formatEvent(event) for event in events]
+
+    def test_followerLogsEachNewLeader(self) -> None:
+        """A follower logs the leader and term of each leader it starts to follow."""
+        node, _, _ = buildNode(("s1", "s2", "s3"))
+        with capturedLogs() as events:
+            node.peerRequest("s2", AppendEntries(1, 0, 0, (), 0))
+            node.peerRequest("s2", AppendEntries(1, 0, 0, (), 0))
+            node.peerRequest("s3", AppendEntries(2, 0, 0, (), 0))
+        followed = [m for m in self.messages(events) if "follows leader" in m]
+        self.assertEqual(
+            followed,
+            ["node s1 follows leader s2 in term 1", "node s1 follows leader s3 in term 2"],
+        )
+
+    def test_votesGrantedAndRefused(self) -> None:
+        """
+        A granted vote and a refused one are both logged at info level, naming
+        the candidate and the term (Reference: section 5.2, one vote per term).
+        """
+        node, _, _ = buildNode(("s1", "s2", "s3"))
+        with capturedLogs() as events:
+            granted = node.peerRequest("s2", RequestVote(1, 0, 0))
+            refused = node.peerRequest("s3", RequestVote(1, 0, 0))
+        self.assertEqual(
+            (granted, refused), (RequestVoteResponse(1, True), RequestVoteResponse(1, False))
+        )
+        votes = [(e["log_level"], formatEvent(e)) for e in events if "vote" in formatEvent(e)]
+        self.assertEqual(
+            votes,
+            [
+                (LogLevel.info, "s1 grants its vote to s2 for term 1"),
+                (LogLevel.info, "s1 refuses its vote to s3 for term 1"),
+            ],
+        )
+
+    def test_commitTimeoutWarns(self) -> None:
+        """A command that does not commit in time is answered and logged as a warning."""
+        node, clock, _ = buildNode(("s1", "s2", "s3"))
+        for _ in range(20):
+            node.ticks(1)
+        node.peerResponse("s2", RequestVoteResponse(1, True, preVote=True))
+        node.peerResponse("s2", RequestVoteResponse(1, True))
+        self.assertEqual(node.core.role, LEADER)
+        with capturedLogs() as events:
+            answer = node.clientRequest("c1", "set a 1")
+            clock.advance(0)
+            clock.advance(node.commitTimeout + 1)
+            node.ticks(1)
+        self.assertEqual(self.successResultOf(answer), answers.COMMIT_TIMEOUT)
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertIn("did not commit within 5.0s", " ".join(warnings))
+
+    def test_shutdownLogged(self) -> None:
+        """Stopping a node says so, with where it stood."""
+        node, _, _ = buildNode()
+        with capturedLogs() as events:
+            node.stop()
+        self.assertIn("node s1 shutting down in term 0, applied up to 0", self.messages(events))

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import random
 
-from twisted.internet.error import ConnectionLost
-from twisted.internet.testing import StringTransport
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
+from txraft.config import NodeAddress
+from txraft.interfaces import IResponseHandler
 from txraft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -20,7 +24,7 @@ from txraft.messages import (
     RequestVoteResponse,
     formatMessage,
 )
-from txraft.peers import PeerClientProtocol
+from txraft.peers import PeerClientProtocol, PeerLink
 from txraft.protocol import CONNECTION_DONE
 
 
@@ -151,3 +155,41 @@ class PeerClientProtocolTests(SynchronousTestCase):
                 data = data[size:]
             self.assertEqual(len(settled), min(lines, 30))
             self.assertEqual(client.pendingCount(), 30 - len(settled))
+
+
+class PeerLinkLogTests(SynchronousTestCase):
+    """A link to a peer that is down says so once per outage, not once per retry."""
+
+    def test_unreachableLoggedOncePerOutage(self) -> None:
+        """
+        Refused connection attempts to a down peer are retried with backoff
+        (several here); only the first of them is logged, and
+        C{ClientService}'s own line for each retry is not.
+        """
+        reactor = MemoryReactorClock()
+        link = PeerLink(Responder(), NodeAddress("s2", "127.0.0.1", 10001), reactor, 0.1)
+        with capturedLogs() as events:
+            link.clientService.startService()
+            attempts = 0
+            for _ in range(20):
+                reactor.advance(0.1)
+                while reactor.tcpClients:
+                    attempts += 1
+                    _, _, factory, _, _ = reactor.tcpClients.pop()
+                    factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+            link.clientService.stopService()
+        self.assertGreaterEqual(attempts, 4)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["cannot reach peer s2 at 127.0.0.1:10001; retrying quietly until it answers"],
+        )
+
+
+@implementer(IResponseHandler)
+class Responder:
+    """An L{IResponseHandler} that takes no response: the peer never answers here."""
+
+    name = "s1"
+
+    def peerResponse(self, sender: str, message: object) -> None:
+        """Ignore it."""

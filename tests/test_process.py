@@ -520,7 +520,7 @@ class BundledClientTests(ProcessTestCase):
     @showingNodeOutput
     def test_clientFollowsRedirectFromFollower(self) -> None:
         """
-        C{python -m txraft.client PORT ID set k v} pointed at a follower is
+        C{python -m txraft.client --id ID PORT set k v} pointed at a follower is
         redirected to the leader, prints C{OK} and exits 0; the value is
         then readable the same way.  Reference: section 8 (clients find the
         leader through redirects).
@@ -528,7 +528,7 @@ class BundledClientTests(ProcessTestCase):
         cluster, leader = self.startedCluster()
         follower = self.followerNamingLeader(cluster, leader)
         port = str(cluster.nodes[follower].port)
-        result = self.runClient(cluster, port, "c42", "set", "k", "a value")
+        result = self.runClient(cluster, "--id", "c42", port, "set", "k", "a value")
         self.assertEqual((result.returncode, result.stdout), (0, "OK\n"), result.stderr)
         self.assertIn(f"redirected to {leader}", result.stderr)
         result = self.runClient(cluster, port, "get", "k")

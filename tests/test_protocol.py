@@ -28,7 +28,7 @@ from txraft.messages import (
     RequestVoteResponse,
     formatMessage,
 )
-from txraft.protocol import NodeFactory, NodeProtocol
+from txraft.protocol import MAX_PENDING, NodeFactory, NodeProtocol
 from txraft.service import RaftService
 from txraft.storage import FileLogStore, FileStateStore
 
@@ -131,6 +131,36 @@ class NodeProtocolTests(SynchronousTestCase):
         self.assertEqual(self.responses(), ["OK 1"])
         slow.callback("OK 2")
         self.assertEqual(self.responses(), ["OK 1", "OK 2", "OK 3"])
+
+    def test_stopsReadingWhileTooManyAnswersWait(self) -> None:
+        """
+        A client that pipelines more than L{MAX_PENDING} requests the node
+        has not answered yet is read no further (its transport is paused
+        and the lines already received wait unparsed) until half of them
+        are answered; then the rest are read and every request is answered
+        in order.
+        """
+        waiting = [defer.Deferred() for _ in range(MAX_PENDING)]
+        self.service.answers = list(waiting)
+        lines = b"".join(b"set k%d v\n" % i for i in range(MAX_PENDING + 10))
+        self.protocol.dataReceived(lines)
+        self.assertEqual(len(self.service.clientRequests), MAX_PENDING)
+        self.assertEqual(self.transport.producerState, "paused")
+        for d in waiting[: MAX_PENDING // 2 - 1]:
+            d.callback("OK")
+        self.assertEqual(self.transport.producerState, "paused")
+        self.assertEqual(len(self.service.clientRequests), MAX_PENDING)
+        waiting[MAX_PENDING // 2 - 1].callback("OK")
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertEqual(len(self.service.clientRequests), MAX_PENDING + 10)
+        for d in waiting[MAX_PENDING // 2 :]:
+            d.callback("OK")
+        responses = self.responses()
+        self.assertEqual(responses[:MAX_PENDING], ["OK"] * MAX_PENDING)
+        self.assertEqual(
+            responses[MAX_PENDING:],
+            [f"OK set k{i} v" for i in range(MAX_PENDING, MAX_PENDING + 10)],
+        )
 
     def test_failedRequest(self) -> None:
         """

@@ -100,6 +100,28 @@ class INodeObserver(Interface):
     def diskFailed(error: str) -> None:
         """A write failed; the node takes no part in Raft until it rejoins."""
 
+    def leaderChanged(leader: str | None, term: int) -> None:
+        """
+        The leader this node knows of, or its term, changed: C{leader} is the
+        new leader's name, or L{None} while none is known.
+        """
+
+    def synced(seconds: float) -> None:
+        """A Ready was made durable (written and fsynced) in C{seconds}."""
+
+    def committed(seconds: float) -> None:
+        """A client command this leader proposed ran, C{seconds} after it was proposed."""
+
+    def answered(command: str, kind: str, seconds: float) -> None:
+        """
+        A client request was answered, C{seconds} after it arrived: C{command}
+        is its command word (or C{"invalid"}), C{kind} the answer's kind (see
+        L{txraft.answers.kind}).
+        """
+
+    def snapshotTaken(seconds: float) -> None:
+        """A snapshot of this node was taken, written and put in place in C{seconds}."""
+
 
 class ILogStore(Interface):
     """

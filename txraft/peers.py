@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import LogEvent, Logger, LogLevel, globalLogPublisher
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
@@ -63,14 +63,26 @@ class PeerLink:
         factory = Factory.forProtocol(self._buildProtocol)
         factory.noisy = False
         jitter = random.Random()
-        self.clientService = ClientService(
-            endpoint,
-            factory,
-            retryPolicy=backoffPolicy(
-                initialDelay=0.02, maxDelay=maxDelay, jitter=lambda: jitter.random() * 0.02
-            ),
-            clock=reactor,
+        self._backoff = backoffPolicy(
+            initialDelay=0.02, maxDelay=maxDelay, jitter=lambda: jitter.random() * 0.02
         )
+        self.clientService = QuietClientService(
+            endpoint, factory, retryPolicy=self._retryDelay, clock=reactor
+        )
+
+    def _retryDelay(self, failedAttempts: int) -> float:
+        """
+        How long to wait before the next attempt; the first failure of an
+        outage is logged, the retries after it are not.
+        """
+        if failedAttempts == 1:
+            self.log.info(
+                "cannot reach peer {peer} at {host}:{port}; retrying quietly until it answers",
+                peer=self.address.name,
+                host=self.address.host,
+                port=self.address.port,
+            )
+        return self._backoff(failedAttempts)
 
     def _buildProtocol(self) -> PeerClientProtocol:
         protocol = PeerClientProtocol(self.node.name, self.address.name)
@@ -105,6 +117,23 @@ class PeerLink:
 
     def _failed(self, failure: Failure) -> None:
         self.log.debug("request to {peer} failed: {f}", peer=self.address.name, f=failure.value)
+
+
+def _withoutRetries(event: LogEvent) -> None:
+    """Publish C{event} unless it is C{ClientService}'s info about its next retry."""
+    if event.get("log_level") != LogLevel.info:
+        globalLogPublisher(event)
+
+
+class QuietClientService(ClientService):
+    """
+    A C{ClientService} that does not log its every retry ("Scheduling
+    retry N", several a second while a peer is down; twistd's log shows
+    every level, so a lower one would not hide them): L{PeerLink} says
+    once per outage that a peer is unreachable.  Its warnings still show.
+    """
+
+    _log = Logger(observer=_withoutRetries)
 
 
 class PeerClientProtocol(LineReceiver):

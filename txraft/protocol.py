@@ -40,6 +40,12 @@ MAX_LINE = 4 * 1024 * 1024
 #: and the connection is closed.
 MAX_REQUEST = 1024 * 1024
 
+#: A connection with this many requests awaiting their answers is read no
+#: further until half of them are answered: a client that pipelines faster
+#: than the cluster commits waits in its own socket buffer, and the node's
+#: event loop stays free for heartbeats.
+MAX_PENDING = 1000
+
 
 @implementer(IHalfCloseableProtocol)
 class NodeProtocol(LineReceiver):
@@ -49,7 +55,9 @@ class NodeProtocol(LineReceiver):
     Responses are queued in request order: each request takes a slot, and
     slots are written out from the front as soon as they are filled.  A
     client that closes its sending side (C{nc -N} at the end of its input)
-    still gets every answer before the node closes the connection.
+    still gets every answer before the node closes the connection.  While
+    L{MAX_PENDING} requests wait for their answers, the connection is not
+    read.
     """
 
     delimiter = b"\n"
@@ -70,6 +78,8 @@ class NodeProtocol(LineReceiver):
             return
         slot: list[str | None] = [None]
         self._slots.append(slot)
+        if len(self._slots) >= MAX_PENDING and not self.paused:
+            self.pauseProducing()
         result = self._dispatch(line.removesuffix(b"\r"))
         if isinstance(result, defer.Deferred):
             result.addErrback(self._internalError)
@@ -116,8 +126,11 @@ class NodeProtocol(LineReceiver):
         slot[0] = response
         while self._slots and self._slots[0][0] is not None:
             self.sendLine(self._slots.popleft()[0].encode("utf-8"))
-        if self._closing and not self._slots:
-            self.transport.loseConnection()
+        if self._closing:
+            if not self._slots:
+                self.transport.loseConnection()
+        elif self.paused and len(self._slots) <= MAX_PENDING // 2:
+            self.resumeProducing()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Refuse an over-long line, answer what came before it, then hang up."""

@@ -15,6 +15,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from txraft.config import ClusterConfig
+from txraft.interfaces import INodeObserver
 from txraft.logmanager import LogManager
 from txraft.messages import Message
 from txraft.node import SNAPSHOT_ENTRIES, Background, RaftNode
@@ -45,6 +46,7 @@ class RaftService(MultiService):
         rng: random.Random | None = None,
         snapshotEntries: int = SNAPSHOT_ENTRIES,
         background: Background | None = None,
+        observer: INodeObserver | None = None,
     ) -> None:
         """
         @param reactor: the reactor to listen, connect and keep time on.
@@ -52,6 +54,7 @@ class RaftService(MultiService):
         @param snapshotEntries: how many applied entries trigger a snapshot.
         @param background: how to run the slow part of a snapshot (default:
             right away, in the reactor thread; a node passes a thread pool).
+        @param observer: told what the node does (its metrics).
         """
         super().__init__()
         self.name = name
@@ -72,6 +75,7 @@ class RaftService(MultiService):
             snapshotEntries=snapshotEntries,
             background=background,
             onFatal=self._fatal,
+            observer=observer,
         )
         maxDelay = electionTicks[0] * tickSeconds / 2
         self._links = {
@@ -84,6 +88,10 @@ class RaftService(MultiService):
         self._ticker.clock = reactor
         self._factory = NodeFactory(self.node)
         self.port = None
+
+    def connectedPeers(self) -> int:
+        """How many peers this node has a connection to now."""
+        return sum(link.protocol is not None for link in self._links.values())
 
     def _sendToPeer(self, peer: str, message: Message) -> None:
         self._links[peer].send(message)

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any
 
 from twisted.application.service import IService
 from twisted.python import usage
 
+from txraft import cli
 from txraft.config import ConfigError, loadConfig
+from txraft.health import MAX_LAG
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import NAME_PATTERN
+from txraft.metrics import NodeMetrics
 from txraft.service import SNAPSHOT_ENTRIES, RaftService
 from txraft.snapshots import FileSnapshotStore
 from txraft.storage import (
@@ -27,6 +31,8 @@ from txraft.storage import (
     fsyncDirectory,
     lockDataDirectory,
 )
+from txraft.survey import ClusterSurvey
+from txraft.web import HTTPService, makeSite
 
 #: Logical time advances in ticks of this many milliseconds.
 TICK_MS = 10
@@ -57,27 +63,42 @@ def parseElectionTimeout(text: str) -> tuple[int, int]:
     return bounds
 
 
-class Options(usage.Options):
+class Options(cli.Options):
     """Command-line options of one txraft node."""
 
+    program = "txraft (twistd plugin)"
     optParameters = [
         ["name", None, None, "This node's name in the cluster config (required)."],
         ["port", None, None, "Port to listen on; defaults to, and must match, the config's."],
         ["config", None, "etc/cluster.conf", "Cluster config: lines NAME HOST PORT."],
         ["data-dir", None, "logs", "Directory for NAME.log and the node's other files."],
-        ["heartbeat", None, 100, "Leader heartbeat interval in milliseconds.", int],
+        [
+            "heartbeat",
+            None,
+            100,
+            "Leader heartbeat interval in milliseconds.",
+            cli.wholeNumber("heartbeat"),
+        ],
         [
             "snapshot-entries",
             None,
             SNAPSHOT_ENTRIES,
             "Snapshot the state machine and compact the log every this many entries.",
-            int,
+            cli.wholeNumber("snapshot-entries"),
         ],
         [
             "election-timeout",
             None,
             "400:800",
             "Election timeout range MIN_MS:MAX_MS, drawn at random each time.",
+        ],
+        [
+            "http",
+            None,
+            None,
+            "Serve /metrics, /health, /status and the cluster's web view on this port, "
+            "on the node's host (off unless given).",
+            cli.port("http"),
         ],
     ]
 
@@ -156,6 +177,7 @@ def makeService(options: Options) -> IService:
             dataDirectoryLock=lock,
         )
         low, high = options["election-timeout"]
+        metrics = NodeMetrics() if options["http"] is not None else None
         service = RaftService(
             options.config,
             name,
@@ -167,10 +189,23 @@ def makeService(options: Options) -> IService:
             rng=random.SystemRandom(),
             snapshotEntries=options["snapshot-entries"],
             background=threads.deferToThread,
+            observer=metrics,
         )
     except (StorageError, OSError) as e:
         raise StartupError(str(e)) from None
+    if metrics is not None:
+        _addHTTP(service, metrics, options, reactor)
     return service
+
+
+def _addHTTP(service: RaftService, metrics: NodeMetrics, options: Options, reactor: Any) -> None:
+    """Serve the node's HTTP side, on its host and the C{--http} port."""
+    node, config = service.node, options.config
+    metrics.watch(node.status, service.connectedPeers)
+    addresses = {name: (config.node(name).host, config.node(name).port) for name in config.names()}
+    survey = ClusterSurvey(node.name, addresses, node.status, reactor)
+    site = makeSite(node.status, metrics.registry, survey, MAX_LAG)
+    HTTPService(reactor, options.address.host, options["http"], site).setServiceParent(service)
 
 
 def _keepPidfileApart(options: Options, directory: str, name: str) -> None:
