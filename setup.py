@@ -18,7 +18,9 @@ setup(
     # The web view's page (HTML, CSS, JavaScript) is served from the package.
     package_data={"txraft": ["static/*.html", "static/*.css", "static/*.js"]},
     install_requires=["Twisted>=23.8", "attrs", "prometheus_client>=0.17"],
-    extras_require={"test": ["pytest", "pytest-twisted", "ruff", "hypothesis"]},
+    extras_require={
+        "test": ["pytest", "pytest-twisted", "ruff", "hypothesis", "mutmut>=3.8,<4"],
+    },
     entry_points={
         "console_scripts": [
             "txraft-client = txraft.client:main",

@@ -247,6 +247,7 @@ class DiskFailureTests(SynchronousTestCase):
         node.logManager.persist = diskFull  # type: ignore[method-assign]
         node.peerRequest("s2", AppendEntries(1, 5, 1, (Entry(6, 1, "set k6 6"),), 5))
         self.assertTrue(node.silent)
+        self.assertEqual(node.diskError, "no space left on device")
         del node.logManager.persist
         clock.advance(node.diskRetrySeconds)
         self.assertFalse(node.silent)
@@ -271,8 +272,8 @@ class EventObserver(NullObserver):
         self.events.append(("leaderChanged", leader, term))
 
     def synced(self, seconds: float) -> None:
-        """Record a sync."""
-        self.events.append(("synced",))
+        """Record a sync and how long it took."""
+        self.events.append(("synced", seconds))
 
     def committed(self, seconds: float) -> None:
         """Record a commit and its latency."""
@@ -305,13 +306,18 @@ class ObserverEventTests(SynchronousTestCase):
         node, clock, _ = buildNode(observer=observer)
         electSingleNode(node)
         self.assertIn(("leaderChanged", "s1", 1), observer.events)
-        self.assertIn(("synced",), observer.events)
+        self.assertIn(("synced", 0.0), observer.events)
         answer = node.clientRequest("c1", "set a 1")
         clock.advance(0.25)
         self.assertEqual(self.successResultOf(answer), answers.OK)
         self.assertEqual(
             observer.events[-2:], [("committed", 0.0), ("answered", "set", "ok", 0.25)]
         )
+        # No time passes on this clock while a write is made durable, at
+        # 0.25 s as at the start.
+        syncs = [event for event in observer.events if event[0] == "synced"]
+        self.assertEqual(set(syncs), {("synced", 0.0)})
+        self.assertGreater(len(syncs), 1)
 
     def test_everyAnswerIsCounted(self) -> None:
         """
