@@ -32,7 +32,13 @@ from txraft.kv import KeyValueStore
 from txraft.messages import Snapshot
 from txraft.protocol import MAX_REQUEST
 from txraft.snapshots import decodeSnapshot, encodeSnapshot
-from txraft.testing.localcluster import POLL_INTERVAL, LocalCluster, nodeCommand, nodeEnvironment
+from txraft.testing.localcluster import (
+    POLL_INTERVAL,
+    LocalCluster,
+    dieWithParent,
+    nodeCommand,
+    nodeEnvironment,
+)
 
 #: The election bound of the issue: a leader within this many seconds of
 #: the start, and a new leader serving writes this soon after a crash.
@@ -552,6 +558,7 @@ class StartupErrorTests(ProcessTestCase):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             timeout=PATIENCE,
+            preexec_fn=dieWithParent,
         )
         output = result.stdout.decode("utf-8", "replace")
         return result.returncode, output, time.monotonic() - started
