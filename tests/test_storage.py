@@ -36,8 +36,10 @@ from txraft.storage import (
     MemoryStateStore,
     OSFileSystem,
     StorageError,
+    formatEntry,
     lockDataDirectory,
     scanLog,
+    writeWholeFile,
 )
 
 ENTRIES = [Entry(1, 1, "noop"), Entry(2, 1, "set a 1"), Entry(3, 2, "set b two words")]
@@ -1141,3 +1143,30 @@ class FileModeTests(SynchronousTestCase):
             modes,
             dict.fromkeys(["s1.lock", "s1.log", "s1.snapshot", "s1.state"], oct(0o644)),
         )
+
+
+class FileHelperTests(SynchronousTestCase):
+    """The small functions the file stores are built of."""
+
+    def test_writeWholeFileWritesPartsInOrder(self) -> None:
+        """Every part lands right after the one before it, and nothing else is in the file."""
+        path = os.path.join(temporaryDirectory(self), "f")
+        with open(path, "wb") as f:
+            f.write(b"an older and longer content")
+        writeWholeFile(OSFileSystem(), path, [b"one ", b"two ", b"three"])
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"one two three")
+
+    def test_formatEntryRefusesWhatCannotBeStored(self) -> None:
+        """
+        An index or a term below 1, or a command that would break the
+        line format, is refused with the entry's index named.
+        """
+        self.assertEqual(formatEntry(Entry(1, 1, "set a 1")), b"1 1 set a 1\n")
+        for entry, problem in [
+            (Entry(0, 1, "set a 1"), "entry 0: index and term must be positive"),
+            (Entry(2, 0, "set a 1"), "entry 2: index and term must be positive"),
+            (Entry(3, 1, "set a 1\nset b 2"), "entry 3: a command cannot hold CR, LF or NUL"),
+        ]:
+            error = self.assertRaises(ValueError, formatEntry, entry)
+            self.assertEqual(str(error), problem)
