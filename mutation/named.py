@@ -65,8 +65,8 @@ BUGS = (
     PlantedBug(
         "a client is answered with the result of the entry that overwrote its own",
         "txraft/node.py",
-        "d.callback(result if term == entry.term else answers.OVERWRITTEN)",
-        "d.callback(result)",
+        "if term == entry.term:",
+        "if True:",
         "tests/test_node.py::AnswerTests::test_overwrittenEntryIsNotAnswered",
     ),
     PlantedBug(
@@ -127,10 +127,15 @@ def check(bug: PlantedBug) -> bool:
             return bool(test.returncode)
         simulation = pytest(tree, *SIMULATION)
     # pytest shows each failing batch's message twice; keep each once.
-    batches = dict.fromkeys(
-        re.findall(r"(\d+) of (\d+) seeds failed: \[([^\]]*)\]", simulation.stdout)
+    batches = {
+        (n, total): seeds
+        for n, total, seeds in re.findall(
+            r"(\d+) of (\d+) seeds failed: \[([^\]]*)", simulation.stdout
+        )
+    }
+    caught = "; ".join(
+        f"{n} of {total} seeds, first {seeds[:40]}" for (n, total), seeds in batches.items()
     )
-    caught = "; ".join(f"{n} of {total} seeds, first {seeds[:40]}" for n, total, seeds in batches)
     print(f"    simulation: {caught or 'PASSES'}")
     return bool(test.returncode) and simulation.returncode != 0
 
