@@ -9,7 +9,10 @@ import os
 import random
 
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -28,11 +31,15 @@ from txraft.messages import (
     RequestVoteResponse,
     formatMessage,
 )
+from txraft.peers import PeerClientProtocol
 from txraft.protocol import NodeFactory, NodeProtocol
 from txraft.service import RaftService
 from txraft.storage import FileLogStore, FileStateStore
 
 VOTE_REQUEST = formatMessage("s2", RequestVote(3, 0, 0))
+
+KEY = b"protocol-test-cluster-key-0123456789"
+OTHER_KEY = b"another-cluster-key-9876543210-xyz"
 
 
 @implementer(IRequestHandler)
@@ -523,3 +530,169 @@ class NodeProtocolWithServiceTests(SynchronousTestCase):
         self.assertFalse(any(b'"success":true' in answer for answer in answers), answers)
         self.assertTrue(all(answer.startswith(b"ERROR ") for answer in answers), answers)
         self.assertEqual(service.node.core.log.lastIndex, 0)
+
+
+class KeyedConnectionTests(SynchronousTestCase):
+    """
+    A node with a cluster key (L{NodeProtocol}) and a peer link's protocol
+    (L{PeerClientProtocol}) talking in memory: peer lines are taken only
+    after both sides proved the key, and only with a MAC.
+    """
+
+    def connect(
+        self, serverKey: bytes | None = KEY, clientKey: bytes | None = KEY
+    ) -> tuple[PeerClientProtocol, NodeProtocol, iosim.IOPump]:
+        """
+        Connect C{s2}'s peer protocol (keyed with C{clientKey}) to C{s1}'s
+        node (keyed with C{serverKey}) and run the conversation to rest.
+        """
+        self.node = FakeNode()
+        self.linked: list[PeerClientProtocol] = []
+        self.authFailures: list[str] = []
+
+        def client() -> PeerClientProtocol:
+            protocol = PeerClientProtocol("s2", "s1", clientKey)
+            protocol.onConnectionMade = self.linked.append
+            protocol.onAuthFailed = self.authFailures.append
+            return protocol
+
+        peer, server, pump = iosim.connectedServerAndClient(
+            lambda: NodeFactory(self.node, serverKey).buildProtocol(None), client
+        )
+        pump.flush()
+        return peer, server, pump
+
+    def test_handshakeThenRequests(self) -> None:
+        """
+        With the same key the link is up once the handshake is done, and
+        requests and answers flow, with a MAC on each line both ways.
+        """
+        peer, server, pump = self.connect()
+        self.assertEqual(self.linked, [peer])
+        self.assertEqual(server.session.peerName, "s2")
+        d = peer.sendRequest(RequestVote(3, 0, 0))
+        pump.flush()
+        self.assertEqual(self.successResultOf(d), RequestVoteResponse(3, True))
+        self.assertEqual(self.node.peerRequests, [("s2", RequestVote(3, 0, 0))])
+
+    def test_wrongKeyGetsNothing(self) -> None:
+        """
+        A peer with another key never counts as connected, and the node
+        takes none of its lines.
+        """
+        peer, server, pump = self.connect(clientKey=OTHER_KEY)
+        self.assertEqual(self.linked, [])
+        self.assertEqual(len(self.authFailures), 1)
+        self.assertIsNone(server.session)
+        self.assertEqual(self.node.peerRequests, [])
+
+    def test_unkeyedPeerRefused(self) -> None:
+        """
+        A peer without a key sends plain peer lines: each is answered with
+        C{ERROR not authenticated} and changes nothing.
+        """
+        peer, server, pump = self.connect(clientKey=None)
+        d = peer.sendRequest(AppendEntries(101, 6, 1, (Entry(7, 101, "set pwned yes"),), 7))
+        pump.flush()
+        self.assertIn("not authenticated", str(self.failureResultOf(d).value))
+        self.assertEqual(self.node.peerRequests, [])
+
+    def test_keyedPeerAndUnkeyedNode(self) -> None:
+        """
+        A node without a key answers a handshake with an C{ERROR}: a keyed
+        peer never links to it.
+        """
+        peer, server, pump = self.connect(serverKey=None)
+        self.assertEqual(self.linked, [])
+        self.assertEqual(len(self.authFailures), 1)
+
+    def test_injectedLineDropsConnection(self) -> None:
+        """
+        A line injected into an authenticated stream (no valid MAC) is not
+        taken, and the node hangs up.
+        """
+        peer, server, pump = self.connect()
+        forged = formatMessage("s2", AppendEntries(101, 6, 1, (Entry(7, 101, "set x"),), 7))
+        server.dataReceived(forged.encode() + b"\n")
+        pump.flush()
+        self.assertEqual(self.node.peerRequests, [])
+        self.assertTrue(server.transport.disconnecting)
+
+    def test_alteredLineDropsConnection(self) -> None:
+        """
+        A sealed line altered in transit is not taken, and the node hangs up.
+        """
+        peer, server, pump = self.connect()
+        d = peer.sendRequest(RequestVote(3, 0, 0))
+        sealed = pump.clientIO.stream  # what the peer wrote, not yet delivered
+        data = b"".join(sealed).replace(b'"term":3', b'"term":9')
+        del sealed[:]
+        server.dataReceived(data)
+        pump.flush()
+        self.assertIn("MAC does not verify", str(self.failureResultOf(d).value))
+        self.assertEqual(self.node.peerRequests, [])
+        self.assertTrue(server.transport.disconnecting)
+
+    def test_answerInjectedToPeerDropsIt(self) -> None:
+        """
+        On the link's side too: an answer without a valid MAC is not taken,
+        and the link hangs up.
+        """
+        peer, server, pump = self.connect()
+        d = peer.sendRequest(RequestVote(3, 0, 0))
+        peer.dataReceived(formatMessage("s1", RequestVoteResponse(3, True)).encode() + b"\n")
+        self.assertNoResult(d)
+        self.assertTrue(peer.transport.disconnecting)
+
+    def test_handshakeOutOfOrder(self) -> None:
+        """
+        C{AUTH2} first, or anything but C{AUTH2} between C{AUTH1} and it,
+        gets an C{ERROR} and the connection is dropped.
+        """
+        for lines in [
+            [b"s2@AUTH2 " + b"00" * 32],
+            [b"s2@AUTH1 " + b"00" * 32, b"get a"],
+        ]:
+            node = FakeNode()
+            protocol = NodeFactory(node, KEY).buildProtocol(None)
+            transport = StringTransport()
+            protocol.makeConnection(transport)
+            protocol.dataReceived(b"".join(line + b"\n" for line in lines))
+            self.assertTrue(transport.value().split(b"\n")[-2].startswith(b"ERROR "))
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(node.clientRequests, [])
+
+    def test_adminCommandsNeedTheKey(self) -> None:
+        """
+        Administrative commands get C{ERROR not authorized} on a keyed node
+        unless the connection proved the key; data commands need no key.
+        """
+        self.patch(protocol, "ADMIN_COMMANDS", frozenset({"transfer"}))
+        node = FakeNode()
+        plain = NodeFactory(node, KEY).buildProtocol(None)
+        transport = StringTransport()
+        plain.makeConnection(transport)
+        plain.dataReceived(b"transfer s2\nget a\n")
+        self.assertEqual(transport.value(), b"ERROR not authorized\nOK get a\n")
+        self.assertEqual(node.clientRequests, [(None, "get a")])
+
+        peer, server, pump = self.connect()
+        server.lineReceived(peer._session.seal(b"admin@transfer s2"))
+        self.assertEqual(self.node.clientRequests, [("admin", "transfer s2")])
+
+    def test_unauthenticatedWarningsLimited(self) -> None:
+        """
+        A flood of unauthenticated peer lines is each answered, but only a
+        few warnings are logged.
+        """
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        protocol = NodeFactory(FakeNode(), KEY, Clock()).buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived((VOTE_REQUEST + "\n").encode() * 1000)
+        self.assertEqual(transport.value().count(b"ERROR not authenticated"), 1000)
+        warnings = [e for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertLessEqual(len(warnings), 5)
+        self.assertGreater(len(warnings), 0)

@@ -1,6 +1,10 @@
 """
 This node's outgoing side: a link to each peer, and the line protocol that
 carries its requests and matches the responses.
+
+On a keyed cluster a link proves the key, and checks that the peer holds it,
+before it sends the peer anything (L{txraft.auth}); a peer that fails is
+hung up on and retried with the usual backoff.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
+from txraft.auth import AuthError, Initiator, Session
 from txraft.config import NodeAddress
 from txraft.interfaces import IResponseHandler
 from txraft.messages import Message, MessageError, formatMessage, parseMessage, splitSender
@@ -50,14 +55,19 @@ class PeerLink:
         address: NodeAddress,
         reactor: IReactorTime,
         maxDelay: float,
+        clusterKey: bytes | None = None,
     ) -> None:
         """
         @param node: signs the requests, and takes the responses.
         @param maxDelay: the longest wait between two connection attempts.
+        @param clusterKey: the key to prove to the peer, or L{None}.
         """
         self.node = node
         self.address = address
+        self.clusterKey = clusterKey
         self.protocol: PeerClientProtocol | None = None
+        #: The last handshake failure logged, so retries do not repeat it.
+        self._authFailure: str | None = None
         self._backlog: deque[Message] = deque(maxlen=BACKLOG)
         endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=maxDelay + 1)
         factory = Factory.forProtocol(self._buildProtocol)
@@ -73,16 +83,28 @@ class PeerLink:
         )
 
     def _buildProtocol(self) -> PeerClientProtocol:
-        protocol = PeerClientProtocol(self.node.name, self.address.name)
+        protocol = PeerClientProtocol(self.node.name, self.address.name, self.clusterKey)
         protocol.onConnectionMade = self._connected
         protocol.onConnectionLost = self._disconnected
+        protocol.onAuthFailed = self._authFailed
         return protocol
 
     def _connected(self, protocol: PeerClientProtocol) -> None:
         self.log.info("connected to peer {peer}", peer=self.address.name)
+        self._authFailure = None
         self.protocol = protocol
         while self._backlog:
             self.send(self._backlog.popleft())
+
+    def _authFailed(self, reason: str) -> None:
+        """Log a failed handshake once, not on every retry."""
+        if reason != self._authFailure:
+            self.log.warn(
+                "peer {peer} failed the cluster key handshake: {reason}",
+                peer=self.address.name,
+                reason=reason,
+            )
+        self._authFailure = reason
 
     def _disconnected(self, protocol: PeerClientProtocol) -> None:
         if self.protocol is protocol:
@@ -111,25 +133,61 @@ class PeerClientProtocol(LineReceiver):
     """
     This node's outgoing connection to one peer: sends requests and matches
     each response line to the oldest unanswered request (the peer answers in
-    order).
+    order).  With a cluster key it first runs the handshake, and counts as
+    connected only once both sides have proved the key.
     """
 
     delimiter = b"\n"
     MAX_LENGTH = MAX_LINE
     log = Logger()
 
-    def __init__(self, localName: str, peerName: str) -> None:
+    def __init__(self, localName: str, peerName: str, clusterKey: bytes | None = None) -> None:
         self.localName = localName
         self.peerName = peerName
         self._pending: deque[defer.Deferred[Message]] = deque()
-        #: Called with this protocol when its connection is made, and lost.
+        self._initiator = (
+            None if clusterKey is None else Initiator(clusterKey, localName, peerName)
+        )
+        self._confirming = False
+        self._session: Session | None = None
+        #: Called with this protocol when its connection is up (and
+        #: authenticated, on a keyed cluster), and when it is lost.
         self.onConnectionMade: Callable[[PeerClientProtocol], None] | None = None
         self.onConnectionLost: Callable[[PeerClientProtocol], None] | None = None
+        #: Called with the reason when the peer fails the handshake.
+        self.onAuthFailed: Callable[[str], None] | None = None
 
     def connectionMade(self) -> None:
-        """Tell whoever owns this link that it is up."""
+        """Start the handshake, or tell whoever owns this link that it is up."""
+        if self._initiator is not None:
+            super().sendLine(self._initiator.hello().encode("utf-8"))
+        elif self.onConnectionMade is not None:
+            self.onConnectionMade(self)
+
+    def _handshake(self, line: bytes) -> None:
+        """Take the peer's answer to one handshake line."""
+        assert self._initiator is not None
+        text = line.decode("utf-8", "replace")
+        try:
+            if not self._confirming:
+                super().sendLine(self._initiator.answerChallenge(text).encode("utf-8"))
+                self._confirming = True
+                return
+            self._session = self._initiator.confirm(text)
+        except AuthError as e:
+            if self.onAuthFailed is not None:
+                self.onAuthFailed(str(e))
+            self.transport.loseConnection()
+            return
+        self._initiator = None
         if self.onConnectionMade is not None:
             self.onConnectionMade(self)
+
+    def sendLine(self, line: bytes) -> None:
+        """Send one line, with its MAC on an authenticated connection."""
+        if self._session is not None:
+            line = self._session.seal(line)
+        super().sendLine(line)
 
     def sendRequest(self, message: Message) -> defer.Deferred[Message]:
         """Send C{message}; the Deferred fires with the peer's response."""
@@ -144,6 +202,19 @@ class PeerClientProtocol(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         """Fire the oldest request's Deferred with this response (or failure)."""
+        line = line.removesuffix(b"\r")
+        if self._initiator is not None:
+            self._handshake(line)
+            return
+        if self._session is not None:
+            try:
+                line = self._session.open(line)
+            except AuthError as e:
+                self.log.warn(
+                    "dropping connection to {peer}: {error}", peer=self.peerName, error=e
+                )
+                self.transport.loseConnection()
+                return
         if not self._pending:
             self.log.warn("unsolicited line from {peer}", peer=self.peerName)
             return

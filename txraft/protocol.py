@@ -5,6 +5,10 @@ Every line is ``[SENDER@]MESSAGE``.  A line whose MESSAGE starts with an RPC
 name (``AppendEntries``, ``RequestVote``, ...) is a peer line; anything else
 is a client request.  Each request line gets exactly one response line, in
 request order, even when a later request is answered before an earlier one.
+
+On a node with a cluster key, a connection must first prove the key with the
+handshake of L{txraft.auth}; only then are its peer lines (and administrative
+client commands) taken, and from then on every line both ways carries a MAC.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from collections import deque
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txraft import answers
+from txraft.auth import AUTH1, AuthError, Responder, Session, authWord
 from txraft.interfaces import IRequestHandler
 from txraft.messages import (
     REQUESTS,
@@ -29,6 +35,7 @@ from txraft.messages import (
     rpcName,
     splitSender,
 )
+from txraft.ratelimit import LogLimiter
 
 #: The default reason of a connection's end, as Twisted's own protocols use.
 CONNECTION_DONE = Failure(ConnectionDone())
@@ -39,6 +46,14 @@ MAX_LINE = 4 * 1024 * 1024
 #: The longest client request line; longer ones get C{ERROR line too long}
 #: and the connection is closed.
 MAX_REQUEST = 1024 * 1024
+
+#: Client command words that only a connection that proved the cluster key
+#: may use (on a keyed node): membership change, leadership transfer and
+#: backup add theirs here.
+ADMIN_COMMANDS: frozenset[str] = frozenset()
+
+NOT_AUTHENTICATED = answers.error("not authenticated: peer lines need the cluster key handshake")
+NOT_AUTHORIZED = answers.error("not authorized")
 
 
 @implementer(IHalfCloseableProtocol)
@@ -56,21 +71,48 @@ class NodeProtocol(LineReceiver):
     MAX_LENGTH = MAX_LINE
     log = Logger()
 
-    def __init__(self, node: IRequestHandler) -> None:
+    def __init__(
+        self,
+        node: IRequestHandler,
+        clusterKey: bytes | None = None,
+        limiter: LogLimiter | None = None,
+    ) -> None:
+        """
+        @param clusterKey: the cluster's key, or L{None} if peers are not
+            authenticated (insecure mode).
+        @param limiter: limits the warnings about strangers' lines, shared by
+            every connection.
+        """
         self.node = node
+        self.clusterKey = clusterKey
+        self.limiter = limiter if limiter is not None else LogLimiter()
         self._slots: deque[list[str | None]] = deque()
         self._closing = False
+        self._responder: Responder | None = None
+        #: Set once the other side has proved the cluster key.
+        self.session: Session | None = None
 
     def lineReceived(self, line: bytes) -> None:
         """Answer one request line, in order with the others."""
         if self._closing:
+            return
+        line = line.removesuffix(b"\r")
+        if self.session is not None:
+            try:
+                line = self.session.open(line)
+            except AuthError as e:
+                self._warn("dropped an authenticated connection: {error}", error=e)
+                self._refuse(answers.error(str(e)))
+                return
+        elif self._responder is not None or authWord(line[:100].decode("utf-8", "replace")):
+            self._handshake(line)
             return
         if len(line) > MAX_REQUEST and not self._looksLikePeerLine(line):
             self.lineLengthExceeded(line)
             return
         slot: list[str | None] = [None]
         self._slots.append(slot)
-        result = self._dispatch(line.removesuffix(b"\r"))
+        result = self._dispatch(line)
         if isinstance(result, defer.Deferred):
             result.addErrback(self._internalError)
             result.addCallback(self._fill, slot)
@@ -85,16 +127,32 @@ class NodeProtocol(LineReceiver):
         sender, rest = splitSender(text)
         if sender is not None and rpcName(rest):
             return self._peerLine(sender, rest)
+        if self._needsProof() and rest.split(" ", 1)[0] in ADMIN_COMMANDS:
+            return NOT_AUTHORIZED
         return self.node.clientRequest(sender, rest)
+
+    def _needsProof(self) -> bool:
+        """Whether this connection must yet prove the cluster key to be trusted."""
+        return self.clusterKey is not None and self.session is None
 
     def _peerLine(self, sender: str, rest: str) -> str:
         if not self.node.isPeer(sender):
-            self.log.warn("rejected a peer line from unknown node {sender!r}", sender=sender)
+            self._warn("rejected a peer line from unknown node {sender!r}", sender=sender)
             return f"ERROR {sender!r} is not a peer of this node"
+        if self._needsProof():
+            self._warn("rejected a peer line from unauthenticated {sender!r}", sender=sender)
+            return NOT_AUTHENTICATED
+        if self.session is not None and sender != self.session.peerName:
+            self._warn(
+                "rejected a line from {sender!r} on {peer}'s connection",
+                sender=sender,
+                peer=self.session.peerName,
+            )
+            return answers.error(f"this connection authenticated as {self.session.peerName!r}")
         try:
             message = parseMessage(rest)
         except MessageError as e:
-            self.log.warn("rejected a peer line from {sender}: {error}", sender=sender, error=e)
+            self._warn("rejected a peer line from {sender}: {error}", sender=sender, error=e)
             return f"ERROR {e}"
         if not isinstance(message, REQUESTS):
             return f"ERROR {type(message).__name__} is not a request"
@@ -102,6 +160,56 @@ class NodeProtocol(LineReceiver):
         if reply is None:
             return "ERROR this node is not serving"
         return formatMessage(self.node.name, reply)
+
+    def _handshake(self, line: bytes) -> None:
+        """
+        Take one line of the key handshake, answering it at once: it comes
+        first on a connection, with no other answer pending.
+        """
+        text = line.decode("utf-8", "replace")
+        word = authWord(text)
+        if self.clusterKey is None:
+            self._refuse(answers.error("this node has no cluster key"))
+            return
+        if self._slots or (word == AUTH1) != (self._responder is None):
+            self._warn("dropped a connection: out-of-order handshake line")
+            self._refuse(answers.error("handshake out of order"))
+            return
+        try:
+            if self._responder is None:
+                self._responder = Responder(self.clusterKey, self.node.name)
+                self.sendLine(self._responder.challenge(text).encode("utf-8"))
+                return
+            session = self._responder.verify(text)
+        except AuthError as e:
+            self._warn("failed handshake: {error}", error=e)
+            self._refuse(answers.error(f"authentication failed: {e}"))
+            return
+        self.sendLine(self._responder.confirmation().encode("utf-8"))
+        self._responder, self.session = None, session
+
+    def sendLine(self, line: bytes) -> None:
+        """Send one line, with its MAC once the connection is authenticated."""
+        if self.session is not None:
+            line = self.session.seal(line)
+        super().sendLine(line)
+
+    def _warn(self, format: str, **kwargs: object) -> None:
+        """Log a warning about a stranger's line, unless too many came lately."""
+        suppressed = self.limiter.allow()
+        if suppressed is None:
+            return
+        if suppressed:
+            format += " ({suppressed} similar warnings suppressed)"
+        self.log.warn(format, suppressed=suppressed, **kwargs)
+
+    def _refuse(self, answer: str) -> None:
+        """Answer C{answer} after what came before it, then hang up."""
+        self._closing = True
+        self.transport.pauseProducing()
+        slot: list[str | None] = [None]
+        self._slots.append(slot)
+        self._fill(answer, slot)
 
     def _internalError(self, failure: Failure) -> str:
         self.log.failure("request failed", failure)
@@ -121,10 +229,7 @@ class NodeProtocol(LineReceiver):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Refuse an over-long line, answer what came before it, then hang up."""
-        self._closing = True
-        self.transport.pauseProducing()
-        self._slots.append(["ERROR line too long"])
-        self._fill("ERROR line too long", self._slots[-1])
+        self._refuse("ERROR line too long")
 
     def readConnectionLost(self) -> None:
         """The client sent all it will: answer what it asked, then close."""
@@ -156,13 +261,24 @@ class NodeFactory(Factory):
 
     noisy = False
 
-    def __init__(self, node: IRequestHandler) -> None:
+    def __init__(
+        self,
+        node: IRequestHandler,
+        clusterKey: bytes | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        """
+        @param clusterKey: the key peers must prove, or L{None} for none.
+        @param clock: keeps time for the limit on warnings about strangers.
+        """
         self.node = node
+        self.clusterKey = clusterKey
+        self.limiter = LogLimiter(clock)
         self.connected: set[NodeProtocol] = set()
 
     def buildProtocol(self, addr: object) -> NodeProtocol:
         """A protocol bound to this factory's node."""
-        protocol = NodeProtocol(self.node)
+        protocol = NodeProtocol(self.node, self.clusterKey, self.limiter)
         protocol.factory = self
         return protocol
 

@@ -45,6 +45,7 @@ class RaftService(MultiService):
         rng: random.Random | None = None,
         snapshotEntries: int = SNAPSHOT_ENTRIES,
         background: Background | None = None,
+        clusterKey: bytes | None = None,
     ) -> None:
         """
         @param reactor: the reactor to listen, connect and keep time on.
@@ -52,6 +53,8 @@ class RaftService(MultiService):
         @param snapshotEntries: how many applied entries trigger a snapshot.
         @param background: how to run the slow part of a snapshot (default:
             right away, in the reactor thread; a node passes a thread pool).
+        @param clusterKey: the key every peer connection proves (both
+            ways), or L{None} to trust any peer line (insecure mode).
         """
         super().__init__()
         self.name = name
@@ -75,14 +78,14 @@ class RaftService(MultiService):
         )
         maxDelay = electionTicks[0] * tickSeconds / 2
         self._links = {
-            peer.name: PeerLink(self.node, peer, reactor, maxDelay)
+            peer.name: PeerLink(self.node, peer, reactor, maxDelay, clusterKey)
             for peer in config.peersOf(name)
         }
         for link in self._links.values():
             link.clientService.setServiceParent(self)
         self._ticker = LoopingCall.withCount(self.node.ticks)
         self._ticker.clock = reactor
-        self._factory = NodeFactory(self.node)
+        self._factory = NodeFactory(self.node, clusterKey, reactor)
         self.port = None
 
     def _sendToPeer(self, peer: str, message: Message) -> None:
