@@ -21,6 +21,7 @@ setup(
         "console_scripts": [
             "txraft-client = txraft.client:main",
             "txraft-cluster = txraft.launcher:main",
+            "txraft-keygen = txraft.keygen:main",
         ],
     },
 )

@@ -8,13 +8,16 @@ exits non-zero with one line saying what is wrong and where.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
-from txraft.config import ConfigError, loadConfig
+from txraft.auth import KeyFileError, readKeyFile
+from txraft.config import ClusterConfig, ConfigError, loadConfig
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import NAME_PATTERN
@@ -30,6 +33,8 @@ from txraft.storage import (
 
 #: Logical time advances in ticks of this many milliseconds.
 TICK_MS = 10
+
+log = Logger()
 
 
 class StartupError(SystemExit):
@@ -60,7 +65,22 @@ def parseElectionTimeout(text: str) -> tuple[int, int]:
 class Options(usage.Options):
     """Command-line options of one txraft node."""
 
+    optFlags = [
+        [
+            "insecure",
+            None,
+            "Run without --cluster-key even though the cluster has addresses beyond "
+            "loopback: anyone who can reach a node's port can then rewrite its data.",
+        ],
+    ]
     optParameters = [
+        [
+            "cluster-key",
+            None,
+            None,
+            "File holding the cluster's secret key (make one with txraft-keygen); "
+            "peers prove they hold it.",
+        ],
         ["name", None, None, "This node's name in the cluster config (required)."],
         ["port", None, None, "Port to listen on; defaults to, and must match, the config's."],
         ["config", None, "etc/cluster.conf", "Cluster config: lines NAME HOST PORT."],
@@ -110,7 +130,27 @@ class Options(usage.Options):
             )
         if self["snapshot-entries"] < 1:
             raise usage.UsageError("--snapshot-entries must be at least 1")
+        self.clusterKey = self._loadClusterKey()
         self._checkDataDirectory(self["data-dir"])
+
+    def _loadClusterKey(self) -> bytes | None:
+        """
+        Read the cluster key, or, without one, refuse a cluster that reaches
+        beyond this machine unless --insecure says so (protected mode).
+        """
+        if self["cluster-key"] is not None:
+            try:
+                return readKeyFile(self["cluster-key"])
+            except KeyFileError as e:
+                raise StartupError(str(e)) from None
+        exposed = exposedAddresses(self.config)
+        if exposed and not self["insecure"]:
+            raise StartupError(
+                f"{self['config']} has addresses beyond loopback ({', '.join(exposed)}): "
+                "give every node the same --cluster-key FILE (txraft-keygen FILE makes one), "
+                "or --insecure to let anyone who reaches a port write to the cluster"
+            )
+        return None
 
     @staticmethod
     def _checkDataDirectory(path: str) -> None:
@@ -120,6 +160,22 @@ class Options(usage.Options):
             raise StartupError(f"--data-dir {path}: cannot create it: {e.strerror}") from None
         if not os.access(path, os.W_OK | os.X_OK):
             raise StartupError(f"--data-dir {path}: not writable")
+
+
+def isLoopback(host: str) -> bool:
+    """Whether C{host} is this machine only: C{localhost}, 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposedAddresses(config: ClusterConfig) -> list[str]:
+    """The hosts of C{config} that other machines may reach, in file order."""
+    hosts = dict.fromkeys(node.host for node in config.nodes)
+    return [host for host in hosts if not isLoopback(host)]
 
 
 def createDurably(path: str) -> None:
@@ -167,9 +223,17 @@ def makeService(options: Options) -> IService:
             rng=random.SystemRandom(),
             snapshotEntries=options["snapshot-entries"],
             background=threads.deferToThread,
+            clusterKey=options.clusterKey,
         )
     except (StorageError, OSError) as e:
         raise StartupError(str(e)) from None
+    if options.clusterKey is None:
+        log.warn(
+            "node {name} has no --cluster-key: peers are not authenticated, so anyone "
+            "who can reach port {port} can rewrite this cluster's data",
+            name=name,
+            port=options.address.port,
+        )
     return service
 
 
