@@ -14,9 +14,14 @@ venv:
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q '.[test]'
 
+# The cluster's key is made on first use (git-ignored), so the first command a new user
+# runs starts a cluster whose peers authenticate each other.
+CLUSTER_KEY := etc/cluster.key
+
 cluster: venv
 	mkdir -p logs
-	$(BIN)/txraft-cluster
+	test -e $(CLUSTER_KEY) || $(BIN)/txraft-keygen $(CLUSTER_KEY)
+	$(BIN)/txraft-cluster --cluster-key $(CLUSTER_KEY)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -47,6 +47,7 @@ class Options(usage.Options):
         ["heartbeat", None, None, "Heartbeat interval passed to every node."],
         ["election-timeout", None, None, "Election timeout passed to every node."],
         ["kill-after", None, 10.0, "Seconds to wait after SIGTERM before SIGKILL.", float],
+        ["cluster-key", None, None, "Cluster key file passed to every node."],
     ]
 
     def __init__(self) -> None:
@@ -76,7 +77,8 @@ def nodeArguments(executable: str, name: str, options: Mapping[str, object]) -> 
     Return the argv that runs node C{name} in the foreground with C{options}.
 
     The node inherits the cluster-wide options (config, data dir and, when
-    given, the timing knobs) so that every node agrees on them.
+    given, the timing knobs and the cluster key) so that every node agrees
+    on them.
     """
     args = [
         executable,
@@ -91,7 +93,7 @@ def nodeArguments(executable: str, name: str, options: Mapping[str, object]) -> 
         "--data-dir",
         str(options["data-dir"]),
     ]
-    for option in ("heartbeat", "election-timeout"):
+    for option in ("heartbeat", "election-timeout", "cluster-key"):
         if options.get(option) is not None:
             args += [f"--{option}", str(options[option])]
     return args
