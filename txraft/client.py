@@ -1,7 +1,7 @@
 """
 The C{txraft-client} command: send key-value requests to a txraft node.
 
-    txraft-client [--host HOST] [--timeout SECONDS] PORT [ID] [COMMAND ...]
+    txraft-client [--host HOST] [--timeout SECONDS] [--cluster-key FILE] PORT [ID] [COMMAND ...]
 
 With a COMMAND the client sends it once, prints the response line and exits
 with a status that scripts can test; without one it reads commands at a
@@ -24,6 +24,7 @@ from typing import TextIO
 from twisted.python import usage
 
 from txraft import answers
+from txraft.auth import AuthError, Initiator, KeyFileError, Session, readKeyFile
 from txraft.messages import NAME_PATTERN
 
 #: The command words.  The first argument after PORT is a client ID unless it
@@ -32,6 +33,9 @@ COMMANDS = frozenset({"get", "set", "delete", "show", "status"})
 
 #: The commands whose C{OK} answer carries JSON, indented at the prompt.
 JSON_COMMANDS = frozenset({"show", "status"})
+
+#: The name a client that proves the cluster key gives when it has no ID.
+ADMIN_NAME = "admin"
 
 #: Words that end an interactive session (as does end of input).
 QUIT_WORDS = frozenset({"quit", "exit"})
@@ -127,6 +131,20 @@ class LineConnection:
         self._socket = socket.create_connection((host, port), timeout=timeout)
         self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buffer = bytearray()
+        self._session: Session | None = None
+
+    def authenticate(self, clusterKey: bytes, name: str) -> None:
+        """
+        Prove the cluster key to the node, and check that it holds it too,
+        before any request: the node then takes administrative commands on
+        this connection, and every later line both ways carries a MAC.
+
+        @raise AuthError: if the node does not prove the key, or refuses ours.
+        @raise OSError: as L{readLine} does.
+        """
+        initiator = Initiator(clusterKey, name)
+        proof = initiator.answerChallenge(self.request(initiator.hello()))
+        self._session = initiator.confirm(self.request(proof))
 
     def setTimeout(self, timeout: float) -> None:
         """Bound every later send and receive by C{timeout} seconds instead."""
@@ -138,7 +156,10 @@ class LineConnection:
 
     def sendLines(self, lines: Iterable[str]) -> None:
         """Send text lines in one write, without waiting for answers."""
-        self.send(b"".join(line.encode("utf-8") + b"\n" for line in lines))
+        self.send(b"".join(self._seal(line.encode("utf-8")) + b"\n" for line in lines))
+
+    def _seal(self, line: bytes) -> bytes:
+        return line if self._session is None else self._session.seal(line)
 
     def hasLine(self) -> bool:
         """Whether a whole response line has arrived, so L{readLine} returns at once."""
@@ -151,8 +172,9 @@ class LineConnection:
 
         @raise OSError: if the socket fails, or L{TimeoutError} if no line
             arrives within the timeout, or L{ConnectionError} if the node
-            hangs up first or sends a line longer than L{MAX_LENGTH}.  The
-            connection is unusable afterwards.
+            hangs up first, sends a line longer than L{MAX_LENGTH}, or one
+            whose MAC fails on an authenticated connection.  The connection
+            is unusable afterwards.
         """
         end = self._buffer.find(b"\n")
         while end < 0:
@@ -166,6 +188,11 @@ class LineConnection:
             end = self._buffer.find(b"\n", scanned)
         line = bytes(self._buffer[:end]).removesuffix(b"\r")
         del self._buffer[: end + 1]
+        if self._session is not None:
+            try:
+                line = self._session.open(line)
+            except AuthError as e:
+                raise ConnectionError(f"answer failed its MAC: {e}") from None
         return line.decode("utf-8", "replace")
 
     def request(self, line: str) -> str:
@@ -233,7 +260,12 @@ class Client:
         clientId: str | None = None,
         timeout: float = 5.0,
         stderr: TextIO | None = None,
+        clusterKey: bytes | None = None,
     ) -> None:
+        """
+        @param clusterKey: the cluster's key, to prove on every connection
+            (as administrative commands need), or L{None}.
+        """
         #: The node requests go to; a redirect changes it.
         self.host = host
         self.port = port
@@ -241,6 +273,7 @@ class Client:
         self.clientId = clientId
         self.timeout = timeout
         self._stderr = stderr
+        self._clusterKey = clusterKey
         self._connection: LineConnection | None = None
 
     def connect(self) -> None:
@@ -252,9 +285,17 @@ class Client:
         """
         if self._connection is None:
             try:
-                self._connection = LineConnection(self.host, self.port, self.timeout)
+                connection = LineConnection(self.host, self.port, self.timeout)
             except OSError as e:
                 raise ClientError(self._describe(e)) from e
+            if self._clusterKey is not None:
+                try:
+                    connection.authenticate(self._clusterKey, self.clientId or ADMIN_NAME)
+                except (OSError, AuthError) as e:
+                    connection.close()
+                    where = f"{self.host}:{self.port}"
+                    raise ClientError(f"cluster key handshake with {where} failed: {e}") from e
+            self._connection = connection
 
     def request(self, command: str) -> str:
         """
@@ -309,7 +350,10 @@ class Client:
 class Options(usage.Options):
     """The command line of C{txraft-client}."""
 
-    synopsis = "Usage: txraft-client [--host HOST] [--timeout SECONDS] PORT [ID] [COMMAND ...]"
+    synopsis = (
+        "Usage: txraft-client [--host HOST] [--timeout SECONDS] [--cluster-key FILE] "
+        "PORT [ID] [COMMAND ...]"
+    )
     longdesc = (
         "Send COMMAND (get KEY, set KEY VALUE, delete KEY, show, status) to the txraft "
         "node at HOST:PORT and print the response, or read commands at a prompt when no "
@@ -318,6 +362,12 @@ class Options(usage.Options):
     optParameters = [
         ["host", None, "127.0.0.1", "The node to contact first."],
         ["timeout", None, 5.0, "Seconds to wait to connect and for each answer.", float],
+        [
+            "cluster-key",
+            None,
+            None,
+            "Prove the cluster's key (needed for administrative commands).",
+        ],
     ]
 
     def parseArgs(self, port: str, *words: str) -> None:
@@ -329,9 +379,15 @@ class Options(usage.Options):
         self["id"], self["command"] = splitCommandLine(words)
 
     def postOptions(self) -> None:
-        """Reject a timeout that is not positive."""
+        """Reject a timeout that is not positive, and a key file that cannot be used."""
         if not self["timeout"] > 0:
             raise usage.UsageError("--timeout must be a positive number of seconds")
+        self.clusterKey = None
+        if self["cluster-key"] is not None:
+            try:
+                self.clusterKey = readKeyFile(self["cluster-key"])
+            except KeyFileError as e:
+                raise usage.UsageError(str(e)) from None
 
 
 def runOnce(client: Client, command: str, stdout: TextIO, stderr: TextIO) -> int:
@@ -406,7 +462,14 @@ def main(
     except usage.UsageError as e:
         print(f"txraft-client: {e}\n(see txraft-client --help)", file=stderr)
         return 2
-    client = Client(options["host"], options["port"], options["id"], options["timeout"], stderr)
+    client = Client(
+        options["host"],
+        options["port"],
+        options["id"],
+        options["timeout"],
+        stderr,
+        options.clusterKey,
+    )
     try:
         if options["command"] is None:
             return interact(client, readLine, stdout, stderr)
