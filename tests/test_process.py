@@ -77,12 +77,18 @@ class ProcessTestCase(SynchronousTestCase):
         self.clusters: list[LocalCluster] = []
 
     def makeCluster(
-        self, names: Sequence[str] = ("s1", "s2", "s3"), extraArgs: Sequence[str] = ()
+        self,
+        names: Sequence[str] = ("s1", "s2", "s3"),
+        extraArgs: Sequence[str] = (),
+        keyed: bool = True,
     ) -> LocalCluster:
-        """A cluster (not yet started) whose processes and files the test's cleanup removes."""
+        """
+        A cluster (not yet started) whose processes and files the test's
+        cleanup removes; keyed (peers authenticated) unless C{keyed} is false.
+        """
         directory = tempfile.mkdtemp(prefix="txraft-test-")
         self.addCleanup(shutil.rmtree, directory, True)
-        cluster = LocalCluster(names, directory=directory, extraArgs=extraArgs)
+        cluster = LocalCluster(names, directory=directory, extraArgs=extraArgs, keyed=keyed)
         self.addCleanup(cluster.stopAll)
         self.clusters.append(cluster)
         return cluster

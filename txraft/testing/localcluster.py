@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from txraft import answers
+from txraft.auth import writeKeyFile
 from txraft.client import LineConnection
 
 #: Where nodes listen.
@@ -193,6 +194,7 @@ class LocalCluster:
         directory: str | None = None,
         extraArgs: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        keyed: bool = True,
     ) -> None:
         """
         @param names: the node names, in config order.
@@ -201,10 +203,20 @@ class LocalCluster:
         @param extraArgs: more node options (C{--heartbeat}, ...), given to
             every node.
         @param env: the nodes' base environment (default: ours).
+        @param keyed: give every node the cluster key in C{DIR/cluster.key}
+            (made if missing), as C{make cluster} does; without it peers
+            are not authenticated.
         """
         self._ownsDirectory = directory is None
         self.directory = tempfile.mkdtemp(prefix="txraft-") if directory is None else directory
         os.makedirs(self.directory, exist_ok=True)
+        #: The cluster key file every node is given, or L{None}.
+        self.keyPath: str | None = None
+        if keyed:
+            self.keyPath = os.path.join(self.directory, "cluster.key")
+            if not os.path.exists(self.keyPath):
+                writeKeyFile(self.keyPath)
+            extraArgs = ["--cluster-key", self.keyPath, *extraArgs]
         self.extraArgs = list(extraArgs)
         self.env = nodeEnvironment(env)
         ports = freePorts(len(names))
