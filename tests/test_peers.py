@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 
 from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -151,3 +152,61 @@ class PeerClientProtocolTests(SynchronousTestCase):
                 data = data[size:]
             self.assertEqual(len(settled), min(lines, 30))
             self.assertEqual(client.pendingCount(), 30 - len(settled))
+
+
+class RequestTimeoutTests(SynchronousTestCase):
+    """
+    A peer connection on which a request (or the handshake) goes unanswered
+    for an election timeout is aborted, so a half-open connection to a
+    rebooted host is replaced instead of queueing until TCP gives up.
+    """
+
+    def connect(self, clusterKey: bytes | None = None) -> PeerClientProtocol:
+        """C{s1}'s protocol for C{s2}, timing out after 1 s on a fake clock."""
+        self.clock = Clock()
+        self.protocol = PeerClientProtocol("s1", "s2", clusterKey, 1.0, self.clock)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        return self.protocol
+
+    def answer(self, message: object) -> None:
+        """Feed C{s2}'s answer line."""
+        self.protocol.dataReceived(formatMessage("s2", message).encode() + b"\n")
+
+    def test_unansweredRequestAborts(self) -> None:
+        """A request without an answer for the timeout aborts the connection."""
+        d = self.connect().sendRequest(RequestVote(2, 1, 1))
+        self.clock.advance(0.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertTrue(self.transport.disconnected)
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(d, ConnectionLost)
+
+    def test_answersKeepItOpen(self) -> None:
+        """
+        A connection whose requests are answered stays open however long it
+        lives, and an idle one (nothing unanswered) is never timed out.
+        """
+        protocol = self.connect()
+        for _ in range(5):
+            protocol.sendRequest(RequestVote(2, 1, 1))
+            self.clock.advance(0.9)
+            self.answer(RequestVoteResponse(2, True))
+        self.clock.advance(10)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_unansweredHandshakeAborts(self) -> None:
+        """A peer that never answers the handshake is dropped after the timeout."""
+        self.connect(b"k" * 32)
+        self.assertTrue(self.transport.value().startswith(b"s1@AUTH1 "))
+        self.clock.advance(1.1)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_lostConnectionStopsTheClock(self) -> None:
+        """Once the connection is lost no timeout is left pending."""
+        d = self.connect().sendRequest(RequestVote(2, 1, 1))
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(d, ConnectionLost)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

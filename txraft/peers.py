@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from txraft.auth import AuthError, Initiator, Session
@@ -56,15 +57,22 @@ class PeerLink:
         reactor: IReactorTime,
         maxDelay: float,
         clusterKey: bytes | None = None,
+        requestTimeout: float = 1.0,
     ) -> None:
         """
         @param node: signs the requests, and takes the responses.
         @param maxDelay: the longest wait between two connection attempts.
         @param clusterKey: the key to prove to the peer, or L{None}.
+        @param requestTimeout: how long a request (or the handshake) may go
+            unanswered before the connection is dropped and made anew: an
+            election timeout, so that a half-open connection to a rebooted
+            host is noticed long before TCP gives up on it.
         """
         self.node = node
         self.address = address
         self.clusterKey = clusterKey
+        self.requestTimeout = requestTimeout
+        self._reactor = reactor
         self.protocol: PeerClientProtocol | None = None
         #: The last handshake failure logged, so retries do not repeat it.
         self._authFailure: str | None = None
@@ -83,7 +91,9 @@ class PeerLink:
         )
 
     def _buildProtocol(self) -> PeerClientProtocol:
-        protocol = PeerClientProtocol(self.node.name, self.address.name, self.clusterKey)
+        protocol = PeerClientProtocol(
+            self.node.name, self.address.name, self.clusterKey, self.requestTimeout, self._reactor
+        )
         protocol.onConnectionMade = self._connected
         protocol.onConnectionLost = self._disconnected
         protocol.onAuthFailed = self._authFailed
@@ -129,21 +139,36 @@ class PeerLink:
         self.log.debug("request to {peer} failed: {f}", peer=self.address.name, f=failure.value)
 
 
-class PeerClientProtocol(LineReceiver):
+class PeerClientProtocol(LineReceiver, TimeoutMixin):
     """
     This node's outgoing connection to one peer: sends requests and matches
     each response line to the oldest unanswered request (the peer answers in
     order).  With a cluster key it first runs the handshake, and counts as
-    connected only once both sides have proved the key.
+    connected only once both sides have proved the key.  A connection on
+    which the handshake or a request goes unanswered for C{requestTimeout}
+    seconds is aborted (its owner reconnects).
     """
 
     delimiter = b"\n"
     MAX_LENGTH = MAX_LINE
     log = Logger()
 
-    def __init__(self, localName: str, peerName: str, clusterKey: bytes | None = None) -> None:
+    def __init__(
+        self,
+        localName: str,
+        peerName: str,
+        clusterKey: bytes | None = None,
+        requestTimeout: float = 1.0,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        """
+        @param clock: keeps time for C{requestTimeout}; without one, answers
+            are awaited for ever.
+        """
         self.localName = localName
         self.peerName = peerName
+        self.requestTimeout = requestTimeout
+        self._clock = clock
         self._pending: deque[defer.Deferred[Message]] = deque()
         self._initiator = (
             None if clusterKey is None else Initiator(clusterKey, localName, peerName)
@@ -160,6 +185,7 @@ class PeerClientProtocol(LineReceiver):
     def connectionMade(self) -> None:
         """Start the handshake, or tell whoever owns this link that it is up."""
         if self._initiator is not None:
+            self._awaitAnswer(True)
             super().sendLine(self._initiator.hello().encode("utf-8"))
         elif self.onConnectionMade is not None:
             self.onConnectionMade(self)
@@ -180,6 +206,7 @@ class PeerClientProtocol(LineReceiver):
             self.transport.loseConnection()
             return
         self._initiator = None
+        self._awaitAnswer(False)
         if self.onConnectionMade is not None:
             self.onConnectionMade(self)
 
@@ -192,6 +219,8 @@ class PeerClientProtocol(LineReceiver):
     def sendRequest(self, message: Message) -> defer.Deferred[Message]:
         """Send C{message}; the Deferred fires with the peer's response."""
         d: defer.Deferred[Message] = defer.Deferred()
+        if not self._pending:
+            self._awaitAnswer(True)
         self._pending.append(d)
         self.sendLine(formatMessage(self.localName, message).encode("utf-8"))
         return d
@@ -219,6 +248,7 @@ class PeerClientProtocol(LineReceiver):
             self.log.warn("unsolicited line from {peer}", peer=self.peerName)
             return
         d = self._pending.popleft()
+        self._awaitAnswer(bool(self._pending))
         try:
             sender, rest = splitSender(line.decode("utf-8"))
             if sender != self.peerName:
@@ -229,8 +259,28 @@ class PeerClientProtocol(LineReceiver):
             return
         d.callback(response)
 
+    def _awaitAnswer(self, waiting: bool) -> None:
+        """(Re)start the clock on the oldest unanswered line, or stop it."""
+        if self._clock is not None:
+            self.setTimeout(self.requestTimeout if waiting else None)
+
+    def callLater(self, period: float, func: Callable[[], object]) -> object:
+        """Schedule the timeout on this protocol's clock (L{TimeoutMixin} asks)."""
+        assert self._clock is not None
+        return self._clock.callLater(period, func)
+
+    def timeoutConnection(self) -> None:
+        """The peer left a request or the handshake unanswered too long: drop it."""
+        self.log.info(
+            "no answer from {peer} in {seconds}s; reconnecting",
+            peer=self.peerName,
+            seconds=self.requestTimeout,
+        )
+        self.transport.abortConnection()
+
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         """Fail every unanswered request."""
+        self._awaitAnswer(False)
         pending, self._pending = self._pending, deque()
         for d in pending:
             d.errback(reason)

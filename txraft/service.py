@@ -78,7 +78,14 @@ class RaftService(MultiService):
         )
         maxDelay = electionTicks[0] * tickSeconds / 2
         self._links = {
-            peer.name: PeerLink(self.node, peer, reactor, maxDelay, clusterKey)
+            peer.name: PeerLink(
+                self.node,
+                peer,
+                reactor,
+                maxDelay,
+                clusterKey,
+                requestTimeout=electionTicks[0] * tickSeconds,
+            )
             for peer in config.peersOf(name)
         }
         for link in self._links.values():
