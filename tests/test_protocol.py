@@ -9,6 +9,7 @@ import os
 import random
 
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
@@ -696,3 +697,126 @@ class KeyedConnectionTests(SynchronousTestCase):
         warnings = [e for e in events if e.get("log_level") == LogLevel.warn]
         self.assertLessEqual(len(warnings), 5)
         self.assertGreater(len(warnings), 0)
+
+
+class StrangerLimitTests(SynchronousTestCase):
+    """
+    What one connection can make a node hold: pending answers, a partial
+    line, and how many connections are open at once.
+    """
+
+    def connect(
+        self, clock: Clock | None = None, clusterKey: bytes | None = None
+    ) -> tuple[FakeNode, NodeProtocol, StringTransport]:
+        """A L{NodeProtocol} over a fake node, connected to a L{StringTransport}."""
+        node = FakeNode()
+        protocol = NodeFactory(node, clusterKey, clock).buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return node, protocol, transport
+
+    def test_pausedWhileAnswersPending(self) -> None:
+        """
+        A client that pipelines more requests than L{MAX_PENDING_ANSWERS}
+        whose answers are not ready is not read from past that many; once
+        half are answered the node reads again.
+        """
+        node, protocol_, transport = self.connect()
+        pending = [defer.Deferred() for _ in range(protocol.MAX_PENDING_ANSWERS + 10)]
+        node.answers = list(pending)
+        protocol_.dataReceived(b"get k\n" * len(pending))
+        self.assertEqual(len(node.clientRequests), protocol.MAX_PENDING_ANSWERS)
+        self.assertEqual(transport.producerState, "paused")
+        for d in pending[: protocol.MAX_PENDING_ANSWERS // 2]:
+            d.callback("OK")
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(node.clientRequests), len(pending))
+
+    def test_pausedWhileClientDoesNotRead(self) -> None:
+        """
+        The protocol is its transport's producer: when the transport's write
+        buffer fills (the client reads no answers) it stops reading
+        requests, and reads them again when the buffer drains.
+        """
+        node, protocol_, transport = self.connect()
+        self.assertIs(transport.producer, protocol_)
+        self.assertTrue(transport.streaming)
+        protocol_.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        protocol_.dataReceived(b"get a\nget b\n")
+        self.assertEqual(node.clientRequests, [])
+        protocol_.resumeProducing()
+        self.assertEqual(node.clientRequests, [(None, "get a"), (None, "get b")])
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_endOfInputWhilePaused(self) -> None:
+        """
+        A client that sends all its requests and closes its side while the
+        node is paused still gets every answer, then the node closes.
+        """
+        node, protocol_, transport = self.connect()
+        count = protocol.MAX_PENDING_ANSWERS * 2
+        pending = [defer.Deferred() for _ in range(count)]
+        node.answers = list(pending)
+        protocol_.dataReceived(b"get k\n" * count)
+        protocol_.readConnectionLost()
+        self.assertFalse(transport.disconnecting)
+        for d in pending:
+            d.callback("OK")
+        self.assertEqual(transport.value(), b"OK\n" * count)
+        self.assertTrue(transport.disconnecting)
+
+    def test_partialLineTimesOut(self) -> None:
+        """
+        A connection that sends part of a line and then nothing is closed
+        after the idle timeout, even if it trickles more of the line.
+        """
+        clock = Clock()
+        node, protocol_, transport = self.connect(clock)
+        protocol_.dataReceived(b"get a\nset k ")
+        clock.advance(protocol.IDLE_TIMEOUT - 1)
+        protocol_.dataReceived(b"v")
+        self.assertFalse(transport.disconnecting)
+        clock.advance(1)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(node.clientRequests, [(None, "get a")])
+
+    def test_idleBetweenLinesIsFine(self) -> None:
+        """A client idle between whole lines is never timed out."""
+        clock = Clock()
+        node, protocol_, transport = self.connect(clock)
+        protocol_.dataReceived(b"set k ")
+        protocol_.dataReceived(b"v\n")
+        clock.advance(protocol.IDLE_TIMEOUT * 10)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_unfinishedHandshakeTimesOut(self) -> None:
+        """A handshake begun and never finished is closed after the idle timeout."""
+        clock = Clock()
+        node, protocol_, transport = self.connect(clock, KEY)
+        protocol_.dataReceived(b"s2@AUTH1 " + b"00" * 32 + b"\n")
+        self.assertTrue(transport.value().startswith(b"s1@AUTH1 "))
+        clock.advance(protocol.IDLE_TIMEOUT)
+        self.assertTrue(transport.disconnected)
+
+    def test_maxConnections(self) -> None:
+        """
+        Beyond C{maxConnections} a stranger's connection is refused at once
+        (no protocol is built, so Twisted closes it), a peer's never is, and
+        a slot freed by a closed connection can be taken again.
+        """
+        factory = NodeFactory(FakeNode(), maxConnections=2, peerHosts=frozenset({"10.0.0.2"}))
+
+        def accept(host: str) -> NodeProtocol | None:
+            protocol_ = factory.buildProtocol(IPv4Address("TCP", host, 40000))
+            if protocol_ is not None:
+                protocol_.makeConnection(StringTransport())
+            return protocol_
+
+        first, second = accept("10.0.0.9"), accept("10.0.0.9")
+        self.assertIsNone(accept("10.0.0.9"))
+        self.assertIsNotNone(accept("10.0.0.2"))
+        first.connectionLost()
+        second.connectionLost()
+        self.assertIsNotNone(accept("10.0.0.9"))

@@ -17,7 +17,12 @@ from collections import deque
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -47,6 +52,17 @@ MAX_LINE = 4 * 1024 * 1024
 #: and the connection is closed.
 MAX_REQUEST = 1024 * 1024
 
+#: Answers one connection may have pending (its requests read but not yet
+#: answered, or answered but not yet written) before the node stops reading
+#: from it; it reads again once half of them are written.  With the
+#: transport's own pause when the client does not read its answers, this
+#: bounds the memory one connection can take.
+MAX_PENDING_ANSWERS = 1000
+
+#: Seconds a connection may hold a partial line (or an unfinished key
+#: handshake) before it is closed.
+IDLE_TIMEOUT = 30.0
+
 #: Client command words that only a connection that proved the cluster key
 #: may use (on a keyed node): membership change, leadership transfer and
 #: backup add theirs here.
@@ -56,7 +72,7 @@ NOT_AUTHENTICATED = answers.error("not authenticated: peer lines need the cluste
 NOT_AUTHORIZED = answers.error("not authorized")
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class NodeProtocol(LineReceiver):
     """
     The server side of one connection to a node, from a client or a peer.
@@ -65,6 +81,12 @@ class NodeProtocol(LineReceiver):
     slots are written out from the front as soon as they are filled.  A
     client that closes its sending side (C{nc -N} at the end of its input)
     still gets every answer before the node closes the connection.
+
+    A client that pipelines requests without reading the answers is not
+    read from (Twisted's producer/consumer flow control) while
+    L{MAX_PENDING_ANSWERS} answers are pending or the transport's write
+    buffer is full; one that stops in the middle of a line is closed after
+    C{idleTimeout} seconds.
     """
 
     delimiter = b"\n"
@@ -76,18 +98,31 @@ class NodeProtocol(LineReceiver):
         node: IRequestHandler,
         clusterKey: bytes | None = None,
         limiter: LogLimiter | None = None,
+        clock: IReactorTime | None = None,
+        idleTimeout: float = IDLE_TIMEOUT,
     ) -> None:
         """
         @param clusterKey: the cluster's key, or L{None} if peers are not
             authenticated (insecure mode).
         @param limiter: limits the warnings about strangers' lines, shared by
             every connection.
+        @param clock: keeps time for C{idleTimeout}; without one, a partial
+            line is waited for for ever.
         """
         self.node = node
         self.clusterKey = clusterKey
         self.limiter = limiter if limiter is not None else LogLimiter()
+        self._clock = clock
+        self.idleTimeout = idleTimeout
+        self._idleCall: IDelayedCall | None = None
+        self._partial = False
         self._slots: deque[list[str | None]] = deque()
         self._closing = False
+        #: Why reading is paused: "answers" (too many pending), "writes"
+        #: (the transport's buffer is full).
+        self._pauses: set[str] = set()
+        #: The client's end of input came while reading was paused.
+        self._eof = False
         self._responder: Responder | None = None
         #: Set once the other side has proved the cluster key.
         self.session: Session | None = None
@@ -112,6 +147,8 @@ class NodeProtocol(LineReceiver):
             return
         slot: list[str | None] = [None]
         self._slots.append(slot)
+        if len(self._slots) >= MAX_PENDING_ANSWERS:
+            self._pause("answers")
         result = self._dispatch(line)
         if isinstance(result, defer.Deferred):
             result.addErrback(self._internalError)
@@ -226,6 +263,57 @@ class NodeProtocol(LineReceiver):
             self.sendLine(self._slots.popleft()[0].encode("utf-8"))
         if self._closing and not self._slots:
             self.transport.loseConnection()
+        elif len(self._slots) <= MAX_PENDING_ANSWERS // 2:
+            self._resume("answers")
+
+    def dataReceived(self, data: bytes) -> None:
+        """Take the bytes, and watch for a line (or handshake) left unfinished."""
+        super().dataReceived(data)
+        if data:
+            self._partial = not data.endswith(self.delimiter)
+        self._watchIdle(self._partial or self._responder is not None)
+
+    def _watchIdle(self, waiting: bool) -> None:
+        """Start the idle clock when something is left unfinished; stop it when not."""
+        if not waiting or self._closing:
+            if self._idleCall is not None and self._idleCall.active():
+                self._idleCall.cancel()
+            self._idleCall = None
+        elif self._idleCall is None and self._clock is not None:
+            self._idleCall = self._clock.callLater(self.idleTimeout, self._idleTimedOut)
+
+    def _idleTimedOut(self) -> None:
+        self._idleCall = None
+        self._warn("closed a connection idle {seconds}s mid-line", seconds=self.idleTimeout)
+        self.transport.abortConnection()
+
+    def pauseProducing(self) -> None:
+        """The transport's write buffer is full: stop reading requests."""
+        self._pause("writes")
+
+    def resumeProducing(self) -> None:
+        """The transport's write buffer has drained: read requests again."""
+        self._resume("writes")
+
+    def _pause(self, reason: str) -> None:
+        if not self._pauses:
+            LineReceiver.pauseProducing(self)
+        self._pauses.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason not in self._pauses:
+            return
+        self._pauses.discard(reason)
+        if self._pauses or self._closing:
+            return
+        if not self._eof:
+            LineReceiver.resumeProducing(self)
+            return
+        # The transport has no more to read: just finish the lines buffered.
+        self.paused = False
+        self.dataReceived(b"")
+        if not self.paused:
+            self.readConnectionLost()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Refuse an over-long line, answer what came before it, then hang up."""
@@ -233,7 +321,11 @@ class NodeProtocol(LineReceiver):
 
     def readConnectionLost(self) -> None:
         """The client sent all it will: answer what it asked, then close."""
+        if self.paused and self._pauses:
+            self._eof = True
+            return
         self._closing = True
+        self._watchIdle(False)
         if not self._slots:
             self.transport.loseConnection()
 
@@ -241,9 +333,10 @@ class NodeProtocol(LineReceiver):
         """Nothing to do: answers are only written while the client reads."""
 
     def connectionMade(self) -> None:
-        """Join the factory's set of open connections."""
+        """Join the factory's set of open connections; pause when the client does not read."""
         if self.factory is not None:
             self.factory.connected.add(self)
+        self.transport.registerProducer(self, True)
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         """Forget pending answers: nobody is left to read them."""
@@ -251,34 +344,63 @@ class NodeProtocol(LineReceiver):
             self.factory.connected.discard(self)
         self._slots.clear()
         self._closing = True
+        self._watchIdle(False)
 
 
 class NodeFactory(Factory):
     """
     Builds a L{NodeProtocol} per accepted connection, all sharing one
     node, and keeps track of them so a stopping node can hang up.
+
+    Beyond C{maxConnections} open connections a new one is closed at once,
+    unless it comes from one of C{peerHosts}: a peer is never refused for
+    it (strangers on a peer's own host are not limited either).
     """
 
     noisy = False
+    log = Logger()
 
     def __init__(
         self,
         node: IRequestHandler,
         clusterKey: bytes | None = None,
         clock: IReactorTime | None = None,
+        maxConnections: int | None = None,
+        peerHosts: frozenset[str] = frozenset(),
     ) -> None:
         """
         @param clusterKey: the key peers must prove, or L{None} for none.
-        @param clock: keeps time for the limit on warnings about strangers.
+        @param clock: keeps time for idle connections and for the limit on
+            warnings about strangers.
+        @param maxConnections: how many connections to keep open at most
+            (peers' aside), or L{None} for no limit.
+        @param peerHosts: the addresses the peers connect from.
         """
         self.node = node
         self.clusterKey = clusterKey
+        self.clock = clock
+        self.maxConnections = maxConnections
+        self.peerHosts = peerHosts
         self.limiter = LogLimiter(clock)
+        self._refusals = LogLimiter(clock)
         self.connected: set[NodeProtocol] = set()
 
-    def buildProtocol(self, addr: object) -> NodeProtocol:
-        """A protocol bound to this factory's node."""
-        protocol = NodeProtocol(self.node, self.clusterKey, self.limiter)
+    def buildProtocol(self, addr: object) -> NodeProtocol | None:
+        """A protocol bound to this factory's node, or L{None} to refuse the connection."""
+        host = getattr(addr, "host", None)
+        full = self.maxConnections is not None and len(self.connected) >= self.maxConnections
+        if full and host not in self.peerHosts:
+            suppressed = self._refusals.allow()
+            if suppressed is not None:
+                self.log.warn(
+                    "refused a connection from {host}: {count} connections open "
+                    "({suppressed} refusals not logged)",
+                    host=host,
+                    count=len(self.connected),
+                    suppressed=suppressed,
+                )
+            return None
+        protocol = NodeProtocol(self.node, self.clusterKey, self.limiter, self.clock)
         protocol.factory = self
         return protocol
 

@@ -6,6 +6,8 @@ the ticker that drives its L{RaftNode}.
 from __future__ import annotations
 
 import random
+import socket
+from collections.abc import Iterable
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
@@ -14,12 +16,27 @@ from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from txraft.config import ClusterConfig
+from txraft.config import ClusterConfig, NodeAddress
 from txraft.logmanager import LogManager
 from txraft.messages import Message
 from txraft.node import SNAPSHOT_ENTRIES, Background, RaftNode
 from txraft.peers import PeerLink
 from txraft.protocol import NodeFactory
+
+
+def peerAddresses(peers: Iterable[NodeAddress]) -> frozenset[str]:
+    """
+    The IP addresses C{peers} connect from (as far as their configured
+    hosts tell), resolved once at startup.
+    """
+    addresses = set()
+    for peer in peers:
+        try:
+            infos = socket.getaddrinfo(peer.host, None, proto=socket.IPPROTO_TCP)
+        except OSError:
+            continue
+        addresses.update(str(info[4][0]) for info in infos)
+    return frozenset(addresses)
 
 
 class RaftService(MultiService):
@@ -46,6 +63,7 @@ class RaftService(MultiService):
         snapshotEntries: int = SNAPSHOT_ENTRIES,
         background: Background | None = None,
         clusterKey: bytes | None = None,
+        maxConnections: int | None = None,
     ) -> None:
         """
         @param reactor: the reactor to listen, connect and keep time on.
@@ -55,6 +73,8 @@ class RaftService(MultiService):
             right away, in the reactor thread; a node passes a thread pool).
         @param clusterKey: the key every peer connection proves (both
             ways), or L{None} to trust any peer line (insecure mode).
+        @param maxConnections: how many connections the port keeps open at
+            most, peers' aside; L{None} for no limit.
         """
         super().__init__()
         self.name = name
@@ -92,7 +112,13 @@ class RaftService(MultiService):
             link.clientService.setServiceParent(self)
         self._ticker = LoopingCall.withCount(self.node.ticks)
         self._ticker.clock = reactor
-        self._factory = NodeFactory(self.node, clusterKey, reactor)
+        self._factory = NodeFactory(
+            self.node,
+            clusterKey,
+            reactor,
+            maxConnections,
+            peerAddresses(config.peersOf(name)),
+        )
         self.port = None
 
     def _sendToPeer(self, peer: str, message: Message) -> None:

@@ -34,6 +34,10 @@ from txraft.storage import (
 #: Logical time advances in ticks of this many milliseconds.
 TICK_MS = 10
 
+#: The default of --max-connections: each connection may hold a line of up
+#: to 4 MiB and its pending answers, so this bounds a node's memory.
+MAX_CONNECTIONS = 256
+
 log = Logger()
 
 
@@ -99,6 +103,13 @@ class Options(usage.Options):
             "400:800",
             "Election timeout range MIN_MS:MAX_MS, drawn at random each time.",
         ],
+        [
+            "max-connections",
+            None,
+            MAX_CONNECTIONS,
+            "Refuse connections beyond this many at once (peers are never refused).",
+            int,
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -130,6 +141,8 @@ class Options(usage.Options):
             )
         if self["snapshot-entries"] < 1:
             raise usage.UsageError("--snapshot-entries must be at least 1")
+        if self["max-connections"] < 1:
+            raise usage.UsageError("--max-connections must be at least 1")
         self.clusterKey = self._loadClusterKey()
         self._checkDataDirectory(self["data-dir"])
 
@@ -224,6 +237,7 @@ def makeService(options: Options) -> IService:
             snapshotEntries=options["snapshot-entries"],
             background=threads.deferToThread,
             clusterKey=options.clusterKey,
+            maxConnections=options["max-connections"],
         )
     except (StorageError, OSError) as e:
         raise StartupError(str(e)) from None
