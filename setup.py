@@ -15,7 +15,7 @@ setup(
     description="A Raft-replicated key-value store on Twisted",
     python_requires=">=3.10",
     packages=["txraft", "txraft.testing", "twisted.plugins"],
-    install_requires=["Twisted>=23.8", "attrs"],
+    install_requires=["Twisted[tls]>=23.8", "attrs"],
     extras_require={"test": ["pytest", "pytest-twisted", "ruff", "hypothesis"]},
     entry_points={
         "console_scripts": [

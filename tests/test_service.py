@@ -821,8 +821,8 @@ class TrackingFactory(NodeFactory):
     can cut them as the death of the node's process would.
     """
 
-    def __init__(self, node: RaftNode, *args: object) -> None:
-        super().__init__(node, *args)
+    def __init__(self, node: RaftNode, *args: object, **kwargs: object) -> None:
+        super().__init__(node, *args, **kwargs)
         self.accepted: list[NodeProtocol] = []
 
     def buildProtocol(self, addr: object) -> NodeProtocol:

@@ -1,7 +1,8 @@
 """
 The C{txraft-client} command: send key-value requests to a txraft node.
 
-    txraft-client [--host HOST] [--timeout SECONDS] [--cluster-key FILE] PORT [ID] [COMMAND ...]
+    txraft-client [--host HOST] [--timeout SECONDS] [--cluster-key FILE]
+                  [--tls [--tls-ca FILE]] PORT [ID] [COMMAND ...]
 
 With a COMMAND the client sends it once, prints the response line and exits
 with a status that scripts can test; without one it reads commands at a
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -121,15 +123,26 @@ class LineConnection:
     #: The longest response line accepted, so a broken node cannot exhaust memory.
     MAX_LENGTH = 16 * 1024 * 1024
 
-    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float = 5.0, tls: ssl.SSLContext | None = None
+    ) -> None:
         """
         Connect to C{host}:C{port}.  C{timeout} bounds the connect and every
         later send and receive, so a silent node cannot hang the caller.
 
-        @raise OSError: if the node cannot be reached.
+        @param tls: speak TLS, checking the node's certificate for C{host}
+            as this context says, or L{None} for plain TCP.
+        @raise OSError: if the node cannot be reached (L{ssl.SSLError} if
+            its certificate does not verify).
         """
         self._socket = socket.create_connection((host, port), timeout=timeout)
         self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                self._socket = tls.wrap_socket(self._socket, server_hostname=host)
+            except OSError:
+                self._socket.close()
+                raise
         self._buffer = bytearray()
         self._session: Session | None = None
 
@@ -261,10 +274,12 @@ class Client:
         timeout: float = 5.0,
         stderr: TextIO | None = None,
         clusterKey: bytes | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """
         @param clusterKey: the cluster's key, to prove on every connection
             (as administrative commands need), or L{None}.
+        @param tls: connect with TLS as this context says, or L{None}.
         """
         #: The node requests go to; a redirect changes it.
         self.host = host
@@ -274,6 +289,7 @@ class Client:
         self.timeout = timeout
         self._stderr = stderr
         self._clusterKey = clusterKey
+        self._tls = tls
         self._connection: LineConnection | None = None
 
     def connect(self) -> None:
@@ -285,7 +301,7 @@ class Client:
         """
         if self._connection is None:
             try:
-                connection = LineConnection(self.host, self.port, self.timeout)
+                connection = LineConnection(self.host, self.port, self.timeout, self._tls)
             except OSError as e:
                 raise ClientError(self._describe(e)) from e
             if self._clusterKey is not None:
@@ -352,13 +368,16 @@ class Options(usage.Options):
 
     synopsis = (
         "Usage: txraft-client [--host HOST] [--timeout SECONDS] [--cluster-key FILE] "
-        "PORT [ID] [COMMAND ...]"
+        "[--tls [--tls-ca FILE]] PORT [ID] [COMMAND ...]"
     )
     longdesc = (
         "Send COMMAND (get KEY, set KEY VALUE, delete KEY, show, status) to the txraft "
         "node at HOST:PORT and print the response, or read commands at a prompt when no "
         "COMMAND is given.  ID, if given, names the client in each request."
     )
+    optFlags = [
+        ["tls", None, "Connect with TLS, verifying the node's certificate."],
+    ]
     optParameters = [
         ["host", None, "127.0.0.1", "The node to contact first."],
         ["timeout", None, 5.0, "Seconds to wait to connect and for each answer.", float],
@@ -367,6 +386,12 @@ class Options(usage.Options):
             None,
             None,
             "Prove the cluster's key (needed for administrative commands).",
+        ],
+        [
+            "tls-ca",
+            None,
+            None,
+            "With --tls: the CA certificate that signed the nodes' (default: the system's).",
         ],
     ]
 
@@ -388,6 +413,14 @@ class Options(usage.Options):
                 self.clusterKey = readKeyFile(self["cluster-key"])
             except KeyFileError as e:
                 raise usage.UsageError(str(e)) from None
+        self.tls = None
+        if self["tls-ca"] is not None and not self["tls"]:
+            raise usage.UsageError("--tls-ca goes with --tls")
+        if self["tls"]:
+            try:
+                self.tls = ssl.create_default_context(cafile=self["tls-ca"])
+            except (OSError, ssl.SSLError) as e:
+                raise usage.UsageError(f"--tls-ca {self['tls-ca']}: {e}") from None
 
 
 def runOnce(client: Client, command: str, stdout: TextIO, stderr: TextIO) -> int:
@@ -469,6 +502,7 @@ def main(
         options["timeout"],
         stderr,
         options.clusterKey,
+        options.tls,
     )
     try:
         if options["command"] is None:

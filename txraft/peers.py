@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -28,6 +28,7 @@ from txraft.config import NodeAddress
 from txraft.interfaces import IResponseHandler
 from txraft.messages import Message, MessageError, formatMessage, parseMessage, splitSender
 from txraft.protocol import CONNECTION_DONE, MAX_LINE
+from txraft.tls import TLSConfig
 
 #: Requests in flight to one peer beyond which new ones are dropped; the
 #: core notices the gap and resends, so a slow follower cannot make the
@@ -58,6 +59,7 @@ class PeerLink:
         maxDelay: float,
         clusterKey: bytes | None = None,
         requestTimeout: float = 1.0,
+        tls: TLSConfig | None = None,
     ) -> None:
         """
         @param node: signs the requests, and takes the responses.
@@ -67,6 +69,8 @@ class PeerLink:
             unanswered before the connection is dropped and made anew: an
             election timeout, so that a half-open connection to a rebooted
             host is noticed long before TCP gives up on it.
+        @param tls: speak TLS to the peer, verifying its certificate, or
+            L{None} for plain TCP.
         """
         self.node = node
         self.address = address
@@ -77,7 +81,11 @@ class PeerLink:
         #: The last handshake failure logged, so retries do not repeat it.
         self._authFailure: str | None = None
         self._backlog: deque[Message] = deque(maxlen=BACKLOG)
-        endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=maxDelay + 1)
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            reactor, address.host, address.port, timeout=maxDelay + 1
+        )
+        if tls is not None:
+            endpoint = wrapClientTLS(tls.clientOptions(address.host), endpoint)
         factory = Factory.forProtocol(self._buildProtocol)
         factory.noisy = False
         jitter = random.Random()

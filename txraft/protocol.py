@@ -41,6 +41,7 @@ from txraft.messages import (
     splitSender,
 )
 from txraft.ratelimit import LogLimiter
+from txraft.tls import hasPeerCertificate
 
 #: The default reason of a connection's end, as Twisted's own protocols use.
 CONNECTION_DONE = Failure(ConnectionDone())
@@ -70,6 +71,7 @@ ADMIN_COMMANDS: frozenset[str] = frozenset()
 
 NOT_AUTHENTICATED = answers.error("not authenticated: peer lines need the cluster key handshake")
 NOT_AUTHORIZED = answers.error("not authorized")
+NO_CERTIFICATE = answers.error("peer lines need a certificate signed by the cluster's CA")
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -100,10 +102,13 @@ class NodeProtocol(LineReceiver):
         limiter: LogLimiter | None = None,
         clock: IReactorTime | None = None,
         idleTimeout: float = IDLE_TIMEOUT,
+        requirePeerCertificate: bool = False,
     ) -> None:
         """
         @param clusterKey: the cluster's key, or L{None} if peers are not
             authenticated (insecure mode).
+        @param requirePeerCertificate: take peer lines only from a TLS
+            connection that presented a certificate (signed by the CA).
         @param limiter: limits the warnings about strangers' lines, shared by
             every connection.
         @param clock: keeps time for C{idleTimeout}; without one, a partial
@@ -114,6 +119,7 @@ class NodeProtocol(LineReceiver):
         self.limiter = limiter if limiter is not None else LogLimiter()
         self._clock = clock
         self.idleTimeout = idleTimeout
+        self.requirePeerCertificate = requirePeerCertificate
         self._idleCall: IDelayedCall | None = None
         self._partial = False
         self._slots: deque[list[str | None]] = deque()
@@ -168,6 +174,10 @@ class NodeProtocol(LineReceiver):
             return NOT_AUTHORIZED
         return self.node.clientRequest(sender, rest)
 
+    def _lacksCertificate(self) -> bool:
+        """Whether peer lines need a certificate this connection did not present."""
+        return self.requirePeerCertificate and not hasPeerCertificate(self.transport)
+
     def _needsProof(self) -> bool:
         """Whether this connection must yet prove the cluster key to be trusted."""
         return self.clusterKey is not None and self.session is None
@@ -176,6 +186,9 @@ class NodeProtocol(LineReceiver):
         if not self.node.isPeer(sender):
             self._warn("rejected a peer line from unknown node {sender!r}", sender=sender)
             return f"ERROR {sender!r} is not a peer of this node"
+        if self._lacksCertificate():
+            self._warn("rejected a peer line from {sender!r} without a certificate", sender=sender)
+            return NO_CERTIFICATE
         if self._needsProof():
             self._warn("rejected a peer line from unauthenticated {sender!r}", sender=sender)
             return NOT_AUTHENTICATED
@@ -207,6 +220,10 @@ class NodeProtocol(LineReceiver):
         word = authWord(text)
         if self.clusterKey is None:
             self._refuse(answers.error("this node has no cluster key"))
+            return
+        if self._lacksCertificate():
+            self._warn("refused a handshake without a certificate")
+            self._refuse(NO_CERTIFICATE)
             return
         if self._slots or (word == AUTH1) != (self._responder is None):
             self._warn("dropped a connection: out-of-order handshake line")
@@ -367,9 +384,12 @@ class NodeFactory(Factory):
         clock: IReactorTime | None = None,
         maxConnections: int | None = None,
         peerHosts: frozenset[str] = frozenset(),
+        requirePeerCertificate: bool = False,
     ) -> None:
         """
         @param clusterKey: the key peers must prove, or L{None} for none.
+        @param requirePeerCertificate: take peer lines only from connections
+            that presented a TLS certificate signed by the cluster's CA.
         @param clock: keeps time for idle connections and for the limit on
             warnings about strangers.
         @param maxConnections: how many connections to keep open at most
@@ -381,6 +401,7 @@ class NodeFactory(Factory):
         self.clock = clock
         self.maxConnections = maxConnections
         self.peerHosts = peerHosts
+        self.requirePeerCertificate = requirePeerCertificate
         self.limiter = LogLimiter(clock)
         self._refusals = LogLimiter(clock)
         self.connected: set[NodeProtocol] = set()
@@ -400,7 +421,13 @@ class NodeFactory(Factory):
                     suppressed=suppressed,
                 )
             return None
-        protocol = NodeProtocol(self.node, self.clusterKey, self.limiter, self.clock)
+        protocol = NodeProtocol(
+            self.node,
+            self.clusterKey,
+            self.limiter,
+            self.clock,
+            requirePeerCertificate=self.requirePeerCertificate,
+        )
         protocol.factory = self
         return protocol
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IReactorCore, IReactorSSL, IReactorTCP, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -22,6 +22,7 @@ from txraft.messages import Message
 from txraft.node import SNAPSHOT_ENTRIES, Background, RaftNode
 from txraft.peers import PeerLink
 from txraft.protocol import NodeFactory
+from txraft.tls import TLSConfig
 
 
 def peerAddresses(peers: Iterable[NodeAddress]) -> frozenset[str]:
@@ -64,6 +65,7 @@ class RaftService(MultiService):
         background: Background | None = None,
         clusterKey: bytes | None = None,
         maxConnections: int | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
         """
         @param reactor: the reactor to listen, connect and keep time on.
@@ -75,6 +77,8 @@ class RaftService(MultiService):
             ways), or L{None} to trust any peer line (insecure mode).
         @param maxConnections: how many connections the port keeps open at
             most, peers' aside; L{None} for no limit.
+        @param tls: the port and the peer links speak TLS with this, or
+            L{None} for plain TCP.
         """
         super().__init__()
         self.name = name
@@ -105,6 +109,7 @@ class RaftService(MultiService):
                 maxDelay,
                 clusterKey,
                 requestTimeout=electionTicks[0] * tickSeconds,
+                tls=tls,
             )
             for peer in config.peersOf(name)
         }
@@ -118,7 +123,9 @@ class RaftService(MultiService):
             reactor,
             maxConnections,
             peerAddresses(config.peersOf(name)),
+            requirePeerCertificate=tls is not None and tls.authority is not None,
         )
+        self.tls = tls
         self.port = None
 
     def _sendToPeer(self, peer: str, message: Message) -> None:
@@ -131,11 +138,20 @@ class RaftService(MultiService):
 
     def startService(self) -> None:
         """Listen, connect to peers, start the clock."""
-        reactor: IReactorTCP = self.reactor  # type: ignore[assignment]
         try:
-            self.port = reactor.listenTCP(
-                self.address.port, self._factory, interface=self.address.host
-            )
+            if self.tls is None:
+                tcp: IReactorTCP = self.reactor  # type: ignore[assignment]
+                self.port = tcp.listenTCP(
+                    self.address.port, self._factory, interface=self.address.host
+                )
+            else:
+                tls: IReactorSSL = self.reactor  # type: ignore[assignment]
+                self.port = tls.listenSSL(
+                    self.address.port,
+                    self._factory,
+                    self.tls.serverOptions(),
+                    interface=self.address.host,
+                )
         except CannotListenError as e:
             raise SystemExit(
                 f"txraft: node {self.name} cannot listen on "

@@ -30,6 +30,7 @@ from txraft.storage import (
     fsyncDirectory,
     lockDataDirectory,
 )
+from txraft.tls import TLSConfig, TLSFileError, loadTLS
 
 #: Logical time advances in ticks of this many milliseconds.
 TICK_MS = 10
@@ -104,6 +105,19 @@ class Options(usage.Options):
             "Election timeout range MIN_MS:MAX_MS, drawn at random each time.",
         ],
         [
+            "tls-cert",
+            None,
+            None,
+            "Speak TLS on the port and to peers with this certificate (PEM).",
+        ],
+        ["tls-key", None, None, "The private key (PEM) of --tls-cert."],
+        [
+            "tls-ca",
+            None,
+            None,
+            "CA certificate (PEM) that signs every peer's --tls-cert; peers must present one.",
+        ],
+        [
             "max-connections",
             None,
             MAX_CONNECTIONS,
@@ -144,6 +158,7 @@ class Options(usage.Options):
         if self["max-connections"] < 1:
             raise usage.UsageError("--max-connections must be at least 1")
         self.clusterKey = self._loadClusterKey()
+        self.tls = self._loadTLS()
         self._checkDataDirectory(self["data-dir"])
 
     def _loadClusterKey(self) -> bytes | None:
@@ -164,6 +179,20 @@ class Options(usage.Options):
                 "or --insecure to let anyone who reaches a port write to the cluster"
             )
         return None
+
+    def _loadTLS(self) -> TLSConfig | None:
+        """Read the TLS certificate, key and CA, if TLS is asked for."""
+        cert, key, ca = self["tls-cert"], self["tls-key"], self["tls-ca"]
+        if cert is None and key is None:
+            if ca is not None:
+                raise usage.UsageError("--tls-ca needs --tls-cert and --tls-key")
+            return None
+        if cert is None or key is None:
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        try:
+            return loadTLS(cert, key, ca)
+        except TLSFileError as e:
+            raise StartupError(str(e)) from None
 
     @staticmethod
     def _checkDataDirectory(path: str) -> None:
@@ -238,6 +267,7 @@ def makeService(options: Options) -> IService:
             background=threads.deferToThread,
             clusterKey=options.clusterKey,
             maxConnections=options["max-connections"],
+            tls=options.tls,
         )
     except (StorageError, OSError) as e:
         raise StartupError(str(e)) from None

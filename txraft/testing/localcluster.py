@@ -32,6 +32,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -195,6 +196,7 @@ class LocalCluster:
         extraArgs: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         keyed: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """
         @param names: the node names, in config order.
@@ -206,10 +208,13 @@ class LocalCluster:
         @param keyed: give every node the cluster key in C{DIR/cluster.key}
             (made if missing), as C{make cluster} does; without it peers
             are not authenticated.
+        @param tls: how this harness's own connections speak TLS to the
+            nodes (when C{extraArgs} make them listen with it).
         """
         self._ownsDirectory = directory is None
         self.directory = tempfile.mkdtemp(prefix="txraft-") if directory is None else directory
         os.makedirs(self.directory, exist_ok=True)
+        self.tls = tls
         #: The cluster key file every node is given, or L{None}.
         self.keyPath: str | None = None
         if keyed:
@@ -395,7 +400,7 @@ class LocalCluster:
 
     def connect(self, name: str, timeout: float = 5.0) -> LineConnection:
         """Open a connection to node C{name}."""
-        return LineConnection(*self.address(name), timeout=timeout)
+        return LineConnection(*self.address(name), timeout=timeout, tls=self.tls)
 
     def request(self, name: str, line: str, timeout: float = 5.0) -> str:
         """
@@ -474,7 +479,8 @@ class LocalCluster:
 
     def client(self, timeout: float = 5.0) -> ClusterClient:
         """A client of this cluster that follows redirects and rides out elections."""
-        return ClusterClient({n.name: (n.host, n.port) for n in self.nodes.values()}, timeout)
+        addresses = {n.name: (n.host, n.port) for n in self.nodes.values()}
+        return ClusterClient(addresses, timeout, self.tls)
 
     # -- diagnostics --------------------------------------------------------------------
 
@@ -511,13 +517,20 @@ class ClusterClient:
     harmless for the idempotent C{set}/C{get} that tests and benchmarks send.
     """
 
-    def __init__(self, addresses: Mapping[str, tuple[str, int]], timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        addresses: Mapping[str, tuple[str, int]],
+        timeout: float = 5.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         """
         @param addresses: every node's C{(host, port)}, by name.
         @param timeout: bounds each connect and each wait for a response.
+        @param tls: how to speak TLS to the nodes, or L{None} for plain TCP.
         """
         self.addresses = dict(addresses)
         self.timeout = timeout
+        self.tls = tls
         self.target = next(iter(self.addresses))
         self._connection: LineConnection | None = None
         #: How many redirects were followed, for tests that care.
@@ -574,7 +587,7 @@ class ClusterClient:
     def _connected(self, timeout: float) -> LineConnection:
         if self._connection is None:
             host, port = self.addresses[self.target]
-            self._connection = LineConnection(host, port, timeout)
+            self._connection = LineConnection(host, port, timeout, self.tls)
         return self._connection
 
     def _redirect(self, response: str) -> answers.Redirect | None:
