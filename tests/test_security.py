@@ -12,7 +12,8 @@ import time
 
 from tests.test_process import PATIENCE, ProcessTestCase, showingNodeOutput
 from txraft import answers
-from txraft.auth import writeKeyFile
+from txraft.auth import readKeyFile, writeKeyFile
+from txraft.client import LineConnection
 from txraft.messages import AppendEntries, Entry, InstallSnapshot, RequestVote, formatMessage
 from txraft.testing.localcluster import LocalCluster
 
@@ -176,3 +177,64 @@ class WrongKeyTests(ProcessTestCase):
         self.assertEqual(cluster.status(leader, PATIENCE)["role"], "leader")
         self.assertIn("failed the cluster key handshake", cluster.nodes["s3"].output())
         self.assertAllRunning(cluster)
+
+
+class RecordingConnection(LineConnection):
+    """A L{LineConnection} that keeps every byte it sends, as a wiretapper would."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        """Record, then send."""
+        self.sent.append(data)
+        super().send(data)
+
+
+class ReplayAndInjectionTests(ProcessTestCase):
+    """Recorded and injected lines against a real keyed node."""
+
+    @showingNodeOutput
+    def test_recordedSessionReplayedFails(self) -> None:
+        """
+        A whole authenticated session (handshake and a sealed C{set}),
+        recorded off the wire and replayed byte for byte on a new
+        connection, fails at the handshake: the node's nonce is new, so the
+        recorded proof is refused and the connection closed, and the
+        replayed C{set} never runs.
+        """
+        cluster, leader = self.startedCluster()
+        assert cluster.keyPath is not None
+        host, port = cluster.address(leader)
+        with RecordingConnection(host, port, PATIENCE) as recorded:
+            recorded.authenticate(readKeyFile(cluster.keyPath), "admin")
+            self.assertEqual(recorded.request("set replayed once"), "OK")
+        client = cluster.client()
+        self.addCleanup(client.close)
+        self.assertEqual(client.request("set replayed original"), "OK")
+        with LineConnection(host, port, PATIENCE) as replay:
+            replay.send(b"".join(recorded.sent))
+            self.assertTrue(replay.readLine().startswith(f"{leader}@AUTH1 "))
+            self.assertTrue(replay.readLine().startswith("ERROR authentication failed"))
+            self.assertTrue(replay.isClosedByPeer(PATIENCE))
+        self.assertEqual(client.request("get replayed"), "OK original")
+
+    @showingNodeOutput
+    def test_lineInjectedIntoSessionFails(self) -> None:
+        """
+        On a connection that proved the key, a line without a valid MAC
+        (injected into the stream) is refused with an C{ERROR} (itself
+        sealed) and the node hangs up; the line never runs.
+        """
+        cluster, leader = self.startedCluster()
+        assert cluster.keyPath is not None
+        with cluster.connect(leader, PATIENCE) as connection:
+            connection.authenticate(readKeyFile(cluster.keyPath), "admin")
+            self.assertTrue(connection.request("status").startswith("OK {"))
+            connection.send(b"set injected yes\n")
+            self.assertTrue(connection.readLine().startswith("ERROR line without a valid MAC"))
+            self.assertTrue(connection.isClosedByPeer(PATIENCE))
+        client = cluster.client()
+        self.addCleanup(client.close)
+        self.assertEqual(client.request("get injected"), answers.NOT_FOUND)

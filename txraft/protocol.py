@@ -107,12 +107,12 @@ class NodeProtocol(LineReceiver):
         """
         @param clusterKey: the cluster's key, or L{None} if peers are not
             authenticated (insecure mode).
-        @param requirePeerCertificate: take peer lines only from a TLS
-            connection that presented a certificate (signed by the CA).
         @param limiter: limits the warnings about strangers' lines, shared by
             every connection.
         @param clock: keeps time for C{idleTimeout}; without one, a partial
             line is waited for for ever.
+        @param requirePeerCertificate: take peer lines only from a TLS
+            connection that presented a certificate (signed by the CA).
         """
         self.node = node
         self.clusterKey = clusterKey
