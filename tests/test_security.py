@@ -102,6 +102,7 @@ class ForgedPeerLineTests(ProcessTestCase):
         self.assertFalse(responses[0].startswith("ERROR"), responses[0])
         self.assertIn("AppendEntriesResponse", responses[0])
         self.assertIn(f'"term":{FORGED_TERM}', responses[0])
+        self.assertIn("has no --cluster-key", cluster.nodes[leader].output())
 
 
 class HandshakeProcessTests(ProcessTestCase):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python import usage
@@ -453,6 +453,60 @@ class TwistdTests(TestCase):
     """
     Run C{twistd txraft} in a child process.
     """
+
+    def runTwistd(self, config: str, *arguments: str) -> defer.Deferred[tuple[int, list[str]]]:
+        """
+        Run C{twistd -n txraft} with a config of C{config} and C{arguments};
+        fire with its exit status and its output lines.
+        """
+        directory = temporaryDirectory(self)
+        path = os.path.join(directory, "cluster.conf")
+        with open(path, "w") as f:
+            f.write(config)
+        d = getProcessOutputAndValue(
+            sys.executable,
+            ["-c", "from twisted.scripts.twistd import run; run()", "-n", "txraft"]
+            + ["--config", path, "--data-dir", directory, *arguments],
+            env=dict(os.environ, PYTHONPATH=REPOSITORY),
+            path=directory,
+        )
+        return d.addCallback(
+            lambda result: (result[2], (result[0] + result[1]).decode("utf-8").splitlines())
+        )
+
+    def test_protectedModeExits(self) -> None:
+        """
+        Without --cluster-key, a node of a cluster that reaches beyond
+        loopback exits non-zero with one line naming --cluster-key and
+        --insecure.
+        """
+        d = self.runTwistd("s1 127.0.0.1 10000\ns2 192.0.2.7 10001\n", "--name", "s1")
+
+        def check(result: tuple[int, list[str]]) -> None:
+            code, lines = result
+            self.assertNotEqual(code, 0)
+            self.assertEqual(len(lines), 1, lines)
+            self.assertIn("--cluster-key", lines[0])
+            self.assertIn("--insecure", lines[0])
+
+        return d.addCallback(check)
+
+    def test_openKeyFileExits(self) -> None:
+        """A key file readable by others stops the node with one line naming it."""
+        directory = temporaryDirectory(self)
+        key = os.path.join(directory, "cluster.key")
+        with open(key, "wb") as f:
+            f.write(b"k" * 40)
+        os.chmod(key, 0o644)
+        d = self.runTwistd(CONFIG, "--name", "s1", "--cluster-key", key)
+
+        def check(result: tuple[int, list[str]]) -> None:
+            code, lines = result
+            self.assertNotEqual(code, 0)
+            self.assertEqual(len(lines), 1, lines)
+            self.assertIn(key, lines[0])
+
+        return d.addCallback(check)
 
     def test_unknownNameExits(self) -> None:
         """
