@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 
 from tests.test_process import PATIENCE, ProcessTestCase, showingNodeOutput
@@ -239,3 +240,91 @@ class ReplayAndInjectionTests(ProcessTestCase):
         client = cluster.client()
         self.addCleanup(client.close)
         self.assertEqual(client.request("get injected"), answers.NOT_FOUND)
+
+
+class StrangerProcessTests(ProcessTestCase):
+    """A real node's limits on what strangers' connections can take."""
+
+    def stranger(self, cluster: LocalCluster, name: str) -> socket.socket:
+        """A plain connection to node C{name} from 127.0.0.2, an address no peer has."""
+        sock = socket.create_connection(
+            cluster.address(name), timeout=PATIENCE, source_address=("127.0.0.2", 0)
+        )
+        self.addCleanup(sock.close)
+        return sock
+
+    def fill(self, cluster: LocalCluster, name: str, maxConnections: int) -> int:
+        """
+        Connect strangers to node C{name} until one is closed at once;
+        return how many were taken (fewer than C{maxConnections}).
+        """
+        accepted = 0
+        while True:
+            sock = self.stranger(cluster, name)
+            try:
+                sock.sendall(b"status\n")
+                answer = sock.recv(100)
+            except ConnectionResetError:  # closed at once, before or after our line
+                answer = b""
+            if not answer:
+                return accepted
+            self.assertTrue(answer.startswith(b"OK {"), answer)
+            accepted += 1
+            self.assertLess(accepted, maxConnections, "more strangers than --max-connections")
+
+    @showingNodeOutput
+    def test_maxConnectionsSparesPeers(self) -> None:
+        """
+        With C{--max-connections 4} a node takes strangers (from 127.0.0.2)
+        until four connections are open, its peers' included, and closes the
+        next one at once; a follower (re)started while the node is full
+        still links to it (peers are never refused) and catches up.
+        """
+        cluster = self.makeCluster(extraArgs=["--max-connections", "4"])
+        cluster.startAll()
+        leader = cluster.waitForLeader(PATIENCE)
+        follower = self.followerNamingLeader(cluster, leader)
+        cluster.kill(follower)
+        self.assertGreaterEqual(self.fill(cluster, leader, 4), 1)
+        cluster.start(follower)
+        client = cluster.client()
+        self.addCleanup(client.close)
+        self.assertEqual(client.request("set after restart"), "OK")
+        leaderIndex = cluster.status(leader, PATIENCE)["lastIndex"]
+
+        def caughtUp() -> bool:
+            status = cluster.statuses().get(follower)
+            return status is not None and status["lastIndex"] >= leaderIndex
+
+        self.waitFor(caughtUp, f"{follower} to catch up")
+
+        def linkedToFullNode() -> bool:
+            sinceRestart = cluster.nodes[follower].output().rsplit("--- localcluster:", 1)[-1]
+            return f"connected to peer {leader}" in sinceRestart
+
+        self.waitFor(linkedToFullNode, f"{follower}'s link to the full {leader}")
+
+    @showingNodeOutput
+    def test_clientThatDoesNotReadIsPaused(self) -> None:
+        """
+        A client that pipelines requests without reading a single answer
+        is paused: the node stops reading from it, so the client's sending
+        blocks long before 64 MiB, the node's memory stays small, and
+        other clients are still served.
+        """
+        cluster, leader = self.startedCluster()
+        sock = self.stranger(cluster, leader)
+        sock.settimeout(2.0)
+        chunk = b"status\n" * 10000
+        sent = 0
+        with self.assertRaises(TimeoutError):
+            while sent < 64 * 1024 * 1024:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        self.assertLess(sent, 64 * 1024 * 1024)
+        process = cluster.nodes[leader].process
+        assert process is not None
+        with open(f"/proc/{process.pid}/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        self.assertLess(rss, 200 * 1024, f"node RSS {rss} kB")
+        self.assertTrue(cluster.request(leader, "status", PATIENCE).startswith("OK {"))
