@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
@@ -28,7 +29,9 @@ from txraft.config import NodeAddress
 from txraft.interfaces import IResponseHandler
 from txraft.messages import Message, MessageError, formatMessage, parseMessage, splitSender
 from txraft.protocol import CONNECTION_DONE, MAX_LINE
-from txraft.tls import TLSConfig
+
+if TYPE_CHECKING:
+    from txraft.tls import TLSConfig
 
 #: Requests in flight to one peer beyond which new ones are dropped; the
 #: core notices the gap and resends, so a slow follower cannot make the

@@ -41,7 +41,6 @@ from txraft.messages import (
     splitSender,
 )
 from txraft.ratelimit import LogLimiter
-from txraft.tls import hasPeerCertificate
 
 #: The default reason of a connection's end, as Twisted's own protocols use.
 CONNECTION_DONE = Failure(ConnectionDone())
@@ -176,7 +175,7 @@ class NodeProtocol(LineReceiver):
 
     def _lacksCertificate(self) -> bool:
         """Whether peer lines need a certificate this connection did not present."""
-        return self.requirePeerCertificate and not hasPeerCertificate(self.transport)
+        return self.requirePeerCertificate and not _hasPeerCertificate(self.transport)
 
     def _needsProof(self) -> bool:
         """Whether this connection must yet prove the cluster key to be trusted."""
@@ -362,6 +361,15 @@ class NodeProtocol(LineReceiver):
         self._slots.clear()
         self._closing = True
         self._watchIdle(False)
+
+
+def _hasPeerCertificate(transport: object) -> bool:
+    """
+    Whether the other end of C{transport} presented a TLS certificate
+    (which, with a CA configured, OpenSSL has verified against it).
+    """
+    getPeerCertificate = getattr(transport, "getPeerCertificate", None)
+    return getPeerCertificate is not None and getPeerCertificate() is not None
 
 
 class NodeFactory(Factory):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import socket
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
@@ -22,7 +23,9 @@ from txraft.messages import Message
 from txraft.node import SNAPSHOT_ENTRIES, Background, RaftNode
 from txraft.peers import PeerLink
 from txraft.protocol import NodeFactory
-from txraft.tls import TLSConfig
+
+if TYPE_CHECKING:
+    from txraft.tls import TLSConfig
 
 
 def peerAddresses(peers: Iterable[NodeAddress]) -> frozenset[str]:

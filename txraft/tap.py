@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+from typing import TYPE_CHECKING
 
 from twisted.application.service import IService
 from twisted.logger import Logger
@@ -30,7 +31,9 @@ from txraft.storage import (
     fsyncDirectory,
     lockDataDirectory,
 )
-from txraft.tls import TLSConfig, TLSFileError, loadTLS
+
+if TYPE_CHECKING:
+    from txraft.tls import TLSConfig
 
 #: Logical time advances in ticks of this many milliseconds.
 TICK_MS = 10
@@ -189,6 +192,8 @@ class Options(usage.Options):
             return None
         if cert is None or key is None:
             raise usage.UsageError("--tls-cert and --tls-key go together")
+        from txraft.tls import TLSFileError, loadTLS  # OpenSSL loads only if TLS is used
+
         try:
             return loadTLS(cert, key, ca)
         except TLSFileError as e:

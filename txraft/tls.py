@@ -9,6 +9,9 @@ signed by it, and only such a connection may send peer lines.  A node's peer
 links present the node's certificate and check the peer's against the CA
 (by the address in the cluster config), or against the system's trust
 store without one.
+
+Only a node or client that uses TLS imports this module, so the others do
+not pay for loading OpenSSL.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from twisted.internet import ssl
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
-    ITransport,
 )
 
 T = TypeVar("T")
@@ -104,12 +106,3 @@ def _read(path: str, option: str, kind: str, parse: Callable[[bytes], T]) -> T:
         return parse(data)
     except (crypto.Error, SSL.Error, ValueError):
         raise TLSFileError(f"{option} {path}: not a PEM {kind}") from None
-
-
-def hasPeerCertificate(transport: ITransport | None) -> bool:
-    """
-    Whether the other end of C{transport} presented a certificate (which,
-    with a CA configured, OpenSSL has verified against it).
-    """
-    getPeerCertificate = getattr(transport, "getPeerCertificate", None)
-    return getPeerCertificate is not None and getPeerCertificate() is not None
