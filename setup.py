@@ -15,8 +15,12 @@ setup(
     description="A Raft-replicated key-value store on Twisted",
     python_requires=">=3.10",
     packages=["txraft", "txraft.testing", "twisted.plugins"],
-    install_requires=["Twisted[tls]>=23.8", "attrs"],
-    extras_require={"test": ["pytest", "pytest-twisted", "ruff", "hypothesis"]},
+    # The web view's page (HTML, CSS, JavaScript) is served from the package.
+    package_data={"txraft": ["static/*.html", "static/*.css", "static/*.js"]},
+    install_requires=["Twisted[tls]>=23.8", "attrs", "prometheus_client>=0.17"],
+    extras_require={
+        "test": ["pytest", "pytest-twisted", "ruff", "hypothesis", "mutmut>=3.8,<4"],
+    },
     entry_points={
         "console_scripts": [
             "txraft-client = txraft.client:main",

@@ -18,7 +18,8 @@ After every L{Ready} the network checks the safety properties of Figure 3
 of the Raft paper and raises L{InvariantError} at the first violation,
 with the checker the cluster simulation uses
 (L{tests.simulation.invariants.InvariantChecker}): Election Safety (at
-most one leader per term), Log Matching, Leader Completeness (a leader
+most one leader per term, and that one elected by the real votes of a
+majority), Log Matching, Leader Completeness (a leader
 holds every entry committed in an earlier term), and the safety of commits
 (no two nodes commit different entries at one index).  It also checks that
 every node applies a prefix of one common sequence, each index exactly
@@ -47,6 +48,7 @@ from txraft.messages import (
     Entry,
     HardState,
     Message,
+    RequestVoteResponse,
     Snapshot,
     formatMessage,
     parseMessage,
@@ -320,6 +322,9 @@ class RaftNetwork:
         decoded = parseMessage(rest)
         if sender != src or decoded != message:
             raise InvariantError(f"{message!r} does not survive the wire: {line!r}")
+        if isinstance(message, RequestVoteResponse) and message.voteGranted:
+            if not message.preVote:
+                self.invariants.observeVote(src, message.term, dst)
         envelope = Envelope(src, dst, line, decoded)
         self.sent.append(envelope)
         self.queue.append(envelope)

@@ -196,3 +196,22 @@ class ClassifyTests(SynchronousTestCase):
         ]:
             with self.subTest(answer=answer):
                 self.assertNotIn(answer, answers.NOT_EXECUTED)
+
+
+class KindTests(SynchronousTestCase):
+    """L{answers.kind} sorts every answer into a few words, for metric labels."""
+
+    def test_everyAnswer(self) -> None:
+        """Each form of answer has its kind; anything unknown counts as an error."""
+        cases = {
+            answers.OK: "ok",
+            answers.ok("5"): "ok",
+            answers.NOT_FOUND: "not_found",
+            answers.redirect("s2", "127.0.0.1", 10001): "redirect",
+            answers.NO_LEADER: "unavailable",
+            answers.COMMIT_TIMEOUT: "unavailable",
+            answers.error("bad"): "error",
+            "OKAY": "error",
+        }
+        self.assertEqual({answer: answers.kind(answer) for answer in cases}, cases)
+        self.assertTrue(set(cases.values()) <= set(answers.KINDS))

@@ -12,17 +12,23 @@ import socket
 import socketserver
 import threading
 from collections.abc import Callable
+from contextlib import redirect_stdout
+from importlib import metadata
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import temporaryDirectory
+from txraft import answers
 from txraft.auth import AuthError, Responder, Session, authWord, readKeyFile, writeKeyFile
 from txraft.client import (
+    HELP,
+    TABLE_COLUMNS,
     Client,
     ClientError,
     LineConnection,
     Options,
+    enableLineEditing,
     formatRequest,
     formatResponse,
     main,
@@ -95,7 +101,7 @@ class FakeInput:
 
 
 class OptionsTests(SynchronousTestCase):
-    """L{Options} splits PORT, the optional ID and the command words."""
+    """L{Options} takes PORT, the command words and the C{--id} option."""
 
     def parse(self, *argv: str) -> Options:
         options = Options()
@@ -103,7 +109,7 @@ class OptionsTests(SynchronousTestCase):
         return options
 
     def test_anonymousCommand(self) -> None:
-        """A command word right after PORT means no ID; defaults apply."""
+        """Without C{--id} the client is anonymous; defaults apply."""
         options = self.parse("10000", "get", "b")
         self.assertEqual(
             (options["host"], options["port"], options["id"], options["command"]),
@@ -112,9 +118,17 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["timeout"], 5.0)
 
     def test_idAndCommand(self) -> None:
-        """A first word that is no command word is the ID."""
-        options = self.parse("10000", "client4", "set", "b", "5")
+        """C{--id} names the client."""
+        options = self.parse("--id", "client4", "10000", "set", "b", "5")
         self.assertEqual((options["id"], options["command"]), ("client4", "set b 5"))
+
+    def test_noGuessedId(self) -> None:
+        """
+        A first word that is no command word is an unknown command, not a
+        client ID: C{10000 frob x} names C{frob}.
+        """
+        error = self.assertRaises(usage.UsageError, self.parse, "10000", "frob", "x")
+        self.assertIn("unknown command 'frob'", str(error))
 
     def test_valueWordsJoined(self) -> None:
         """The command's words are joined with single spaces, so values may hold spaces."""
@@ -124,7 +138,7 @@ class OptionsTests(SynchronousTestCase):
     def test_interactive(self) -> None:
         """Without command words there is no command, with or without an ID."""
         self.assertEqual(self.parse("10000")["command"], None)
-        options = self.parse("10000", "client4")
+        options = self.parse("--id", "client4", "10000")
         self.assertEqual((options["id"], options["command"]), ("client4", None))
 
     def test_hostAndTimeout(self) -> None:
@@ -151,13 +165,13 @@ class OptionsTests(SynchronousTestCase):
         for clientId in ["bad!id", "a@b", "client 4", "ünï"]:
             with self.subTest(clientId=clientId):
                 error = self.assertRaises(
-                    usage.UsageError, self.parse, "10000", clientId, "get", "b"
+                    usage.UsageError, self.parse, "--id", clientId, "10000", "get", "b"
                 )
                 self.assertIn("invalid client ID", str(error))
 
     def test_unknownCommand(self) -> None:
-        """After an ID the next word must be a command word."""
-        error = self.assertRaises(usage.UsageError, self.parse, "10000", "client4", "gte", "b")
+        """The first word after PORT must be a command word."""
+        error = self.assertRaises(usage.UsageError, self.parse, "10000", "gte", "b")
         self.assertIn("unknown command 'gte'", str(error))
 
     def test_multilineCommand(self) -> None:
@@ -169,6 +183,11 @@ class OptionsTests(SynchronousTestCase):
         for timeout in ["0", "-1", "soon"]:
             with self.subTest(timeout=timeout):
                 self.assertRaises(usage.UsageError, self.parse, "--timeout", timeout, "1")
+
+    def test_nonNumericNamesOption(self) -> None:
+        """A timeout that is not a number is reported with the option's name."""
+        error = self.assertRaises(usage.UsageError, self.parse, "--timeout", "soon", "1")
+        self.assertIn("--timeout must be a number, not 'soon'", str(error))
 
 
 class LineHelperTests(SynchronousTestCase):
@@ -367,7 +386,7 @@ class OneShotTests(SynchronousTestCase):
         """A set with an ID sends ID@set KEY VALUE, value spaces intact."""
         node = FakeNode(self, lambda line: "OK")
         status, out, err = self.runMain(
-            "--host", "127.0.0.1", str(node.port), "c4", "set", "b", "5 6"
+            "--host", "127.0.0.1", "--id", "c4", str(node.port), "set", "b", "5 6"
         )
         self.assertEqual((status, out, err), (0, "OK\n", ""))
         self.assertEqual(node.received, [b"c4@set b 5 6\n"])
@@ -399,7 +418,7 @@ class OneShotTests(SynchronousTestCase):
         """The leader's answer is printed; the redirect is noted on stderr."""
         leader = FakeNode(self, lambda line: "OK 5")
         follower = FakeNode(self, lambda line: leader.redirect("s2"))
-        status, out, err = self.runMain(str(follower.port), "client4", "get", "b")
+        status, out, err = self.runMain("--id", "client4", str(follower.port), "get", "b")
         self.assertEqual((status, out), (0, "OK 5\n"))
         self.assertEqual(err, f"[*] redirected to s2 at 127.0.0.1:{leader.port}\n")
         self.assertEqual(leader.received, [b"client4@get b\n"])
@@ -422,7 +441,7 @@ class OneShotTests(SynchronousTestCase):
         """A bad port or ID exits 2 with the reason on stderr, without connecting."""
         for argv, reason in [
             (["http", "get", "b"], "invalid port 'http'"),
-            (["10000", "bad!id", "get", "b"], "invalid client ID 'bad!id'"),
+            (["--id", "bad!id", "10000", "get", "b"], "invalid client ID 'bad!id'"),
         ]:
             with self.subTest(argv=argv):
                 status, out, err = self.runMain(*argv)
@@ -442,7 +461,7 @@ class InteractiveTests(SynchronousTestCase):
         """Each non-blank line is sent with the ID and its answer printed, until EOF."""
         node = FakeNode(self, lambda line: {"client4@get b": "NOT_FOUND"}.get(line, "OK"))
         readLine = FakeInput("set b 5", "", "   ", "get b")
-        status, out, err = self.runMain(readLine, str(node.port), "client4")
+        status, out, err = self.runMain(readLine, "--id", "client4", str(node.port))
         self.assertEqual((status, err), (0, ""))
         self.assertEqual(out, f"[*] Connecting to 127.0.0.1 port {node.port}\nOK\nNOT_FOUND\n\n")
         self.assertEqual(node.received, [b"client4@set b 5\n", b"client4@get b\n"])
@@ -469,7 +488,9 @@ class InteractiveTests(SynchronousTestCase):
         """After a redirect the rest of the session talks to the leader."""
         leader = FakeNode(self, lambda line: "OK")
         follower = FakeNode(self, lambda line: leader.redirect("s1"))
-        status, out, err = self.runMain(FakeInput("set a 1", "set b 2"), str(follower.port), "c1")
+        status, out, err = self.runMain(
+            FakeInput("set a 1", "set b 2"), "--id", "c1", str(follower.port)
+        )
         self.assertEqual(status, 0)
         self.assertTrue(out.endswith("\nOK\nOK\n\n"), out)
         self.assertEqual(follower.received, [b"c1@set a 1\n"])
@@ -502,6 +523,99 @@ class InteractiveTests(SynchronousTestCase):
 
         node = FakeNode(self, lambda line: "OK")
         self.assertEqual(self.runMain(interrupt, str(node.port))[0], 130)
+
+
+class LocalCommandTests(SynchronousTestCase):
+    """C{help}, C{status --all} and C{--version}, which no single request answers."""
+
+    def runMain(self, *argv: str, readLine: FakeInput | None = None) -> tuple[int, str, str]:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        status = main(list(argv), stdout=stdout, stderr=stderr, readLine=readLine or FakeInput())
+        return status, stdout.getvalue(), stderr.getvalue()
+
+    def test_help(self) -> None:
+        """C{help}, one-shot or at the prompt, lists the commands and sends nothing."""
+        node = FakeNode(self, lambda line: "OK")
+        status, out, _ = self.runMain(str(node.port), "help")
+        self.assertEqual((status, out), (0, HELP + "\n"))
+        status, out, _ = self.runMain(str(node.port), readLine=FakeInput("help"))
+        self.assertIn("status --all", out)
+        self.assertEqual(node.received, [])
+
+    def test_version(self) -> None:
+        """C{--version} prints txraft's version from its package metadata, not Twisted's."""
+        stdout = io.StringIO()
+        options = Options()
+        with redirect_stdout(stdout):
+            self.assertRaises(SystemExit, options.parseOptions, ["--version"])
+        self.assertEqual(stdout.getvalue(), f"txraft-client {metadata.version('txraft')}\n")
+
+    def test_statusAll(self) -> None:
+        """
+        C{status --all} asks the named node for the members, then each of
+        them, and prints one row per member: the leader marked, lag counted,
+        an unreachable member still listed; one unhealthy member exits 1.
+        """
+        down = closedPort()
+
+        def status(name: str, role: str, applied: int) -> str:
+            return answers.ok(
+                json.dumps(
+                    {
+                        "name": name,
+                        "role": role,
+                        "term": 3,
+                        "leader": "s2",
+                        "commitIndex": applied,
+                        "lastApplied": applied,
+                        "leaderCommit": 9,
+                        "members": members,
+                    }
+                )
+            )
+
+        s1 = FakeNode(self, lambda line: status("s1", "follower", 7))
+        s2 = FakeNode(self, lambda line: status("s2", "leader", 9))
+        members = {
+            "s1": f"127.0.0.1:{s1.port}",
+            "s2": f"127.0.0.1:{s2.port}",
+            "s3": f"127.0.0.1:{down}",
+        }
+        code, out, err = self.runMain(str(s1.port), "status", "--all")
+        self.assertEqual((code, err), (1, ""))
+        rows = [line.split() for line in out.splitlines()]
+        self.assertEqual(rows[0], list(heading for heading, _ in TABLE_COLUMNS))
+        self.assertEqual(
+            rows[1:],
+            [
+                ["s1", members["s1"], "follower", "3", "7", "7", "2", "healthy"],
+                ["s2", members["s2"], "leader", "3", "*", "9", "9", "0", "healthy"],
+                ["s3", members["s3"], "unreachable", "-", "-", "-", "-", "unreachable"],
+            ],
+        )
+
+
+class LineEditingTests(SynchronousTestCase):
+    """The interactive prompt's history, through C{readline}."""
+
+    def test_history(self) -> None:
+        """
+        L{enableLineEditing} loads the history file, so earlier sessions'
+        commands come back with the arrow keys, and the function it returns
+        saves this session's commands after them.
+        """
+        readline = __import__("readline")
+        path = os.path.join(temporaryDirectory(self), "history")
+        with open(path, "w") as f:
+            f.write("set a 1\nget a\n")
+        readline.clear_history()
+        self.addCleanup(readline.clear_history)
+        save = enableLineEditing(path)
+        self.assertEqual([readline.get_history_item(i) for i in (1, 2)], ["set a 1", "get a"])
+        readline.add_history("show")
+        save()
+        with open(path) as f:
+            self.assertEqual(f.read().split("\n")[-2:], ["show", ""])
 
 
 KEY = b"client-test-cluster-key-0123456789ab"

@@ -362,6 +362,29 @@ class VotingTests(SynchronousTestCase):
         self.assertEqual(ready.reply, RequestVoteResponse(term, False))
         self.assertEqual(core.role, LEADER)
 
+    def test_grantFromEarlierTermNotCounted(self) -> None:
+        """
+        A vote granted in an earlier term does not count in the current
+        one: the voter may have voted for another candidate since, and two
+        leaders would lead one term.  Here the grant b gave for term 1
+        arrives once a has moved on to term 2, where b voted for c.
+        Reference: section 5.2, Figure 2 (Candidates: "votes received from
+        majority of servers" of the current term).
+        """
+        core = makeCore()
+        ticksUntil(core, CANDIDATE)
+        self.assertEqual(core.currentTerm, 1)
+        for _ in range(100):
+            core.tick()
+            if core.currentTerm == 2:
+                break
+        self.assertEqual((core.role, core.currentTerm), (CANDIDATE, 2))
+        core.step("b", RequestVoteResponse(1, True))
+        self.assertEqual(core.role, CANDIDATE)
+        # A grant of term 2 is counted.
+        core.step("b", RequestVoteResponse(2, True))
+        self.assertEqual(core.role, LEADER)
+
     def test_votePersistedWithReply(self) -> None:
         """
         A granted vote is in C{Ready.hardState} of the same L{Ready} as the

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+from importlib import metadata
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -58,3 +59,9 @@ class KeygenTests(SynchronousTestCase):
         stdout = io.StringIO()
         self.assertEqual(keygen.main(["--help"], stdout, self.stderr), 0)
         self.assertIn("Usage: txraft-keygen FILE", stdout.getvalue())
+
+    def test_version(self) -> None:
+        """C{--version} prints txraft's version, as every txraft command does, and exits 0."""
+        stdout = io.StringIO()
+        self.assertEqual(keygen.main(["--version"], stdout, self.stderr), 0)
+        self.assertEqual(stdout.getvalue(), f"txraft-keygen {metadata.version('txraft')}\n")

@@ -4,6 +4,10 @@ Tests for L{txraft.launcher}, with in-memory fakes instead of real processes.
 
 from __future__ import annotations
 
+import io
+from contextlib import redirect_stdout
+from importlib import metadata
+
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.python import usage
@@ -17,6 +21,7 @@ from txraft.launcher import (
     NodeProcessProtocol,
     Options,
     describeExit,
+    httpPorts,
     nodeArguments,
     selectNodes,
 )
@@ -458,3 +463,48 @@ class ClusterTests(TestCase):
         self.assertIn("s1    | cannot start: no such file", self.lines)
         self.assertIsNone(self.successResultOf(ended))
         self.assertEqual(self.cluster.exitCode(), 1)
+
+
+class HTTPTests(TestCase):
+    """C{--http}: one HTTP port per node, for C{make cluster}."""
+
+    def test_portsInConfigOrder(self) -> None:
+        """
+        The config's first node gets the C{--http} port, the others the
+        ports after it, in config order; each node is started with its own.
+        """
+        options = Options()
+        options.parseOptions(["--http", "8080"])
+        ports = httpPorts(CONFIG, options["http"])
+        self.assertEqual(ports, {"s1": 8080, "s2": 8081, "node3": 8082})
+        self.assertEqual(
+            nodeArguments("/py", "node3", options, ports["node3"])[-2:], ["--http", "8082"]
+        )
+
+    def test_offByDefault(self) -> None:
+        """Without C{--http} no node serves HTTP."""
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(httpPorts(CONFIG, options["http"]), {})
+        self.assertNotIn("--http", nodeArguments("/py", "s1", options))
+
+    def test_pastTheLastPort(self) -> None:
+        """Ports that would run past 65535 are a L{ConfigError}."""
+        self.assertRaises(ConfigError, httpPorts, CONFIG, 65534)
+
+    def test_badValuesNameTheOption(self) -> None:
+        """A non-numeric C{--http} or C{--kill-after} is reported with the option's name."""
+        for argv, named in [
+            (["--http", "web"], "--http: invalid port 'web'"),
+            (["--kill-after", "soon"], "--kill-after must be a number, not 'soon'"),
+        ]:
+            with self.subTest(argv=argv):
+                error = self.assertRaises(usage.UsageError, Options().parseOptions, argv)
+                self.assertIn(named, str(error))
+
+    def test_version(self) -> None:
+        """C{--version} prints txraft's version, not Twisted's."""
+        stdout = io.StringIO()
+        with redirect_stdout(stdout):
+            self.assertRaises(SystemExit, Options().parseOptions, ["--version"])
+        self.assertEqual(stdout.getvalue(), f"txraft-cluster {metadata.version('txraft')}\n")

@@ -57,6 +57,37 @@ class InstalledPackageTests(SynchronousTestCase):
             self.assertEqual(result.returncode, 0, f"{script}: {result.stderr}")
             self.assertIn("Usage", result.stdout + result.stderr)
 
+    def test_versionEverywhere(self) -> None:
+        """
+        Every txraft command, the twistd plugin included, prints txraft's
+        version from the installed package's metadata for C{--version}.
+        """
+        version = runInstalled(
+            sys.executable,
+            "-c",
+            "from importlib.metadata import version; print(version('txraft'))",
+        ).stdout.strip()
+        for argv, program in [
+            ([installedScript("txraft-client"), "--version"], "txraft-client"),
+            ([installedScript("txraft-cluster"), "--version"], "txraft-cluster"),
+            ([installedScript("txraft-keygen"), "--version"], "txraft-keygen"),
+            ([installedScript("twistd"), "txraft", "--version"], "txraft (twistd plugin)"),
+        ]:
+            with self.subTest(program=program):
+                result = runInstalled(*argv)
+                self.assertEqual((result.returncode, result.stdout), (0, f"{program} {version}\n"))
+
+    def test_webPageInstalled(self) -> None:
+        """The web view's HTML, CSS and JavaScript are installed with the package."""
+        script = (
+            "from importlib import resources\n"
+            "static = resources.files('txraft') / 'static'\n"
+            "print(sorted(p.name for p in static.iterdir()))\n"
+        )
+        result = runInstalled(sys.executable, "-c", script)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "['cluster.css', 'cluster.js', 'index.html']")
+
     def test_testingStartsInstalledNodes(self) -> None:
         """
         C{txraft.testing} is installed with the package, and the node command

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import random
 
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
+from txraft.config import NodeAddress
+from txraft.interfaces import IResponseHandler
 from txraft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -21,7 +25,7 @@ from txraft.messages import (
     RequestVoteResponse,
     formatMessage,
 )
-from txraft.peers import PeerClientProtocol
+from txraft.peers import PeerClientProtocol, PeerLink
 from txraft.protocol import CONNECTION_DONE
 
 
@@ -210,3 +214,79 @@ class RequestTimeoutTests(SynchronousTestCase):
         self.protocol.connectionLost(Failure(ConnectionLost()))
         self.failureResultOf(d, ConnectionLost)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class PeerLinkLogTests(SynchronousTestCase):
+    """A link to a peer that is down says so once per outage, not once per retry."""
+
+    def test_unreachableLoggedOncePerOutage(self) -> None:
+        """
+        Refused connection attempts to a down peer are retried with backoff
+        (several here); only the first of them is logged, and
+        C{ClientService}'s own line for each retry is not.
+        """
+        reactor = MemoryReactorClock()
+        link = PeerLink(Responder(), NodeAddress("s2", "127.0.0.1", 10001), reactor, 0.1)
+        with capturedLogs() as events:
+            link.clientService.startService()
+            attempts = 0
+            for _ in range(20):
+                reactor.advance(0.1)
+                while reactor.tcpClients:
+                    attempts += 1
+                    _, _, factory, _, _ = reactor.tcpClients.pop()
+                    factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+            link.clientService.stopService()
+        self.assertGreaterEqual(attempts, 4)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["cannot reach peer s2 at 127.0.0.1:10001; retrying quietly until it answers"],
+        )
+
+    def test_failedHandshakesLoggedOnceAndBackedOff(self) -> None:
+        """
+        A peer that takes each TCP connection and then fails the key
+        handshake is logged once for its reason, not as unreachable at every
+        attempt (C{ClientService} counts the TCP connection as a success),
+        and the attempts still back off to the longest delay.  Once a link
+        is up, a later outage is logged again.
+        """
+        reactor = MemoryReactorClock()
+        address = NodeAddress("s2", "127.0.0.1", 10001)
+        link = PeerLink(Responder(), address, reactor, 0.5, clusterKey=b"k" * 32)
+        attemptTimes = []
+        with capturedLogs() as events:
+            link.clientService.startService()
+            for _ in range(400):
+                reactor.advance(0.01)
+                while reactor.tcpClients:
+                    attemptTimes.append(reactor.seconds())
+                    _, _, factory, _, _ = reactor.tcpClients.pop()
+                    protocol = factory.buildProtocol(None)
+                    protocol.makeConnection(StringTransport())
+                    protocol.dataReceived(b"s2@AUTH1 " + b"00" * 32 + b" " + b"00" * 32 + b"\n")
+                    protocol.connectionLost(Failure(ConnectionLost()))
+            failures = [formatEvent(e) for e in events]
+            gaps = [b - a for a, b in zip(attemptTimes, attemptTimes[1:], strict=False)]
+            link._connected(PeerClientProtocol("s1", "s2"))
+            link._retryDelay(1)
+            link.clientService.stopService()
+        self.assertGreaterEqual(len(attemptTimes), 4)
+        self.assertEqual(len(failures), 1, failures)
+        self.assertIn("peer s2 failed the cluster key handshake", failures[0])
+        self.assertLess(gaps[0], 0.1)
+        self.assertGreaterEqual(gaps[-1], 0.45)
+        self.assertEqual(
+            formatEvent(events[-1]),
+            "cannot reach peer s2 at 127.0.0.1:10001; retrying quietly until it answers",
+        )
+
+
+@implementer(IResponseHandler)
+class Responder:
+    """An L{IResponseHandler} that takes no response: the peer never answers here."""
+
+    name = "s1"
+
+    def peerResponse(self, sender: str, message: object) -> None:
+        """Ignore it."""

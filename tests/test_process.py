@@ -81,14 +81,18 @@ class ProcessTestCase(SynchronousTestCase):
         names: Sequence[str] = ("s1", "s2", "s3"),
         extraArgs: Sequence[str] = (),
         keyed: bool = True,
+        http: bool = False,
     ) -> LocalCluster:
         """
         A cluster (not yet started) whose processes and files the test's
-        cleanup removes; keyed (peers authenticated) unless C{keyed} is false.
+        cleanup removes; keyed (peers authenticated) unless C{keyed} is
+        false, serving HTTP if C{http}.
         """
         directory = tempfile.mkdtemp(prefix="txraft-test-")
         self.addCleanup(shutil.rmtree, directory, True)
-        cluster = LocalCluster(names, directory=directory, extraArgs=extraArgs, keyed=keyed)
+        cluster = LocalCluster(
+            names, directory=directory, extraArgs=extraArgs, keyed=keyed, http=http
+        )
         self.addCleanup(cluster.stopAll)
         self.clusters.append(cluster)
         return cluster
@@ -526,7 +530,7 @@ class BundledClientTests(ProcessTestCase):
     @showingNodeOutput
     def test_clientFollowsRedirectFromFollower(self) -> None:
         """
-        C{python -m txraft.client PORT ID set k v} pointed at a follower is
+        C{python -m txraft.client --id ID PORT set k v} pointed at a follower is
         redirected to the leader, prints C{OK} and exits 0; the value is
         then readable the same way.  Reference: section 8 (clients find the
         leader through redirects).
@@ -534,7 +538,7 @@ class BundledClientTests(ProcessTestCase):
         cluster, leader = self.startedCluster()
         follower = self.followerNamingLeader(cluster, leader)
         port = str(cluster.nodes[follower].port)
-        result = self.runClient(cluster, port, "c42", "set", "k", "a value")
+        result = self.runClient(cluster, "--id", "c42", port, "set", "k", "a value")
         self.assertEqual((result.returncode, result.stdout), (0, "OK\n"), result.stderr)
         self.assertIn(f"redirected to {leader}", result.stderr)
         result = self.runClient(cluster, port, "get", "k")

@@ -33,7 +33,7 @@ from txraft.messages import (
     formatMessage,
 )
 from txraft.peers import PeerClientProtocol
-from txraft.protocol import NodeFactory, NodeProtocol
+from txraft.protocol import MAX_PENDING, NodeFactory, NodeProtocol
 from txraft.service import RaftService
 from txraft.storage import FileLogStore, FileStateStore
 
@@ -139,6 +139,36 @@ class NodeProtocolTests(SynchronousTestCase):
         self.assertEqual(self.responses(), ["OK 1"])
         slow.callback("OK 2")
         self.assertEqual(self.responses(), ["OK 1", "OK 2", "OK 3"])
+
+    def test_stopsReadingWhileTooManyAnswersWait(self) -> None:
+        """
+        A client that pipelines more than L{MAX_PENDING} requests the node
+        has not answered yet is read no further (its transport is paused
+        and the lines already received wait unparsed) until half of them
+        are answered; then the rest are read and every request is answered
+        in order.
+        """
+        waiting = [defer.Deferred() for _ in range(MAX_PENDING)]
+        self.service.answers = list(waiting)
+        lines = b"".join(b"set k%d v\n" % i for i in range(MAX_PENDING + 10))
+        self.protocol.dataReceived(lines)
+        self.assertEqual(len(self.service.clientRequests), MAX_PENDING)
+        self.assertEqual(self.transport.producerState, "paused")
+        for d in waiting[: MAX_PENDING // 2 - 1]:
+            d.callback("OK")
+        self.assertEqual(self.transport.producerState, "paused")
+        self.assertEqual(len(self.service.clientRequests), MAX_PENDING)
+        waiting[MAX_PENDING // 2 - 1].callback("OK")
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertEqual(len(self.service.clientRequests), MAX_PENDING + 10)
+        for d in waiting[MAX_PENDING // 2 :]:
+            d.callback("OK")
+        responses = self.responses()
+        self.assertEqual(responses[:MAX_PENDING], ["OK"] * MAX_PENDING)
+        self.assertEqual(
+            responses[MAX_PENDING:],
+            [f"OK set k{i} v" for i in range(MAX_PENDING, MAX_PENDING + 10)],
+        )
 
     def test_failedRequest(self) -> None:
         """
@@ -717,17 +747,17 @@ class StrangerLimitTests(SynchronousTestCase):
 
     def test_pausedWhileAnswersPending(self) -> None:
         """
-        A client that pipelines more requests than L{MAX_PENDING_ANSWERS}
+        A client that pipelines more requests than L{MAX_PENDING}
         whose answers are not ready is not read from past that many; once
         half are answered the node reads again.
         """
         node, protocol_, transport = self.connect()
-        pending = [defer.Deferred() for _ in range(protocol.MAX_PENDING_ANSWERS + 10)]
+        pending = [defer.Deferred() for _ in range(protocol.MAX_PENDING + 10)]
         node.answers = list(pending)
         protocol_.dataReceived(b"get k\n" * len(pending))
-        self.assertEqual(len(node.clientRequests), protocol.MAX_PENDING_ANSWERS)
+        self.assertEqual(len(node.clientRequests), protocol.MAX_PENDING)
         self.assertEqual(transport.producerState, "paused")
-        for d in pending[: protocol.MAX_PENDING_ANSWERS // 2]:
+        for d in pending[: protocol.MAX_PENDING // 2]:
             d.callback("OK")
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual(len(node.clientRequests), len(pending))
@@ -755,7 +785,7 @@ class StrangerLimitTests(SynchronousTestCase):
         node is paused still gets every answer, then the node closes.
         """
         node, protocol_, transport = self.connect()
-        count = protocol.MAX_PENDING_ANSWERS * 2
+        count = protocol.MAX_PENDING * 2
         pending = [defer.Deferred() for _ in range(count)]
         node.answers = list(pending)
         protocol_.dataReceived(b"get k\n" * count)

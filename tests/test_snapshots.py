@@ -9,7 +9,9 @@ import shutil
 import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
+from txraft.interfaces import ISnapshotStore
 from txraft.messages import Snapshot
 from txraft.snapshots import FileSnapshotStore, MemorySnapshotStore, encodeSnapshot
 from txraft.storage import StorageError
@@ -25,6 +27,10 @@ class FileSnapshotStoreTests(SynchronousTestCase):
         self.addCleanup(shutil.rmtree, self.directory)
         self.path = os.path.join(self.directory, "s1.snapshot")
         self.store = FileSnapshotStore(self.path)
+
+    def test_providesInterface(self) -> None:
+        """L{FileSnapshotStore} provides L{ISnapshotStore}."""
+        self.assertTrue(verifyObject(ISnapshotStore, self.store))
 
     def test_noSnapshot(self) -> None:
         """A node that never took a snapshot has none."""
@@ -95,3 +101,7 @@ class MemorySnapshotStoreTests(SynchronousTestCase):
         self.assertIsNone(store.load())
         store.save(SNAPSHOT)
         self.assertEqual(store.load(), SNAPSHOT)
+
+    def test_providesInterface(self) -> None:
+        """L{MemorySnapshotStore} provides L{ISnapshotStore}."""
+        self.assertTrue(verifyObject(ISnapshotStore, MemorySnapshotStore()))

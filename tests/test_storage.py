@@ -16,6 +16,7 @@ from zope.interface.verify import verifyObject
 import txraft.storage
 from tests.helpers import temporaryDirectory
 from txraft.core import MAX_APPEND_BYTES
+from txraft.interfaces import ILogStore, IStateStore
 from txraft.messages import (
     AppendEntries,
     Entry,
@@ -29,8 +30,6 @@ from txraft.storage import (
     MAX_UNSYNCED_BYTES,
     FileLogStore,
     FileStateStore,
-    ILogStore,
-    IStateStore,
     MemoryLogStore,
     MemoryStateStore,
     OSFileSystem,

@@ -4,8 +4,11 @@ Tests for L{txraft.tap}: the twistd plugin's options and service tree.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
+from contextlib import redirect_stdout
+from importlib import metadata
 
 from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
@@ -16,7 +19,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.helpers import temporaryDirectory
 from txraft import tap
 from txraft.auth import readKeyFile, writeKeyFile
+from txraft.metrics import NodeMetrics
+from txraft.node import NullObserver
 from txraft.service import RaftService
+from txraft.web import HTTPService
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -146,6 +152,32 @@ class OptionsTests(SynchronousTestCase):
             self.assertTrue(tap.isLoopback(host), host)
         for host in ["0.0.0.0", "10.0.0.1", "::", "example.com", "128.0.0.1"]:
             self.assertFalse(tap.isLoopback(host), host)
+
+    def test_nonNumericNamesOption(self) -> None:
+        """A value that is not a number is refused naming its option."""
+        for option in ("--heartbeat", "--snapshot-entries", "--max-connections"):
+            with self.subTest(option=option):
+                self.assertUsageError(
+                    ["--name", "s1", option, "fast"],
+                    f"{option} must be a whole number, not 'fast'",
+                )
+        self.assertUsageError(["--name", "s1", "--http", "web"], "--http: invalid port 'web'")
+
+    def test_httpOffByDefault(self) -> None:
+        """Without --http the node serves no HTTP; with it, on that port."""
+        self.assertIsNone(self.parse("--name", "s1")["http"])
+        self.assertEqual(self.parse("--name", "s1", "--http", "8080")["http"], 8080)
+
+    def test_version(self) -> None:
+        """
+        C{twistd txraft --version} prints txraft's version from its package
+        metadata, not Twisted's.
+        """
+        stdout = io.StringIO()
+        with redirect_stdout(stdout):
+            self.assertRaises(SystemExit, tap.Options().parseOptions, ["--version"])
+        version = metadata.version("txraft")
+        self.assertEqual(stdout.getvalue(), f"txraft (twistd plugin) {version}\n")
 
     def test_missingName(self) -> None:
         """
@@ -353,6 +385,20 @@ class MakeServiceTests(SynchronousTestCase):
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
         return events
+
+    def test_httpSide(self) -> None:
+        """
+        With --http the service tree holds an HTTP service on the node's
+        host and that port, and the node reports to its metrics; without
+        it, neither.
+        """
+        service = self.makeService(self.options("s1", "--http", "8081"))
+        http = [child for child in service if isinstance(child, HTTPService)]
+        self.assertEqual([(h.host, h.portNumber) for h in http], [("127.0.0.1", 8081)])
+        self.assertIsInstance(service.node.observer, NodeMetrics)
+        plain = self.makeService(self.options("s2"))
+        self.assertFalse([child for child in plain if isinstance(child, HTTPService)])
+        self.assertIsInstance(plain.node.observer, NullObserver)
 
     def test_recoversState(self) -> None:
         """

@@ -6,11 +6,13 @@ clients and to each other, with certificates the tests make.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -117,9 +119,9 @@ def tlsArguments(issued: Issued, ca: Issued) -> list[str]:
 class TLSClusterTests(ProcessTestCase):
     """A keyed cluster of real nodes whose port and peer links speak TLS."""
 
-    def tlsCluster(self) -> tuple[LocalCluster, Issued]:
+    def tlsCluster(self, http: bool = False) -> tuple[LocalCluster, Issued]:
         """A keyed three-node cluster with TLS (not started), and its CA."""
-        cluster = self.makeCluster()
+        cluster = self.makeCluster(http=http)
         ca = makeAuthority(cluster.directory)
         node = makeCertificate(cluster.directory, "node", ca)
         cluster.extraArgs += tlsArguments(node, ca)
@@ -171,6 +173,46 @@ class TLSClusterTests(ProcessTestCase):
             answer = anonymous.request(f"{peerName}@AUTH1 " + "00" * 32)
             self.assertIn("need a certificate", answer)
         self.assertLess(cluster.status(leader, PATIENCE)["term"], 99)
+
+    @showingNodeOutput
+    def test_statusAllAndWebViewOverTLS(self) -> None:
+        """
+        On a keyed TLS cluster, C{txraft-client --tls status --all} (with
+        no key: C{status} needs none) and a node's web view, whose survey
+        asks the other members as its peer links do, both reach every
+        member and find it healthy.
+        """
+        cluster, ca = self.tlsCluster(http=True)
+        cluster.startAll()
+        leader = cluster.waitForLeader(PATIENCE)
+        _, port = cluster.address(cluster.followers(leader)[0])
+        command = [sys.executable, "-m", "txraft.client", "--tls", "--tls-ca", ca.certPath]
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            result = subprocess.run(
+                [*command, str(port), "status", "--all"],
+                env=cluster.env,
+                capture_output=True,
+                text=True,
+                timeout=PATIENCE,
+            )
+            if result.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        rows = [line.split() for line in result.stdout.splitlines()[1:]]
+        self.assertEqual(
+            [(row[0], row[-1]) for row in rows], [(n, "healthy") for n in cluster.names]
+        )
+
+        url = cluster.httpURL(cluster.followers(leader)[0], "/cluster")
+        with urllib.request.urlopen(url, timeout=PATIENCE) as response:
+            picture = json.load(response)
+        self.assertEqual(picture["leader"], leader)
+        self.assertEqual(
+            [(row["name"], row["reachable"]) for row in picture["members"]],
+            [(name, True) for name in cluster.names],
+        )
 
     @showingNodeOutput
     def test_peerWithAnotherCAGetsNothing(self) -> None:

@@ -121,3 +121,23 @@ def okValue(answer: str) -> str | None:
 def isUnavailable(answer: str) -> bool:
     """Whether C{answer} is an C{UNAVAILABLE} answer."""
     return answer.startswith("UNAVAILABLE")
+
+
+#: What L{kind} calls each answer: bounded words, fit for a metric label.
+KINDS = ("ok", "not_found", "redirect", "unavailable", "error")
+
+
+def kind(answer: str) -> str:
+    """
+    The kind of C{answer}, one of L{KINDS}: C{ok}, C{not_found},
+    C{redirect}, C{unavailable} or C{error}.
+    """
+    if answer == NOT_FOUND:
+        return "not_found"
+    if answer == OK or answer.startswith(OK + " "):
+        return "ok"
+    if answer.startswith("REDIRECT "):
+        return "redirect"
+    if isUnavailable(answer):
+        return "unavailable"
+    return "error"

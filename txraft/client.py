@@ -1,13 +1,15 @@
 """
 The C{txraft-client} command: send key-value requests to a txraft node.
 
-    txraft-client [--host HOST] [--timeout SECONDS] [--cluster-key FILE]
-                  [--tls [--tls-ca FILE]] PORT [ID] [COMMAND ...]
+    txraft-client [--host HOST] [--timeout SECONDS] [--id ID] [--cluster-key FILE]
+                  [--tls [--tls-ca FILE]] PORT [COMMAND ...]
 
 With a COMMAND the client sends it once, prints the response line and exits
 with a status that scripts can test; without one it reads commands at a
-C{>> } prompt.  Either way it follows C{REDIRECT} responses to the leader, so
-any node of the cluster can be named on the command line.
+C{>> } prompt, with line editing and history.  Either way it follows
+C{REDIRECT} responses to the leader, so any node of the cluster can be
+named on the command line.  C{status --all} asks every member of the
+cluster and prints one row for each.
 
 A blocking socket is enough here: the protocol is strictly one response line
 per request line, in order, and a person at a prompt waits for each answer.
@@ -16,6 +18,7 @@ per request line, in order, and a person at a prompt waits for each answer.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import sys
@@ -25,13 +28,30 @@ from typing import TextIO
 
 from twisted.python import usage
 
-from txraft import answers
+from txraft import answers, cli
 from txraft.auth import AuthError, Initiator, KeyFileError, Session, readKeyFile
 from txraft.messages import NAME_PATTERN
+from txraft.survey import Status, parseStatus, summarize
 
-#: The command words.  The first argument after PORT is a client ID unless it
-#: is one of these, so C{10000 get b} is anonymous and C{10000 c4 get b} is not.
-COMMANDS = frozenset({"get", "set", "delete", "show", "status"})
+#: The command words: those a node answers, and C{help}, answered here.
+COMMANDS = frozenset({"get", "set", "delete", "show", "status", "help"})
+
+#: What C{help} prints.
+HELP = """\
+get KEY          the value of KEY (NOT_FOUND if it has none)
+set KEY VALUE    set KEY to VALUE, which is the rest of the line
+delete KEY       remove KEY
+show             every key and value, as JSON
+status           the node's Raft status, as JSON
+status --all     one row for each member of the cluster
+help             this list
+quit, exit       end the session (as does Ctrl-D)"""
+
+#: Asks every member for its status instead of one node.
+STATUS_ALL = "status --all"
+
+#: Where the interactive client keeps its history.
+HISTORY_FILE = os.path.join("~", ".txraft_client_history")
 
 #: The commands whose C{OK} answer carries JSON, indented at the prompt.
 JSON_COMMANDS = frozenset({"show", "status"})
@@ -52,31 +72,23 @@ class ClientError(Exception):
     """
 
 
-def splitCommandLine(words: Sequence[str]) -> tuple[str | None, str | None]:
+def commandLine(words: Sequence[str]) -> str | None:
     """
-    Split the arguments after PORT into a client ID and a command line.
+    Join the arguments after PORT into one command line (single spaces), or
+    L{None} if there are none.
 
-    The first word is the ID unless it is a command word; the command's words
-    are joined with single spaces.  Either part may be L{None}.
-
-    @raise usage.UsageError: for an invalid ID or an unknown command word.
+    @raise usage.UsageError: for an unknown command word, or a command
+        that spans lines.
     """
-    clientId = None
-    if words and words[0] not in COMMANDS:
-        clientId, words = words[0], words[1:]
-        if not NAME_PATTERN.fullmatch(clientId):
-            raise usage.UsageError(
-                f"invalid client ID {clientId!r}: use letters, digits, '_' and '-'"
-            )
     if not words:
-        return clientId, None
+        return None
     if words[0] not in COMMANDS:
         expected = ", ".join(sorted(COMMANDS))
         raise usage.UsageError(f"unknown command {words[0]!r}: expected one of {expected}")
     command = " ".join(words)
     if "\n" in command or "\r" in command:
         raise usage.UsageError("a command must be a single line")
-    return clientId, command
+    return command
 
 
 def formatRequest(clientId: str | None, command: str) -> str:
@@ -289,7 +301,8 @@ class Client:
         self.timeout = timeout
         self._stderr = stderr
         self._clusterKey = clusterKey
-        self._tls = tls
+        #: The TLS context every connection (to any member) is made with.
+        self.tls = tls
         self._connection: LineConnection | None = None
 
     def connect(self) -> None:
@@ -301,7 +314,7 @@ class Client:
         """
         if self._connection is None:
             try:
-                connection = LineConnection(self.host, self.port, self.timeout, self._tls)
+                connection = LineConnection(self.host, self.port, self.timeout, self.tls)
             except OSError as e:
                 raise ClientError(self._describe(e)) from e
             if self._clusterKey is not None:
@@ -363,24 +376,32 @@ class Client:
         return f"connection to {where} failed: {error.strerror or error}"
 
 
-class Options(usage.Options):
+class Options(cli.Options):
     """The command line of C{txraft-client}."""
 
+    program = "txraft-client"
     synopsis = (
-        "Usage: txraft-client [--host HOST] [--timeout SECONDS] [--cluster-key FILE] "
-        "[--tls [--tls-ca FILE]] PORT [ID] [COMMAND ...]"
+        "Usage: txraft-client [--host HOST] [--timeout SECONDS] [--id ID] "
+        "[--cluster-key FILE] [--tls [--tls-ca FILE]] PORT [COMMAND ...]"
     )
     longdesc = (
-        "Send COMMAND (get KEY, set KEY VALUE, delete KEY, show, status) to the txraft "
-        "node at HOST:PORT and print the response, or read commands at a prompt when no "
-        "COMMAND is given.  ID, if given, names the client in each request."
+        "Send COMMAND (get KEY, set KEY VALUE, delete KEY, show, status, status --all, "
+        "help) to the txraft node at HOST:PORT and print the response, or read commands "
+        "at a prompt when no COMMAND is given."
     )
     optFlags = [
         ["tls", None, "Connect with TLS, verifying the node's certificate."],
     ]
     optParameters = [
         ["host", None, "127.0.0.1", "The node to contact first."],
-        ["timeout", None, 5.0, "Seconds to wait to connect and for each answer.", float],
+        [
+            "timeout",
+            None,
+            5.0,
+            "Seconds to wait to connect and for each answer.",
+            cli.number("timeout"),
+        ],
+        ["id", None, None, "Name this client in each request: letters, digits, '_', '-'."],
         [
             "cluster-key",
             None,
@@ -396,17 +417,25 @@ class Options(usage.Options):
     ]
 
     def parseArgs(self, port: str, *words: str) -> None:
-        """Store PORT as C{port}, then the optional C{id} and C{command}."""
+        """Store PORT as C{port}, and the optional C{command}."""
         try:
             self["port"] = answers.parsePort(port)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        self["id"], self["command"] = splitCommandLine(words)
+        self["command"] = commandLine(words)
 
     def postOptions(self) -> None:
-        """Reject a timeout that is not positive, and a key file that cannot be used."""
+        """
+        Reject a timeout that is not positive, an invalid ID, and a key or
+        CA file that cannot be used.
+        """
         if not self["timeout"] > 0:
             raise usage.UsageError("--timeout must be a positive number of seconds")
+        clientId = self["id"]
+        if clientId is not None and not NAME_PATTERN.fullmatch(clientId):
+            raise usage.UsageError(
+                f"invalid client ID {clientId!r}: use letters, digits, '_' and '-'"
+            )
         self.clusterKey = None
         if self["cluster-key"] is not None:
             try:
@@ -425,9 +454,13 @@ class Options(usage.Options):
 
 def runOnce(client: Client, command: str, stdout: TextIO, stderr: TextIO) -> int:
     """
-    Send one command and print its raw response; return 0 for C{OK} or
-    C{NOT_FOUND} and 1 for anything else or a failure.
+    Carry out one command and print its raw response; return 0 for C{OK}
+    or C{NOT_FOUND} and 1 for anything else or a failure.  C{help} and
+    C{status --all} are answered by L{local}.
     """
+    handled = local(client, command, stdout, stderr)
+    if handled is not None:
+        return handled
     try:
         response = client.request(command)
     except ClientError as e:
@@ -435,6 +468,92 @@ def runOnce(client: Client, command: str, stdout: TextIO, stderr: TextIO) -> int
         return 1
     print(response, file=stdout)
     return 0 if answers.isSuccess(response) else 1
+
+
+def local(client: Client, command: str, stdout: TextIO, stderr: TextIO) -> int | None:
+    """
+    Carry out C{command} here if it is not a single request to the node:
+    C{help} prints L{HELP}, C{status --all} the cluster's table.  Return
+    the exit status, or L{None} for a command to send.
+    """
+    if command == "help":
+        print(HELP, file=stdout)
+        return 0
+    if " ".join(command.split()) == STATUS_ALL:
+        return clusterStatus(client, stdout, stderr)
+    return None
+
+
+def clusterStatus(client: Client, stdout: TextIO, stderr: TextIO) -> int:
+    """
+    Ask the node for the cluster's members, then every member for its
+    status, and print one row per member (reachable or not).  Return 0 if
+    every member is healthy, else 1.
+    """
+    try:
+        members = parseStatus(client.request("status")).get("members")
+    except (ClientError, ValueError) as e:
+        print(f"[!] {e}", file=stderr)
+        return 1
+    if not isinstance(members, dict):
+        print("[!] this node's status names no members (an older txraft?)", file=stderr)
+        return 1
+    statuses: dict[str, Status | None] = {}
+    now = time.monotonic()
+    for name, address in members.items():
+        statuses[name] = askStatus(address, client.timeout, client.tls)
+    picture = summarize(members, statuses, {n: now for n, s in statuses.items() if s}, now)
+    print(formatTable(picture), file=stdout)
+    return 0 if all(row["healthy"] for row in picture["members"]) else 1
+
+
+def askStatus(address: str, timeout: float, tls: ssl.SSLContext | None = None) -> Status | None:
+    """
+    The status of the node at C{HOST:PORT}, or L{None} if it gives none.
+    C{status} needs no cluster key, even on a keyed node; on a TLS cluster
+    the member is asked over TLS (C{tls}), as the first node was.
+    """
+    host, _, port = address.rpartition(":")
+    try:
+        with LineConnection(host, int(port), timeout, tls) as connection:
+            return parseStatus(connection.request("status"))
+    except (OSError, ValueError):
+        return None
+
+
+#: The columns of C{status --all}: heading, and the row field shown under it.
+TABLE_COLUMNS = (
+    ("NAME", "name"),
+    ("ADDRESS", "address"),
+    ("ROLE", "role"),
+    ("TERM", "term"),
+    ("LEADER", "isLeader"),
+    ("COMMIT", "commitIndex"),
+    ("APPLIED", "lastApplied"),
+    ("LAG", "lag"),
+    ("HEALTH", "health"),
+)
+
+
+def formatTable(picture: dict[str, object]) -> str:
+    """The rows of L{summarize}'s C{picture} as an aligned text table."""
+    lines = [[heading for heading, _ in TABLE_COLUMNS]]
+    for row in picture["members"]:  # type: ignore[attr-defined]
+        fields = dict(row)
+        if not row["reachable"]:
+            fields["role"] = "unreachable"
+        fields["isLeader"] = (
+            "*" if row["name"] == picture["leader"] and row.get("role") == "leader" else ""
+        )
+        fields["health"] = "healthy" if row["healthy"] else row["reason"]
+        lines.append(
+            ["-" if fields.get(key) is None else str(fields[key]) for _, key in TABLE_COLUMNS]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(TABLE_COLUMNS))]
+    return "\n".join(
+        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
 
 
 def interact(
@@ -452,6 +571,8 @@ def interact(
         print(f"[!] {e}", file=stderr)
         return 1
     for command in _readCommands(readLine, stdout):
+        if local(client, command, stdout, stderr) is not None:
+            continue
         try:
             response = client.request(command)
         except ClientError as e:
@@ -474,10 +595,35 @@ def _readCommands(readLine: Callable[[str], str], stdout: TextIO) -> Iterator[st
             yield command
 
 
+def enableLineEditing(historyPath: str) -> Callable[[], None]:
+    """
+    Give C{input()} line editing and the history kept in C{historyPath}
+    (through C{readline}, where Python has it); return the function that
+    saves the history there, for the end of the session.
+    """
+    try:
+        import readline
+    except ImportError:  # not on every platform; the prompt still works
+        return lambda: None
+    try:
+        readline.read_history_file(historyPath)
+    except OSError:
+        pass  # no history yet
+    readline.set_history_length(1000)
+
+    def save() -> None:
+        try:
+            readline.write_history_file(historyPath)
+        except OSError:
+            pass  # a read-only home loses the history, not the session
+
+    return save
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
-    readLine: Callable[[str], str] = input,
+    readLine: Callable[[str], str] | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
@@ -485,7 +631,8 @@ def main(
     Run C{txraft-client} with C{argv} (default C{sys.argv[1:]}) and return its
     exit status: 0 for success, 1 for a failed request or unreachable node,
     2 for a usage error, 130 when interrupted.  The keyword arguments replace
-    the console, for tests.
+    the console, for tests; by default the prompt reads with C{input()},
+    with line editing and history.
     """
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -506,7 +653,13 @@ def main(
     )
     try:
         if options["command"] is None:
-            return interact(client, readLine, stdout, stderr)
+            if readLine is not None:
+                return interact(client, readLine, stdout, stderr)
+            saveHistory = enableLineEditing(os.path.expanduser(HISTORY_FILE))
+            try:
+                return interact(client, input, stdout, stderr)
+            finally:
+                saveHistory()
         return runOnce(client, options["command"], stdout, stderr)
     except KeyboardInterrupt:
         print(file=stderr)

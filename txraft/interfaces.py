@@ -9,7 +9,12 @@ fake with C{verifyObject}.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from txraft.messages import Entry, HardState, Snapshot
 
 
 class IRequestHandler(Interface):
@@ -94,3 +99,90 @@ class INodeObserver(Interface):
 
     def diskFailed(error: str) -> None:
         """A write failed; the node takes no part in Raft until it rejoins."""
+
+    def leaderChanged(leader: str | None, term: int) -> None:
+        """
+        The leader this node knows of, or its term, changed: C{leader} is the
+        new leader's name, or L{None} while none is known.
+        """
+
+    def synced(seconds: float) -> None:
+        """A Ready was made durable (written and fsynced) in C{seconds}."""
+
+    def committed(seconds: float) -> None:
+        """A client command this leader proposed ran, C{seconds} after it was proposed."""
+
+    def answered(command: str, kind: str, seconds: float) -> None:
+        """
+        A client request was answered, C{seconds} after it arrived: C{command}
+        is its command word (or C{"invalid"}), C{kind} the answer's kind (see
+        L{txraft.answers.kind}).
+        """
+
+    def snapshotTaken(seconds: float) -> None:
+        """A snapshot of this node was taken, written and put in place in C{seconds}."""
+
+
+class ILogStore(Interface):
+    """
+    A node's log of entries, durable once L{sync} returns.  The log may
+    start after index 1: the entries before it are in a snapshot.
+    """
+
+    def load(after: int = 0) -> list[Entry]:
+        """
+        Every entry after index C{after} (where the snapshot ends), in
+        index order; entries up to C{after} are dropped from the store.
+
+        @raise StorageError: if the stored log starts after C{after + 1},
+            so that entries between the snapshot and the log are missing.
+        """
+
+    def compact(index: int) -> None:
+        """Durably drop every entry up to C{index}, which a saved snapshot covers."""
+
+    def truncateFrom(index: int) -> None:
+        """Remove the entry at C{index} and every later one."""
+
+    def append(entries: list[Entry]) -> None:
+        """Add C{entries}, which continue the log without a gap."""
+
+    def sync() -> None:
+        """Make every earlier change durable."""
+
+    def close() -> None:
+        """Release the store's resources."""
+
+
+class IStateStore(Interface):
+    """Where the current term and vote live."""
+
+    def load() -> HardState:
+        """The last saved state, or the initial one."""
+
+    def save(state: HardState) -> None:
+        """Replace the saved state durably before returning."""
+
+
+class ISnapshotStore(Interface):
+    """
+    Where a node keeps its latest snapshot.  Saving happens in two steps so
+    that the slow one can run in another thread: L{stage} writes a new
+    snapshot durably beside the current one, L{commit} puts it in place.
+    """
+
+    def load() -> Snapshot | None:
+        """The saved snapshot, or L{None} if there is none."""
+
+    def save(snapshot: Snapshot) -> None:
+        """Replace the saved snapshot durably before returning."""
+
+    def stage(snapshot: Snapshot) -> object:
+        """
+        Write C{snapshot} durably without replacing the current one; safe
+        to call from another thread, one call at a time.  Returns what
+        L{commit} takes.
+        """
+
+    def commit(staged: object) -> None:
+        """Durably make a staged snapshot the saved one."""

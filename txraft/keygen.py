@@ -2,6 +2,7 @@
 The C{txraft-keygen FILE} command: write a new cluster key.
 
     txraft-keygen FILE
+    txraft-keygen --version
 
 Every node of a cluster is then started with C{--cluster-key FILE} (a copy
 of the same file).  The key is 32 random bytes from L{secrets}, hex-encoded;
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from txraft import cli
 from txraft.auth import writeKeyFile
 
 PROGRAM = "txraft-keygen"
@@ -31,13 +33,16 @@ def main(
 ) -> int:
     """
     Run C{txraft-keygen} with C{argv} (default C{sys.argv[1:]}); return 0
-    once the key is written (or for C{--help}), 1 if it cannot be, 2 for a
-    usage error.
+    once the key is written (or for C{--help} and C{--version}), 1 if it
+    cannot be, 2 for a usage error.
     """
     stderr = stderr or sys.stderr
     args = list(sys.argv[1:] if argv is None else argv)
     if args in (["--help"], ["-h"]):
         print(USAGE, file=stdout or sys.stdout)
+        return 0
+    if args == ["--version"]:
+        print(f"{PROGRAM} {cli.version()}", file=stdout or sys.stdout)
         return 0
     if len(args) != 1 or args[0].startswith("-"):
         print(USAGE, file=stderr)

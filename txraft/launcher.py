@@ -26,16 +26,18 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from txraft import cli
 from txraft.config import ClusterConfig, ConfigError, loadConfig
 
 PROGRAM = "txraft-cluster"
 
 
-class Options(usage.Options):
+class Options(cli.Options):
     """
     Command-line options of C{txraft-cluster}.
     """
 
+    program = PROGRAM
     synopsis = f"Usage: {PROGRAM} [options]"
     longdesc = (
         "Start every node of a txraft cluster config as a child process, print their "
@@ -46,7 +48,21 @@ class Options(usage.Options):
         ["data-dir", "d", "logs", "Data directory passed to every node."],
         ["heartbeat", None, None, "Heartbeat interval passed to every node."],
         ["election-timeout", None, None, "Election timeout passed to every node."],
-        ["kill-after", None, 10.0, "Seconds to wait after SIGTERM before SIGKILL.", float],
+        [
+            "kill-after",
+            None,
+            10.0,
+            "Seconds to wait after SIGTERM before SIGKILL.",
+            cli.number("kill-after"),
+        ],
+        [
+            "http",
+            None,
+            None,
+            "Serve each node's HTTP side (web view, /metrics, /health, /status): the "
+            "config's first node on this port, the next on the port after, and so on.",
+            cli.port("http"),
+        ],
         ["cluster-key", None, None, "Cluster key file passed to every node."],
     ]
 
@@ -72,13 +88,30 @@ def selectNodes(config: ClusterConfig, only: Sequence[str]) -> tuple[str, ...]:
     return tuple(name for name in config.names() if not only or name in only)
 
 
-def nodeArguments(executable: str, name: str, options: Mapping[str, object]) -> list[str]:
+def httpPorts(config: ClusterConfig, first: int | None) -> dict[str, int]:
+    """
+    Each node's HTTP port, by name: C{first} for the config's first node,
+    then one more for each next node; none if C{first} is L{None}.
+
+    @raise ConfigError: if the ports would run past 65535.
+    """
+    if first is None:
+        return {}
+    names = config.names()
+    if first + len(names) - 1 > 65535:
+        raise ConfigError(f"--http {first}: {len(names)} nodes need ports up to 65535")
+    return {name: first + i for i, name in enumerate(names)}
+
+
+def nodeArguments(
+    executable: str, name: str, options: Mapping[str, object], httpPort: int | None = None
+) -> list[str]:
     """
     Return the argv that runs node C{name} in the foreground with C{options}.
 
     The node inherits the cluster-wide options (config, data dir and, when
     given, the timing knobs and the cluster key) so that every node agrees
-    on them.
+    on them, and serves HTTP on C{httpPort} if given.
     """
     args = [
         executable,
@@ -96,6 +129,8 @@ def nodeArguments(executable: str, name: str, options: Mapping[str, object]) -> 
     for option in ("heartbeat", "election-timeout", "cluster-key"):
         if options.get(option) is not None:
             args += [f"--{option}", str(options[option])]
+    if httpPort is not None:
+        args += ["--http", str(httpPort)]
     return args
 
 
@@ -388,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         config = loadConfig(options["config"])
         names = selectNodes(config, options["only"])
+        http = httpPorts(config, options["http"])
     except ConfigError as e:
         print(f"{PROGRAM}: {e}", file=sys.stderr)
         sys.exit(1)
@@ -395,8 +431,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from twisted.internet import reactor
 
-    commands = {name: nodeArguments(sys.executable, name, options) for name in names}
+    commands = {
+        name: nodeArguments(sys.executable, name, options, http.get(name)) for name in names
+    }
     cluster = Cluster(reactor, reactor, commands, killAfter=options["kill-after"])
+    for name in names:
+        if name in http:
+            cluster.say(f"{name} web view: http://{config.node(name).host}:{http[name]}/")
 
     def allEnded(_: None) -> None:
         if not cluster.stopping:

@@ -15,10 +15,10 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 
 from txraft.core import NOOP, Ready
-from txraft.interfaces import IStateMachine
+from txraft.interfaces import ILogStore, ISnapshotStore, IStateMachine, IStateStore
 from txraft.messages import Entry, HardState, Snapshot
-from txraft.snapshots import ISnapshotStore, MemorySnapshotStore
-from txraft.storage import ILogStore, IStateStore, StorageError
+from txraft.snapshots import MemorySnapshotStore
+from txraft.storage import StorageError
 
 
 class LogManager(Service):

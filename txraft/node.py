@@ -36,7 +36,16 @@ from txraft.core import FOLLOWER, LEADER, MAX_APPEND_BYTES, RaftCore, Ready
 from txraft.interfaces import INodeObserver, IRequestHandler, IResponseHandler
 from txraft.kv import CommandError, parseCommand
 from txraft.logmanager import LogManager
-from txraft.messages import Entry, HardState, Message, Snapshot
+from txraft.messages import (
+    AppendEntries,
+    Entry,
+    HardState,
+    InstallSnapshot,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    Snapshot,
+)
 from txraft.storage import StorageError
 
 #: A client command not committed this many seconds after it was proposed
@@ -81,6 +90,21 @@ class NullObserver:
     def diskFailed(self, error: str) -> None:
         """Ignore a disk failure."""
 
+    def leaderChanged(self, leader: str | None, term: int) -> None:
+        """Ignore a new leader."""
+
+    def synced(self, seconds: float) -> None:
+        """Ignore how long a Ready took to make durable."""
+
+    def committed(self, seconds: float) -> None:
+        """Ignore how long a command took to commit."""
+
+    def answered(self, command: str, kind: str, seconds: float) -> None:
+        """Ignore an answered client request."""
+
+    def snapshotTaken(self, seconds: float) -> None:
+        """Ignore how long a snapshot took."""
+
 
 @implementer(IRequestHandler, IResponseHandler)
 class RaftNode:
@@ -93,6 +117,9 @@ class RaftNode:
     @ivar silent: whether the node takes no part in Raft (its disk failed,
         or it is stopping): it ignores ticks and peers and sends nothing.
     @ivar diskError: why the disk failed, while it does.
+    @ivar leaderCommit: the highest commit index the current leader has
+        told this follower of (a follower's own commit index may trail it
+        while it catches up).
     """
 
     log = Logger()
@@ -163,11 +190,13 @@ class RaftNode:
         self._batch: list[tuple[str, defer.Deferred[str]]] = []
         self._flushCall: IDelayedCall | None = None
         # Client commands proposed and not yet applied, by log index (so in
-        # proposal order): (term, deadline, Deferred of the answer).
+        # proposal order): (term, time proposed, Deferred of the answer).
         self._waiting: dict[int, tuple[int, float, defer.Deferred[str]]] = {}
         self._snapshotting = False
+        self.leaderCommit = 0
         hardState, entries = logManager.recover()
         self.core = self._newCore(hardState, entries)
+        self._leaderSeen: tuple[str | None, int] = (None, self.core.currentTerm)
         self.observer.coreStarted(self.core)
 
     def _newCore(self, hardState: HardState, entries: list[Entry]) -> RaftCore:
@@ -219,8 +248,33 @@ class RaftNode:
             return None
         ready = self.core.step(sender, message)
         reply = ready.reply
+        if isinstance(message, AppendEntries) and self.core.leaderId == sender:
+            self.leaderCommit = message.leaderCommit
+        elif isinstance(message, InstallSnapshot):
+            self.log.debug(
+                "InstallSnapshot from {peer}: up to index {index}, bytes {offset}+{size}",
+                peer=sender,
+                index=message.lastIncludedIndex,
+                offset=message.offset,
+                size=len(message.data),
+            )
+        elif isinstance(message, RequestVote) and isinstance(reply, RequestVoteResponse):
+            self._logVote(sender, message, reply)
         self._process(ready)
         return None if self.silent else reply
+
+    def _logVote(self, candidate: str, request: RequestVote, reply: RequestVoteResponse) -> None:
+        """Say which vote was granted or refused; pre-votes only at debug level."""
+        kind = "pre-vote" if request.preVote else "vote"
+        log = self.log.debug if request.preVote else self.log.info
+        log(
+            "{name} {verdict} its {kind} to {candidate} for term {term}",
+            name=self.name,
+            verdict="grants" if reply.voteGranted else "refuses",
+            kind=kind,
+            candidate=candidate,
+            term=request.term,
+        )
 
     def peerResponse(self, sender: str, message: Message) -> None:
         """Step a peer's response to one of our requests."""
@@ -231,13 +285,28 @@ class RaftNode:
         """
         Answer a client's request line: C{status} here and now, commands
         once committed and applied (on the leader), otherwise a redirect.
+        The observer hears of every answer.
         """
+        arrived = self.clock.seconds()
         if text.strip() == "status":
-            return answers.ok(json.dumps(self.status()))
-        try:
-            command = parseCommand(text)
-        except CommandError as e:
-            return answers.error(str(e))
+            word, answer = "status", answers.ok(json.dumps(self.status()))
+        else:
+            try:
+                command = parseCommand(text)
+            except CommandError as e:
+                word, answer = "invalid", answers.error(str(e))
+            else:
+                word, answer = command.name, self._execute(command.text)
+        if isinstance(answer, defer.Deferred):
+            return answer.addCallback(self._answered, word, arrived)
+        return self._answered(answer, word, arrived)
+
+    def _answered(self, answer: str, command: str, arrived: float) -> str:
+        self.observer.answered(command, answers.kind(answer), self.clock.seconds() - arrived)
+        return answer
+
+    def _execute(self, command: str) -> str | defer.Deferred[str]:
+        """Take a valid command to the log, if this node leads; else say who does."""
         if self.silent:
             if self.diskError is None:
                 return answers.NOT_SERVING
@@ -248,7 +317,7 @@ class RaftNode:
         if self.core.role != LEADER:
             return self._notLeader()
         d: defer.Deferred[str] = defer.Deferred()
-        self._batch.append((command.text, d))
+        self._batch.append((command, d))
         if self._flushCall is None:
             # Group commit: every command that arrives in this reactor turn
             # shares one append, one fsync and one AppendEntries per follower.
@@ -272,6 +341,11 @@ class RaftNode:
             "lastApplied": self.logManager.lastApplied,
             "lastIndex": core.log.lastIndex,
             "snapshotIndex": core.log.snapshotIndex,
+            "leaderCommit": self.leaderCommitIndex(),
+            "members": {
+                address.name: f"{address.host}:{address.port}"
+                for address in map(self.config.node, self.config.names())
+            },
         }
         if self.diskError is not None:
             status["role"] = FOLLOWER
@@ -280,8 +354,27 @@ class RaftNode:
             status["diskError"] = self.diskError
         return status
 
+    def leaderCommitIndex(self) -> int | None:
+        """
+        The leader's commit index as far as this node knows: its own on a
+        leader, the last one the leader sent on a follower, L{None} while
+        no leader is known.
+        """
+        core = self.core
+        if core.leaderId is None:
+            return None
+        if core.leaderId == self.name:
+            return core.commitIndex
+        return max(self.leaderCommit, core.commitIndex)
+
     def stop(self) -> None:
         """Stop for good: fall silent and tell every waiting client."""
+        self.log.info(
+            "node {name} shutting down in term {term}, applied up to {applied}",
+            name=self.name,
+            term=self.core.currentTerm,
+            applied=self.logManager.lastApplied,
+        )
         if self._diskRetry is not None and self._diskRetry.active():
             self._diskRetry.cancel()
         self._diskRetry = None
@@ -298,9 +391,9 @@ class RaftNode:
                 d.callback(answer)
             return
         ready = self.core.propose([text for text, _ in batch])
-        deadline = self.clock.seconds() + self.commitTimeout
+        now = self.clock.seconds()
         for entry, (_, d) in zip(ready.entries, batch, strict=True):
-            self._waiting[entry.index] = (entry.term, deadline, d)
+            self._waiting[entry.index] = (entry.term, now, d)
         self._process(ready)
 
     def _process(self, ready: Ready) -> None:
@@ -309,29 +402,61 @@ class RaftNode:
             return
         wasLeading = bool(self._waiting)
         if ready.needsSync:
+            started = self.clock.seconds()
             try:
                 self.logManager.persist(ready)
             except Exception as e:
                 self._storageFailed(e)
                 return
+            self.observer.synced(self.clock.seconds() - started)
         self.observer.persisted(ready)
+        self._noticeLeader()
         for peer, message in ready.messages:
             self._send(peer, message)
         if ready.snapshot is not None:
             self.logManager.installSnapshot(ready.snapshot)
             self.observer.snapshotInstalled(ready.snapshot)
+            self.log.info(
+                "node {name} installed the leader's snapshot up to index {index}",
+                name=self.name,
+                index=ready.snapshot.index,
+            )
         results = self.logManager.apply(ready.committed)
         self.observer.applied(results)
+        now = self.clock.seconds()
         for entry, result in results:
             waiter = self._waiting.pop(entry.index, None)
             if waiter is None:
                 continue
-            term, _, d = waiter
-            # Another leader's entry took this index: the command never ran.
-            d.callback(result if term == entry.term else answers.OVERWRITTEN)
+            term, proposed, d = waiter
+            if term == entry.term:
+                self.observer.committed(now - proposed)
+                d.callback(result)
+            else:
+                # Another leader's entry took this index: the command never ran.
+                d.callback(answers.OVERWRITTEN)
         if wasLeading and self.core.role != LEADER:
             self._failWaiting(answers.LEADERSHIP_LOST)
         self._maybeSnapshot()
+
+    def _noticeLeader(self) -> None:
+        """
+        Tell the observer when the leader or term changed, and let a
+        follower's log say whom it now follows.
+        """
+        core = self.core
+        seen = (core.leaderId, core.currentTerm)
+        if seen == self._leaderSeen:
+            return
+        self._leaderSeen = seen
+        if core.leaderId not in (None, self.name):
+            self.log.info(
+                "node {name} follows leader {leader} in term {term}",
+                name=self.name,
+                leader=core.leaderId,
+                term=core.currentTerm,
+            )
+        self.observer.leaderChanged(core.leaderId, core.currentTerm)
 
     # -- snapshots ------------------------------------------------------------------
 
@@ -350,11 +475,12 @@ class RaftNode:
         ):
             return
         self._snapshotting = True
+        started = self.clock.seconds()
         d = self._background(manager.captureSnapshot())
-        d.addCallback(lambda written: self._snapshotWritten(*written))
+        d.addCallback(lambda written: self._snapshotWritten(*written, started=started))
         d.addErrback(self._snapshotFailed)
 
-    def _snapshotWritten(self, snapshot: Snapshot, staged: object) -> None:
+    def _snapshotWritten(self, snapshot: Snapshot, staged: object, started: float) -> None:
         """Put a written snapshot in place and compact the log, unless overtaken."""
         self._snapshotting = False
         core = self.core
@@ -369,6 +495,7 @@ class RaftNode:
             return
         core.compact(snapshot)
         self.observer.snapshotSaved(snapshot)
+        self.observer.snapshotTaken(self.clock.seconds() - started)
         self.log.info("snapshot up to index {index} saved; log compacted", index=snapshot.index)
 
     def _snapshotFailed(self, failure: Failure) -> None:
@@ -406,10 +533,16 @@ class RaftNode:
     def _expireWaiting(self) -> None:
         now = self.clock.seconds()
         while self._waiting:
-            index, (_, deadline, d) = next(iter(self._waiting.items()))
-            if deadline > now:
+            index, (_, proposed, d) = next(iter(self._waiting.items()))
+            if proposed + self.commitTimeout > now:
                 return
             del self._waiting[index]
+            self.log.warn(
+                "node {name}: the command at index {index} did not commit within {timeout}s",
+                name=self.name,
+                index=index,
+                timeout=self.commitTimeout,
+            )
             d.callback(answers.COMMIT_TIMEOUT)
 
     # -- a failing disk ------------------------------------------------------------------
@@ -458,6 +591,7 @@ class RaftNode:
         self.core = self._newCore(hardState, entries)
         self.diskError = None
         self.silent = False
+        self._leaderSeen = (None, self.core.currentTerm)
         self.observer.coreStarted(self.core)
         self.log.info(
             "node {name} can write to its disk again; rejoining in term {term} "

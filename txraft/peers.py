@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import LogEvent, Logger, LogLevel, globalLogPublisher
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -83,6 +83,8 @@ class PeerLink:
         self.protocol: PeerClientProtocol | None = None
         #: The last handshake failure logged, so retries do not repeat it.
         self._authFailure: str | None = None
+        #: Attempts failed since the link was last up (handshake included).
+        self._failedAttempts = 0
         self._backlog: deque[Message] = deque(maxlen=BACKLOG)
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
             reactor, address.host, address.port, timeout=maxDelay + 1
@@ -92,14 +94,34 @@ class PeerLink:
         factory = Factory.forProtocol(self._buildProtocol)
         factory.noisy = False
         jitter = random.Random()
-        self.clientService = ClientService(
-            endpoint,
-            factory,
-            retryPolicy=backoffPolicy(
-                initialDelay=0.02, maxDelay=maxDelay, jitter=lambda: jitter.random() * 0.02
-            ),
-            clock=reactor,
+        self._backoff = backoffPolicy(
+            initialDelay=0.02, maxDelay=maxDelay, jitter=lambda: jitter.random() * 0.02
         )
+        self.clientService = QuietClientService(
+            endpoint, factory, retryPolicy=self._retryDelay, clock=reactor
+        )
+
+    def _retryDelay(self, failedAttempts: int) -> float:
+        """
+        How long to wait before the next attempt; the first failure of an
+        outage is logged, the retries after it are not.
+
+        An outage lasts until the link is up, which on a keyed cluster is
+        when the handshake has finished: C{ClientService} counts a TCP
+        connection as a success, so a peer that takes the connection and
+        then fails the handshake would otherwise restart both the count and
+        the backoff at every attempt.  Its handshake failure is logged
+        instead (L{_authFailed}).
+        """
+        self._failedAttempts += 1
+        if self._failedAttempts == 1 and self._authFailure is None:
+            self.log.info(
+                "cannot reach peer {peer} at {host}:{port}; retrying quietly until it answers",
+                peer=self.address.name,
+                host=self.address.host,
+                port=self.address.port,
+            )
+        return self._backoff(self._failedAttempts)
 
     def _buildProtocol(self) -> PeerClientProtocol:
         protocol = PeerClientProtocol(
@@ -113,6 +135,7 @@ class PeerLink:
     def _connected(self, protocol: PeerClientProtocol) -> None:
         self.log.info("connected to peer {peer}", peer=self.address.name)
         self._authFailure = None
+        self._failedAttempts = 0
         self.protocol = protocol
         while self._backlog:
             self.send(self._backlog.popleft())
@@ -148,6 +171,23 @@ class PeerLink:
 
     def _failed(self, failure: Failure) -> None:
         self.log.debug("request to {peer} failed: {f}", peer=self.address.name, f=failure.value)
+
+
+def _withoutRetries(event: LogEvent) -> None:
+    """Publish C{event} unless it is C{ClientService}'s info about its next retry."""
+    if event.get("log_level") != LogLevel.info:
+        globalLogPublisher(event)
+
+
+class QuietClientService(ClientService):
+    """
+    A C{ClientService} that does not log its every retry ("Scheduling
+    retry N", several a second while a peer is down; twistd's log shows
+    every level, so a lower one would not hide them): L{PeerLink} says
+    once per outage that a peer is unreachable.  Its warnings still show.
+    """
+
+    _log = Logger(observer=_withoutRetries)
 
 
 class PeerClientProtocol(LineReceiver, TimeoutMixin):

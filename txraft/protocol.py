@@ -54,10 +54,12 @@ MAX_REQUEST = 1024 * 1024
 
 #: Answers one connection may have pending (its requests read but not yet
 #: answered, or answered but not yet written) before the node stops reading
-#: from it; it reads again once half of them are written.  With the
-#: transport's own pause when the client does not read its answers, this
-#: bounds the memory one connection can take.
-MAX_PENDING_ANSWERS = 1000
+#: from it; it reads again once half of them are written.  A client that
+#: pipelines faster than the cluster commits waits in its own socket buffer,
+#: and the node's event loop stays free for heartbeats.  With the transport's
+#: own pause when the client does not read its answers, this bounds the
+#: memory one connection can take.
+MAX_PENDING = 1000
 
 #: Seconds a connection may hold a partial line (or an unfinished key
 #: handshake) before it is closed.
@@ -85,8 +87,8 @@ class NodeProtocol(LineReceiver):
 
     A client that pipelines requests without reading the answers is not
     read from (Twisted's producer/consumer flow control) while
-    L{MAX_PENDING_ANSWERS} answers are pending or the transport's write
-    buffer is full; one that stops in the middle of a line is closed after
+    L{MAX_PENDING} answers are pending or the transport's write buffer is
+    full; one that stops in the middle of a line is closed after
     C{idleTimeout} seconds.
     """
 
@@ -152,7 +154,7 @@ class NodeProtocol(LineReceiver):
             return
         slot: list[str | None] = [None]
         self._slots.append(slot)
-        if len(self._slots) >= MAX_PENDING_ANSWERS:
+        if len(self._slots) >= MAX_PENDING:
             self._pause("answers")
         result = self._dispatch(line)
         if isinstance(result, defer.Deferred):
@@ -279,7 +281,7 @@ class NodeProtocol(LineReceiver):
             self.sendLine(self._slots.popleft()[0].encode("utf-8"))
         if self._closing and not self._slots:
             self.transport.loseConnection()
-        elif len(self._slots) <= MAX_PENDING_ANSWERS // 2:
+        elif len(self._slots) <= MAX_PENDING // 2:
             self._resume("answers")
 
     def dataReceived(self, data: bytes) -> None:

@@ -18,6 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from txraft.config import ClusterConfig, NodeAddress
+from txraft.interfaces import INodeObserver
 from txraft.logmanager import LogManager
 from txraft.messages import Message
 from txraft.node import SNAPSHOT_ENTRIES, Background, RaftNode
@@ -69,6 +70,7 @@ class RaftService(MultiService):
         clusterKey: bytes | None = None,
         maxConnections: int | None = None,
         tls: TLSConfig | None = None,
+        observer: INodeObserver | None = None,
     ) -> None:
         """
         @param reactor: the reactor to listen, connect and keep time on.
@@ -82,6 +84,7 @@ class RaftService(MultiService):
             most, peers' aside; L{None} for no limit.
         @param tls: the port and the peer links speak TLS with this, or
             L{None} for plain TCP.
+        @param observer: told what the node does (its metrics).
         """
         super().__init__()
         self.name = name
@@ -102,6 +105,7 @@ class RaftService(MultiService):
             snapshotEntries=snapshotEntries,
             background=background,
             onFatal=self._fatal,
+            observer=observer,
         )
         maxDelay = electionTicks[0] * tickSeconds / 2
         self._links = {
@@ -130,6 +134,10 @@ class RaftService(MultiService):
         )
         self.tls = tls
         self.port = None
+
+    def connectedPeers(self) -> int:
+        """How many peers this node has a connection to now."""
+        return sum(link.protocol is not None for link in self._links.values())
 
     def _sendToPeer(self, peer: str, message: Message) -> None:
         self._links[peer].send(message)

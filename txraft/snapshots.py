@@ -24,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import os
 
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
+from txraft.interfaces import ISnapshotStore
 from txraft.messages import Snapshot
 from txraft.storage import (
     OSFileSystem,
@@ -37,30 +38,6 @@ from txraft.storage import (
 
 MAGIC = b"txraft-snapshot"
 VERSION = 1
-
-
-class ISnapshotStore(Interface):
-    """
-    Where a node keeps its latest snapshot.  Saving happens in two steps so
-    that the slow one can run in another thread: L{stage} writes a new
-    snapshot durably beside the current one, L{commit} puts it in place.
-    """
-
-    def load() -> Snapshot | None:
-        """The saved snapshot, or L{None} if there is none."""
-
-    def save(snapshot: Snapshot) -> None:  # noqa: N805
-        """Replace the saved snapshot durably before returning."""
-
-    def stage(snapshot: Snapshot) -> object:  # noqa: N805
-        """
-        Write C{snapshot} durably without replacing the current one; safe
-        to call from another thread, one call at a time.  Returns what
-        L{commit} takes.
-        """
-
-    def commit(staged: object) -> None:  # noqa: N805
-        """Durably make a staged snapshot the saved one."""
 
 
 def checksum(index: int, term: int, data: bytes) -> str:

@@ -1,7 +1,7 @@
 """
 Durable homes for the Raft log and for the current term and vote.
 
-Two small interfaces, L{ILogStore} and L{IStateStore}, each with a
+The two stores of L{txraft.interfaces}, L{ILogStore} and L{IStateStore}, each with a
 file-backed implementation (what a node runs on) and an in-memory one (what
 simulations run on; it forgets unsynced writes when it "crashes").  The file
 stores make every system call through an L{OSFileSystem}, so that tests can
@@ -69,8 +69,9 @@ from contextlib import contextmanager
 
 import attrs
 from twisted.logger import Logger
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
+from txraft.interfaces import ILogStore, IStateStore
 from txraft.messages import NAME_PATTERN, UNSTORABLE, Entry, HardState
 
 log = Logger()
@@ -86,47 +87,6 @@ _LINE = re.compile(rb"([1-9][0-9]{0,18}) (0|[1-9][0-9]{0,18}) ([^\r\n\x00]*)\Z")
 
 class StorageError(Exception):
     """Stored data is unusable; ``str()`` names the file (and line) and the problem."""
-
-
-class ILogStore(Interface):
-    """
-    A node's log of entries, durable once L{sync} returns.  The log may
-    start after index 1: the entries before it are in a snapshot.
-    """
-
-    def load(after: int = 0) -> list[Entry]:  # noqa: N805
-        """
-        Every entry after index C{after} (where the snapshot ends), in
-        index order; entries up to C{after} are dropped from the store.
-
-        @raise StorageError: if the stored log starts after C{after + 1},
-            so that entries between the snapshot and the log are missing.
-        """
-
-    def compact(index: int) -> None:  # noqa: N805
-        """Durably drop every entry up to C{index}, which a saved snapshot covers."""
-
-    def truncateFrom(index: int) -> None:  # noqa: N805
-        """Remove the entry at C{index} and every later one."""
-
-    def append(entries: list[Entry]) -> None:  # noqa: N805
-        """Add C{entries}, which continue the log without a gap."""
-
-    def sync() -> None:
-        """Make every earlier change durable."""
-
-    def close() -> None:
-        """Release the store's resources."""
-
-
-class IStateStore(Interface):
-    """Where the current term and vote live."""
-
-    def load() -> HardState:
-        """The last saved state, or the initial one."""
-
-    def save(state: HardState) -> None:  # noqa: N805
-        """Replace the saved state durably before returning."""
 
 
 class OSFileSystem:

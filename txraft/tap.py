@@ -11,17 +11,20 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from txraft import cli
 from txraft.auth import KeyFileError, readKeyFile
 from txraft.config import ClusterConfig, ConfigError, loadConfig
+from txraft.health import MAX_LAG
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import NAME_PATTERN
+from txraft.metrics import NodeMetrics
 from txraft.service import SNAPSHOT_ENTRIES, RaftService
 from txraft.snapshots import FileSnapshotStore
 from txraft.storage import (
@@ -31,6 +34,8 @@ from txraft.storage import (
     fsyncDirectory,
     lockDataDirectory,
 )
+from txraft.survey import ClusterSurvey
+from txraft.web import HTTPService, makeSite
 
 if TYPE_CHECKING:
     from txraft.tls import TLSConfig
@@ -70,9 +75,10 @@ def parseElectionTimeout(text: str) -> tuple[int, int]:
     return bounds
 
 
-class Options(usage.Options):
+class Options(cli.Options):
     """Command-line options of one txraft node."""
 
+    program = "txraft (twistd plugin)"
     optFlags = [
         [
             "insecure",
@@ -93,13 +99,19 @@ class Options(usage.Options):
         ["port", None, None, "Port to listen on; defaults to, and must match, the config's."],
         ["config", None, "etc/cluster.conf", "Cluster config: lines NAME HOST PORT."],
         ["data-dir", None, "logs", "Directory for NAME.log and the node's other files."],
-        ["heartbeat", None, 100, "Leader heartbeat interval in milliseconds.", int],
+        [
+            "heartbeat",
+            None,
+            100,
+            "Leader heartbeat interval in milliseconds.",
+            cli.wholeNumber("heartbeat"),
+        ],
         [
             "snapshot-entries",
             None,
             SNAPSHOT_ENTRIES,
             "Snapshot the state machine and compact the log every this many entries.",
-            int,
+            cli.wholeNumber("snapshot-entries"),
         ],
         [
             "election-timeout",
@@ -125,7 +137,15 @@ class Options(usage.Options):
             None,
             MAX_CONNECTIONS,
             "Refuse connections beyond this many at once (peers are never refused).",
-            int,
+            cli.wholeNumber("max-connections"),
+        ],
+        [
+            "http",
+            None,
+            None,
+            "Serve /metrics, /health, /status and the cluster's web view on this port, "
+            "on the node's host (off unless given).",
+            cli.port("http"),
         ],
     ]
 
@@ -259,6 +279,7 @@ def makeService(options: Options) -> IService:
             dataDirectoryLock=lock,
         )
         low, high = options["election-timeout"]
+        metrics = NodeMetrics() if options["http"] is not None else None
         service = RaftService(
             options.config,
             name,
@@ -273,6 +294,7 @@ def makeService(options: Options) -> IService:
             clusterKey=options.clusterKey,
             maxConnections=options["max-connections"],
             tls=options.tls,
+            observer=metrics,
         )
     except (StorageError, OSError) as e:
         raise StartupError(str(e)) from None
@@ -283,7 +305,19 @@ def makeService(options: Options) -> IService:
             name=name,
             port=options.address.port,
         )
+    if metrics is not None:
+        _addHTTP(service, metrics, options, reactor)
     return service
+
+
+def _addHTTP(service: RaftService, metrics: NodeMetrics, options: Options, reactor: Any) -> None:
+    """Serve the node's HTTP side, on its host and the C{--http} port."""
+    node, config = service.node, options.config
+    metrics.watch(node.status, service.connectedPeers)
+    addresses = {name: (config.node(name).host, config.node(name).port) for name in config.names()}
+    survey = ClusterSurvey(node.name, addresses, node.status, reactor, tls=options.tls)
+    site = makeSite(node.status, metrics.registry, survey, MAX_LAG)
+    HTTPService(reactor, options.address.host, options["http"], site).setServiceParent(service)
 
 
 def _keepPidfileApart(options: Options, directory: str, name: str) -> None:

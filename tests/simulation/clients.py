@@ -202,6 +202,8 @@ class Workload:
             return  # the process is dying: its connections close instead
         if node.inbound.pop((client.name, requestId), None) is None:
             return
+        if not isinstance(text, str):
+            self.sim.fail(f"{node.name} answered {text!r} to {client.name}, not an answer line")
         counted = COUNTED_ANSWERS.get(text)
         if counted is not None:
             self.sim.stats[counted] += 1
@@ -265,6 +267,10 @@ class Workload:
         valid = text in expected[op.kind] or (op.kind == "get" and text.startswith("OK "))
         if not valid:
             sim.fail(f"{client.name} got {text!r} for {op.kind} {op.key}")
+        command = f"set {op.key} {op.value}"
+        if op.kind == "set" and command not in sim.checker.committedCommands:
+            # Every value is written once, so its command is in the log if it ran.
+            sim.fail(f"{client.name} was told {text!r} for {command!r}, which never committed")
         op.end = sim.stamp()
         if op.kind != "set":
             op.found = text != answers.NOT_FOUND

@@ -21,6 +21,7 @@ FAULT_WEIGHTS: dict[str, int] = {
     "diskError": 2,
     "restart": 2,
     "network": 4,
+    "replay": 3,
     "slow": 2,
     "pause": 2,
 }
@@ -34,7 +35,8 @@ class FaultSchedule:
     one-way link cuts, a partition isolating the leader in one or both
     directions; crashes of any node, either at once or just before one of
     its next few durable writes (what was not synced is lost), followed by
-    a restart; disk errors (writes fail for a while: the node falls silent
+    a restart; copies of old messages of every kind delivered long
+    after, across elections; disk errors (writes fail for a while: the node falls silent
     and rejoins); slow nodes (their messages delayed more, their ticks
     sometimes skipped) and paused nodes (a stalled process).
     """
@@ -153,6 +155,9 @@ class FaultSchedule:
             network.lateRate,
             network.maxDelayMs,
         )
+
+    def _fault_replay(self) -> None:
+        self.sim.network.replay(self.sim.rng.randint(1, 6))
 
     def _fault_slow(self) -> None:
         node = self.sim.rng.choice(list(self.sim.nodes.values()))

@@ -118,6 +118,7 @@ class InvariantChecker:
     @ivar registry: for every (index, term) any log ever held, the command
         and the term of the entry before it.
     @ivar committed: the committed log: the entry at each committed index.
+    @ivar committedCommands: every command in it.
     @ivar commitTerms: the term in which each committed index was first
         committed (the current term of the node that first committed it).
     @ivar states: the reference state machine after each committed index.
@@ -139,6 +140,7 @@ class InvariantChecker:
         self.votes: dict[tuple[str, int], str] = {}
         self.registry: dict[tuple[int, int], tuple[str, int]] = {}
         self.committed: list[Entry] = []
+        self.committedCommands: set[str] = set()
         self.commitTerms: list[int] = []
         self.states: list[dict[str, str]] = [{}]
         self.replies: list[str | None] = [None]
@@ -163,11 +165,30 @@ class InvariantChecker:
             if holder is None:
                 self.leaders[core.currentTerm] = node.name
                 self.stats["leadersElected"] += 1
+                self.checkElected(node)
                 self.checkLeaderCompleteness(node)
             elif holder != node.name:
                 self.fail(
                     f"Election Safety: {holder} and {node.name} both lead term {core.currentTerm}"
                 )
+
+    def checkElected(self, node: CoreView) -> None:
+        """
+        A leader holds the votes of a majority for its term, itself
+        included (section 5.2): grants it counted from another term, or
+        twice, do not make it one.
+        """
+        core = node.core
+        grants = [
+            voter
+            for (voter, term), candidate in self.votes.items()
+            if term == core.currentTerm and candidate == node.name and voter != node.name
+        ]
+        if 1 + len(grants) < core.quorum():
+            self.fail(
+                f"Election: {node.name} leads term {core.currentTerm} with the votes of "
+                f"{sorted([node.name, *grants])} only, not of a majority"
+            )
 
     def observeReady(self, node: SimNode, ready: Ready) -> None:
         """Check what C{node} just made durable, its role and its commits."""
@@ -204,6 +225,7 @@ class InvariantChecker:
             self.fail(f"{node.name} commits index {index} after {len(self.committed)}")
         term = node.core.currentTerm
         self.committed.append(entry)
+        self.committedCommands.add(entry.command)
         self.commitTerms.append(term)
         if self.replay:
             state, reply = referenceApply(self.states[-1], entry.command)

@@ -5,6 +5,7 @@ reordering and delay, and every message through the wire format.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 import attrs
@@ -36,20 +37,32 @@ class Envelope:
     requesterIncarnation: int | None = None
 
 
+#: How many messages of each kind the network remembers for late copies.
+REMEMBERED_PER_KIND = 12
+
+
 class Network:
     """
     Carries peer messages between simulated nodes.
+
+    Raft allows a network to deliver any message late, and more than once,
+    so the network remembers the last few messages of each kind (votes,
+    pre-votes, appends, snapshot chunks, and the answers to each) and the
+    fault schedule has it L{replay} some of them long after, across
+    elections.
 
     @ivar blocked: the (from, to) links that deliver nothing.
     @ivar dropRate: the chance that a message is lost.
     @ivar duplicateRate: the chance that a message arrives twice.
     @ivar lateRate: the chance that a message arrives long after newer ones.
     @ivar maxDelayMs: a message takes from 1 to this many milliseconds.
+    @ivar past: recent messages that were put on the wire, by kind.
     """
 
     def __init__(self, simulation: Simulation) -> None:
         self.sim = simulation
         self.blocked: set[tuple[str, str]] = set()
+        self.past: dict[str, deque[Envelope]] = {}
         self.calm()
 
     def calm(self) -> None:
@@ -83,6 +96,7 @@ class Network:
         if (node.name, dst) in self.blocked:
             sim.stats["messagesCut"] += 1
             return
+        self._remember(envelope)
         rng = sim.rng
         if rng.random() < self.dropRate:
             sim.stats["messagesDropped"] += 1
@@ -99,6 +113,27 @@ class Network:
                 delay += rng.randint(200, 1500)
                 sim.stats["messagesLate"] += 1
             sim.events.after(delay, self._deliver, envelope)
+
+    def _remember(self, envelope: Envelope) -> None:
+        message = envelope.message
+        kind = type(message).__name__ + (" (pre-vote)" if isPreVote(message) else "")
+        if kind not in self.past:
+            self.past[kind] = deque(maxlen=REMEMBERED_PER_KIND)
+        self.past[kind].append(envelope)
+
+    def replay(self, count: int) -> None:
+        """
+        Deliver again, late, C{count} messages sent earlier (each kind as
+        likely as another), as a network that held on to copies would.
+        """
+        sim = self.sim
+        kinds = sorted(self.past)
+        for _ in range(count if kinds else 0):
+            kind = sim.rng.choice(kinds)
+            envelope = sim.rng.choice(self.past[kind])
+            sim.stats["messagesReplayed"] += 1
+            sim.record("{}->{} replayed: {}", envelope.src, envelope.dst, envelope.message)
+            sim.events.after(self.delay(envelope.src, envelope.dst), self._deliver, envelope)
 
     def _deliver(self, envelope: Envelope) -> None:
         sim = self.sim

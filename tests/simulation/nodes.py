@@ -19,7 +19,7 @@ from txraft.interfaces import INodeObserver
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import Message, Snapshot
-from txraft.node import RaftNode
+from txraft.node import NullObserver, RaftNode
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -129,7 +129,7 @@ class SimNode:
 
 
 @implementer(INodeObserver)
-class NodeObserver:
+class NodeObserver(NullObserver):
     """
     What the simulation learns from a node's driver: each event is checked
     against the global truth at once, and counted.

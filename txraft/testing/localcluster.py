@@ -155,10 +155,14 @@ class Node:
         process, or L{None} before the first start and after a stop.
     """
 
-    def __init__(self, name: str, host: str, port: int, dataDir: str) -> None:
+    def __init__(
+        self, name: str, host: str, port: int, dataDir: str, httpPort: int | None = None
+    ) -> None:
         self.name = name
         self.host = host
         self.port = port
+        #: The port of the node's HTTP side, or L{None} if it has none.
+        self.httpPort = httpPort
         self.dataDir = dataDir
         self.process: subprocess.Popen[bytes] | None = None
         self.paused = False
@@ -197,6 +201,7 @@ class LocalCluster:
         env: Mapping[str, str] | None = None,
         keyed: bool = True,
         tls: ssl.SSLContext | None = None,
+        http: bool = False,
     ) -> None:
         """
         @param names: the node names, in config order.
@@ -210,6 +215,8 @@ class LocalCluster:
             are not authenticated.
         @param tls: how this harness's own connections speak TLS to the
             nodes (when C{extraArgs} make them listen with it).
+        @param http: whether each node serves HTTP (C{--http}) on a free port
+            of its own.
         """
         self._ownsDirectory = directory is None
         self.directory = tempfile.mkdtemp(prefix="txraft-") if directory is None else directory
@@ -224,10 +231,11 @@ class LocalCluster:
             extraArgs = ["--cluster-key", self.keyPath, *extraArgs]
         self.extraArgs = list(extraArgs)
         self.env = nodeEnvironment(env)
-        ports = freePorts(len(names))
+        ports = freePorts(len(names) * (2 if http else 1))
+        ports, httpPorts = ports[: len(names)], ports[len(names) :] or [None] * len(names)
         self.nodes = {
-            name: Node(name, HOST, port, self.directory)
-            for name, port in zip(names, ports, strict=True)
+            name: Node(name, HOST, port, self.directory, httpPort)
+            for name, port, httpPort in zip(names, ports, httpPorts, strict=True)
         }
         self.configPath = os.path.join(self.directory, "cluster.conf")
         writeConfig(self.configPath, {n.name: (n.host, n.port) for n in self.nodes.values()})
@@ -241,7 +249,10 @@ class LocalCluster:
 
     def command(self, name: str, extraArgs: Sequence[str] = ()) -> list[str]:
         """The argv that starts node C{name}."""
-        return nodeCommand(name, self.configPath, self.directory, [*self.extraArgs, *extraArgs])
+        httpPort = self.nodes[name].httpPort
+        http = [] if httpPort is None else ["--http", str(httpPort)]
+        args = [*self.extraArgs, *http, *extraArgs]
+        return nodeCommand(name, self.configPath, self.directory, args)
 
     def start(self, name: str, extraArgs: Sequence[str] = ()) -> None:
         """
@@ -481,6 +492,13 @@ class LocalCluster:
         """A client of this cluster that follows redirects and rides out elections."""
         addresses = {n.name: (n.host, n.port) for n in self.nodes.values()}
         return ClusterClient(addresses, timeout, self.tls)
+
+    def httpURL(self, name: str, path: str = "/") -> str:
+        """The URL of C{path} on node C{name}'s HTTP side (the cluster must have C{http})."""
+        node = self.nodes[name]
+        if node.httpPort is None:
+            raise ClusterError(f"node {name} serves no HTTP: make the cluster with http=True")
+        return f"http://{node.host}:{node.httpPort}{path}"
 
     # -- diagnostics --------------------------------------------------------------------
 

@@ -1,0 +1,280 @@
+"""
+Mutation testing of txraft with mutmut: plant one small bug at a time and
+check that some test fails.
+
+    python mutation/run.py               every mutant of the modules that
+                                         pyproject.toml's [tool.mutmut] names
+    python mutation/run.py --sample 40   a seeded sample of mutants of the core
+                                         and the driver, against the tests that
+                                         matter most for them (``make test``)
+
+mutmut works in a scratch copy of the repository (C{.mutation/}, git-ignored),
+so the working tree never holds a mutant; C{cd .mutation && mutmut browse}
+shows the last run.  A surviving mutant fails the run unless
+mutation/equivalent.txt lists it with the reason it changes no behaviour.
+The run fails if anything in C{STRICT} survives, or if another module kills
+less than C{MINIMUM_SCORE} of its mutants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import attrs
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRATCH = ROOT / ".mutation"
+EQUIVALENT = ROOT / "mutation" / "equivalent.txt"
+
+#: Modules where every mutant that changes behaviour must be killed.
+STRICT = ("txraft.core", "txraft.raftlog", "txraft.node")
+#: The share of its mutants every other module must kill.
+MINIMUM_SCORE = 0.90
+
+#: Simulation seeds per batch while mutants run (the default is 600 and 200):
+#: enough to kill what the simulation kills, few enough for the whole run to
+#: finish in well under an hour on two cores.
+MUTATION_SEEDS = 40
+
+#: The sample that ``make test`` runs: mutants of these modules, against
+#: these tests, with this many simulation seeds.
+SAMPLE_MODULES = ("txraft/core.py", "txraft/node.py")
+SAMPLE_TESTS = (
+    "tests/test_core.py",
+    "tests/test_raftlog.py",
+    "tests/test_node.py",
+    "tests/test_simulation.py",
+)
+SAMPLE_SEEDS = 30
+
+#: mutmut's word for each outcome that counts as the mutant killed.
+KILLED = {"killed", "timeout", "segfault", "suspicious", "caught by type check"}
+NOT_KILLED = {"survived", "no tests"}
+
+
+@attrs.frozen
+class Mutant:
+    """One mutant and what became of it."""
+
+    name: str
+    status: str
+
+    @property
+    def module(self) -> str:
+        """The dotted name of the mutated module (C{txraft.core})."""
+        return self.name.split(".x", 1)[0]
+
+    @property
+    def function(self) -> str:
+        """mutmut's name for the mutated function, without the mutant's number."""
+        return self.name.rsplit("__mutmut_", 1)[0]
+
+
+@attrs.frozen
+class Equivalent:
+    """A mutant shown to change no behaviour, from mutation/equivalent.txt."""
+
+    function: str
+    removed: tuple[str, ...]
+    added: tuple[str, ...]
+    why: str
+
+
+def loadEquivalents(path: Path = EQUIVALENT) -> list[Equivalent]:
+    """
+    Read the equivalent mutants: blocks of a C{function:} line, the changed
+    lines as C{mutmut show} prints them (C{-} before, C{+} after), and a
+    C{why:} line; C{#} starts a comment.
+    """
+    equivalents = []
+    for block in re.split(r"\n\s*\n", path.read_text(encoding="utf-8")):
+        lines = [line for line in block.splitlines() if not line.startswith("#")]
+        if not lines:
+            continue
+        fields = {"function": "", "why": ""}
+        removed, added = [], []
+        for line in lines:
+            if line.startswith("-"):
+                removed.append(line[1:].strip())
+            elif line.startswith("+"):
+                added.append(line[1:].strip())
+            else:
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+        if not (fields["function"] and fields["why"]):
+            raise SystemExit(f"{path}: a block without function: or why:\n{block}")
+        equivalents.append(
+            Equivalent(fields["function"], tuple(removed), tuple(added), fields["why"])
+        )
+    return equivalents
+
+
+def changedLines(diff: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The lines a unified diff removes and adds, stripped."""
+    removed, added = [], []
+    for line in diff.splitlines():
+        if line.startswith(("---", "+++")):
+            continue
+        if line.startswith("-"):
+            removed.append(line[1:].strip())
+        elif line.startswith("+"):
+            added.append(line[1:].strip())
+    return tuple(removed), tuple(added)
+
+
+def prepareScratch(modules: tuple[str, ...] | None, tests: tuple[str, ...] | None) -> None:
+    """
+    Copy the repository to L{SCRATCH}, overriding which modules to mutate
+    and which tests to run when given.
+    """
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+    shutil.copytree(
+        ROOT,
+        SCRATCH,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".mutation", "mutants", "build", "logs", "__pycache__", "_trial_temp*"
+        ),
+    )
+    pyproject = SCRATCH / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    for key, values in (("only_mutate", modules), ("pytest_add_cli_args_test_selection", tests)):
+        if values is not None:
+            setting = f"{key} = {list(values)!r}".replace("'", '"')
+            text, count = re.subn(rf"^{key} = .*$", setting, text, flags=re.MULTILINE)
+            assert count == 1, f"pyproject.toml's [tool.mutmut] has no one {key} line"
+    pyproject.write_text(text, encoding="utf-8")
+
+
+def mutmut(*arguments: str, seeds: int, capture: bool = True) -> str:
+    """Run mutmut in the scratch copy; return what it printed."""
+    environment = dict(os.environ, TXRAFT_SEEDS=str(seeds))
+    command = [sys.executable, "-m", "mutmut", *arguments]
+    result = subprocess.run(
+        command, cwd=SCRATCH, env=environment, capture_output=capture, text=True, check=False
+    )
+    if result.returncode != 0:
+        output = (result.stdout or "")[-3000:] + (result.stderr or "")[-3000:]
+        raise SystemExit(f"mutmut {' '.join(arguments[:1])} failed:\n{output}")
+    return result.stdout or ""
+
+
+def results(seeds: int) -> list[Mutant]:
+    """Every mutant mutmut checked in the scratch copy, with its outcome."""
+    mutants = []
+    for line in mutmut("results", "--all", "true", seeds=seeds).splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if name and status not in ("not checked", "skipped"):
+            mutants.append(Mutant(name, status))
+    return mutants
+
+
+def classify(
+    mutants: list[Mutant], equivalents: list[Equivalent], seeds: int
+) -> tuple[list[Mutant], dict[str, Equivalent]]:
+    """Split the mutants not killed into real survivors and known equivalents."""
+    survivors, matched = [], {}
+    for mutant in mutants:
+        if mutant.status not in NOT_KILLED:
+            continue
+        removed, added = changedLines(mutmut("show", mutant.name, seeds=seeds))
+        for equivalent in equivalents:
+            if (equivalent.function, equivalent.removed, equivalent.added) == (
+                mutant.function,
+                removed,
+                added,
+            ):
+                matched[mutant.name] = equivalent
+                break
+        else:
+            survivors.append(mutant)
+    return survivors, matched
+
+
+def report(
+    mutants: list[Mutant], survivors: list[Mutant], equivalent: dict[str, Equivalent]
+) -> bool:
+    """Print the score of each module and every survivor; whether the run passes."""
+    total, killed, same = Counter(), Counter(), Counter()
+    for mutant in mutants:
+        total[mutant.module] += 1
+        killed[mutant.module] += mutant.status in KILLED
+        same[mutant.module] += mutant.name in equivalent
+    passed = True
+    columns = ("mutants", "killed", "equivalent", "survived", "score")
+    print("\n" + f"{'module':<16}" + "".join(f"{column:>11}" for column in columns))
+    for module in sorted(total):
+        survived = total[module] - killed[module] - same[module]
+        counted = total[module] - same[module]
+        score = killed[module] / counted if counted else 1.0
+        counts = (total[module], killed[module], same[module], survived)
+        print(f"{module:<16}" + "".join(f"{n:>11}" for n in counts) + f"{score:>11.1%}")
+        if survived and (module in STRICT or score < MINIMUM_SCORE):
+            passed = False
+    for mutant in survivors:
+        print(f"\nSURVIVED ({mutant.status}): {mutant.name}")
+        print(mutmut("show", mutant.name, seeds=0).rstrip())
+    return passed
+
+
+def sampleNames(count: int, seed: int) -> list[str]:
+    """
+    Up to C{count} mutant names of L{SAMPLE_MODULES}, drawn with C{seed}:
+    a function at random, and one of its first five mutants (a short
+    function has fewer: a name that does not exist is not run).
+    """
+    functions = []
+    for path in SAMPLE_MODULES:
+        module = path.removesuffix(".py").replace("/", ".")
+        tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef):
+                functions.append(f"{module}.x_{node.name}")
+            elif isinstance(node, ast.ClassDef):
+                functions.extend(
+                    f"{module}.x\u01c1{node.name}\u01c1{item.name}"
+                    for item in node.body
+                    if isinstance(item, ast.FunctionDef)
+                )
+    rng = random.Random(seed)
+    return sorted({f"{rng.choice(functions)}__mutmut_{rng.randint(1, 5)}" for _ in range(count)})
+
+
+def runMutmut(names: list[str], seeds: int) -> list[Mutant]:
+    """Run mutmut on C{names} (all when empty) and return the outcomes."""
+    started = time.monotonic()
+    mutmut("run", "--max-children", str(os.cpu_count() or 2), *names, seeds=seeds)
+    print(f"mutmut ran for {time.monotonic() - started:.0f} s")
+    return results(seeds)
+
+
+def main() -> None:
+    """Parse the command line and run the mutants it asks for."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sample", type=int, metavar="N", help="run N sampled mutants")
+    parser.add_argument("--seed", type=int, default=1, help="the sample's seed (default 1)")
+    options = parser.parse_args()
+    equivalents = loadEquivalents()
+    if options.sample:
+        prepareScratch(SAMPLE_MODULES, SAMPLE_TESTS)
+        names, seeds = sampleNames(options.sample, options.seed), SAMPLE_SEEDS
+        print(f"mutation sample: {len(names)} names drawn with seed {options.seed}")
+    else:
+        prepareScratch(None, None)
+        names, seeds = [], MUTATION_SEEDS
+    mutants = runMutmut(names, seeds)
+    survivors, equivalent = classify(mutants, equivalents, seeds)
+    sys.exit(0 if report(mutants, survivors, equivalent) else 1)
+
+
+if __name__ == "__main__":
+    main()
