@@ -58,7 +58,7 @@ BUGS = (
     PlantedBug(
         "the driver answers OK before the entry commits",
         "txraft/node.py",
-        "            self._waiting[entry.index] = (entry.term, deadline, d)",
+        "            self._waiting[entry.index] = (entry.term, now, d)",
         "            d.callback(answers.OK)",
         "tests/test_service.py",
     ),
@@ -126,7 +126,10 @@ def check(bug: PlantedBug) -> bool:
             print(f"    simulation: cannot meet it: {bug.unreachable}")
             return bool(test.returncode)
         simulation = pytest(tree, *SIMULATION)
-    batches = re.findall(r"(\d+) of (\d+) seeds failed: \[([^\]]*)\]", simulation.stdout)
+    # pytest shows each failing batch's message twice; keep each once.
+    batches = dict.fromkeys(
+        re.findall(r"(\d+) of (\d+) seeds failed: \[([^\]]*)\]", simulation.stdout)
+    )
     caught = "; ".join(f"{n} of {total} seeds, first {seeds[:40]}" for n, total, seeds in batches)
     print(f"    simulation: {caught or 'PASSES'}")
     return bool(test.returncode) and simulation.returncode != 0

@@ -57,9 +57,10 @@ SAMPLE_TESTS = (
 )
 SAMPLE_SEEDS = 30
 
-#: mutmut's word for each outcome that counts as the mutant killed.
-KILLED = {"killed", "timeout", "segfault", "suspicious", "caught by type check"}
-NOT_KILLED = {"survived", "no tests"}
+#: mutmut's word for each outcome that counts as the mutant killed...
+KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+#: ...and for those that do not: an odd exit code ("suspicious") is looked at, not trusted.
+NOT_KILLED = {"survived", "no tests", "suspicious", "check was interrupted by user"}
 
 
 @attrs.frozen
@@ -250,9 +251,13 @@ def sampleNames(count: int, seed: int) -> list[str]:
 
 
 def runMutmut(names: list[str], seeds: int) -> list[Mutant]:
-    """Run mutmut on C{names} (all when empty) and return the outcomes."""
+    """
+    Run mutmut on C{names} (all when empty, showing its progress) and
+    return the outcomes.
+    """
     started = time.monotonic()
-    mutmut("run", "--max-children", str(os.cpu_count() or 2), *names, seeds=seeds)
+    workers = str(os.cpu_count() or 2)
+    mutmut("run", "--max-children", workers, *names, seeds=seeds, capture=bool(names))
     print(f"mutmut ran for {time.monotonic() - started:.0f} s")
     return results(seeds)
 

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from txraft.testing.localcluster import dieWithParent
+
 #: Where Debian's chromium package puts the browser (.ci/run installs it).
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -52,6 +54,8 @@ class Chromium:
         self._answers, fromBrowser = os.pipe()
 
         def onFds3And4() -> None:
+            # The browser dies with the test runner, however it ends.
+            dieWithParent()
             # The browser reads fd 3 and writes fd 4; either may be taken by
             # one of our pipe ends, so move both out of the way first.
             reading = fcntl.fcntl(toBrowser, fcntl.F_DUPFD, 10)

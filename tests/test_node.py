@@ -8,7 +8,10 @@ and the simulation (tests/simulation) runs it under faults.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
@@ -35,7 +38,7 @@ from txraft.messages import (
     RequestVoteResponse,
 )
 from txraft.node import NullObserver, RaftNode
-from txraft.storage import MemoryLogStore, MemoryStateStore
+from txraft.storage import MemoryLogStore, MemoryStateStore, StorageError
 
 
 @implementer(INodeObserver)
@@ -72,9 +75,12 @@ class RecordingObserver(NullObserver):
 
 
 def buildNode(
-    names: tuple[str, ...] = ("s1",), observer: INodeObserver | None = None
+    names: tuple[str, ...] = ("s1",), observer: INodeObserver | None = None, **options: Any
 ) -> tuple[RaftNode, Clock, list[tuple[str, Message]]]:
-    """A driver for s1 of a cluster of C{names}, its clock, and what it sent."""
+    """
+    A driver for s1 of a cluster of C{names}, its clock, and what it sent;
+    C{options} go to L{RaftNode}.
+    """
     clock = Clock()
     sent: list[tuple[str, Message]] = []
     node = RaftNode(
@@ -87,6 +93,7 @@ def buildNode(
         heartbeatTicks=3,
         rng=random.Random(7),
         observer=observer,
+        **options,
     )
     return node, clock, sent
 
@@ -443,3 +450,122 @@ class LogTests(SynchronousTestCase):
             node.peerRequest("s2", RequestVote(1, 0, 0, preVote=True))
         votes = [(e["log_level"], formatEvent(e)) for e in events if "vote" in formatEvent(e)]
         self.assertEqual(votes, [(LogLevel.debug, "s1 grants its pre-vote to s2 for term 1")])
+
+
+class StatusTests(SynchronousTestCase):
+    """What C{status} reports."""
+
+    def test_everyField(self) -> None:
+        """
+        C{status} names the node, its role, term, leader and vote, its
+        commit, applied, last and snapshot indexes, the leader's commit
+        index as far as it knows, and every member's address.
+        """
+        node, clock, _ = buildNode()
+        electSingleNode(node)
+        node.clientRequest("c1", "set a 1")
+        clock.advance(0)
+        self.assertEqual(
+            node.status(),
+            {
+                "name": "s1",
+                "role": LEADER,
+                "term": 1,
+                "leader": "s1",
+                "votedFor": "s1",
+                "commitIndex": 2,
+                "lastApplied": 2,
+                "lastIndex": 2,
+                "snapshotIndex": 0,
+                "leaderCommit": 2,
+                "members": {"s1": f"127.0.0.1:{node.config.node('s1').port}"},
+            },
+        )
+
+
+class SnapshotPolicyTests(SynchronousTestCase):
+    """When the driver takes snapshots."""
+
+    def test_retriedAfterAFailedWrite(self) -> None:
+        """
+        A snapshot whose write fails is logged, and the next one is taken
+        once enough entries are applied again.  Reference: dissertation
+        section 5.1.
+        """
+        attempts: list[str] = []
+
+        def background(work: Callable[[], Any]) -> defer.Deferred[Any]:
+            attempts.append("write")
+            if len(attempts) == 1:
+                return defer.fail(OSError("no space left on device"))
+            return defer.maybeDeferred(work)
+
+        node, clock, _ = buildNode(snapshotEntries=2, background=background)
+        electSingleNode(node)
+        node.clientRequest("c1", "set a 1")
+        clock.advance(0)
+        # The no-op and the set: a snapshot is due, and its write fails.
+        self.assertEqual((len(attempts), node.core.log.snapshotIndex), (1, 0))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        node.clientRequest("c1", "set b 2")
+        clock.advance(0)
+        self.assertEqual((len(attempts), node.core.log.snapshotIndex), (2, 3))
+
+
+class RejoinTests(SynchronousTestCase):
+    """A node whose disk failed tries again, and stops on corrupt data."""
+
+    def failDisk(self) -> tuple[RaftNode, Clock, list[str]]:
+        """A one-node leader whose disk failed; what it reports as fatal."""
+        fatal: list[str] = []
+        node, clock, _ = buildNode(onFatal=fatal.append)
+        electSingleNode(node)
+
+        def diskFull(ready: object) -> None:
+            raise OSError("no space left on device")
+
+        node.logManager.persist = diskFull  # type: ignore[method-assign]
+        node.clientRequest("c1", "set a 1")
+        clock.advance(0)
+        self.assertTrue(node.silent)
+        del node.logManager.persist
+        return node, clock, fatal
+
+    def test_stillFailingDiskIsReported(self) -> None:
+        """
+        While the disk still fails, the node stays silent, reports the
+        latest error and tries again later.
+        """
+        node, clock, fatal = self.failDisk()
+
+        def stillBroken() -> None:
+            raise OSError("read-only file system")
+
+        node.logManager.recoverAfterFailure = stillBroken  # type: ignore[method-assign]
+        clock.advance(node.diskRetrySeconds)
+        self.assertTrue(node.silent)
+        self.assertEqual(node.diskError, "read-only file system")
+        self.assertEqual(node.status()["diskError"], "read-only file system")
+        del node.logManager.recoverAfterFailure
+        clock.advance(node.diskRetrySeconds)
+        self.assertFalse(node.silent)
+        self.assertIsNone(node.diskError)
+        self.assertEqual(fatal, [])
+
+    def test_corruptDataIsFatal(self) -> None:
+        """Stored data found corrupt on rejoining stops the node, saying why."""
+        node, clock, fatal = self.failDisk()
+
+        def corrupt() -> None:
+            raise StorageError("s1.log, line 2: not INDEX TERM COMMAND")
+
+        node.logManager.recoverAfterFailure = corrupt  # type: ignore[method-assign]
+        clock.advance(node.diskRetrySeconds)
+        self.assertEqual(fatal, ["s1.log, line 2: not INDEX TERM COMMAND"])
+        self.assertTrue(node.silent)
+
+    def test_defaultFatalRaises(self) -> None:
+        """Without an C{onFatal}, corrupt data raises L{StorageError} with its reason."""
+        node, _, _ = buildNode()
+        error = self.assertRaises(StorageError, node._onFatal, "s1.log is damaged")
+        self.assertEqual(str(error), "s1.log is damaged")

@@ -32,7 +32,13 @@ from txraft.kv import KeyValueStore
 from txraft.messages import Snapshot
 from txraft.protocol import MAX_REQUEST
 from txraft.snapshots import decodeSnapshot, encodeSnapshot
-from txraft.testing.localcluster import POLL_INTERVAL, LocalCluster, nodeCommand, nodeEnvironment
+from txraft.testing.localcluster import (
+    POLL_INTERVAL,
+    LocalCluster,
+    dieWithParent,
+    nodeCommand,
+    nodeEnvironment,
+)
 
 #: The election bound of the issue: a leader within this many seconds of
 #: the start, and a new leader serving writes this soon after a crash.
@@ -562,6 +568,7 @@ class StartupErrorTests(ProcessTestCase):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             timeout=PATIENCE,
+            preexec_fn=dieWithParent,
         )
         output = result.stdout.decode("utf-8", "replace")
         return result.returncode, output, time.monotonic() - started
@@ -804,3 +811,47 @@ class SnapshotProcessTests(ProcessTestCase):
             )
             self.assertIn(problem, output)
             self.assertNotIn("Traceback", output)
+
+
+def processGone(pid: int) -> bool:
+    """Whether process C{pid} has ended (a zombie nobody reaped counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+class OrphanTests(ProcessTestCase):
+    """No node outlives the process that started it."""
+
+    def test_nodesDieWithTheirStarter(self) -> None:
+        """
+        A process that started nodes through L{LocalCluster} and is then
+        killed with C{SIGKILL} (as a test runner's timeout would kill it),
+        so that it cleans nothing up, leaves no node running.
+        """
+        directory = tempfile.mkdtemp(prefix="txraft-test-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        script = (
+            "import sys\n"
+            "from txraft.testing.localcluster import LocalCluster\n"
+            f"cluster = LocalCluster(['s1', 's2'], directory={directory!r})\n"
+            "cluster.startAll()\n"
+            "print(*(node.process.pid for node in cluster.nodes.values()), flush=True)\n"
+            "sys.stdin.read()\n"
+        )
+        starter = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.addCleanup(starter.wait)
+        self.addCleanup(starter.kill)
+        pids = [int(pid) for pid in starter.stdout.readline().split()]
+        self.assertEqual(len(pids), 2)
+        self.assertFalse(any(processGone(pid) for pid in pids))
+        starter.kill()
+        starter.wait()
+        self.waitFor(lambda: all(processGone(pid) for pid in pids), "the nodes to die")

@@ -47,6 +47,7 @@ from tests.simulation import (
     SimulationError,
     Workload,
 )
+from tests.simulation.network import MESSAGE_KINDS
 from txraft.core import CANDIDATE, FOLLOWER, LEADER, NOOP, RaftCore, Ready
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
@@ -207,6 +208,9 @@ class ClusterSimulationTests(SynchronousTestCase):
                 "rejoins",
             ):
                 self.assertGreater(totals[kind], 0, f"no {kind} in {len(seeds)} seeds")
+            for kind in MESSAGE_KINDS:
+                replayed = totals[f"replayed {kind}"]
+                self.assertGreater(replayed, 0, f"no {kind} replayed in {len(seeds)} seeds")
         return totals
 
     def test_threeNodes(self) -> None:

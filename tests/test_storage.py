@@ -22,10 +22,12 @@ from txraft.messages import (
     Entry,
     HardState,
     MessageError,
+    Snapshot,
     formatMessage,
     parseMessage,
 )
 from txraft.protocol import MAX_REQUEST
+from txraft.snapshots import FileSnapshotStore
 from txraft.storage import (
     MAX_UNSYNCED_BYTES,
     FileLogStore,
@@ -1106,3 +1108,36 @@ class StorableCommandsTests(SynchronousTestCase):
         line = formatMessage("s2", AppendEntries(1, 0, 0, (Entry(1, 1, "set a \x00"),), 0))
         _, rest = line.split("@", 1)
         self.assertRaises(MessageError, parseMessage, rest)
+
+
+class FileModeTests(SynchronousTestCase):
+    """The files a node writes are readable and writable by their owner, never executable."""
+
+    def test_everyFileIs0644(self) -> None:
+        """
+        With the usual umask of 022, the log (before and after compaction),
+        the term and vote, the snapshot and the lock file are all
+        C{rw-r--r--}: a data file is not a program, and other users may
+        read but not change it.
+        """
+        directory = temporaryDirectory(self)
+        self.addCleanup(os.umask, os.umask(0o022))
+        log = FileLogStore(os.path.join(directory, "s1.log"))
+        self.addCleanup(log.close)
+        log.load()
+        log.append([Entry(i, 1, f"set k{i} {i}") for i in range(1, 6)])
+        log.sync()
+        log.compact(3)
+        FileStateStore(os.path.join(directory, "s1.state")).save(HardState(2, "s2"))
+        FileSnapshotStore(os.path.join(directory, "s1.snapshot")).save(
+            Snapshot(3, 1, b'{"k1":"1"}')
+        )
+        self.addCleanup(os.close, lockDataDirectory(directory, "s1"))
+        modes = {
+            name: oct(os.stat(os.path.join(directory, name)).st_mode & 0o777)
+            for name in sorted(os.listdir(directory))
+        }
+        self.assertEqual(
+            modes,
+            dict.fromkeys(["s1.lock", "s1.log", "s1.snapshot", "s1.state"], oct(0o644)),
+        )

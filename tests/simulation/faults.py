@@ -35,10 +35,10 @@ class FaultSchedule:
     one-way link cuts, a partition isolating the leader in one or both
     directions; crashes of any node, either at once or just before one of
     its next few durable writes (what was not synced is lost), followed by
-    a restart; copies of old messages of every kind delivered long
-    after, across elections; disk errors (writes fail for a while: the node falls silent
-    and rejoins); slow nodes (their messages delayed more, their ticks
-    sometimes skipped) and paused nodes (a stalled process).
+    a restart; copies of old messages of every kind delivered long after,
+    across elections; disk errors (writes fail for a while: the node falls
+    silent and rejoins); slow nodes (their messages delayed more, their
+    ticks sometimes skipped) and paused nodes (a stalled process).
     """
 
     def __init__(self, simulation: Simulation) -> None:

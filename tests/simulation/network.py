@@ -40,6 +40,14 @@ class Envelope:
 #: How many messages of each kind the network remembers for late copies.
 REMEMBERED_PER_KIND = 12
 
+#: The kinds of message the network tells apart when it remembers them.
+MESSAGE_KINDS = tuple(
+    f"{rpc}{response}{preVote}"
+    for rpc in ("RequestVote", "AppendEntries", "InstallSnapshot")
+    for response in ("", "Response")
+    for preVote in ((" (pre-vote)", "") if rpc == "RequestVote" else ("",))
+)
+
 
 class Network:
     """
@@ -132,6 +140,7 @@ class Network:
             kind = sim.rng.choice(kinds)
             envelope = sim.rng.choice(self.past[kind])
             sim.stats["messagesReplayed"] += 1
+            sim.stats[f"replayed {kind}"] += 1
             sim.record("{}->{} replayed: {}", envelope.src, envelope.dst, envelope.message)
             sim.events.after(self.delay(envelope.src, envelope.dst), self._deliver, envelope)
 

@@ -39,7 +39,6 @@ class SimNode:
         answered, by (client name, request id): a crash closes them all.
     @ivar commitSeen: the highest commitIndex of the current core.
     @ivar appliedSeen: the highest lastApplied of the current process.
-    @ivar appliedFloor: what was applied when the core was last rebuilt.
     """
 
     def __init__(self, simulation: Simulation, name: str) -> None:
@@ -59,7 +58,6 @@ class SimNode:
         self.inbound: dict[tuple[str, int], Any] = {}
         self.commitSeen = 0
         self.appliedSeen = 0
-        self.appliedFloor = 0
         self.pausedUntil = 0
         self.missedTicks = 0
         self.slow = False
@@ -145,7 +143,6 @@ class NodeObserver(NullObserver):
         assert isinstance(core, RaftCore)
         node.core = core
         node.commitSeen = core.commitIndex
-        node.appliedFloor = node.logManager.lastApplied
         node.appliedSeen = max(node.appliedSeen, node.logManager.lastApplied)
         node.role, node.term = core.role, core.currentTerm
         if node.driver is not None:

@@ -7,10 +7,11 @@ documented command line says, on 127.0.0.1 with a free port, its data in a
 directory of its own cluster's temporary directory and its output (stdout
 and stderr together) in C{DIR/NAME.out}.  The cluster can then be queried,
 killed (C{SIGKILL}), paused (C{SIGSTOP}/C{SIGCONT}), restarted and stopped
-one node at a time or all together.  The nodes run the txraft installed
-for this interpreter, its twistd plugin included, just as a user's would: no
-source checkout is needed, and changed code must be installed again (as
-C{make test} does) before the nodes run it.
+one node at a time or all together.  A node dies with the process that
+started it (Linux's parent-death signal), however that process ends.  The
+nodes run the txraft installed for this interpreter, its twistd plugin
+included, just as a user's would: no source checkout is needed, and changed
+code must be installed again (as C{make test} does) before the nodes run it.
 
 This is a library for blocking callers (tests, scripts): it uses plain
 C{subprocess} and C{socket}, not a reactor, so a test can drive real
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from ctypes import CDLL, get_errno
 from types import TracebackType
 
 from txraft import answers
@@ -53,6 +55,22 @@ POLL_INTERVAL = 0.02
 
 class ClusterError(Exception):
     """A cluster operation failed or a condition was not met in time."""
+
+
+#: prctl(2)'s option to signal a process when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
+
+def dieWithParent() -> None:
+    """
+    In a child between fork and exec: have Linux kill this process when its
+    parent dies, so that a test runner killed by a timeout (or by C{kill
+    -9}) leaves no node running.
+    """
+    if sys.platform.startswith("linux"):
+        libc = CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            raise OSError(get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
 def stopOnSignals() -> None:
@@ -274,6 +292,7 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.directory,
+                preexec_fn=dieWithParent,
             )
         node.paused = False
 
