@@ -855,3 +855,19 @@ class OrphanTests(ProcessTestCase):
         starter.kill()
         starter.wait()
         self.waitFor(lambda: all(processGone(pid) for pid in pids), "the nodes to die")
+
+    def test_nodesOutliveTheThreadThatStartedThem(self) -> None:
+        """
+        A node started from a thread that then ends (as the chaos test's
+        nemesis threads restart nodes) keeps running: Linux's parent-death
+        signal follows the thread that forked the child, so L{LocalCluster}
+        forks every node from one thread that lives as long as the process.
+        """
+        cluster = self.makeCluster(("s1",))
+        starter = threading.Thread(target=cluster.start, args=("s1",))
+        starter.start()
+        starter.join()
+        pid = cluster.nodes["s1"].process.pid
+        cluster.waitForLeader(PATIENCE)
+        self.assertFalse(processGone(pid))
+        self.assertTrue(cluster.nodes["s1"].isRunning())

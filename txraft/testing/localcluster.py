@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from ctypes import CDLL, get_errno
 from types import TracebackType
 
@@ -71,6 +72,24 @@ def dieWithParent() -> None:
         libc = CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
             raise OSError(get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+#: The one thread that starts every node.  Linux sends the parent-death
+#: signal when the I{thread} that forked a child ends, not the process, so a
+#: node started from a short-lived thread (one of the chaos test's nemesis
+#: schedules) would be killed when that thread ends.  This worker lives as long
+#: as the process (an idle executor thread never ends), so the signal still
+#: comes exactly when the process that started the nodes dies.
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localcluster-spawner")
+
+
+def spawn(argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    """
+    C{subprocess.Popen(argv, **kwargs)} from L{_spawner}'s thread, the
+    child set to die with this process (L{dieWithParent}).
+    """
+    future = _spawner.submit(subprocess.Popen, list(argv), preexec_fn=dieWithParent, **kwargs)
+    return future.result()
 
 
 def stopOnSignals() -> None:
@@ -285,14 +304,13 @@ class LocalCluster:
         with open(node.outputPath, "ab") as output:
             output.write(f"--- localcluster: starting {name} at {time.time():.3f}\n".encode())
             output.flush()
-            node.process = subprocess.Popen(
+            node.process = spawn(
                 self.command(name, extraArgs),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.directory,
-                preexec_fn=dieWithParent,
             )
         node.paused = False
 
