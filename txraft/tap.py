@@ -20,11 +20,9 @@ from twisted.python import usage
 from txraft import cli
 from txraft.auth import KeyFileError, readKeyFile
 from txraft.config import ClusterConfig, ConfigError, loadConfig
-from txraft.health import MAX_LAG
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import NAME_PATTERN
-from txraft.metrics import NodeMetrics
 from txraft.service import SNAPSHOT_ENTRIES, RaftService
 from txraft.snapshots import FileSnapshotStore
 from txraft.storage import (
@@ -34,10 +32,9 @@ from txraft.storage import (
     fsyncDirectory,
     lockDataDirectory,
 )
-from txraft.survey import ClusterSurvey
-from txraft.web import HTTPService, makeSite
 
 if TYPE_CHECKING:
+    from txraft.metrics import NodeMetrics
     from txraft.tls import TLSConfig
 
 #: Logical time advances in ticks of this many milliseconds.
@@ -279,7 +276,13 @@ def makeService(options: Options) -> IService:
             dataDirectoryLock=lock,
         )
         low, high = options["election-timeout"]
-        metrics = NodeMetrics() if options["http"] is not None else None
+        metrics = None
+        if options["http"] is not None:
+            # Only a node with an HTTP side loads twisted.web and prometheus_client:
+            # the others start sooner (the election bound counts process start-up).
+            from txraft.metrics import NodeMetrics
+
+            metrics = NodeMetrics()
         service = RaftService(
             options.config,
             name,
@@ -312,6 +315,10 @@ def makeService(options: Options) -> IService:
 
 def _addHTTP(service: RaftService, metrics: NodeMetrics, options: Options, reactor: Any) -> None:
     """Serve the node's HTTP side, on its host and the C{--http} port."""
+    from txraft.health import MAX_LAG
+    from txraft.survey import ClusterSurvey
+    from txraft.web import HTTPService, makeSite
+
     node, config = service.node, options.config
     metrics.watch(node.status, service.connectedPeers)
     addresses = {name: (config.node(name).host, config.node(name).port) for name in config.names()}
