@@ -14,13 +14,18 @@ venv:
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q '.[test]'
 
+# The cluster's key is made on first use (git-ignored), so the first command a new user
+# runs starts a cluster whose peers authenticate each other.
+CLUSTER_KEY := etc/cluster.key
+
 # Each node serves its web view, /metrics, /health and /status: the first on
 # HTTP_PORT, the next on the port after, and so on; the launcher prints the addresses.
 HTTP_PORT ?= 8080
 
 cluster: venv
 	mkdir -p logs
-	$(BIN)/txraft-cluster --http $(HTTP_PORT)
+	test -e $(CLUSTER_KEY) || $(BIN)/txraft-keygen $(CLUSTER_KEY)
+	$(BIN)/txraft-cluster --cluster-key $(CLUSTER_KEY) --http $(HTTP_PORT)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -17,7 +17,7 @@ setup(
     packages=["txraft", "txraft.testing", "twisted.plugins"],
     # The web view's page (HTML, CSS, JavaScript) is served from the package.
     package_data={"txraft": ["static/*.html", "static/*.css", "static/*.js"]},
-    install_requires=["Twisted>=23.8", "attrs", "prometheus_client>=0.17"],
+    install_requires=["Twisted[tls]>=23.8", "attrs", "prometheus_client>=0.17"],
     extras_require={
         "test": ["pytest", "pytest-twisted", "ruff", "hypothesis", "mutmut>=3.8,<4"],
     },
@@ -25,6 +25,7 @@ setup(
         "console_scripts": [
             "txraft-client = txraft.client:main",
             "txraft-cluster = txraft.launcher:main",
+            "txraft-keygen = txraft.keygen:main",
         ],
     },
 )

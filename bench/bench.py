@@ -41,6 +41,7 @@ class Options(usage.Options):
     optFlags = [
         ["quick", "q", "A fast smoke run: small counts (overrides the counts below)."],
         ["keep", None, "Keep the cluster's directory (config, logs, node output)."],
+        ["no-key", None, "Run the nodes without a cluster key (peers not authenticated)."],
     ]
     optParameters = [
         ["nodes", None, 3, "Cluster size.", int],
@@ -183,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stopOnSignals()
     value = ("v" * options["value-size"])[: options["value-size"]]
     cluster = LocalCluster(
-        [f"s{i}" for i in range(1, options["nodes"] + 1)], extraArgs=options.nodeArguments()
+        [f"s{i}" for i in range(1, options["nodes"] + 1)],
+        extraArgs=options.nodeArguments(),
+        keyed=not options["no-key"],
     )
     try:
         started = time.monotonic()
@@ -191,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         leader = cluster.waitForLeader(timeout=30)
         elected = time.monotonic() - started
         print(
-            f"txraft bench: {options['nodes']} nodes on 127.0.0.1 in {cluster.directory}; "
+            f"txraft bench: {options['nodes']} nodes on 127.0.0.1 in {cluster.directory} "
+            f"({'no cluster key' if options['no-key'] else 'with a cluster key'}); "
             f"leader {leader} elected {elected:.2f}s after start"
         )
         print(

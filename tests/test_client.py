@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import temporaryDirectory
 from txraft import answers
+from txraft.auth import AuthError, Responder, Session, authWord, readKeyFile, writeKeyFile
 from txraft.client import (
     HELP,
     TABLE_COLUMNS,
@@ -615,3 +616,83 @@ class LineEditingTests(SynchronousTestCase):
         save()
         with open(path) as f:
             self.assertEqual(f.read().split("\n")[-2:], ["show", ""])
+
+
+KEY = b"client-test-cluster-key-0123456789ab"
+
+
+class KeyedNodeScript:
+    """
+    A fake node's script for one connection on a keyed node: it answers the
+    handshake, then opens each request's MAC and seals each answer.
+    """
+
+    def __init__(self, key: bytes, answer: Callable[[str], str]) -> None:
+        self.responder = Responder(key, "s1")
+        self.session: Session | None = None
+        self.answer = answer
+        self.requests: list[str] = []
+
+    def __call__(self, line: str) -> str | None:
+        """Answer one raw request line."""
+        if self.session is None:
+            if authWord(line) == "AUTH1":
+                return self.responder.challenge(line)
+            try:
+                self.session = self.responder.verify(line)
+            except AuthError:
+                return None
+            return self.responder.confirmation()
+        text = self.session.open(line.encode()).decode()
+        self.requests.append(text)
+        return self.session.seal(self.answer(text).encode()).decode()
+
+
+class KeyedClientTests(SynchronousTestCase):
+    """L{Client} with a cluster key proves it on each connection before any request."""
+
+    def makeClient(self, port: int, key: bytes = KEY) -> Client:
+        """A client of the node at C{port} holding C{key}."""
+        client = Client("127.0.0.1", port, None, 5.0, io.StringIO(), key)
+        self.addCleanup(client.close)
+        return client
+
+    def test_provesKey(self) -> None:
+        """
+        After the handshake requests and answers carry MACs the node checks,
+        and the key itself never crosses the wire.
+        """
+        script = KeyedNodeScript(KEY, lambda line: f"OK {line}")
+        node = FakeNode(self, script)
+        self.assertEqual(self.makeClient(node.port).request("status"), "OK status")
+        self.assertEqual(script.requests, ["status"])
+        self.assertTrue(node.received[0].startswith(b"admin@AUTH1 "))
+        self.assertNotIn(KEY, b"".join(node.received))
+
+    def test_wrongKey(self) -> None:
+        """A node that does not prove our key is refused before any request."""
+        script = KeyedNodeScript(b"x" * 40, lambda line: "OK")
+        node = FakeNode(self, script)
+        error = self.assertRaises(ClientError, self.makeClient(node.port).request, "status")
+        self.assertIn("cluster key handshake", str(error))
+        self.assertEqual(script.requests, [])
+
+    def test_forgedAnswer(self) -> None:
+        """An answer whose MAC fails is an error, not an answer."""
+        script = KeyedNodeScript(KEY, lambda line: "OK")
+        node = FakeNode(self, script)
+        client = self.makeClient(node.port)
+        client.connect()
+        assert script.session is not None
+        script.session.seal(b"skipped")  # the next answer's sequence number is off
+        self.assertRaises(ClientError, client.request, "status")
+
+    def test_option(self) -> None:
+        """--cluster-key reads the key file; a bad one is a usage error naming it."""
+        directory = temporaryDirectory(self)
+        path = os.path.join(directory, "cluster.key")
+        options = Options()
+        self.assertRaises(usage.UsageError, options.parseOptions, ["--cluster-key", path, "1"])
+        writeKeyFile(path)
+        options.parseOptions(["--cluster-key", path, "10000", "status"])
+        self.assertEqual(options.clusterKey, readKeyFile(path))

@@ -1108,6 +1108,16 @@ class PreVoteTests(SynchronousTestCase):
     Reference: dissertation section 9.6.
     """
 
+    def test_preVoteByDefault(self) -> None:
+        """
+        PreVote is on unless turned off: a core made without the option
+        becomes a pre-candidate, not a candidate, when its timer fires.
+        """
+        core = RaftCore("a", THREE, electionTicks=(10, 20), heartbeatTicks=3, rng=random.Random(0))
+        _, ready = ticksUntil(core, PRECANDIDATE)
+        self.assertEqual(core.currentTerm, 0)
+        self.assertTrue(all(message.preVote for _, message in ready.messages))
+
     def test_preCandidateKeepsTermAndVote(self) -> None:
         """
         A follower whose election timer fires first becomes a pre-candidate:
@@ -1295,6 +1305,18 @@ class SnapshotTests(SynchronousTestCase):
         core.propose(["set a 1"])
         entries = entriesOf(core)
         self.assertRaises(ValueError, core.compact, snapshotOf(entries, 2))
+
+    def test_compactOnlyNewEntries(self) -> None:
+        """
+        Compacting again to the index the log already starts after is a
+        driver bug: L{ValueError} saying so, and the log stays as it is.
+        """
+        net, leader, _ = self.leaderWithBacklog(10)
+        core = net[leader]
+        index = core.log.snapshotIndex
+        error = self.assertRaises(ValueError, core.compact, core.snapshot)
+        self.assertEqual(str(error), f"cannot compact to {index}: not applied or not new")
+        self.assertEqual(core.log.snapshotIndex, index)
 
     def test_laggingFollowerGetsSnapshot(self) -> None:
         """

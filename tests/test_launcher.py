@@ -167,6 +167,14 @@ class NodeArgumentsTests(TestCase):
             ["--heartbeat", "0.05", "--election-timeout", "0.3"],
         )
 
+    def test_clusterKeyPassedThrough(self) -> None:
+        """C{--cluster-key} reaches every node, so they all prove the same key."""
+        options = Options()
+        options.parseOptions(["--cluster-key", "etc/cluster.key"])
+        self.assertEqual(
+            nodeArguments("/py", "s1", options)[-2:], ["--cluster-key", "etc/cluster.key"]
+        )
+
     def test_selectAll(self) -> None:
         """
         Without C{--only}, every node is started, in config order.

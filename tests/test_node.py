@@ -425,6 +425,32 @@ class LogTests(SynchronousTestCase):
             node.stop()
         self.assertIn("node s1 shutting down in term 0, applied up to 0", self.messages(events))
 
+    def test_stopAnswersWaitingClients(self) -> None:
+        """
+        Stopping a leader answers each client still waiting for its command
+        to commit: the node is shutting down (so the client may retry
+        elsewhere), not silence.
+        """
+        node, clock, _ = buildNode(("s1", "s2", "s3"))
+        for _ in range(20):
+            node.ticks(1)
+        node.peerResponse("s2", RequestVoteResponse(1, True, preVote=True))
+        node.peerResponse("s2", RequestVoteResponse(1, True))
+        self.assertEqual(node.core.role, LEADER)
+        waiting = node.clientRequest("c1", "set a 1")
+        clock.advance(0)
+        self.assertNoResult(waiting)
+        node.stop()
+        self.assertEqual(self.successResultOf(waiting), answers.SHUTTING_DOWN)
+
+    def test_preVotesLoggedAtDebug(self) -> None:
+        """A pre-vote granted or refused is logged as a pre-vote, at debug level only."""
+        node, _, _ = buildNode(("s1", "s2", "s3"))
+        with capturedLogs() as events:
+            node.peerRequest("s2", RequestVote(1, 0, 0, preVote=True))
+        votes = [(e["log_level"], formatEvent(e)) for e in events if "vote" in formatEvent(e)]
+        self.assertEqual(votes, [(LogLevel.debug, "s1 grants its pre-vote to s2 for term 1")])
+
 
 class StatusTests(SynchronousTestCase):
     """What C{status} reports."""

@@ -51,8 +51,8 @@ class InstalledPackageTests(SynchronousTestCase):
         self.assertIn("--election-timeout", result.stdout)
 
     def test_consoleScripts(self) -> None:
-        """C{txraft-client} and C{txraft-cluster} are installed and answer C{--help}."""
-        for script in ("txraft-client", "txraft-cluster"):
+        """The console scripts are installed and answer C{--help}."""
+        for script in ("txraft-client", "txraft-cluster", "txraft-keygen"):
             result = runInstalled(installedScript(script), "--help")
             self.assertEqual(result.returncode, 0, f"{script}: {result.stderr}")
             self.assertIn("Usage", result.stdout + result.stderr)
@@ -70,6 +70,7 @@ class InstalledPackageTests(SynchronousTestCase):
         for argv, program in [
             ([installedScript("txraft-client"), "--version"], "txraft-client"),
             ([installedScript("txraft-cluster"), "--version"], "txraft-cluster"),
+            ([installedScript("txraft-keygen"), "--version"], "txraft-keygen"),
             ([installedScript("twistd"), "txraft", "--version"], "txraft (twistd plugin)"),
         ]:
             with self.subTest(program=program):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
@@ -157,6 +158,64 @@ class PeerClientProtocolTests(SynchronousTestCase):
             self.assertEqual(client.pendingCount(), 30 - len(settled))
 
 
+class RequestTimeoutTests(SynchronousTestCase):
+    """
+    A peer connection on which a request (or the handshake) goes unanswered
+    for an election timeout is aborted, so a half-open connection to a
+    rebooted host is replaced instead of queueing until TCP gives up.
+    """
+
+    def connect(self, clusterKey: bytes | None = None) -> PeerClientProtocol:
+        """C{s1}'s protocol for C{s2}, timing out after 1 s on a fake clock."""
+        self.clock = Clock()
+        self.protocol = PeerClientProtocol("s1", "s2", clusterKey, 1.0, self.clock)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        return self.protocol
+
+    def answer(self, message: object) -> None:
+        """Feed C{s2}'s answer line."""
+        self.protocol.dataReceived(formatMessage("s2", message).encode() + b"\n")
+
+    def test_unansweredRequestAborts(self) -> None:
+        """A request without an answer for the timeout aborts the connection."""
+        d = self.connect().sendRequest(RequestVote(2, 1, 1))
+        self.clock.advance(0.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertTrue(self.transport.disconnected)
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(d, ConnectionLost)
+
+    def test_answersKeepItOpen(self) -> None:
+        """
+        A connection whose requests are answered stays open however long it
+        lives, and an idle one (nothing unanswered) is never timed out.
+        """
+        protocol = self.connect()
+        for _ in range(5):
+            protocol.sendRequest(RequestVote(2, 1, 1))
+            self.clock.advance(0.9)
+            self.answer(RequestVoteResponse(2, True))
+        self.clock.advance(10)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_unansweredHandshakeAborts(self) -> None:
+        """A peer that never answers the handshake is dropped after the timeout."""
+        self.connect(b"k" * 32)
+        self.assertTrue(self.transport.value().startswith(b"s1@AUTH1 "))
+        self.clock.advance(1.1)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_lostConnectionStopsTheClock(self) -> None:
+        """Once the connection is lost no timeout is left pending."""
+        d = self.connect().sendRequest(RequestVote(2, 1, 1))
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(d, ConnectionLost)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
 class PeerLinkLogTests(SynchronousTestCase):
     """A link to a peer that is down says so once per outage, not once per retry."""
 
@@ -182,6 +241,44 @@ class PeerLinkLogTests(SynchronousTestCase):
         self.assertEqual(
             [formatEvent(e) for e in events],
             ["cannot reach peer s2 at 127.0.0.1:10001; retrying quietly until it answers"],
+        )
+
+    def test_failedHandshakesLoggedOnceAndBackedOff(self) -> None:
+        """
+        A peer that takes each TCP connection and then fails the key
+        handshake is logged once for its reason, not as unreachable at every
+        attempt (C{ClientService} counts the TCP connection as a success),
+        and the attempts still back off to the longest delay.  Once a link
+        is up, a later outage is logged again.
+        """
+        reactor = MemoryReactorClock()
+        address = NodeAddress("s2", "127.0.0.1", 10001)
+        link = PeerLink(Responder(), address, reactor, 0.5, clusterKey=b"k" * 32)
+        attemptTimes = []
+        with capturedLogs() as events:
+            link.clientService.startService()
+            for _ in range(400):
+                reactor.advance(0.01)
+                while reactor.tcpClients:
+                    attemptTimes.append(reactor.seconds())
+                    _, _, factory, _, _ = reactor.tcpClients.pop()
+                    protocol = factory.buildProtocol(None)
+                    protocol.makeConnection(StringTransport())
+                    protocol.dataReceived(b"s2@AUTH1 " + b"00" * 32 + b" " + b"00" * 32 + b"\n")
+                    protocol.connectionLost(Failure(ConnectionLost()))
+            failures = [formatEvent(e) for e in events]
+            gaps = [b - a for a, b in zip(attemptTimes, attemptTimes[1:], strict=False)]
+            link._connected(PeerClientProtocol("s1", "s2"))
+            link._retryDelay(1)
+            link.clientService.stopService()
+        self.assertGreaterEqual(len(attemptTimes), 4)
+        self.assertEqual(len(failures), 1, failures)
+        self.assertIn("peer s2 failed the cluster key handshake", failures[0])
+        self.assertLess(gaps[0], 0.1)
+        self.assertGreaterEqual(gaps[-1], 0.45)
+        self.assertEqual(
+            formatEvent(events[-1]),
+            "cannot reach peer s2 at 127.0.0.1:10001; retrying quietly until it answers",
         )
 
 

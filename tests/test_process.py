@@ -83,12 +83,22 @@ class ProcessTestCase(SynchronousTestCase):
         self.clusters: list[LocalCluster] = []
 
     def makeCluster(
-        self, names: Sequence[str] = ("s1", "s2", "s3"), extraArgs: Sequence[str] = ()
+        self,
+        names: Sequence[str] = ("s1", "s2", "s3"),
+        extraArgs: Sequence[str] = (),
+        keyed: bool = True,
+        http: bool = False,
     ) -> LocalCluster:
-        """A cluster (not yet started) whose processes and files the test's cleanup removes."""
+        """
+        A cluster (not yet started) whose processes and files the test's
+        cleanup removes; keyed (peers authenticated) unless C{keyed} is
+        false, serving HTTP if C{http}.
+        """
         directory = tempfile.mkdtemp(prefix="txraft-test-")
         self.addCleanup(shutil.rmtree, directory, True)
-        cluster = LocalCluster(names, directory=directory, extraArgs=extraArgs)
+        cluster = LocalCluster(
+            names, directory=directory, extraArgs=extraArgs, keyed=keyed, http=http
+        )
         self.addCleanup(cluster.stopAll)
         self.clusters.append(cluster)
         return cluster
@@ -845,3 +855,19 @@ class OrphanTests(ProcessTestCase):
         starter.kill()
         starter.wait()
         self.waitFor(lambda: all(processGone(pid) for pid in pids), "the nodes to die")
+
+    def test_nodesOutliveTheThreadThatStartedThem(self) -> None:
+        """
+        A node started from a thread that then ends (as the chaos test's
+        nemesis threads restart nodes) keeps running: Linux's parent-death
+        signal follows the thread that forked the child, so L{LocalCluster}
+        forks every node from one thread that lives as long as the process.
+        """
+        cluster = self.makeCluster(("s1",))
+        starter = threading.Thread(target=cluster.start, args=("s1",))
+        starter.start()
+        starter.join()
+        pid = cluster.nodes["s1"].process.pid
+        cluster.waitForLeader(PATIENCE)
+        self.assertFalse(processGone(pid))
+        self.assertTrue(cluster.nodes["s1"].isRunning())

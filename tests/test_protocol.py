@@ -9,7 +9,11 @@ import os
 import random
 
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -28,11 +32,15 @@ from txraft.messages import (
     RequestVoteResponse,
     formatMessage,
 )
+from txraft.peers import PeerClientProtocol
 from txraft.protocol import MAX_PENDING, NodeFactory, NodeProtocol
 from txraft.service import RaftService
 from txraft.storage import FileLogStore, FileStateStore
 
 VOTE_REQUEST = formatMessage("s2", RequestVote(3, 0, 0))
+
+KEY = b"protocol-test-cluster-key-0123456789"
+OTHER_KEY = b"another-cluster-key-9876543210-xyz"
 
 
 @implementer(IRequestHandler)
@@ -553,3 +561,292 @@ class NodeProtocolWithServiceTests(SynchronousTestCase):
         self.assertFalse(any(b'"success":true' in answer for answer in answers), answers)
         self.assertTrue(all(answer.startswith(b"ERROR ") for answer in answers), answers)
         self.assertEqual(service.node.core.log.lastIndex, 0)
+
+
+class KeyedConnectionTests(SynchronousTestCase):
+    """
+    A node with a cluster key (L{NodeProtocol}) and a peer link's protocol
+    (L{PeerClientProtocol}) talking in memory: peer lines are taken only
+    after both sides proved the key, and only with a MAC.
+    """
+
+    def connect(
+        self, serverKey: bytes | None = KEY, clientKey: bytes | None = KEY
+    ) -> tuple[PeerClientProtocol, NodeProtocol, iosim.IOPump]:
+        """
+        Connect C{s2}'s peer protocol (keyed with C{clientKey}) to C{s1}'s
+        node (keyed with C{serverKey}) and run the conversation to rest.
+        """
+        self.node = FakeNode()
+        self.linked: list[PeerClientProtocol] = []
+        self.authFailures: list[str] = []
+
+        def client() -> PeerClientProtocol:
+            protocol = PeerClientProtocol("s2", "s1", clientKey)
+            protocol.onConnectionMade = self.linked.append
+            protocol.onAuthFailed = self.authFailures.append
+            return protocol
+
+        peer, server, pump = iosim.connectedServerAndClient(
+            lambda: NodeFactory(self.node, serverKey).buildProtocol(None), client
+        )
+        pump.flush()
+        return peer, server, pump
+
+    def test_handshakeThenRequests(self) -> None:
+        """
+        With the same key the link is up once the handshake is done, and
+        requests and answers flow, with a MAC on each line both ways.
+        """
+        peer, server, pump = self.connect()
+        self.assertEqual(self.linked, [peer])
+        self.assertEqual(server.session.peerName, "s2")
+        d = peer.sendRequest(RequestVote(3, 0, 0))
+        pump.flush()
+        self.assertEqual(self.successResultOf(d), RequestVoteResponse(3, True))
+        self.assertEqual(self.node.peerRequests, [("s2", RequestVote(3, 0, 0))])
+
+    def test_wrongKeyGetsNothing(self) -> None:
+        """
+        A peer with another key never counts as connected, and the node
+        takes none of its lines.
+        """
+        peer, server, pump = self.connect(clientKey=OTHER_KEY)
+        self.assertEqual(self.linked, [])
+        self.assertEqual(len(self.authFailures), 1)
+        self.assertIsNone(server.session)
+        self.assertEqual(self.node.peerRequests, [])
+
+    def test_unkeyedPeerRefused(self) -> None:
+        """
+        A peer without a key sends plain peer lines: each is answered with
+        C{ERROR not authenticated} and changes nothing.
+        """
+        peer, server, pump = self.connect(clientKey=None)
+        d = peer.sendRequest(AppendEntries(101, 6, 1, (Entry(7, 101, "set pwned yes"),), 7))
+        pump.flush()
+        self.assertIn("not authenticated", str(self.failureResultOf(d).value))
+        self.assertEqual(self.node.peerRequests, [])
+
+    def test_keyedPeerAndUnkeyedNode(self) -> None:
+        """
+        A node without a key answers a handshake with an C{ERROR}: a keyed
+        peer never links to it.
+        """
+        peer, server, pump = self.connect(serverKey=None)
+        self.assertEqual(self.linked, [])
+        self.assertEqual(len(self.authFailures), 1)
+
+    def test_injectedLineDropsConnection(self) -> None:
+        """
+        A line injected into an authenticated stream (no valid MAC) is not
+        taken, and the node hangs up.
+        """
+        peer, server, pump = self.connect()
+        forged = formatMessage("s2", AppendEntries(101, 6, 1, (Entry(7, 101, "set x"),), 7))
+        server.dataReceived(forged.encode() + b"\n")
+        pump.flush()
+        self.assertEqual(self.node.peerRequests, [])
+        self.assertTrue(server.transport.disconnecting)
+
+    def test_alteredLineDropsConnection(self) -> None:
+        """
+        A sealed line altered in transit is not taken, and the node hangs up.
+        """
+        peer, server, pump = self.connect()
+        d = peer.sendRequest(RequestVote(3, 0, 0))
+        sealed = pump.clientIO.stream  # what the peer wrote, not yet delivered
+        data = b"".join(sealed).replace(b'"term":3', b'"term":9')
+        del sealed[:]
+        server.dataReceived(data)
+        pump.flush()
+        self.assertIn("MAC does not verify", str(self.failureResultOf(d).value))
+        self.assertEqual(self.node.peerRequests, [])
+        self.assertTrue(server.transport.disconnecting)
+
+    def test_answerInjectedToPeerDropsIt(self) -> None:
+        """
+        On the link's side too: an answer without a valid MAC is not taken,
+        and the link hangs up.
+        """
+        peer, server, pump = self.connect()
+        d = peer.sendRequest(RequestVote(3, 0, 0))
+        peer.dataReceived(formatMessage("s1", RequestVoteResponse(3, True)).encode() + b"\n")
+        self.assertNoResult(d)
+        self.assertTrue(peer.transport.disconnecting)
+
+    def test_handshakeOutOfOrder(self) -> None:
+        """
+        C{AUTH2} first, or anything but C{AUTH2} between C{AUTH1} and it,
+        gets an C{ERROR} and the connection is dropped.
+        """
+        for lines in [
+            [b"s2@AUTH2 " + b"00" * 32],
+            [b"s2@AUTH1 " + b"00" * 32, b"get a"],
+        ]:
+            node = FakeNode()
+            protocol = NodeFactory(node, KEY).buildProtocol(None)
+            transport = StringTransport()
+            protocol.makeConnection(transport)
+            protocol.dataReceived(b"".join(line + b"\n" for line in lines))
+            self.assertTrue(transport.value().split(b"\n")[-2].startswith(b"ERROR "))
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(node.clientRequests, [])
+
+    def test_adminCommandsNeedTheKey(self) -> None:
+        """
+        Administrative commands get C{ERROR not authorized} on a keyed node
+        unless the connection proved the key; data commands need no key.
+        """
+        self.patch(protocol, "ADMIN_COMMANDS", frozenset({"transfer"}))
+        node = FakeNode()
+        plain = NodeFactory(node, KEY).buildProtocol(None)
+        transport = StringTransport()
+        plain.makeConnection(transport)
+        plain.dataReceived(b"transfer s2\nget a\n")
+        self.assertEqual(transport.value(), b"ERROR not authorized\nOK get a\n")
+        self.assertEqual(node.clientRequests, [(None, "get a")])
+
+        peer, server, pump = self.connect()
+        server.lineReceived(peer._session.seal(b"admin@transfer s2"))
+        self.assertEqual(self.node.clientRequests, [("admin", "transfer s2")])
+
+    def test_unauthenticatedWarningsLimited(self) -> None:
+        """
+        A flood of unauthenticated peer lines is each answered, but only a
+        few warnings are logged.
+        """
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        protocol = NodeFactory(FakeNode(), KEY, Clock()).buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived((VOTE_REQUEST + "\n").encode() * 1000)
+        self.assertEqual(transport.value().count(b"ERROR not authenticated"), 1000)
+        warnings = [e for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertLessEqual(len(warnings), 5)
+        self.assertGreater(len(warnings), 0)
+
+
+class StrangerLimitTests(SynchronousTestCase):
+    """
+    What one connection can make a node hold: pending answers, a partial
+    line, and how many connections are open at once.
+    """
+
+    def connect(
+        self, clock: Clock | None = None, clusterKey: bytes | None = None
+    ) -> tuple[FakeNode, NodeProtocol, StringTransport]:
+        """A L{NodeProtocol} over a fake node, connected to a L{StringTransport}."""
+        node = FakeNode()
+        protocol = NodeFactory(node, clusterKey, clock).buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return node, protocol, transport
+
+    def test_pausedWhileAnswersPending(self) -> None:
+        """
+        A client that pipelines more requests than L{MAX_PENDING}
+        whose answers are not ready is not read from past that many; once
+        half are answered the node reads again.
+        """
+        node, protocol_, transport = self.connect()
+        pending = [defer.Deferred() for _ in range(protocol.MAX_PENDING + 10)]
+        node.answers = list(pending)
+        protocol_.dataReceived(b"get k\n" * len(pending))
+        self.assertEqual(len(node.clientRequests), protocol.MAX_PENDING)
+        self.assertEqual(transport.producerState, "paused")
+        for d in pending[: protocol.MAX_PENDING // 2]:
+            d.callback("OK")
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(node.clientRequests), len(pending))
+
+    def test_pausedWhileClientDoesNotRead(self) -> None:
+        """
+        The protocol is its transport's producer: when the transport's write
+        buffer fills (the client reads no answers) it stops reading
+        requests, and reads them again when the buffer drains.
+        """
+        node, protocol_, transport = self.connect()
+        self.assertIs(transport.producer, protocol_)
+        self.assertTrue(transport.streaming)
+        protocol_.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        protocol_.dataReceived(b"get a\nget b\n")
+        self.assertEqual(node.clientRequests, [])
+        protocol_.resumeProducing()
+        self.assertEqual(node.clientRequests, [(None, "get a"), (None, "get b")])
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_endOfInputWhilePaused(self) -> None:
+        """
+        A client that sends all its requests and closes its side while the
+        node is paused still gets every answer, then the node closes.
+        """
+        node, protocol_, transport = self.connect()
+        count = protocol.MAX_PENDING * 2
+        pending = [defer.Deferred() for _ in range(count)]
+        node.answers = list(pending)
+        protocol_.dataReceived(b"get k\n" * count)
+        protocol_.readConnectionLost()
+        self.assertFalse(transport.disconnecting)
+        for d in pending:
+            d.callback("OK")
+        self.assertEqual(transport.value(), b"OK\n" * count)
+        self.assertTrue(transport.disconnecting)
+
+    def test_partialLineTimesOut(self) -> None:
+        """
+        A connection that sends part of a line and then nothing is closed
+        after the idle timeout, even if it trickles more of the line.
+        """
+        clock = Clock()
+        node, protocol_, transport = self.connect(clock)
+        protocol_.dataReceived(b"get a\nset k ")
+        clock.advance(protocol.IDLE_TIMEOUT - 1)
+        protocol_.dataReceived(b"v")
+        self.assertFalse(transport.disconnecting)
+        clock.advance(1)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(node.clientRequests, [(None, "get a")])
+
+    def test_idleBetweenLinesIsFine(self) -> None:
+        """A client idle between whole lines is never timed out."""
+        clock = Clock()
+        node, protocol_, transport = self.connect(clock)
+        protocol_.dataReceived(b"set k ")
+        protocol_.dataReceived(b"v\n")
+        clock.advance(protocol.IDLE_TIMEOUT * 10)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_unfinishedHandshakeTimesOut(self) -> None:
+        """A handshake begun and never finished is closed after the idle timeout."""
+        clock = Clock()
+        node, protocol_, transport = self.connect(clock, KEY)
+        protocol_.dataReceived(b"s2@AUTH1 " + b"00" * 32 + b"\n")
+        self.assertTrue(transport.value().startswith(b"s1@AUTH1 "))
+        clock.advance(protocol.IDLE_TIMEOUT)
+        self.assertTrue(transport.disconnected)
+
+    def test_maxConnections(self) -> None:
+        """
+        Beyond C{maxConnections} a stranger's connection is refused at once
+        (no protocol is built, so Twisted closes it), a peer's never is, and
+        a slot freed by a closed connection can be taken again.
+        """
+        factory = NodeFactory(FakeNode(), maxConnections=2, peerHosts=frozenset({"10.0.0.2"}))
+
+        def accept(host: str) -> NodeProtocol | None:
+            protocol_ = factory.buildProtocol(IPv4Address("TCP", host, 40000))
+            if protocol_ is not None:
+                protocol_.makeConnection(StringTransport())
+            return protocol_
+
+        first, second = accept("10.0.0.9"), accept("10.0.0.9")
+        self.assertIsNone(accept("10.0.0.9"))
+        self.assertIsNotNone(accept("10.0.0.2"))
+        first.connectionLost()
+        second.connectionLost()
+        self.assertIsNotNone(accept("10.0.0.9"))

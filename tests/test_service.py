@@ -821,8 +821,8 @@ class TrackingFactory(NodeFactory):
     can cut them as the death of the node's process would.
     """
 
-    def __init__(self, node: RaftNode) -> None:
-        super().__init__(node)
+    def __init__(self, node: RaftNode, *args: object, **kwargs: object) -> None:
+        super().__init__(node, *args, **kwargs)
         self.accepted: list[NodeProtocol] = []
 
     def buildProtocol(self, addr: object) -> NodeProtocol:
@@ -842,10 +842,14 @@ class TrackingFactory(NodeFactory):
 
 class LoopbackClusterTests(TestCase):
     """
-    Three nodes on the real reactor, talking over loopback TCP.
+    Three nodes on the real reactor, talking over loopback TCP, their peer
+    connections authenticated with a cluster key.
     """
 
     timeout = 30
+
+    #: The key every node is given (L{None}: peers are not authenticated).
+    clusterKey: bytes | None = b"loopback-cluster-test-key-0123456789"
 
     def setUp(self) -> None:
         """
@@ -875,6 +879,7 @@ class LoopbackClusterTests(TestCase):
             tickSeconds=TICK_SECONDS,
             electionTicks=(15, 30),
             heartbeatTicks=3,
+            clusterKey=self.clusterKey,
         )
         return node
 
@@ -1047,3 +1052,12 @@ class LoopbackClusterTests(TestCase):
 
         yield self.waitFor(caughtUp, "the restarted node to catch up")
         self.assertEqual(restarted.logManager.stateMachine.data, {"a": "1", "b": "2"})
+
+
+class InsecureLoopbackClusterTests(LoopbackClusterTests):
+    """
+    The same loopback cluster without a cluster key (insecure mode), as
+    C{twistd -n txraft} runs on the shipped localhost config.
+    """
+
+    clusterKey = None

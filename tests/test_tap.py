@@ -10,13 +10,15 @@ import sys
 from contextlib import redirect_stdout
 from importlib import metadata
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.helpers import temporaryDirectory
 from txraft import tap
+from txraft.auth import readKeyFile, writeKeyFile
 from txraft.metrics import NodeMetrics
 from txraft.node import NullObserver
 from txraft.service import RaftService
@@ -99,9 +101,61 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["heartbeat"], 50)
         self.assertEqual(options["election-timeout"], (150, 300))
 
+    def writeKey(self, mode: int = 0o600) -> str:
+        """Write a good cluster key file with C{mode}; return its path."""
+        path = os.path.join(self.directory, "cluster.key")
+        with open(path, "wb") as f:
+            f.write(b"k" * 40)
+        os.chmod(path, mode)
+        return path
+
+    def test_clusterKey(self) -> None:
+        """--cluster-key FILE loads the key the node's peers must prove."""
+        options = self.parse("--name", "s1", "--cluster-key", self.writeKey())
+        self.assertEqual(options.clusterKey, b"k" * 40)
+
+    def test_noClusterKeyOnLoopback(self) -> None:
+        """
+        Without --cluster-key a cluster on loopback addresses starts as it
+        always did (with a warning when the service is made).
+        """
+        self.config = self.writeConfig("s1 127.0.0.1 10000\ns2 127.0.0.2 10001\ns3 ::1 10002\n")
+        self.assertIsNone(self.parse("--name", "s1").clusterKey)
+
+    def test_badClusterKey(self) -> None:
+        """A key file readable by others stops the node, with one line naming the file."""
+        path = self.writeKey(0o644)
+        self.assertStartupError(["--name", "s1", "--cluster-key", path], path, "chmod 600")
+        missing = os.path.join(self.directory, "missing.key")
+        self.assertStartupError(["--name", "s1", "--cluster-key", missing], missing)
+
+    def test_protectedMode(self) -> None:
+        """
+        Without --cluster-key a node whose cluster has an address beyond
+        loopback refuses to start, naming --cluster-key and --insecure.
+        """
+        self.config = self.writeConfig("s1 127.0.0.1 10000\ns2 10.0.0.2 10001\ns3 db3 10002\n")
+        self.assertStartupError(
+            ["--name", "s1"], "10.0.0.2, db3", "--cluster-key", "--insecure", self.config
+        )
+
+    def test_protectedModeInsecure(self) -> None:
+        """--insecure lets such a node start without a key; a key needs no --insecure."""
+        self.config = self.writeConfig("s1 0.0.0.0 10000\ns2 10.0.0.2 10001\n")
+        self.assertIsNone(self.parse("--name", "s1", "--insecure").clusterKey)
+        options = self.parse("--name", "s1", "--cluster-key", self.writeKey())
+        self.assertIsNotNone(options.clusterKey)
+
+    def test_isLoopback(self) -> None:
+        """Loopback is localhost, 127.0.0.0/8 and ::1, and nothing else."""
+        for host in ["localhost", "127.0.0.1", "127.1.2.3", "::1"]:
+            self.assertTrue(tap.isLoopback(host), host)
+        for host in ["0.0.0.0", "10.0.0.1", "::", "example.com", "128.0.0.1"]:
+            self.assertFalse(tap.isLoopback(host), host)
+
     def test_nonNumericNamesOption(self) -> None:
         """A value that is not a number is refused naming its option."""
-        for option in ("--heartbeat", "--snapshot-entries"):
+        for option in ("--heartbeat", "--snapshot-entries", "--max-connections"):
             with self.subTest(option=option):
                 self.assertUsageError(
                     ["--name", "s1", option, "fast"],
@@ -299,6 +353,39 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertTrue(os.path.exists(os.path.join(self.dataDir, "s2.log")))
         self.assertIs(service.reactor, reactor)
 
+    def test_keyedService(self) -> None:
+        """
+        With --cluster-key the node's port and peer links use the key, and
+        no warning about unauthenticated peers is logged.
+        """
+        key = os.path.join(self.directory, "cluster.key")
+        writeKeyFile(key)
+        warnings = self.capturedWarnings()
+        service = self.makeService(self.options("s1", "--cluster-key", key))
+        self.assertEqual(service._factory.clusterKey, readKeyFile(key))
+        self.assertEqual(service._links["s2"].clusterKey, readKeyFile(key))
+        self.assertEqual(warnings, [])
+
+    def test_unkeyedServiceWarns(self) -> None:
+        """Without --cluster-key the node warns that peers are not authenticated."""
+        warnings = self.capturedWarnings()
+        service = self.makeService(self.options("s1"))
+        self.assertIsNone(service._factory.clusterKey)
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("no --cluster-key", formatEvent(warnings[0]))
+
+    def capturedWarnings(self) -> list[dict[str, object]]:
+        """The warnings logged from now until the test ends."""
+        events: list[dict[str, object]] = []
+
+        def observe(event: dict[str, object]) -> None:
+            if event.get("log_level") == LogLevel.warn:
+                events.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return events
+
     def test_httpSide(self) -> None:
         """
         With --http the service tree holds an HTTP service on the node's
@@ -412,6 +499,60 @@ class TwistdTests(TestCase):
     """
     Run C{twistd txraft} in a child process.
     """
+
+    def runTwistd(self, config: str, *arguments: str) -> defer.Deferred[tuple[int, list[str]]]:
+        """
+        Run C{twistd -n txraft} with a config of C{config} and C{arguments};
+        fire with its exit status and its output lines.
+        """
+        directory = temporaryDirectory(self)
+        path = os.path.join(directory, "cluster.conf")
+        with open(path, "w") as f:
+            f.write(config)
+        d = getProcessOutputAndValue(
+            sys.executable,
+            ["-c", "from twisted.scripts.twistd import run; run()", "-n", "txraft"]
+            + ["--config", path, "--data-dir", directory, *arguments],
+            env=dict(os.environ, PYTHONPATH=REPOSITORY),
+            path=directory,
+        )
+        return d.addCallback(
+            lambda result: (result[2], (result[0] + result[1]).decode("utf-8").splitlines())
+        )
+
+    def test_protectedModeExits(self) -> None:
+        """
+        Without --cluster-key, a node of a cluster that reaches beyond
+        loopback exits non-zero with one line naming --cluster-key and
+        --insecure.
+        """
+        d = self.runTwistd("s1 127.0.0.1 10000\ns2 192.0.2.7 10001\n", "--name", "s1")
+
+        def check(result: tuple[int, list[str]]) -> None:
+            code, lines = result
+            self.assertNotEqual(code, 0)
+            self.assertEqual(len(lines), 1, lines)
+            self.assertIn("--cluster-key", lines[0])
+            self.assertIn("--insecure", lines[0])
+
+        return d.addCallback(check)
+
+    def test_openKeyFileExits(self) -> None:
+        """A key file readable by others stops the node with one line naming it."""
+        directory = temporaryDirectory(self)
+        key = os.path.join(directory, "cluster.key")
+        with open(key, "wb") as f:
+            f.write(b"k" * 40)
+        os.chmod(key, 0o644)
+        d = self.runTwistd(CONFIG, "--name", "s1", "--cluster-key", key)
+
+        def check(result: tuple[int, list[str]]) -> None:
+            code, lines = result
+            self.assertNotEqual(code, 0)
+            self.assertEqual(len(lines), 1, lines)
+            self.assertIn(key, lines[0])
+
+        return d.addCallback(check)
 
     def test_unknownNameExits(self) -> None:
         """

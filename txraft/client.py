@@ -1,7 +1,8 @@
 """
 The C{txraft-client} command: send key-value requests to a txraft node.
 
-    txraft-client [--host HOST] [--timeout SECONDS] [--id ID] PORT [COMMAND ...]
+    txraft-client [--host HOST] [--timeout SECONDS] [--id ID] [--cluster-key FILE]
+                  [--tls [--tls-ca FILE]] PORT [COMMAND ...]
 
 With a COMMAND the client sends it once, prints the response line and exits
 with a status that scripts can test; without one it reads commands at a
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,6 +29,7 @@ from typing import TextIO
 from twisted.python import usage
 
 from txraft import answers, cli
+from txraft.auth import AuthError, Initiator, KeyFileError, Session, readKeyFile
 from txraft.messages import NAME_PATTERN
 from txraft.survey import Status, parseStatus, summarize
 
@@ -52,6 +55,9 @@ HISTORY_FILE = os.path.join("~", ".txraft_client_history")
 
 #: The commands whose C{OK} answer carries JSON, indented at the prompt.
 JSON_COMMANDS = frozenset({"show", "status"})
+
+#: The name a client that proves the cluster key gives when it has no ID.
+ADMIN_NAME = "admin"
 
 #: Words that end an interactive session (as does end of input).
 QUIT_WORDS = frozenset({"quit", "exit"})
@@ -129,16 +135,41 @@ class LineConnection:
     #: The longest response line accepted, so a broken node cannot exhaust memory.
     MAX_LENGTH = 16 * 1024 * 1024
 
-    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float = 5.0, tls: ssl.SSLContext | None = None
+    ) -> None:
         """
         Connect to C{host}:C{port}.  C{timeout} bounds the connect and every
         later send and receive, so a silent node cannot hang the caller.
 
-        @raise OSError: if the node cannot be reached.
+        @param tls: speak TLS, checking the node's certificate for C{host}
+            as this context says, or L{None} for plain TCP.
+        @raise OSError: if the node cannot be reached (L{ssl.SSLError} if
+            its certificate does not verify).
         """
         self._socket = socket.create_connection((host, port), timeout=timeout)
         self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                self._socket = tls.wrap_socket(self._socket, server_hostname=host)
+            except OSError:
+                self._socket.close()
+                raise
         self._buffer = bytearray()
+        self._session: Session | None = None
+
+    def authenticate(self, clusterKey: bytes, name: str) -> None:
+        """
+        Prove the cluster key to the node, and check that it holds it too,
+        before any request: the node then takes administrative commands on
+        this connection, and every later line both ways carries a MAC.
+
+        @raise AuthError: if the node does not prove the key, or refuses ours.
+        @raise OSError: as L{readLine} does.
+        """
+        initiator = Initiator(clusterKey, name)
+        proof = initiator.answerChallenge(self.request(initiator.hello()))
+        self._session = initiator.confirm(self.request(proof))
 
     def setTimeout(self, timeout: float) -> None:
         """Bound every later send and receive by C{timeout} seconds instead."""
@@ -150,7 +181,10 @@ class LineConnection:
 
     def sendLines(self, lines: Iterable[str]) -> None:
         """Send text lines in one write, without waiting for answers."""
-        self.send(b"".join(line.encode("utf-8") + b"\n" for line in lines))
+        self.send(b"".join(self._seal(line.encode("utf-8")) + b"\n" for line in lines))
+
+    def _seal(self, line: bytes) -> bytes:
+        return line if self._session is None else self._session.seal(line)
 
     def hasLine(self) -> bool:
         """Whether a whole response line has arrived, so L{readLine} returns at once."""
@@ -163,8 +197,9 @@ class LineConnection:
 
         @raise OSError: if the socket fails, or L{TimeoutError} if no line
             arrives within the timeout, or L{ConnectionError} if the node
-            hangs up first or sends a line longer than L{MAX_LENGTH}.  The
-            connection is unusable afterwards.
+            hangs up first, sends a line longer than L{MAX_LENGTH}, or one
+            whose MAC fails on an authenticated connection.  The connection
+            is unusable afterwards.
         """
         end = self._buffer.find(b"\n")
         while end < 0:
@@ -178,6 +213,11 @@ class LineConnection:
             end = self._buffer.find(b"\n", scanned)
         line = bytes(self._buffer[:end]).removesuffix(b"\r")
         del self._buffer[: end + 1]
+        if self._session is not None:
+            try:
+                line = self._session.open(line)
+            except AuthError as e:
+                raise ConnectionError(f"answer failed its MAC: {e}") from None
         return line.decode("utf-8", "replace")
 
     def request(self, line: str) -> str:
@@ -245,7 +285,14 @@ class Client:
         clientId: str | None = None,
         timeout: float = 5.0,
         stderr: TextIO | None = None,
+        clusterKey: bytes | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """
+        @param clusterKey: the cluster's key, to prove on every connection
+            (as administrative commands need), or L{None}.
+        @param tls: connect with TLS as this context says, or L{None}.
+        """
         #: The node requests go to; a redirect changes it.
         self.host = host
         self.port = port
@@ -253,6 +300,9 @@ class Client:
         self.clientId = clientId
         self.timeout = timeout
         self._stderr = stderr
+        self._clusterKey = clusterKey
+        #: The TLS context every connection (to any member) is made with.
+        self.tls = tls
         self._connection: LineConnection | None = None
 
     def connect(self) -> None:
@@ -264,9 +314,17 @@ class Client:
         """
         if self._connection is None:
             try:
-                self._connection = LineConnection(self.host, self.port, self.timeout)
+                connection = LineConnection(self.host, self.port, self.timeout, self.tls)
             except OSError as e:
                 raise ClientError(self._describe(e)) from e
+            if self._clusterKey is not None:
+                try:
+                    connection.authenticate(self._clusterKey, self.clientId or ADMIN_NAME)
+                except (OSError, AuthError) as e:
+                    connection.close()
+                    where = f"{self.host}:{self.port}"
+                    raise ClientError(f"cluster key handshake with {where} failed: {e}") from e
+            self._connection = connection
 
     def request(self, command: str) -> str:
         """
@@ -323,13 +381,17 @@ class Options(cli.Options):
 
     program = "txraft-client"
     synopsis = (
-        "Usage: txraft-client [--host HOST] [--timeout SECONDS] [--id ID] PORT [COMMAND ...]"
+        "Usage: txraft-client [--host HOST] [--timeout SECONDS] [--id ID] "
+        "[--cluster-key FILE] [--tls [--tls-ca FILE]] PORT [COMMAND ...]"
     )
     longdesc = (
         "Send COMMAND (get KEY, set KEY VALUE, delete KEY, show, status, status --all, "
         "help) to the txraft node at HOST:PORT and print the response, or read commands "
         "at a prompt when no COMMAND is given."
     )
+    optFlags = [
+        ["tls", None, "Connect with TLS, verifying the node's certificate."],
+    ]
     optParameters = [
         ["host", None, "127.0.0.1", "The node to contact first."],
         [
@@ -340,6 +402,18 @@ class Options(cli.Options):
             cli.number("timeout"),
         ],
         ["id", None, None, "Name this client in each request: letters, digits, '_', '-'."],
+        [
+            "cluster-key",
+            None,
+            None,
+            "Prove the cluster's key (needed for administrative commands).",
+        ],
+        [
+            "tls-ca",
+            None,
+            None,
+            "With --tls: the CA certificate that signed the nodes' (default: the system's).",
+        ],
     ]
 
     def parseArgs(self, port: str, *words: str) -> None:
@@ -351,7 +425,10 @@ class Options(cli.Options):
         self["command"] = commandLine(words)
 
     def postOptions(self) -> None:
-        """Reject a timeout that is not positive, and an invalid ID."""
+        """
+        Reject a timeout that is not positive, an invalid ID, and a key or
+        CA file that cannot be used.
+        """
         if not self["timeout"] > 0:
             raise usage.UsageError("--timeout must be a positive number of seconds")
         clientId = self["id"]
@@ -359,6 +436,20 @@ class Options(cli.Options):
             raise usage.UsageError(
                 f"invalid client ID {clientId!r}: use letters, digits, '_' and '-'"
             )
+        self.clusterKey = None
+        if self["cluster-key"] is not None:
+            try:
+                self.clusterKey = readKeyFile(self["cluster-key"])
+            except KeyFileError as e:
+                raise usage.UsageError(str(e)) from None
+        self.tls = None
+        if self["tls-ca"] is not None and not self["tls"]:
+            raise usage.UsageError("--tls-ca goes with --tls")
+        if self["tls"]:
+            try:
+                self.tls = ssl.create_default_context(cafile=self["tls-ca"])
+            except (OSError, ssl.SSLError) as e:
+                raise usage.UsageError(f"--tls-ca {self['tls-ca']}: {e}") from None
 
 
 def runOnce(client: Client, command: str, stdout: TextIO, stderr: TextIO) -> int:
@@ -410,17 +501,21 @@ def clusterStatus(client: Client, stdout: TextIO, stderr: TextIO) -> int:
     statuses: dict[str, Status | None] = {}
     now = time.monotonic()
     for name, address in members.items():
-        statuses[name] = askStatus(address, client.timeout)
+        statuses[name] = askStatus(address, client.timeout, client.tls)
     picture = summarize(members, statuses, {n: now for n, s in statuses.items() if s}, now)
     print(formatTable(picture), file=stdout)
     return 0 if all(row["healthy"] for row in picture["members"]) else 1
 
 
-def askStatus(address: str, timeout: float) -> Status | None:
-    """The status of the node at C{HOST:PORT}, or L{None} if it gives none."""
+def askStatus(address: str, timeout: float, tls: ssl.SSLContext | None = None) -> Status | None:
+    """
+    The status of the node at C{HOST:PORT}, or L{None} if it gives none.
+    C{status} needs no cluster key, even on a keyed node; on a TLS cluster
+    the member is asked over TLS (C{tls}), as the first node was.
+    """
     host, _, port = address.rpartition(":")
     try:
-        with LineConnection(host, int(port), timeout) as connection:
+        with LineConnection(host, int(port), timeout, tls) as connection:
             return parseStatus(connection.request("status"))
     except (OSError, ValueError):
         return None
@@ -547,7 +642,15 @@ def main(
     except usage.UsageError as e:
         print(f"txraft-client: {e}\n(see txraft-client --help)", file=stderr)
         return 2
-    client = Client(options["host"], options["port"], options["id"], options["timeout"], stderr)
+    client = Client(
+        options["host"],
+        options["port"],
+        options["id"],
+        options["timeout"],
+        stderr,
+        options.clusterKey,
+        options.tls,
+    )
     try:
         if options["command"] is None:
             if readLine is not None:

@@ -63,6 +63,7 @@ class Options(cli.Options):
             "config's first node on this port, the next on the port after, and so on.",
             cli.port("http"),
         ],
+        ["cluster-key", None, None, "Cluster key file passed to every node."],
     ]
 
     def __init__(self) -> None:
@@ -109,8 +110,8 @@ def nodeArguments(
     Return the argv that runs node C{name} in the foreground with C{options}.
 
     The node inherits the cluster-wide options (config, data dir and, when
-    given, the timing knobs) so that every node agrees on them, and serves
-    HTTP on C{httpPort} if given.
+    given, the timing knobs and the cluster key) so that every node agrees
+    on them, and serves HTTP on C{httpPort} if given.
     """
     args = [
         executable,
@@ -125,7 +126,7 @@ def nodeArguments(
         "--data-dir",
         str(options["data-dir"]),
     ]
-    for option in ("heartbeat", "election-timeout"):
+    for option in ("heartbeat", "election-timeout", "cluster-key"):
         if options.get(option) is not None:
             args += [f"--{option}", str(options[option])]
     if httpPort is not None:

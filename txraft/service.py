@@ -6,21 +6,42 @@ the ticker that drives its L{RaftNode}.
 from __future__ import annotations
 
 import random
+import socket
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IReactorCore, IReactorSSL, IReactorTCP, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from txraft.config import ClusterConfig
+from txraft.config import ClusterConfig, NodeAddress
 from txraft.interfaces import INodeObserver
 from txraft.logmanager import LogManager
 from txraft.messages import Message
 from txraft.node import SNAPSHOT_ENTRIES, Background, RaftNode
 from txraft.peers import PeerLink
 from txraft.protocol import NodeFactory
+
+if TYPE_CHECKING:
+    from txraft.tls import TLSConfig
+
+
+def peerAddresses(peers: Iterable[NodeAddress]) -> frozenset[str]:
+    """
+    The IP addresses C{peers} connect from (as far as their configured
+    hosts tell), resolved once at startup.
+    """
+    addresses = set()
+    for peer in peers:
+        try:
+            infos = socket.getaddrinfo(peer.host, None, proto=socket.IPPROTO_TCP)
+        except OSError:
+            continue
+        addresses.update(str(info[4][0]) for info in infos)
+    return frozenset(addresses)
 
 
 class RaftService(MultiService):
@@ -46,6 +67,9 @@ class RaftService(MultiService):
         rng: random.Random | None = None,
         snapshotEntries: int = SNAPSHOT_ENTRIES,
         background: Background | None = None,
+        clusterKey: bytes | None = None,
+        maxConnections: int | None = None,
+        tls: TLSConfig | None = None,
         observer: INodeObserver | None = None,
     ) -> None:
         """
@@ -54,6 +78,12 @@ class RaftService(MultiService):
         @param snapshotEntries: how many applied entries trigger a snapshot.
         @param background: how to run the slow part of a snapshot (default:
             right away, in the reactor thread; a node passes a thread pool).
+        @param clusterKey: the key every peer connection proves (both
+            ways), or L{None} to trust any peer line (insecure mode).
+        @param maxConnections: how many connections the port keeps open at
+            most, peers' aside; L{None} for no limit.
+        @param tls: the port and the peer links speak TLS with this, or
+            L{None} for plain TCP.
         @param observer: told what the node does (its metrics).
         """
         super().__init__()
@@ -79,14 +109,30 @@ class RaftService(MultiService):
         )
         maxDelay = electionTicks[0] * tickSeconds / 2
         self._links = {
-            peer.name: PeerLink(self.node, peer, reactor, maxDelay)
+            peer.name: PeerLink(
+                self.node,
+                peer,
+                reactor,
+                maxDelay,
+                clusterKey,
+                requestTimeout=electionTicks[0] * tickSeconds,
+                tls=tls,
+            )
             for peer in config.peersOf(name)
         }
         for link in self._links.values():
             link.clientService.setServiceParent(self)
         self._ticker = LoopingCall.withCount(self.node.ticks)
         self._ticker.clock = reactor
-        self._factory = NodeFactory(self.node)
+        self._factory = NodeFactory(
+            self.node,
+            clusterKey,
+            reactor,
+            maxConnections,
+            peerAddresses(config.peersOf(name)),
+            requirePeerCertificate=tls is not None and tls.authority is not None,
+        )
+        self.tls = tls
         self.port = None
 
     def connectedPeers(self) -> int:
@@ -103,11 +149,20 @@ class RaftService(MultiService):
 
     def startService(self) -> None:
         """Listen, connect to peers, start the clock."""
-        reactor: IReactorTCP = self.reactor  # type: ignore[assignment]
         try:
-            self.port = reactor.listenTCP(
-                self.address.port, self._factory, interface=self.address.host
-            )
+            if self.tls is None:
+                tcp: IReactorTCP = self.reactor  # type: ignore[assignment]
+                self.port = tcp.listenTCP(
+                    self.address.port, self._factory, interface=self.address.host
+                )
+            else:
+                tls: IReactorSSL = self.reactor  # type: ignore[assignment]
+                self.port = tls.listenSSL(
+                    self.address.port,
+                    self._factory,
+                    self.tls.serverOptions(),
+                    interface=self.address.host,
+                )
         except CannotListenError as e:
             raise SystemExit(
                 f"txraft: node {self.name} cannot listen on "

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -25,6 +25,9 @@ from txraft import answers
 from txraft.core import LEADER
 from txraft.health import checkHealth, lag
 from txraft.protocol import CONNECTION_DONE
+
+if TYPE_CHECKING:
+    from txraft.tls import TLSConfig
 
 #: A status as the C{status} command returns it, decoded.
 Status = dict[str, Any]
@@ -131,12 +134,21 @@ class _StatusQuery(LineReceiver):
             self.answer.errback(reason)
 
 
-def fetchStatus(reactor: Any, host: str, port: int, timeout: float) -> defer.Deferred[Status]:
-    """Ask the node at C{host}:C{port} for its status, giving up after C{timeout} seconds."""
+def fetchStatus(
+    reactor: Any, host: str, port: int, timeout: float, tls: TLSConfig | None = None
+) -> defer.Deferred[Status]:
+    """
+    Ask the node at C{host}:C{port} for its status, giving up after
+    C{timeout} seconds.  C{status} needs no cluster key; on a TLS cluster
+    (C{tls}) the member is asked over TLS, and its certificate checked, as
+    a peer link does.
+    """
     query = _StatusQuery()
     factory = Factory.forProtocol(lambda: query)
     factory.noisy = False  # one survey a second must not fill the log
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if tls is not None:
+        endpoint = wrapClientTLS(tls.clientOptions(host), endpoint)
     d = endpoint.connect(factory).addCallback(lambda _: query.answer)
     d.addCallback(parseStatus)
     return d.addTimeout(timeout, reactor)
@@ -155,12 +167,16 @@ class ClusterSurvey:
         ownStatus: Callable[[], Status],
         reactor: IReactorTime,
         timeout: float = 1.0,
+        tls: TLSConfig | None = None,
     ) -> None:
         """
         @param name: this node, whose status is C{ownStatus()}.
         @param addresses: every member's host and port, by name.
         @param timeout: how long to wait for each member's answer.
+        @param tls: ask the members over TLS, as this node's peer links do,
+            or L{None} for plain TCP.
         """
+        self._tls = tls
         self.name = name
         self._addresses = dict(addresses)
         self._ownStatus = ownStatus
@@ -182,7 +198,7 @@ class ClusterSurvey:
         if name == self.name:
             return defer.maybeDeferred(self._ownStatus)
         host, port = self._addresses[name]
-        d = fetchStatus(self._reactor, host, port, self._timeout)
+        d = fetchStatus(self._reactor, host, port, self._timeout, self._tls)
         return d.addErrback(lambda _: None)
 
     def _summarize(self, statuses: dict[str, Status | None]) -> dict[str, Any]:

@@ -8,20 +8,21 @@ exits non-zero with one line saying what is wrong and where.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from txraft import cli
-from txraft.config import ConfigError, loadConfig
-from txraft.health import MAX_LAG
+from txraft.auth import KeyFileError, readKeyFile
+from txraft.config import ClusterConfig, ConfigError, loadConfig
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import NAME_PATTERN
-from txraft.metrics import NodeMetrics
 from txraft.service import SNAPSHOT_ENTRIES, RaftService
 from txraft.snapshots import FileSnapshotStore
 from txraft.storage import (
@@ -31,11 +32,19 @@ from txraft.storage import (
     fsyncDirectory,
     lockDataDirectory,
 )
-from txraft.survey import ClusterSurvey
-from txraft.web import HTTPService, makeSite
+
+if TYPE_CHECKING:
+    from txraft.metrics import NodeMetrics
+    from txraft.tls import TLSConfig
 
 #: Logical time advances in ticks of this many milliseconds.
 TICK_MS = 10
+
+#: The default of --max-connections: each connection may hold a line of up
+#: to 4 MiB and its pending answers, so this bounds a node's memory.
+MAX_CONNECTIONS = 256
+
+log = Logger()
 
 
 class StartupError(SystemExit):
@@ -67,7 +76,22 @@ class Options(cli.Options):
     """Command-line options of one txraft node."""
 
     program = "txraft (twistd plugin)"
+    optFlags = [
+        [
+            "insecure",
+            None,
+            "Run without --cluster-key even though the cluster has addresses beyond "
+            "loopback: anyone who can reach a node's port can then rewrite its data.",
+        ],
+    ]
     optParameters = [
+        [
+            "cluster-key",
+            None,
+            None,
+            "File holding the cluster's secret key (make one with txraft-keygen); "
+            "peers prove they hold it.",
+        ],
         ["name", None, None, "This node's name in the cluster config (required)."],
         ["port", None, None, "Port to listen on; defaults to, and must match, the config's."],
         ["config", None, "etc/cluster.conf", "Cluster config: lines NAME HOST PORT."],
@@ -91,6 +115,26 @@ class Options(cli.Options):
             None,
             "400:800",
             "Election timeout range MIN_MS:MAX_MS, drawn at random each time.",
+        ],
+        [
+            "tls-cert",
+            None,
+            None,
+            "Speak TLS on the port and to peers with this certificate (PEM).",
+        ],
+        ["tls-key", None, None, "The private key (PEM) of --tls-cert."],
+        [
+            "tls-ca",
+            None,
+            None,
+            "CA certificate (PEM) that signs every peer's --tls-cert; peers must present one.",
+        ],
+        [
+            "max-connections",
+            None,
+            MAX_CONNECTIONS,
+            "Refuse connections beyond this many at once (peers are never refused).",
+            cli.wholeNumber("max-connections"),
         ],
         [
             "http",
@@ -131,7 +175,46 @@ class Options(cli.Options):
             )
         if self["snapshot-entries"] < 1:
             raise usage.UsageError("--snapshot-entries must be at least 1")
+        if self["max-connections"] < 1:
+            raise usage.UsageError("--max-connections must be at least 1")
+        self.clusterKey = self._loadClusterKey()
+        self.tls = self._loadTLS()
         self._checkDataDirectory(self["data-dir"])
+
+    def _loadClusterKey(self) -> bytes | None:
+        """
+        Read the cluster key, or, without one, refuse a cluster that reaches
+        beyond this machine unless --insecure says so (protected mode).
+        """
+        if self["cluster-key"] is not None:
+            try:
+                return readKeyFile(self["cluster-key"])
+            except KeyFileError as e:
+                raise StartupError(str(e)) from None
+        exposed = exposedAddresses(self.config)
+        if exposed and not self["insecure"]:
+            raise StartupError(
+                f"{self['config']} has addresses beyond loopback ({', '.join(exposed)}): "
+                "give every node the same --cluster-key FILE (txraft-keygen FILE makes one), "
+                "or --insecure to let anyone who reaches a port write to the cluster"
+            )
+        return None
+
+    def _loadTLS(self) -> TLSConfig | None:
+        """Read the TLS certificate, key and CA, if TLS is asked for."""
+        cert, key, ca = self["tls-cert"], self["tls-key"], self["tls-ca"]
+        if cert is None and key is None:
+            if ca is not None:
+                raise usage.UsageError("--tls-ca needs --tls-cert and --tls-key")
+            return None
+        if cert is None or key is None:
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        from txraft.tls import TLSFileError, loadTLS  # OpenSSL loads only if TLS is used
+
+        try:
+            return loadTLS(cert, key, ca)
+        except TLSFileError as e:
+            raise StartupError(str(e)) from None
 
     @staticmethod
     def _checkDataDirectory(path: str) -> None:
@@ -141,6 +224,22 @@ class Options(cli.Options):
             raise StartupError(f"--data-dir {path}: cannot create it: {e.strerror}") from None
         if not os.access(path, os.W_OK | os.X_OK):
             raise StartupError(f"--data-dir {path}: not writable")
+
+
+def isLoopback(host: str) -> bool:
+    """Whether C{host} is this machine only: C{localhost}, 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposedAddresses(config: ClusterConfig) -> list[str]:
+    """The hosts of C{config} that other machines may reach, in file order."""
+    hosts = dict.fromkeys(node.host for node in config.nodes)
+    return [host for host in hosts if not isLoopback(host)]
 
 
 def createDurably(path: str) -> None:
@@ -177,7 +276,13 @@ def makeService(options: Options) -> IService:
             dataDirectoryLock=lock,
         )
         low, high = options["election-timeout"]
-        metrics = NodeMetrics() if options["http"] is not None else None
+        metrics = None
+        if options["http"] is not None:
+            # Only a node with an HTTP side loads twisted.web and prometheus_client:
+            # the others start sooner (the election bound counts process start-up).
+            from txraft.metrics import NodeMetrics
+
+            metrics = NodeMetrics()
         service = RaftService(
             options.config,
             name,
@@ -189,10 +294,20 @@ def makeService(options: Options) -> IService:
             rng=random.SystemRandom(),
             snapshotEntries=options["snapshot-entries"],
             background=threads.deferToThread,
+            clusterKey=options.clusterKey,
+            maxConnections=options["max-connections"],
+            tls=options.tls,
             observer=metrics,
         )
     except (StorageError, OSError) as e:
         raise StartupError(str(e)) from None
+    if options.clusterKey is None:
+        log.warn(
+            "node {name} has no --cluster-key: peers are not authenticated, so anyone "
+            "who can reach port {port} can rewrite this cluster's data",
+            name=name,
+            port=options.address.port,
+        )
     if metrics is not None:
         _addHTTP(service, metrics, options, reactor)
     return service
@@ -200,10 +315,14 @@ def makeService(options: Options) -> IService:
 
 def _addHTTP(service: RaftService, metrics: NodeMetrics, options: Options, reactor: Any) -> None:
     """Serve the node's HTTP side, on its host and the C{--http} port."""
+    from txraft.health import MAX_LAG
+    from txraft.survey import ClusterSurvey
+    from txraft.web import HTTPService, makeSite
+
     node, config = service.node, options.config
     metrics.watch(node.status, service.connectedPeers)
     addresses = {name: (config.node(name).host, config.node(name).port) for name in config.names()}
-    survey = ClusterSurvey(node.name, addresses, node.status, reactor)
+    survey = ClusterSurvey(node.name, addresses, node.status, reactor, tls=options.tls)
     site = makeSite(node.status, metrics.registry, survey, MAX_LAG)
     HTTPService(reactor, options.address.host, options["http"], site).setServiceParent(service)
 

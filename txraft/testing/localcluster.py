@@ -33,15 +33,18 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from ctypes import CDLL, get_errno
 from types import TracebackType
 
 from txraft import answers
+from txraft.auth import writeKeyFile
 from txraft.client import LineConnection
 
 #: Where nodes listen.
@@ -69,6 +72,24 @@ def dieWithParent() -> None:
         libc = CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
             raise OSError(get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+#: The one thread that starts every node.  Linux sends the parent-death
+#: signal when the I{thread} that forked a child ends, not the process, so a
+#: node started from a short-lived thread (one of the chaos test's nemesis
+#: schedules) would be killed when that thread ends.  This worker lives as long
+#: as the process (an idle executor thread never ends), so the signal still
+#: comes exactly when the process that started the nodes dies.
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localcluster-spawner")
+
+
+def spawn(argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    """
+    C{subprocess.Popen(argv, **kwargs)} from L{_spawner}'s thread, the
+    child set to die with this process (L{dieWithParent}).
+    """
+    future = _spawner.submit(subprocess.Popen, list(argv), preexec_fn=dieWithParent, **kwargs)
+    return future.result()
 
 
 def stopOnSignals() -> None:
@@ -215,6 +236,8 @@ class LocalCluster:
         directory: str | None = None,
         extraArgs: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        keyed: bool = True,
+        tls: ssl.SSLContext | None = None,
         http: bool = False,
     ) -> None:
         """
@@ -224,12 +247,25 @@ class LocalCluster:
         @param extraArgs: more node options (C{--heartbeat}, ...), given to
             every node.
         @param env: the nodes' base environment (default: ours).
+        @param keyed: give every node the cluster key in C{DIR/cluster.key}
+            (made if missing), as C{make cluster} does; without it peers
+            are not authenticated.
+        @param tls: how this harness's own connections speak TLS to the
+            nodes (when C{extraArgs} make them listen with it).
         @param http: whether each node serves HTTP (C{--http}) on a free port
             of its own.
         """
         self._ownsDirectory = directory is None
         self.directory = tempfile.mkdtemp(prefix="txraft-") if directory is None else directory
         os.makedirs(self.directory, exist_ok=True)
+        self.tls = tls
+        #: The cluster key file every node is given, or L{None}.
+        self.keyPath: str | None = None
+        if keyed:
+            self.keyPath = os.path.join(self.directory, "cluster.key")
+            if not os.path.exists(self.keyPath):
+                writeKeyFile(self.keyPath)
+            extraArgs = ["--cluster-key", self.keyPath, *extraArgs]
         self.extraArgs = list(extraArgs)
         self.env = nodeEnvironment(env)
         ports = freePorts(len(names) * (2 if http else 1))
@@ -268,14 +304,13 @@ class LocalCluster:
         with open(node.outputPath, "ab") as output:
             output.write(f"--- localcluster: starting {name} at {time.time():.3f}\n".encode())
             output.flush()
-            node.process = subprocess.Popen(
+            node.process = spawn(
                 self.command(name, extraArgs),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.directory,
-                preexec_fn=dieWithParent,
             )
         node.paused = False
 
@@ -413,7 +448,7 @@ class LocalCluster:
 
     def connect(self, name: str, timeout: float = 5.0) -> LineConnection:
         """Open a connection to node C{name}."""
-        return LineConnection(*self.address(name), timeout=timeout)
+        return LineConnection(*self.address(name), timeout=timeout, tls=self.tls)
 
     def request(self, name: str, line: str, timeout: float = 5.0) -> str:
         """
@@ -492,7 +527,8 @@ class LocalCluster:
 
     def client(self, timeout: float = 5.0) -> ClusterClient:
         """A client of this cluster that follows redirects and rides out elections."""
-        return ClusterClient({n.name: (n.host, n.port) for n in self.nodes.values()}, timeout)
+        addresses = {n.name: (n.host, n.port) for n in self.nodes.values()}
+        return ClusterClient(addresses, timeout, self.tls)
 
     def httpURL(self, name: str, path: str = "/") -> str:
         """The URL of C{path} on node C{name}'s HTTP side (the cluster must have C{http})."""
@@ -536,13 +572,20 @@ class ClusterClient:
     harmless for the idempotent C{set}/C{get} that tests and benchmarks send.
     """
 
-    def __init__(self, addresses: Mapping[str, tuple[str, int]], timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        addresses: Mapping[str, tuple[str, int]],
+        timeout: float = 5.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         """
         @param addresses: every node's C{(host, port)}, by name.
         @param timeout: bounds each connect and each wait for a response.
+        @param tls: how to speak TLS to the nodes, or L{None} for plain TCP.
         """
         self.addresses = dict(addresses)
         self.timeout = timeout
+        self.tls = tls
         self.target = next(iter(self.addresses))
         self._connection: LineConnection | None = None
         #: How many redirects were followed, for tests that care.
@@ -599,7 +642,7 @@ class ClusterClient:
     def _connected(self, timeout: float) -> LineConnection:
         if self._connection is None:
             host, port = self.addresses[self.target]
-            self._connection = LineConnection(host, port, timeout)
+            self._connection = LineConnection(host, port, timeout, self.tls)
         return self._connection
 
     def _redirect(self, response: str) -> answers.Redirect | None:
