@@ -1023,6 +1023,11 @@ class CommitAndApplyTests(SynchronousTestCase):
         self.assertIsNone(error.leaderId)
         self.assertEqual(net["a"].log.lastIndex, 1)
 
+    def test_notLeaderErrorNamesLeader(self) -> None:
+        """A refused proposal's error carries the leader it knows of, as its argument too."""
+        error = NotLeaderError("b")
+        self.assertEqual((error.leaderId, error.args), ("b", ("b",)))
+
     def test_proposalEntries(self) -> None:
         """
         C{Ready.entries} of a proposal are the new entries, in order, with the
@@ -1431,6 +1436,61 @@ class SnapshotTests(SynchronousTestCase):
         ready = core.step("b", InstallSnapshot(1, 9, 1, 64, b"x" * 10))
         self.assertEqual(ready.reply, InstallSnapshotResponse(1, 9, 0))
         self.assertIsNone(ready.snapshot)
+
+    def test_strayChunkAfterInstall(self) -> None:
+        """
+        Once a snapshot is installed, a later chunk of another snapshot
+        whose start the follower never saw is answered like any such chunk:
+        send me offset 0.
+        """
+        core = makeCore()
+        data = encodeApplied(makeEntries([1, 1]))
+        ready = core.step("b", InstallSnapshot(1, 2, 1, 0, data, True))
+        self.assertEqual(core.log.snapshotIndex, 2)
+        ready = core.step("b", InstallSnapshot(1, 9, 1, 64, b"x" * 10))
+        self.assertEqual(ready.reply, InstallSnapshotResponse(1, 9, 0))
+
+    def test_wholeSnapshotFlowsWithoutTicks(self) -> None:
+        """
+        Each chunk's answer brings the next chunk at once, and the answer to
+        the last brings the entries after the snapshot: once started, a
+        follower catches up with no heartbeat's help.
+        """
+        self.patch(txraft.core, "SNAPSHOT_CHUNK_BYTES", 64)
+        net, leader, lagging = self.leaderWithBacklog()
+        net.propose(leader, ["set after snapshot"])
+        net.restart(lagging)
+        for _ in range(net.heartbeatTicks + 1):
+            net.tick(leader)
+            if net.count(leader, lagging, InstallSnapshot):
+                break
+        net.deliver()
+        self.assertGreater(net.count(leader, lagging, InstallSnapshot), 2)
+        self.assertEqual(net[lagging].log.snapshotIndex, net[leader].log.snapshotIndex)
+        self.assertEqual(net[lagging].log.lastIndex, net[leader].log.lastIndex)
+
+    def test_oneChunkInFlight(self) -> None:
+        """
+        While a chunk is unanswered, new proposals do not send the follower
+        another one (dissertation section 5.1.1: one chunk at a time).
+        """
+        self.patch(txraft.core, "SNAPSHOT_CHUNK_BYTES", 64)
+        net, leader, lagging = self.leaderWithBacklog()
+        net.restart(lagging)
+
+        def chunk(envelope: Envelope) -> bool:
+            return isinstance(envelope.message, InstallSnapshot)
+
+        for _ in range(net.heartbeatTicks + 1):
+            net.tick(leader)
+            net.deliver(hold=chunk)
+            if net.count(leader, lagging, InstallSnapshot):
+                break
+        self.assertEqual(net.count(leader, lagging, InstallSnapshot), 1)
+        for number in range(3):
+            net.propose(leader, [f"set more {number}"])
+            net.deliver(hold=chunk)
+        self.assertEqual(net.count(leader, lagging, InstallSnapshot), 1)
 
     def test_staleInstallSnapshotRefused(self) -> None:
         """An InstallSnapshot from an old term is refused with the current term."""

@@ -257,3 +257,33 @@ class CompactionTests(SynchronousTestCase):
         log.compact(3)
         self.assertEqual(log.findConflictByTerm(5, 2), 3)
         self.assertEqual(log.findConflictByTerm(1, 1), 3)
+
+
+class SnapshotPointTests(SynchronousTestCase):
+    """A log that starts after a snapshot."""
+
+    def makeLog(self) -> RaftLog:
+        """A log whose snapshot ends at index 2, term 3, followed by entries 3 to 5 of term 3."""
+        return RaftLog([Entry(i, 3, f"set k {i}") for i in range(3, 6)], 2, 3)
+
+    def test_restoreAtSnapshotPointKeepsLog(self) -> None:
+        """
+        Restoring the snapshot the log already starts after keeps every
+        entry after it (dissertation Figure 5.3, rule 6).
+        """
+        log = self.makeLog()
+        log.restore(2, 3)
+        self.assertEqual((log.snapshotIndex, log.lastIndex), (2, 5))
+
+    def test_findConflictStopsAtSnapshotPoint(self) -> None:
+        """
+        Looking for an older term never goes before the snapshot point, even
+        when the snapshot's term is newer: what it covers is committed.
+        """
+        self.assertEqual(self.makeLog().findConflictByTerm(5, 1), 2)
+
+    def test_compactedLookupsNameTheIndex(self) -> None:
+        """Asking for an entry the snapshot covers, or truncating there, names the index."""
+        log = self.makeLog()
+        self.assertEqual(self.assertRaises(CompactedError, log.entry, 1).args, (1,))
+        self.assertEqual(self.assertRaises(CompactedError, log.truncateFrom, 2).args, (2,))
