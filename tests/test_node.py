@@ -290,6 +290,14 @@ class EventObserver(NullObserver):
         """Record an answer."""
         self.events.append(("answered", command, kind, seconds))
 
+    def snapshotTaken(self, seconds: float) -> None:
+        """Record a snapshot and how long it took."""
+        self.events.append(("snapshotTaken", seconds))
+
+    def diskFailed(self, error: str) -> None:
+        """Record a disk failure and its error."""
+        self.events.append(("diskFailed", error))
+
 
 def electSingleNode(node: RaftNode) -> None:
     """Tick a one-node cluster's driver until it leads."""
@@ -314,6 +322,7 @@ class ObserverEventTests(SynchronousTestCase):
         electSingleNode(node)
         self.assertIn(("leaderChanged", "s1", 1), observer.events)
         self.assertIn(("synced", 0.0), observer.events)
+        clock.advance(1)
         answer = node.clientRequest("c1", "set a 1")
         clock.advance(0.25)
         self.assertEqual(self.successResultOf(answer), answers.OK)
@@ -321,7 +330,7 @@ class ObserverEventTests(SynchronousTestCase):
             observer.events[-2:], [("committed", 0.0), ("answered", "set", "ok", 0.25)]
         )
         # No time passes on this clock while a write is made durable, at
-        # 0.25 s as at the start.
+        # 1.25 s as at the start.
         syncs = [event for event in observer.events if event[0] == "synced"]
         self.assertEqual(set(syncs), {("synced", 0.0)})
         self.assertGreater(len(syncs), 1)
@@ -569,3 +578,142 @@ class RejoinTests(SynchronousTestCase):
         node, _, _ = buildNode()
         error = self.assertRaises(StorageError, node._onFatal, "s1.log is damaged")
         self.assertEqual(str(error), "s1.log is damaged")
+
+
+class MoreSnapshotPolicyTests(SynchronousTestCase):
+    """How often, and how many at a time, the driver takes snapshots."""
+
+    def test_everySnapshotEntriesApplied(self) -> None:
+        """
+        A snapshot is taken once C{snapshotEntries} entries were applied
+        since the last one, in this reactor turn when no background runner
+        is given.
+        """
+        node, clock, _ = buildNode(snapshotEntries=2)
+        electSingleNode(node)
+        taken = []
+        for i in range(4):
+            node.clientRequest("c1", f"set k{i} {i}")
+            clock.advance(0)
+            taken.append(node.core.log.snapshotIndex)
+        # The no-op and the first set make 2; then every second entry.
+        self.assertEqual(taken, [2, 2, 4, 4])
+
+    def test_oneSnapshotAtATime(self) -> None:
+        """While a snapshot is being written, no other one starts."""
+        writes: list[defer.Deferred[Any]] = []
+
+        def background(work: Callable[[], Any]) -> defer.Deferred[Any]:
+            d: defer.Deferred[Any] = defer.Deferred()
+            writes.append(d)
+            return d.addCallback(lambda _: work())
+
+        node, clock, _ = buildNode(snapshotEntries=1, background=background)
+        electSingleNode(node)
+        for i in range(3):
+            node.clientRequest("c1", f"set k{i} {i}")
+            clock.advance(0)
+        self.assertEqual(len(writes), 1)
+
+    def test_snapshotTimeReported(self) -> None:
+        """The observer hears how long a snapshot took, from its start to its compaction."""
+        observer = EventObserver()
+        writes: list[defer.Deferred[Any]] = []
+
+        def background(work: Callable[[], Any]) -> defer.Deferred[Any]:
+            d: defer.Deferred[Any] = defer.Deferred()
+            writes.append(d)
+            return d.addCallback(lambda _: work())
+
+        node, clock, _ = buildNode(observer=observer, snapshotEntries=2, background=background)
+        electSingleNode(node)
+        clock.advance(10)
+        node.clientRequest("c1", "set a 1")
+        clock.advance(0)
+        clock.advance(0.5)
+        writes[0].callback(None)
+        self.assertIn(("snapshotTaken", 0.5), observer.events)
+
+    def test_failedCompactionStopsTheNode(self) -> None:
+        """
+        A snapshot written but not put in place (the disk failed) makes the
+        node fall silent with that error, as any failed write does.
+        """
+        observer = EventObserver()
+        node, clock, _ = buildNode(observer=observer, snapshotEntries=2)
+        electSingleNode(node)
+
+        def diskFull(snapshot: object, staged: object) -> None:
+            raise OSError("no space left on device")
+
+        node.logManager.commitSnapshot = diskFull  # type: ignore[method-assign]
+        node.clientRequest("c1", "set a 1")
+        clock.advance(0)
+        self.assertTrue(node.silent)
+        self.assertEqual(node.diskError, "no space left on device")
+        self.assertIn(("diskFailed", "no space left on device"), observer.events)
+
+
+class MoreDriverTests(SynchronousTestCase):
+    """Timeouts, unnamed errors and the leader the observer hears of."""
+
+    def test_commitTimeoutAtItsDeadline(self) -> None:
+        """
+        A command not applied C{commitTimeout} seconds after its proposal
+        is answered L{answers.COMMIT_TIMEOUT} at the first tick from then.
+        """
+        node, clock, sent = buildNode(("s1", "s2", "s3"))
+        electS1(node, sent)
+        answer = node.clientRequest("c1", "set a 1")
+        clock.advance(0)
+        clock.advance(node.commitTimeout)
+        node.ticks(1)
+        self.assertEqual(self.successResultOf(answer), answers.COMMIT_TIMEOUT)
+
+    def test_unnamedDiskErrorNamedByItsType(self) -> None:
+        """A write that fails without a message is reported by the error's type."""
+        observer = EventObserver()
+        node, clock, _ = buildNode(observer=observer, onFatal=lambda reason: None)
+        electSingleNode(node)
+
+        def failing(ready: object) -> None:
+            raise OSError()
+
+        node.logManager.persist = failing  # type: ignore[method-assign]
+        node.clientRequest("c1", "set a 1")
+        clock.advance(0)
+        self.assertEqual(node.diskError, "OSError")
+        self.assertIn(("diskFailed", "OSError"), observer.events)
+        del node.logManager.persist
+
+        def stillFailing() -> None:
+            raise OSError()
+
+        node.logManager.recoverAfterFailure = stillFailing  # type: ignore[method-assign]
+        clock.advance(node.diskRetrySeconds)
+        self.assertEqual(node.diskError, "OSError")
+
+    def test_noLeaderNoLeaderEvent(self) -> None:
+        """
+        The observer hears of a leader only once there is one: not when a
+        node starts, nor when it rejoins after a disk failure knowing none.
+        """
+        observer = EventObserver()
+        node, clock, _ = buildNode(("s1", "s2", "s3"), observer=observer)
+        node.ticks(1)
+        node.clientRequest("c1", "status")
+        self.assertEqual([e for e in observer.events if e[0] == "leaderChanged"], [])
+        node._storageFailed(OSError("I/O error"))
+        clock.advance(node.diskRetrySeconds)
+        self.assertFalse(node.silent)
+        node.ticks(1)
+        self.assertEqual([e for e in observer.events if e[0] == "leaderChanged"], [])
+
+    def test_leaderLearnedFromSnapshot(self) -> None:
+        """
+        A follower that learned its leader from a snapshot reports the
+        leader's commit index as at least the snapshot's.
+        """
+        node, _, _ = buildNode(("s1", "s2", "s3"))
+        node.peerRequest("s2", InstallSnapshot(1, 3, 1, 0, b'{"a":"1"}', True))
+        self.assertEqual(node.status()["leaderCommit"], 3)
