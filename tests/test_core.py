@@ -1323,6 +1323,20 @@ class SnapshotTests(SynchronousTestCase):
         self.assertEqual(str(error), f"cannot compact to {index}: not applied or not new")
         self.assertEqual(core.log.snapshotIndex, index)
 
+    def test_compactRefusesAnotherTerm(self) -> None:
+        """
+        A snapshot whose term is not the log's at its index is a driver bug:
+        L{ValueError} saying so, and the log stays as it is.
+        """
+        net, leader, _ = self.leaderWithBacklog(10)
+        core = net[leader]
+        [entry] = net.propose(leader, ["set one more"])
+        net.deliver()
+        wrong = Snapshot(entry.index, entry.term + 1, b"[]")
+        error = self.assertRaises(ValueError, core.compact, wrong)
+        self.assertEqual(str(error), f"snapshot {entry.index} has the wrong term")
+        self.assertLess(core.log.snapshotIndex, entry.index)
+
     def test_laggingFollowerGetsSnapshot(self) -> None:
         """
         A follower that needs entries the leader compacted away receives the
