@@ -33,6 +33,7 @@ from pathlib import Path
 import attrs
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Where mutmut works; C{--scratch} picks another, so that two runs can go side by side.
 SCRATCH = ROOT / ".mutation"
 EQUIVALENT = ROOT / "mutation" / "equivalent.txt"
 
@@ -143,7 +144,7 @@ def prepareScratch(modules: tuple[str, ...] | None, tests: tuple[str, ...] | Non
         ROOT,
         SCRATCH,
         ignore=shutil.ignore_patterns(
-            ".git", ".venv", ".mutation", "mutants", "build", "logs", "__pycache__", "_trial_temp*"
+            ".git", ".venv", ".mutation*", "mutants", "build", "logs", "__pycache__", "_trial*"
         ),
     )
     pyproject = SCRATCH / "pyproject.toml"
@@ -154,6 +155,18 @@ def prepareScratch(modules: tuple[str, ...] | None, tests: tuple[str, ...] | Non
             text, count = re.subn(rf"^{key} = .*$", setting, text, flags=re.MULTILINE)
             assert count == 1, f"pyproject.toml's [tool.mutmut] has no one {key} line"
     pyproject.write_text(text, encoding="utf-8")
+
+
+def refreshTests() -> None:
+    """
+    Put the current tests in the scratch copy and make mutmut map them to
+    the functions they run afresh; the mutated modules must not have
+    changed since the run.
+    """
+    for path in ("tests", "mutants/tests"):
+        shutil.rmtree(SCRATCH / path, ignore_errors=True)
+        shutil.copytree(ROOT / "tests", SCRATCH / path)
+    (SCRATCH / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
 
 
 def mutmut(*arguments: str, seeds: int, capture: bool = True) -> str:
@@ -267,14 +280,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sample", type=int, metavar="N", help="run N sampled mutants")
     parser.add_argument("--seed", type=int, default=1, help="the sample's seed (default 1)")
+    parser.add_argument("--scratch", metavar="DIR", help=f"work in DIR instead of {SCRATCH.name}/")
+    parser.add_argument(
+        "--recheck",
+        action="store_true",
+        help="run the last run's survivors again against the current tests",
+    )
     parser.add_argument(
         "--modules",
         metavar="PATHS",
         help="mutate only these of pyproject's modules, comma-separated (txraft/core.py,...)",
     )
     options = parser.parse_args()
+    global SCRATCH
+    if options.scratch:
+        SCRATCH = Path(options.scratch).resolve()
     equivalents = loadEquivalents()
-    if options.sample:
+    if options.recheck:
+        seeds = MUTATION_SEEDS
+        survivors, _ = classify(results(seeds), equivalents, seeds)
+        refreshTests()
+        names = [mutant.name for mutant in survivors]
+        print(f"rechecking {len(names)} survivors against the current tests")
+    elif options.sample:
         prepareScratch(SAMPLE_MODULES, SAMPLE_TESTS)
         names, seeds = sampleNames(options.sample, options.seed), SAMPLE_SEEDS
         print(f"mutation sample: {len(names)} names drawn with seed {options.seed}")
@@ -282,7 +310,7 @@ def main() -> None:
         modules = tuple(options.modules.split(",")) if options.modules else None
         prepareScratch(modules, None)
         names, seeds = [], MUTATION_SEEDS
-    mutants = runMutmut(names, seeds)
+    mutants = runMutmut(names, seeds) if names or not options.recheck else results(seeds)
     survivors, equivalent = classify(mutants, equivalents, seeds)
     sys.exit(0 if report(mutants, survivors, equivalent) else 1)
 
