@@ -277,6 +277,7 @@ def runMutmut(names: list[str], seeds: int) -> list[Mutant]:
 
 def main() -> None:
     """Parse the command line and run the mutants it asks for."""
+    global SCRATCH
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sample", type=int, metavar="N", help="run N sampled mutants")
     parser.add_argument("--seed", type=int, default=1, help="the sample's seed (default 1)")
@@ -292,7 +293,6 @@ def main() -> None:
         help="mutate only these of pyproject's modules, comma-separated (txraft/core.py,...)",
     )
     options = parser.parse_args()
-    global SCRATCH
     if options.scratch:
         SCRATCH = Path(options.scratch).resolve()
     equivalents = loadEquivalents()
