@@ -120,11 +120,16 @@ class MalformedTests(SynchronousTestCase):
     C{ERROR} and changes no state).
     """
 
-    def assertRejected(self, text: str) -> None:
-        """C{parseMessage(text)} raises L{MessageError} with a one-line reason."""
+    def assertRejected(self, text: str, reason: str | None = None) -> None:
+        """
+        C{parseMessage(text)} raises L{MessageError} with a one-line reason:
+        C{reason}, if given (it is what the peer reads after C{ERROR}).
+        """
         error = self.assertRaises(MessageError, parseMessage, text)
         self.assertTrue(str(error))
         self.assertNotIn("\n", str(error))
+        if reason is not None:
+            self.assertEqual(str(error), reason)
 
     def test_unknownRPC(self) -> None:
         """
@@ -234,13 +239,15 @@ class MalformedTests(SynchronousTestCase):
             [[3, 1, "a"], [2, 1, "b"]],
             [[1, 1, "a"]],
         ]:
-            self.assertRejected(goodAppend(entries=entries))
+            reason = "AppendEntries: entry indexes must follow prevLogIndex"
+            self.assertRejected(goodAppend(entries=entries), reason)
 
     def test_entryTermAfterMessageTerm(self) -> None:
         """
         A leader only sends entries of its term or earlier.
         """
-        self.assertRejected(goodAppend(term=3, entries=[[2, 4, "a"]]))
+        reason = "AppendEntries: entry terms must be ordered and not after term"
+        self.assertRejected(goodAppend(term=3, entries=[[2, 4, "a"]]), reason)
 
     def test_entryTermsOutOfOrder(self) -> None:
         """
@@ -268,10 +275,17 @@ class MalformedTests(SynchronousTestCase):
         """
         line = formatMessage("s1", InstallSnapshot(2, 5, 1, 0, b"\xff\x00", done=True))
         self.assertIn('"data":"/wA="', line)
-        for data in ['"/wA"', '"not base64!"', "7", "null"]:
+        for data, reason in [
+            ('"/wA"', "data is not valid base64"),
+            ('"not base64!"', "data is not valid base64"),
+            ('"/w A="', "data is not valid base64"),
+            ("7", "data must be a base64 string"),
+            ("null", "data must be a base64 string"),
+        ]:
             self.assertRejected(
                 "InstallSnapshot "
-                f'{{"term":2,"lastIncludedIndex":5,"lastIncludedTerm":1,"offset":0,"data":{data}}}'
+                f'{{"term":2,"lastIncludedIndex":5,"lastIncludedTerm":1,"offset":0,"data":{data}}}',
+                f"InstallSnapshot: {reason}",
             )
 
     def test_snapshotMustEndInPastTerm(self) -> None:
@@ -308,8 +322,9 @@ class MalformedTests(SynchronousTestCase):
         A command holding a line break could never have come from a client
         line, and would break the log file's one-entry-per-line format.
         """
-        self.assertRejected(goodAppend(entries=[[2, 1, "set a 1\nset b 2"]]))
-        self.assertRejected(goodAppend(entries=[[2, 1, "set a\r"]]))
+        reason = "AppendEntries: commands must be single lines without NUL"
+        self.assertRejected(goodAppend(entries=[[2, 1, "set a 1\nset b 2"]]), reason)
+        self.assertRejected(goodAppend(entries=[[2, 1, "set a\r"]]), reason)
 
     def test_wellFormedControl(self) -> None:
         """
