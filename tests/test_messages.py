@@ -114,6 +114,92 @@ class RoundTripTests(SynchronousTestCase):
         )
 
 
+class ExactLineTests(SynchronousTestCase):
+    """The exact lines peers exchange, which other tools may read too."""
+
+    def test_defaultsLeftOut(self) -> None:
+        """A field at its default is left out of the line; one that is not is kept."""
+        self.assertEqual(
+            formatMessage("s2", AppendEntriesResponse(2, True, matchIndex=5)),
+            's2@AppendEntriesResponse {"term":2,"success":true,"matchIndex":5}',
+        )
+        self.assertEqual(
+            formatMessage("s2", InstallSnapshot(2, 5, 1, 0, "\u00e9".encode(), True)),
+            's2@InstallSnapshot {"term":2,"lastIncludedIndex":5,"lastIncludedTerm":1,'
+            '"offset":0,"data":"w6k=","done":true}',
+        )
+
+    def test_commandsAsUTF8(self) -> None:
+        """A command's non-ASCII text travels as itself, not as JSON escapes."""
+        entry = Entry(6, 3, "set caf\u00e9 \u2603")
+        line = formatMessage("s1", AppendEntries(3, 5, 2, (entry,), 5))
+        self.assertIn('[[6,3,"set caf\u00e9 \u2603"]]', line)
+
+    def test_boundariesAccepted(self) -> None:
+        """A candidate's last log term may equal its term; a snapshot may end at index 1."""
+        self.assertEqual(
+            parseMessage('RequestVote {"term":2,"lastLogIndex":3,"lastLogTerm":2}'),
+            RequestVote(2, 3, 2),
+        )
+        self.assertEqual(
+            parseMessage(
+                'InstallSnapshot {"term":2,"lastIncludedIndex":1,"lastIncludedTerm":1,'
+                '"offset":0,"data":""}'
+            ),
+            InstallSnapshot(2, 1, 1, 0, b""),
+        )
+
+    def test_reasons(self) -> None:
+        """Each refused body gets the reason a peer reads after C{ERROR}."""
+        for text, reason in [
+            ("Frob {}", "unknown RPC 'Frob'"),
+            ("RequestVote {", "RequestVote: body is not valid JSON"),
+            ("RequestVote []", "RequestVote: body is not a JSON object"),
+            (
+                'RequestVote {"term":1}',
+                "RequestVote: missing fields ['lastLogIndex', 'lastLogTerm'] or unknown fields []",
+            ),
+            (
+                'AppendEntries {"term":1,"prevLogIndex":0,"prevLogTerm":0,"entries":7,'
+                '"leaderCommit":0}',
+                "AppendEntries: entries must be a list",
+            ),
+            (
+                'AppendEntries {"term":1,"prevLogIndex":0,"prevLogTerm":0,"entries":[[1,1]],'
+                '"leaderCommit":0}',
+                "AppendEntries: each entry must be [index, term, command]",
+            ),
+            (
+                'RequestVoteResponse {"term":1,"voteGranted":1}',
+                "RequestVoteResponse: voteGranted must be true or false",
+            ),
+            (
+                'RequestVote {"term":1,"lastLogIndex":-1,"lastLogTerm":0}',
+                "RequestVote: lastLogIndex must be a non-negative integer",
+            ),
+            (
+                'RequestVote {"term":0,"lastLogIndex":0,"lastLogTerm":0}',
+                "RequestVote: requests start at term 1",
+            ),
+            (
+                'RequestVote {"term":1,"lastLogIndex":3,"lastLogTerm":2}',
+                "RequestVote: lastLogTerm is after term",
+            ),
+            (
+                'InstallSnapshot {"term":2,"lastIncludedIndex":0,"lastIncludedTerm":1,'
+                '"offset":0,"data":""}',
+                "InstallSnapshot: the snapshot must end at an entry of a past term",
+            ),
+            (
+                'AppendEntries {"term":3,"prevLogIndex":0,"prevLogTerm":4,"entries":[],'
+                '"leaderCommit":0}',
+                "AppendEntries: prevLogTerm is after term",
+            ),
+        ]:
+            error = self.assertRaises(MessageError, parseMessage, text)
+            self.assertEqual(str(error), reason)
+
+
 class MalformedTests(SynchronousTestCase):
     """
     Every malformed peer body raises L{MessageError} (so the node answers
