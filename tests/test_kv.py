@@ -321,3 +321,39 @@ class SnapshotTests(SynchronousTestCase):
         for data in [b"[]", b'{"a": 1}', b"not json", b'{"a": null}']:
             self.assertRaises(ValueError, store.restore, data)
         self.assertEqual(store.data, {"a": "1"})
+
+
+class ExactAnswerTests(SynchronousTestCase):
+    """The exact reasons a client reads, and the snapshot's exact bytes."""
+
+    def test_commandErrors(self) -> None:
+        """Each refused command line gets its own reason."""
+        longName = "x" * 50
+        for text, reason in [
+            ("get a\x01", "control characters are not allowed"),
+            ("   ", "empty command"),
+            ("set", "set needs a key and a value"),
+            ("set a", "set needs a value after the key"),
+            (f"{longName} a", f"unknown command {'x' * 40!r}"),
+            ("\u2003get a", "unknown command '\\u2003get'"),
+            ("get", "get takes a key"),
+            ("show a", "show takes no arguments"),
+        ]:
+            error = self.assertRaises(CommandError, parseCommand, text)
+            self.assertEqual(str(error), reason)
+
+    def test_onlySpacesBeforeAKey(self) -> None:
+        """Between C{set} and its key only spaces are skipped, as between words elsewhere."""
+        self.assertEqual(parseCommand(" \tset  a 1"), Command("set", "a", "1"))
+        self.assertEqual(parseCommand("set \u2003a 1"), Command("set", "\u2003a", "1"))
+
+    def test_snapshotIsUTF8(self) -> None:
+        """A snapshot holds non-ASCII text as UTF-8, not as JSON escapes."""
+        store = KeyValueStore()
+        store.apply("set caf\u00e9 \u2603")
+        self.assertEqual(store.capture()(), '{"caf\u00e9":"\u2603"}'.encode())
+
+    def test_badSnapshotReason(self) -> None:
+        """A snapshot that is not an object of strings is refused, saying what it must be."""
+        error = self.assertRaises(ValueError, KeyValueStore().restore, b'{"a":1}')
+        self.assertEqual(str(error), "a key-value snapshot is a JSON object of strings")
