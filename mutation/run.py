@@ -159,10 +159,22 @@ def prepareScratch(modules: tuple[str, ...] | None, tests: tuple[str, ...] | Non
 
 def refreshTests() -> None:
     """
-    Put the current tests in the scratch copy and make mutmut map them to
-    the functions they run afresh; the mutated modules must not have
-    changed since the run.
+    Put the current tests and unmutated modules in the scratch copy, and
+    make mutmut map the tests to the functions they run afresh.
+
+    @raise SystemExit: if a mutated module changed since the run.
     """
+    for source in sorted((ROOT / "txraft").rglob("*")):
+        if not source.is_file() or "__pycache__" in source.parts:
+            continue
+        relative = source.relative_to(ROOT)
+        if (SCRATCH / "mutants" / f"{relative}.meta").exists():
+            if source.read_bytes() != (SCRATCH / relative).read_bytes():
+                raise SystemExit(f"{relative} changed since the run: run all mutants again")
+            continue
+        for tree in (SCRATCH, SCRATCH / "mutants"):
+            (tree / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, tree / relative)
     for path in ("tests", "mutants/tests"):
         shutil.rmtree(SCRATCH / path, ignore_errors=True)
         shutil.copytree(ROOT / "tests", SCRATCH / path)
