@@ -1150,6 +1150,22 @@ class PreVoteTests(SynchronousTestCase):
         self.assertEqual(ready.hardState, HardState(1, "a"))
         self.assertIn(("c", RequestVote(1, 0, 0)), ready.messages)
 
+    def test_stalePreVoteGrantsNotCounted(self) -> None:
+        """
+        A pre-vote granted for an earlier round does not count in this one,
+        and a pre-vote answer that arrives after the round ended (here, to a
+        follower) starts nothing.  Reference: dissertation section 9.6.
+        """
+        core = makeCore(preVote=True, terms=[1, 1])
+        ticksUntil(core, PRECANDIDATE)
+        self.assertEqual(core.currentTerm, 1)
+        core.step("b", RequestVoteResponse(1, True, preVote=True))
+        self.assertEqual((core.role, core.currentTerm), (PRECANDIDATE, 1))
+        follower = makeCore(preVote=True, terms=[1, 1])
+        follower.step("b", RequestVoteResponse(2, True, preVote=True))
+        follower.step("c", RequestVoteResponse(2, True, preVote=True))
+        self.assertEqual((follower.role, follower.currentTerm), (FOLLOWER, 1))
+
     def test_preVoteRefusalWithHigherTermStepsDown(self) -> None:
         """
         A refused pre-vote that carries a later term makes the pre-candidate
@@ -1246,6 +1262,19 @@ class CheckQuorumTests(SynchronousTestCase):
         core.tick()
         ready = core.step("c", RequestVote(5, 9, 4, preVote=True))
         self.assertEqual(ready.reply, RequestVoteResponse(2, False, preVote=True))
+
+    def test_leaderIgnoresVoteRequests(self) -> None:
+        """
+        A leader is in its own lease: a higher-term RequestVote from a
+        server that cannot hear it is refused, and the leader keeps its
+        term and its role (dissertation section 4.2.3).
+        """
+        core = makeCore(checkQuorum=True)
+        makeLeader(core)
+        term = core.currentTerm
+        ready = core.step("c", RequestVote(term + 3, 9, term))
+        self.assertEqual(ready.reply, RequestVoteResponse(term, False))
+        self.assertEqual((core.role, core.currentTerm), (LEADER, term))
 
     def test_followerOutOfLeaseVotes(self) -> None:
         """
