@@ -412,12 +412,8 @@ class LogTests(SynchronousTestCase):
 
     def test_commitTimeoutWarns(self) -> None:
         """A command that does not commit in time is answered and logged as a warning."""
-        node, clock, _ = buildNode(("s1", "s2", "s3"))
-        for _ in range(20):
-            node.ticks(1)
-        node.peerResponse("s2", RequestVoteResponse(1, True, preVote=True))
-        node.peerResponse("s2", RequestVoteResponse(1, True))
-        self.assertEqual(node.core.role, LEADER)
+        node, clock, sent = buildNode(("s1", "s2", "s3"))
+        electS1(node, sent)
         with capturedLogs() as events:
             answer = node.clientRequest("c1", "set a 1")
             clock.advance(0)
@@ -440,12 +436,8 @@ class LogTests(SynchronousTestCase):
         to commit: the node is shutting down (so the client may retry
         elsewhere), not silence.
         """
-        node, clock, _ = buildNode(("s1", "s2", "s3"))
-        for _ in range(20):
-            node.ticks(1)
-        node.peerResponse("s2", RequestVoteResponse(1, True, preVote=True))
-        node.peerResponse("s2", RequestVoteResponse(1, True))
-        self.assertEqual(node.core.role, LEADER)
+        node, clock, sent = buildNode(("s1", "s2", "s3"))
+        electS1(node, sent)
         waiting = node.clientRequest("c1", "set a 1")
         clock.advance(0)
         self.assertNoResult(waiting)
