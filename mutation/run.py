@@ -4,9 +4,13 @@ check that some test fails.
 
     python mutation/run.py               every mutant of the modules that
                                          pyproject.toml's [tool.mutmut] names
-    python mutation/run.py --sample 40   a seeded sample of mutants of the core
+    python mutation/run.py --sample 60   a seeded sample of mutants of the core
                                          and the driver, against the tests that
                                          matter most for them (``make test``)
+    python mutation/run.py --recheck     the last run's survivors again, against
+                                         the tests written since
+    python mutation/run.py --modules txraft/storage.py --scratch .mutation-storage
+                                         some modules only, beside another run
 
 mutmut works in a scratch copy of the repository (C{.mutation/}, git-ignored),
 so the working tree never holds a mutant; C{cd .mutation && mutmut browse}
