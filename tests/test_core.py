@@ -843,6 +843,23 @@ class LeaderTests(SynchronousTestCase):
         for peer, message in appendsIn(ready).items():
             self.assertEqual(message, AppendEntries(3, 3, 2, (Entry(4, 3, NOOP),), 0), peer)
 
+    def test_fourNodesNeedThree(self) -> None:
+        """
+        In a cluster of four, an entry commits once three servers (the
+        leader and two followers) hold it, not two.  Reference: Figure 2
+        (Leaders: "a majority of matchIndex[i] >= N").
+        """
+        core = makeCore(names=("a", "b", "c", "d"))
+        ticksUntil(core, CANDIDATE)
+        for peer in ("b", "c"):
+            core.step(peer, RequestVoteResponse(core.currentTerm, True))
+        self.assertEqual(core.role, LEADER)
+        term = core.currentTerm
+        core.step("b", AppendEntriesResponse(term, True, matchIndex=1))
+        self.assertEqual(core.commitIndex, 0)
+        core.step("c", AppendEntriesResponse(term, True, matchIndex=1))
+        self.assertEqual(core.commitIndex, 1)
+
     def test_previousTermCommitsOnlyThroughCurrentTerm(self) -> None:
         """
         A leader never commits an entry of a previous term by counting
@@ -1055,8 +1072,37 @@ class RobustnessTests(SynchronousTestCase):
         """
         core = makeCore()
         for peer in ("z", "a", ""):
-            self.assertRaises(ValueError, core.step, peer, RequestVote(5, 0, 0))
+            error = self.assertRaises(ValueError, core.step, peer, RequestVote(5, 0, 0))
+            self.assertEqual(str(error), f"{peer!r} is not a peer of 'a'")
         self.assertEqual((core.currentTerm, core.votedFor), (0, None))
+
+    def test_badTimingsRefused(self) -> None:
+        """
+        A heartbeat must be at least one tick and shorter than the shortest
+        election timeout, whose range must not be empty; a commit index
+        past the log is a driver bug.
+        """
+        for heartbeat, election in [(0, (10, 20)), (10, (10, 20)), (3, (10, 10))]:
+            error = self.assertRaises(
+                ValueError, makeCore, heartbeatTicks=heartbeat, electionTicks=election
+            )
+            self.assertEqual(str(error), "need 0 < heartbeatTicks < electionTicks low < high")
+        makeCore(heartbeatTicks=1, electionTicks=(2, 3))
+        error = self.assertRaises(
+            ValueError, RaftCore, "a", THREE, entries=makeEntries([1]), commitIndex=2
+        )
+        self.assertEqual(str(error), "committed up to 2 beyond the log's end")
+
+    def test_installSnapshotToLeaderOfSameTermRefused(self) -> None:
+        """
+        InstallSnapshot claiming the term a server itself leads is refused
+        with an InstallSnapshotResponse of its term, and nothing changes.
+        """
+        core = makeCore()
+        makeLeader(core)
+        ready = core.step("b", InstallSnapshot(1, 5, 1, 0, b"[]", True))
+        self.assertEqual(ready.reply, InstallSnapshotResponse(1))
+        self.assertEqual((core.role, core.log.snapshotIndex), (LEADER, 0))
 
     def test_forgedMatchIndexIgnored(self) -> None:
         """
@@ -1534,6 +1580,18 @@ class SnapshotTests(SynchronousTestCase):
             net.propose(leader, [f"set more {number}"])
             net.deliver(hold=chunk)
         self.assertEqual(net.count(leader, lagging, InstallSnapshot), 1)
+
+    def test_appendBehindSnapshotAcknowledged(self) -> None:
+        """
+        An AppendEntries whose prevLogIndex the follower's snapshot already
+        covers is answered with success at the snapshot's index, so the
+        leader moves on from there.
+        """
+        core = makeCore()
+        data = encodeApplied(makeEntries([1, 1, 1]))
+        core.step("b", InstallSnapshot(1, 3, 1, 0, data, True))
+        ready = core.step("b", AppendEntries(1, 1, 1, (), 1))
+        self.assertEqual(ready.reply, AppendEntriesResponse(1, True, matchIndex=3))
 
     def test_staleInstallSnapshotRefused(self) -> None:
         """An InstallSnapshot from an old term is refused with the current term."""
