@@ -287,3 +287,13 @@ class SnapshotPointTests(SynchronousTestCase):
         log = self.makeLog()
         self.assertEqual(self.assertRaises(CompactedError, log.entry, 1).args, (1,))
         self.assertEqual(self.assertRaises(CompactedError, log.truncateFrom, 2).args, (2,))
+        self.assertEqual(self.assertRaises(CompactedError, log.term, 1).args, (1,))
+        self.assertEqual(self.assertRaises(CompactedError, log.slice, 2, 5).args, (2,))
+
+    def test_appendRefusalsSayWhy(self) -> None:
+        """An entry that leaves a gap, or goes back in term, is refused saying which and why."""
+        log = self.makeLog()
+        error = self.assertRaises(ValueError, log.append, [Entry(7, 3, "set k 7")])
+        self.assertEqual(str(error), "entry 7 does not follow 5")
+        error = self.assertRaises(ValueError, log.append, [Entry(6, 2, "set k 6")])
+        self.assertEqual(str(error), "entry 6 has a term before 3")
