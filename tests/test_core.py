@@ -1169,6 +1169,41 @@ class PreVoteTests(SynchronousTestCase):
         self.assertEqual(core.currentTerm, 0)
         self.assertTrue(all(message.preVote for _, message in ready.messages))
 
+    def test_checkQuorumAndHeartbeatByDefault(self) -> None:
+        """
+        CheckQuorum is on unless turned off, and a leader heartbeats every
+        10 ticks unless told otherwise: a core made without those options
+        that wins and then hears from no one steps down after an election
+        timeout, having sent heartbeats at ticks 10 and 20.
+        """
+        core = RaftCore("a", THREE, electionTicks=(30, 40), rng=random.Random(0))
+        self.assertEqual((core.checkQuorum, core.heartbeatTicks), (True, 10))
+        ticksUntil(core, PRECANDIDATE)
+        core.step("b", RequestVoteResponse(1, True, preVote=True))
+        core.step("b", RequestVoteResponse(1, True))
+        self.assertEqual(core.role, LEADER)
+        beats = []
+        for number in range(1, 31):
+            if core.tick().messages:
+                beats.append(number)
+        self.assertEqual(beats, [10, 20, 30])
+        self.assertEqual(core.role, FOLLOWER)
+
+    def test_stalePreVoteGrantDoesNotCancelAGrant(self) -> None:
+        """
+        In a cluster of five, a pre-vote grant left over from an earlier
+        round does not take back the grant the same server just gave: with
+        one more grant the pre-candidate has its three and campaigns.
+        """
+        names = ("a", "b", "c", "d", "e")
+        core = makeCore(names=names, preVote=True, terms=[1])
+        ticksUntil(core, PRECANDIDATE)
+        core.step("b", RequestVoteResponse(2, True, preVote=True))
+        core.step("b", RequestVoteResponse(1, True, preVote=True))
+        self.assertEqual(core.role, PRECANDIDATE)
+        core.step("c", RequestVoteResponse(2, True, preVote=True))
+        self.assertEqual((core.role, core.currentTerm), (CANDIDATE, 2))
+
     def test_preCandidateKeepsTermAndVote(self) -> None:
         """
         A follower whose election timer fires first becomes a pre-candidate:
