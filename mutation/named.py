@@ -105,7 +105,7 @@ def pytest(tree: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
 def plant(bug: PlantedBug, tree: Path) -> None:
     """Copy the repository to C{tree} and plant C{bug} in it."""
     shutil.copytree(
-        ROOT, tree, ignore=shutil.ignore_patterns(".git", ".venv", ".mutation", "build")
+        ROOT, tree, ignore=shutil.ignore_patterns(".git", ".venv", ".mutation*", "build")
     )
     source = tree / bug.path
     text = source.read_text(encoding="utf-8")
