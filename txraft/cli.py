@@ -9,10 +9,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from importlib import metadata
+from typing import TypeVar
 
 from twisted.python import usage
 
 from txraft import answers
+
+T = TypeVar("T")
 
 
 def version() -> str:
@@ -35,30 +38,27 @@ class Options(usage.Options):
         sys.exit(0)
 
 
+def _convert(option: str, kind: str, convert: Callable[[str], T]) -> Callable[[str], T]:
+    """A coercion with C{convert} whose error says C{--option} must be C{kind}."""
+
+    def coerce(text: str) -> T:
+        try:
+            return convert(text)
+        except ValueError:
+            raise ValueError(f"--{option} must be {kind}, not {text!r}") from None
+
+    coerce.coerceDoc = f"{kind[0].upper()}{kind[1:]}."  # type: ignore[attr-defined]
+    return coerce
+
+
 def wholeNumber(option: str) -> Callable[[str], int]:
     """A coercion to C{int} whose error names C{--option}."""
-
-    def coerce(text: str) -> int:
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"--{option} must be a whole number, not {text!r}") from None
-
-    coerce.coerceDoc = "A whole number."  # type: ignore[attr-defined]
-    return coerce
+    return _convert(option, "a whole number", int)
 
 
 def number(option: str) -> Callable[[str], float]:
     """A coercion to C{float} whose error names C{--option}."""
-
-    def coerce(text: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"--{option} must be a number, not {text!r}") from None
-
-    coerce.coerceDoc = "A number."  # type: ignore[attr-defined]
-    return coerce
+    return _convert(option, "a number", float)
 
 
 def port(option: str) -> Callable[[str], int]:
