@@ -1,13 +1,15 @@
 """
-The pure Raft core: roles, terms, elections, replication, commitment.
+The pure Raft core: roles, terms, elections, replication, commitment, and
+reads that need no log entry.
 
 L{RaftCore} follows Figure 2 of Ongaro & Ousterhout, "In Search of an
 Understandable Consensus Algorithm" (2014).  It does no I/O and reads no
-clock: it is driven by three inputs,
+clock: it is driven by four inputs,
 
   - L{RaftCore.tick}: one unit of logical time has passed;
   - L{RaftCore.step}: a message arrived from a peer;
   - L{RaftCore.propose}: clients asked the leader to append commands;
+  - L{RaftCore.read}: clients asked the leader to read the state machine;
 
 and each input returns a L{Ready} saying what to persist, what to send and
 what became committed.  The driver must make a L{Ready}'s state durable
@@ -106,7 +108,8 @@ class Ready:
       2. send C{reply} (if any) back to the peer whose request was stepped,
          and each C{(peer, message)} in C{messages};
       3. if C{snapshot} is not L{None}, reset the state machine to it; then
-         apply C{committed}, in order.
+         apply C{committed}, in order;
+      4. answer each read of C{reads}: its leader was confirmed.
     """
 
     hardState: HardState | None = None
@@ -116,6 +119,8 @@ class Ready:
     reply: Message | None = None
     committed: list[Entry] = attrs.Factory(list)
     snapshot: Snapshot | None = None
+    #: The contexts of the reads (L{RaftCore.read}) whose leader was confirmed.
+    reads: list[object] = attrs.Factory(list)
 
     @property
     def needsSync(self) -> bool:
@@ -147,6 +152,16 @@ class Progress:
     #: compacted away, and how many of its bytes the follower holds.
     snapshot: Snapshot | None = None
     snapshotOffset: int = 0
+    #: The latest read round the follower answered in this term.
+    readRound: int = 0
+
+
+@attrs.define
+class _ReadRound:
+    """Reads waiting for a majority to answer heartbeats of round C{number}."""
+
+    number: int
+    contexts: list[object]
 
 
 @attrs.define
@@ -245,6 +260,11 @@ class RaftCore:
         self._progress: dict[str, Progress] = {}
         self._handedOut = commitIndex  # entries up to here were returned in Ready.committed
         self._incoming: _IncomingSnapshot | None = None
+        # Reads on a leader: the last round of leadership checks started,
+        # the reads waiting for the next round, the round out (at most one).
+        self._readRound = 0
+        self._readQueue: list[object] = []
+        self._readsOut: _ReadRound | None = None
         self._persisted = hardState
         self._ready = Ready()
         self._resetElectionTimer()
@@ -323,6 +343,32 @@ class RaftCore:
         self._replicate(commands)
         return self._takeReady()
 
+    def read(self, contexts: Sequence[object]) -> Ready:
+        """
+        Confirm this leader for reads that need no log entry (dissertation
+        section 6.4, ReadIndex): the reads come out in C{Ready.reads} once a
+        majority has answered a round of heartbeats sent after they came,
+        which proves that no other leader had committed anything by then.
+        Every read waiting when a round starts shares it; at most one round
+        is out at a time.  Reads of a leader that steps down are dropped:
+        the driver answers them.
+
+        The driver answers each read from the state machine as it is right
+        after applying the read's index: the leader's last index when the
+        read came, never less than its commit index then.  So a new leader
+        answers no read before its no-op commits (until then it may not
+        know all that its predecessors committed), and a read sees the
+        writes this leader took before it and none after.
+
+        @param contexts: one opaque object per read, handed back as is.
+        @raise NotLeaderError: if this server is not the leader.
+        """
+        if self.role != LEADER:
+            raise NotLeaderError(self.leaderId)
+        self._readQueue.extend(contexts)
+        self._startReadRound()
+        return self._takeReady()
+
     def compact(self, snapshot: Snapshot) -> None:
         """
         Forget the log entries that C{snapshot} covers.  The driver calls
@@ -362,6 +408,7 @@ class RaftCore:
         self.role = FOLLOWER
         self.leaderId = leaderId
         self._progress = {}
+        self._readQueue, self._readsOut = [], None
 
     def _preCampaign(self) -> None:
         """Section 9.6 of the dissertation: ask whether we could win before disturbing anyone."""
@@ -403,6 +450,7 @@ class RaftCore:
         self._electionElapsed = 0
         nextIndex = self.log.lastIndex + 1
         self._progress = {peer: Progress(nextIndex) for peer in self.peers}
+        self._readRound = 0
         self._logger.info(
             "{name} is leader for term {term}", name=self.name, term=self.currentTerm
         )
@@ -507,29 +555,31 @@ class RaftCore:
         return True
 
     def _handleAppendEntries(self, request: AppendEntries) -> None:
+        # Whatever the answer, it tells the leader that we follow it in its
+        # term, and so confirms its leadership for the reads of that round.
+        answer = self._appendEntries(request)
+        self._ready.reply = attrs.evolve(answer, readRound=request.readRound)
+
+    def _appendEntries(self, request: AppendEntries) -> AppendEntriesResponse:
+        """Figure 2, AppendEntries receiver rules 2 to 5, for the leader of our term."""
         prevIndex, prevTerm = request.prevLogIndex, request.prevLogTerm
         if prevIndex < self.log.snapshotIndex:
             # Our snapshot covers entries the leader is still probing: they
             # are committed, so they match; say where our log really starts.
-            self._ready.reply = AppendEntriesResponse(
-                self.currentTerm, True, matchIndex=self.log.snapshotIndex
-            )
-            return
+            return AppendEntriesResponse(self.currentTerm, True, matchIndex=self.log.snapshotIndex)
         if prevIndex > self.log.lastIndex or self.log.term(prevIndex) != prevTerm:
             # Consistency check failed: tell the leader where to resume.
             hintIndex = self.log.findConflictByTerm(prevIndex, prevTerm)
-            self._ready.reply = AppendEntriesResponse(
+            return AppendEntriesResponse(
                 self.currentTerm,
                 False,
                 rejectedIndex=prevIndex,
                 hintIndex=hintIndex,
                 hintTerm=self.log.term(hintIndex),
             )
-            return
         newEntries = self._newEntries(request.entries)
         if newEntries is None:
-            self._ready.reply = AppendEntriesResponse(self.currentTerm, False)
-            return
+            return AppendEntriesResponse(self.currentTerm, False)
         if newEntries and newEntries[0].index <= self.log.lastIndex:
             self._truncateFrom(newEntries[0].index)
         self._append(newEntries)
@@ -537,7 +587,7 @@ class RaftCore:
         # Only entries known to match the leader's may be committed: not
         # whatever stale suffix this log might still hold after lastNewIndex.
         self._commitTo(min(request.leaderCommit, lastNewIndex))
-        self._ready.reply = AppendEntriesResponse(self.currentTerm, True, matchIndex=lastNewIndex)
+        return AppendEntriesResponse(self.currentTerm, True, matchIndex=lastNewIndex)
 
     def _handleInstallSnapshot(self, request: InstallSnapshot) -> None:
         """Dissertation Figure 5.3, InstallSnapshot receiver rules."""
@@ -636,6 +686,7 @@ class RaftCore:
             self.log.term(prevIndex),
             tuple(entries),
             self.commitIndex,
+            self._readRound,
         )
         self._ready.messages.append((peer, message))
         if progress.probing:
@@ -647,6 +698,9 @@ class RaftCore:
         if self.role != LEADER:
             return
         progress = self._progress[peer]
+        if progress.readRound < response.readRound <= self._readRound:
+            progress.readRound = response.readRound
+            self._confirmReads()
         if response.success:
             if response.matchIndex > self.log.lastIndex:
                 return  # cannot match entries we never had: a forged answer
@@ -714,6 +768,38 @@ class RaftCore:
         candidate = matched[self.quorum() - 1]
         if candidate > self.commitIndex and self.log.term(candidate) == self.currentTerm:
             self._commitTo(candidate)
+
+    # -- reads (dissertation section 6.4) ----------------------------------------------
+
+    def _startReadRound(self) -> None:
+        """
+        Send a round of heartbeats for the reads queued, unless a round is
+        already out (they wait for the next).  A follower receiving a
+        snapshot is left out: its chunks have their own pace.
+        """
+        if not self._readQueue or self._readsOut is not None:
+            return
+        self._readRound += 1
+        self._readsOut = _ReadRound(self._readRound, self._readQueue)
+        self._readQueue = []
+        for peer in self.peers:
+            if self._progress[peer].snapshot is None:
+                self._sendAppend(peer, heartbeat=True)
+        self._confirmReads()
+
+    def _confirmReads(self) -> None:
+        """Release the round out once a majority, this leader included, answered it."""
+        out = self._readsOut
+        if out is None:
+            return
+        answered = sorted(
+            [self._readRound] + [p.readRound for p in self._progress.values()], reverse=True
+        )
+        if answered[self.quorum() - 1] < out.number:
+            return
+        self._readsOut = None
+        self._ready.reads.extend(out.contexts)
+        self._startReadRound()
 
     # -- log changes, recorded for the driver ---------------------------------------
 

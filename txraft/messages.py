@@ -101,6 +101,9 @@ class AppendEntries:
     prevLogTerm: int
     entries: tuple[Entry, ...]
     leaderCommit: int
+    #: The leader's latest round of leadership checks for reads (dissertation
+    #: section 6.4); the follower's answer carries it back.
+    readRound: int = 0
 
 
 @attrs.frozen
@@ -124,6 +127,8 @@ class AppendEntriesResponse:
     rejectedIndex: int = 0
     hintIndex: int = 0
     hintTerm: int = 0
+    #: The C{readRound} of the request this answers.
+    readRound: int = 0
 
 
 @attrs.frozen
