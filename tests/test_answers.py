@@ -173,10 +173,18 @@ class ClassifyTests(SynchronousTestCase):
     def test_notExecuted(self) -> None:
         """
         Exactly the C{UNAVAILABLE} answers of a command that never ran (no
-        leader took it; another leader's entry replaced it) are in
-        L{answers.NOT_EXECUTED}.
+        leader took it; another leader's entry replaced it; a read that was
+        not confirmed) are in L{answers.NOT_EXECUTED}.
         """
-        self.assertEqual(answers.NOT_EXECUTED, {answers.NO_LEADER, answers.OVERWRITTEN})
+        self.assertEqual(
+            answers.NOT_EXECUTED,
+            {
+                answers.NO_LEADER,
+                answers.OVERWRITTEN,
+                answers.READ_LEADERSHIP_LOST,
+                answers.READ_TIMEOUT,
+            },
+        )
 
     def test_mayHaveExecuted(self) -> None:
         """

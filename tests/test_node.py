@@ -217,7 +217,7 @@ class AnswerTests(SynchronousTestCase):
         node, clock, sent = buildNode(("s1", "s2", "s3"))
         electS1(node, sent)
         term = node.core.currentTerm
-        answer = node.clientRequest("c1", "get a")
+        answer = node.clientRequest("c1", "set a mine")
         clock.advance(0)
         index = node.core.log.lastIndex
         self.assertEqual(node.core.log.term(index), term)

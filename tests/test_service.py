@@ -233,7 +233,7 @@ class SingleNodeTests(SynchronousTestCase):
     def test_groupCommit(self) -> None:
         """
         Commands that arrive in one reactor turn share one append and one
-        fsync; a command in a later turn gets its own.
+        fsync; a command in a later turn gets its own, and a read none.
         """
         self.becomeLeader()
         results = [self.service.node.clientRequest(None, f"set k{i} {i}") for i in range(5)]
@@ -244,10 +244,15 @@ class SingleNodeTests(SynchronousTestCase):
         self.assertEqual([e.command for e in entries], [f"set k{i} {i}" for i in range(5)])
         self.assertEqual([self.successResultOf(d) for d in results], ["OK"] * 5)
         self.logStore.events.clear()
-        later = self.service.node.clientRequest(None, "get k3")
+        later = self.service.node.clientRequest(None, "delete k3")
         self.reactor.advance(0)
-        self.assertEqual(self.successResultOf(later), "OK 3")
+        self.assertEqual(self.successResultOf(later), "OK")
         self.assertEqual([name for name, _ in self.logStore.events], ["append", "sync"])
+        self.logStore.events.clear()
+        read = self.service.node.clientRequest(None, "get k4")
+        self.reactor.advance(0)
+        self.assertEqual(self.successResultOf(read), "OK 4")
+        self.assertEqual(self.logStore.events, [])
 
     def test_storageFailureStopsAcknowledging(self) -> None:
         """

@@ -30,6 +30,10 @@ LEADERSHIP_LOST = "UNAVAILABLE leadership lost before commit"
 OVERWRITTEN = "UNAVAILABLE entry was overwritten"
 #: The command did not commit within the commit timeout; it may still.
 COMMIT_TIMEOUT = "UNAVAILABLE not committed in time; the outcome is unknown"
+#: A read whose leader lost its leadership before a majority confirmed it.
+READ_LEADERSHIP_LOST = "UNAVAILABLE leadership lost before the read was confirmed"
+#: A read that a majority did not confirm in time (or not applied in time).
+READ_TIMEOUT = "UNAVAILABLE read not confirmed in time"
 #: The node cannot write to its disk, so takes no part in Raft.
 DISK_FAILED = "UNAVAILABLE node cannot write to its disk"
 #: The node is stopping.
@@ -39,8 +43,9 @@ NOT_SERVING = "UNAVAILABLE node is not serving"
 
 #: C{UNAVAILABLE} answers after which the command surely did not run, so a
 #: client may send it again (as after a C{REDIRECT} or an C{ERROR}); every
-#: other C{UNAVAILABLE} leaves the outcome unknown.
-NOT_EXECUTED = frozenset({NO_LEADER, OVERWRITTEN})
+#: other C{UNAVAILABLE} leaves the outcome unknown.  A read changes nothing,
+#: so a read that was not answered can always be sent again.
+NOT_EXECUTED = frozenset({NO_LEADER, OVERWRITTEN, READ_LEADERSHIP_LOST, READ_TIMEOUT})
 
 #: The TCP ports a node can listen on, and so a C{REDIRECT} can name.
 MIN_PORT = 1

@@ -60,6 +60,12 @@ class IStateMachine(Interface):
     def apply(command: str) -> str:
         """Execute one committed command and return the answer for its client."""
 
+    def read(command: str) -> str:
+        """
+        Answer a read-only command from the current state, changing nothing
+        (a leader's reads that need no log entry).
+        """
+
     def capture() -> object:
         """
         Freeze the current state quickly and return a function of no

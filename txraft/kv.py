@@ -24,6 +24,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 _ARITY = {"get": 1, "delete": 1, "show": 0}
 
+#: The commands that only read the map: a leader answers them without a log
+#: entry (L{KeyValueStore.read}).
+READS = frozenset({"get", "show"})
+
 
 class CommandError(ValueError):
     """A request that is not a valid command; ``str()`` is the reason for the client."""
@@ -112,12 +116,27 @@ class KeyValueStore:
             command = parseCommand(commandText)
         except CommandError as e:
             return f"ERROR {e}"
-        if command.name == "get":
-            value = self.data.get(command.key)
-            return "NOT_FOUND" if value is None else f"OK {value}"
         if command.name == "set":
             self.data[command.key] = command.value
             return "OK"
         if command.name == "delete":
             return "NOT_FOUND" if self.data.pop(command.key, None) is None else "OK"
+        return self._answerRead(command)
+
+    def read(self, commandText: str) -> str:
+        """
+        Answer a command of L{READS} from the current state, changing
+        nothing; the same answer L{apply} would give it.
+
+        @raise CommandError: if it is no valid read.
+        """
+        command = parseCommand(commandText)
+        if command.name not in READS:
+            raise CommandError(f"{command.name} is not a read")
+        return self._answerRead(command)
+
+    def _answerRead(self, command: Command) -> str:
+        if command.name == "get":
+            value = self.data.get(command.key)
+            return "NOT_FOUND" if value is None else f"OK {value}"
         return "OK " + json.dumps(self.data, ensure_ascii=False, sort_keys=True)

@@ -142,6 +142,10 @@ class LogManager(Service):
             results.append((entry, reply))
         return results
 
+    def read(self, command: str) -> str:
+        """Answer the read-only C{command} from the state machine as applied so far."""
+        return self.stateMachine.read(command)
+
     def installSnapshot(self, snapshot: Snapshot) -> None:
         """
         Reset the state machine to C{snapshot} (from the leader, or on

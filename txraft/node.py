@@ -5,8 +5,9 @@ clients, on any clock.
 L{RaftNode} carries out every L{Ready} the core returns, in the order the
 core requires: persist (through the L{LogManager}), send, apply, answer the
 clients whose commands were applied.  Around that loop it keeps the
-client commands waiting to commit (group commit, deadlines), the snapshot
-policy, and a node's life after its disk fails (fall silent, retry, rebuild
+client commands waiting to commit (group commit, deadlines), the reads
+waiting for their leader to be confirmed and their index applied, the
+snapshot policy, and a node's life after its disk fails (fall silent, retry, rebuild
 from the disk, rejoin).
 
 It opens no socket, starts no timer of its own and imports no reactor: it
@@ -34,7 +35,7 @@ from txraft import answers
 from txraft.config import ClusterConfig
 from txraft.core import FOLLOWER, LEADER, MAX_APPEND_BYTES, RaftCore, Ready
 from txraft.interfaces import INodeObserver, IRequestHandler, IResponseHandler
-from txraft.kv import CommandError, parseCommand
+from txraft.kv import READS, CommandError, parseCommand
 from txraft.logmanager import LogManager
 from txraft.messages import (
     AppendEntries,
@@ -46,6 +47,7 @@ from txraft.messages import (
     RequestVoteResponse,
     Snapshot,
 )
+from txraft.reads import PendingRead, ReadQueue
 from txraft.storage import StorageError
 
 #: A client command not committed this many seconds after it was proposed
@@ -192,6 +194,10 @@ class RaftNode:
         # Client commands proposed and not yet applied, by log index (so in
         # proposal order): (term, time proposed, Deferred of the answer).
         self._waiting: dict[int, tuple[int, float, defer.Deferred[str]]] = {}
+        # Reads that arrived in this reactor turn, each with how many of
+        # this turn's commands came before it; then those given to the core.
+        self._readBatch: list[tuple[int, PendingRead]] = []
+        self._reads = ReadQueue()
         self._snapshotting = False
         self.leaderCommit = 0
         hardState, entries = logManager.recover()
@@ -296,7 +302,8 @@ class RaftNode:
             except CommandError as e:
                 word, answer = "invalid", answers.error(str(e))
             else:
-                word, answer = command.name, self._execute(command.text)
+                serve = self._read if command.name in READS else self._execute
+                word, answer = command.name, serve(command.text)
         if isinstance(answer, defer.Deferred):
             return answer.addCallback(self._answered, word, arrived)
         return self._answered(answer, word, arrived)
@@ -307,6 +314,29 @@ class RaftNode:
 
     def _execute(self, command: str) -> str | defer.Deferred[str]:
         """Take a valid command to the log, if this node leads; else say who does."""
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
+        d: defer.Deferred[str] = defer.Deferred()
+        self._batch.append((command, d))
+        self._flushSoon()
+        return d
+
+    def _read(self, command: str) -> str | defer.Deferred[str]:
+        """
+        Answer a read without a log entry, if this node leads (the core's
+        L{RaftCore.read}); else say who does.
+        """
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
+        read = PendingRead(command, self.clock.seconds())
+        self._readBatch.append((len(self._batch), read))
+        self._flushSoon()
+        return read.answer
+
+    def _refusal(self) -> str | None:
+        """Why this node cannot take a client's command now, if it cannot."""
         if self.silent:
             if self.diskError is None:
                 return answers.NOT_SERVING
@@ -316,13 +346,16 @@ class RaftNode:
             return answers.DISK_FAILED
         if self.core.role != LEADER:
             return self._notLeader()
-        d: defer.Deferred[str] = defer.Deferred()
-        self._batch.append((command, d))
+        return None
+
+    def _flushSoon(self) -> None:
+        """
+        Group commit: every command that arrives in this reactor turn shares
+        one append, one fsync and one AppendEntries per follower, and every
+        read one round of heartbeats.
+        """
         if self._flushCall is None:
-            # Group commit: every command that arrives in this reactor turn
-            # shares one append, one fsync and one AppendEntries per follower.
             self._flushCall = self.clock.callLater(0, self._flush)
-        return d
 
     def status(self) -> dict[str, object]:
         """
@@ -385,16 +418,28 @@ class RaftNode:
     def _flush(self) -> None:
         self._flushCall = None
         batch, self._batch = self._batch, []
+        reads, self._readBatch = self._readBatch, []
         if self.core.role != LEADER:
             answer = self._notLeader()
             for _, d in batch:
                 d.callback(answer)
+            for _, read in reads:
+                read.answer.callback(answer)
             return
-        ready = self.core.propose([text for text, _ in batch])
-        now = self.clock.seconds()
-        for entry, (_, d) in zip(ready.entries, batch, strict=True):
-            self._waiting[entry.index] = (entry.term, now, d)
-        self._process(ready)
+        # Each read reads the state right after the commands that came
+        # before it, at least the commit index (the core's L{RaftCore.read}).
+        lastIndex = self.core.log.lastIndex
+        for before, read in reads:
+            self._reads.add(read, lastIndex + before)
+        self._reads.take(self.logManager.lastApplied, self.logManager.read)
+        if batch:
+            ready = self.core.propose([text for text, _ in batch])
+            now = self.clock.seconds()
+            for entry, (_, d) in zip(ready.entries, batch, strict=True):
+                self._waiting[entry.index] = (entry.term, now, d)
+            self._process(ready)
+        if reads and not self.silent:
+            self._process(self.core.read([read for _, read in reads]))
 
     def _process(self, ready: Ready) -> None:
         """Carry out C{ready}: persist, send, apply (the reply is the caller's)."""
@@ -414,6 +459,7 @@ class RaftNode:
         for peer, message in ready.messages:
             self._send(peer, message)
         if ready.snapshot is not None:
+            self._reads.failUntaken(answers.READ_LEADERSHIP_LOST)
             self.logManager.installSnapshot(ready.snapshot)
             self.observer.snapshotInstalled(ready.snapshot)
             self.log.info(
@@ -421,7 +467,7 @@ class RaftNode:
                 name=self.name,
                 index=ready.snapshot.index,
             )
-        results = self.logManager.apply(ready.committed)
+        results = self._apply(ready.committed)
         self.observer.applied(results)
         now = self.clock.seconds()
         for entry, result in results:
@@ -437,7 +483,28 @@ class RaftNode:
                 d.callback(answers.OVERWRITTEN)
         if wasLeading and self.core.role != LEADER:
             self._failWaiting(answers.LEADERSHIP_LOST)
+        self._reads.confirm(ready.reads)
+        if self._reads and self.core.role != LEADER:
+            self._reads.fail(answers.READ_LEADERSHIP_LOST, unconfirmedOnly=True)
         self._maybeSnapshot()
+
+    def _apply(self, entries: list[Entry]) -> list[tuple[Entry, str | None]]:
+        """
+        Apply committed C{entries}, stopping at each index a read waits for
+        to take its value there (L{ReadQueue.take}).
+        """
+        manager = self.logManager
+        results = []
+        while entries and (index := self._reads.nextIndex()) is not None:
+            if index >= entries[-1].index:
+                break
+            cut = max(0, index - entries[0].index + 1)
+            results += manager.apply(entries[:cut])
+            entries = entries[cut:]
+            self._reads.take(manager.lastApplied, manager.read)
+        results += manager.apply(entries)
+        self._reads.take(manager.lastApplied, manager.read)
+        return results
 
     def _noticeLeader(self) -> None:
         """
@@ -524,6 +591,10 @@ class RaftNode:
         for _, d in batch:
             d.callback(answer)
         self._failWaiting(answer)
+        reads, self._readBatch = self._readBatch, []
+        for _, read in reads:
+            read.answer.callback(answer)
+        self._reads.fail(answer)
 
     def _failWaiting(self, answer: str) -> None:
         waiting, self._waiting = self._waiting, {}
@@ -532,6 +603,7 @@ class RaftNode:
 
     def _expireWaiting(self) -> None:
         now = self.clock.seconds()
+        self._reads.expire(now - self.commitTimeout, answers.READ_TIMEOUT)
         while self._waiting:
             index, (_, proposed, d) = next(iter(self._waiting.items()))
             if proposed + self.commitTimeout > now:
