@@ -1616,6 +1616,39 @@ class SnapshotTests(SynchronousTestCase):
             net.deliver(hold=chunk)
         self.assertEqual(net.count(leader, lagging, InstallSnapshot), 1)
 
+    def test_slowAnswersDoNotMultiplyChunks(self) -> None:
+        """
+        While a follower answers chunks slower than heartbeats come, each
+        chunk is sent again only when unanswered for a whole heartbeat
+        interval, and answers to copies start no second stream: the snapshot
+        takes about one message per chunk, not one more stream per
+        heartbeat (the old rule sent four times as many here).  Reference:
+        dissertation section 5.1.1 (one chunk at a time).
+        """
+        self.patch(txraft.core, "SNAPSHOT_CHUNK_BYTES", 64)
+        net, leader, lagging = self.leaderWithBacklog()
+        snapshot = net[leader].snapshot
+        assert snapshot is not None
+        chunks = -(-len(snapshot.data) // 64)
+        self.assertGreater(chunks, 5)
+        net.restart(lagging)
+
+        def answer(envelope: Envelope) -> bool:
+            return isinstance(envelope.message, InstallSnapshotResponse)
+
+        for _ in range(10 * chunks):
+            if net[lagging].log.snapshotIndex == snapshot.index:
+                break
+            # Answers take four heartbeat intervals to come back.
+            for _ in range(4 * net.heartbeatTicks):
+                net.tick(leader)
+                net.deliver(hold=answer)
+            net.deliver()
+        self.assertEqual(net[lagging].log.snapshotIndex, snapshot.index)
+        # A chunk out for four intervals is resent at most twice, and the
+        # answers to those copies send nothing more.
+        self.assertLessEqual(net.count(leader, lagging, InstallSnapshot), 2 * chunks)
+
     def test_appendBehindSnapshotAcknowledged(self) -> None:
         """
         An AppendEntries whose prevLogIndex the follower's snapshot already

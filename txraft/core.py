@@ -152,6 +152,9 @@ class Progress:
     #: compacted away, and how many of its bytes the follower holds.
     snapshot: Snapshot | None = None
     snapshotOffset: int = 0
+    #: Whether the chunk out was still unanswered at the last heartbeat: it
+    #: is sent again at the next one.
+    chunkOverdue: bool = False
     #: The latest read round the follower answered in this term.
     readRound: int = 0
 
@@ -676,6 +679,11 @@ class RaftCore:
         if progress.probing and progress.probeSent and not heartbeat:
             return
         if progress.nextIndex <= self.log.snapshotIndex:
+            if progress.probeSent and not progress.chunkOverdue:
+                # One chunk at a time: it is sent again only if it is still
+                # unanswered a whole heartbeat interval from now.
+                progress.chunkOverdue = True
+                return
             self._sendSnapshotChunk(peer, progress)
             return
         prevIndex = progress.nextIndex - 1
@@ -736,6 +744,7 @@ class RaftCore:
         )
         self._ready.messages.append((peer, message))
         progress.probing = progress.probeSent = True
+        progress.chunkOverdue = False
 
     def _handleSnapshotResponse(self, peer: str, response: InstallSnapshotResponse) -> None:
         if self.role != LEADER:
@@ -752,7 +761,15 @@ class RaftCore:
             progress.probing = progress.probeSent = False
             self._maybeCommit()
         else:
-            progress.snapshotOffset = min(response.nextOffset, len(sending.data))
+            size = len(sending.data)
+            expected = min(progress.snapshotOffset + SNAPSHOT_CHUNK_BYTES, size)
+            progress.snapshotOffset = min(response.nextOffset, size)
+            if response.nextOffset != expected:
+                # Not the answer to the chunk out (a late copy, or a follower
+                # that lost the start): the next heartbeat resends from the
+                # offset it asks for, rather than starting a second stream.
+                progress.chunkOverdue = True
+                return
             progress.probeSent = False
         self._sendAppend(peer)
 
