@@ -38,6 +38,7 @@ from txraft.messages import (
     RequestVoteResponse,
 )
 from txraft.node import NullObserver, RaftNode
+from txraft.snapshotting import inBackground
 from txraft.storage import MemoryLogStore, MemoryStateStore, StorageError
 
 
@@ -501,7 +502,7 @@ class SnapshotPolicyTests(SynchronousTestCase):
                 return defer.fail(OSError("no space left on device"))
             return defer.maybeDeferred(work)
 
-        node, clock, _ = buildNode(snapshotEntries=2, background=background)
+        node, clock, _ = buildNode(snapshotEntries=2, snapshotter=inBackground(background))
         electSingleNode(node)
         node.clientRequest("c1", "set a 1")
         clock.advance(0)
@@ -600,7 +601,7 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
             writes.append(d)
             return d.addCallback(lambda _: work())
 
-        node, clock, _ = buildNode(snapshotEntries=1, background=background)
+        node, clock, _ = buildNode(snapshotEntries=1, snapshotter=inBackground(background))
         electSingleNode(node)
         for i in range(3):
             node.clientRequest("c1", f"set k{i} {i}")
@@ -617,7 +618,9 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
             writes.append(d)
             return d.addCallback(lambda _: work())
 
-        node, clock, _ = buildNode(observer=observer, snapshotEntries=2, background=background)
+        node, clock, _ = buildNode(
+            observer=observer, snapshotEntries=2, snapshotter=inBackground(background)
+        )
         electSingleNode(node)
         clock.advance(10)
         node.clientRequest("c1", "set a 1")

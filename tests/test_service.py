@@ -53,6 +53,7 @@ from txraft.node import RaftNode
 from txraft.protocol import CONNECTION_DONE, NodeFactory, NodeProtocol
 from txraft.service import RaftService
 from txraft.snapshots import MemorySnapshotStore
+from txraft.snapshotting import inBackground
 from txraft.storage import FileLogStore, FileStateStore, MemoryLogStore, MemoryStateStore
 from txraft.testing.localcluster import freePorts
 
@@ -735,7 +736,7 @@ class SnapshotServiceTests(SynchronousTestCase):
             heartbeatTicks=HEARTBEAT_TICKS,
             rng=random.Random(0),
             snapshotEntries=5,
-            background=background,
+            snapshotter=inBackground(background),
         )
         self.service.startService()
         self.addCleanup(self.service.stopService)

@@ -163,6 +163,20 @@ class OptionsTests(SynchronousTestCase):
                 )
         self.assertUsageError(["--name", "s1", "--http", "web"], "--http: invalid port 'web'")
 
+    def test_snapshotWriter(self) -> None:
+        """
+        Snapshots are written in a forked child by default, in a thread when
+        asked; anything else is refused naming the choices.
+        """
+        self.assertEqual(self.parse("--name", "s1")["snapshot-writer"], "fork")
+        self.assertEqual(
+            self.parse("--name", "s1", "--snapshot-writer", "thread")["snapshot-writer"], "thread"
+        )
+        self.assertUsageError(
+            ["--name", "s1", "--snapshot-writer", "gpu"],
+            "--snapshot-writer must be fork or thread, not 'gpu'",
+        )
+
     def test_httpOffByDefault(self) -> None:
         """Without --http the node serves no HTTP; with it, on that port."""
         self.assertIsNone(self.parse("--name", "s1")["http"])

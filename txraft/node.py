@@ -12,7 +12,7 @@ from the disk, rejoin).
 
 It opens no socket, starts no timer of its own and imports no reactor: it
 is given an C{IReactorTime}, a function that sends a message to a peer, and
-a function that runs slow work in the background.  The Twisted service
+a way to take snapshots off the event loop (L{txraft.snapshotting}).  The Twisted service
 (L{txraft.service}) gives it the reactor, peer links and a thread pool; the
 deterministic simulation of the tests gives it a simulated clock, network
 and disk, and so runs this very code under faults.
@@ -48,6 +48,7 @@ from txraft.messages import (
     Snapshot,
 )
 from txraft.reads import PendingRead, ReadQueue
+from txraft.snapshotting import Snapshotter, inBackground
 from txraft.storage import StorageError
 
 #: A client command not committed this many seconds after it was proposed
@@ -64,10 +65,6 @@ DISK_RETRY_SECONDS = 1.0
 
 #: Sends one message to the named peer; delivery is not guaranteed.
 Send = Callable[[str, Message], None]
-
-#: Runs a slow function off the event loop; the Deferred fires with its
-#: result back on it.
-Background = Callable[[Callable[[], Any]], defer.Deferred[Any]]
 
 
 @implementer(INodeObserver)
@@ -139,7 +136,7 @@ class RaftNode:
         rng: random.Random | None = None,
         maxAppendBytes: int = MAX_APPEND_BYTES,
         snapshotEntries: int | None = SNAPSHOT_ENTRIES,
-        background: Background | None = None,
+        snapshotter: Snapshotter | None = None,
         commitTimeout: float = COMMIT_TIMEOUT,
         diskRetrySeconds: float = DISK_RETRY_SECONDS,
         onFatal: Callable[[str], None] | None = None,
@@ -157,8 +154,8 @@ class RaftNode:
             C{rng} and C{maxAppendBytes}.
         @param snapshotEntries: how many applied entries trigger a snapshot
             (L{None}: never).
-        @param background: how to run the slow part of a snapshot (default:
-            right away, on the caller's thread; a node passes a thread pool).
+        @param snapshotter: how to serialize and write a snapshot (default:
+            right away, on the caller's thread; a node forks a child).
         @param commitTimeout: seconds after which an uncommitted command is
             answered L{answers.COMMIT_TIMEOUT}.
         @param diskRetrySeconds: how often a node whose disk failed tries
@@ -179,7 +176,7 @@ class RaftNode:
             "maxAppendBytes": maxAppendBytes,
         }
         self.snapshotEntries = snapshotEntries
-        self._background = background if background is not None else defer.maybeDeferred
+        self._snapshotter = snapshotter or inBackground(defer.maybeDeferred)
         self.commitTimeout = commitTimeout
         self.diskRetrySeconds = diskRetrySeconds
         self._onFatal = onFatal if onFatal is not None else self._raiseFatal
@@ -543,7 +540,7 @@ class RaftNode:
             return
         self._snapshotting = True
         started = self.clock.seconds()
-        d = self._background(manager.captureSnapshot())
+        d = defer.maybeDeferred(self._snapshotter, manager)
         d.addCallback(lambda written: self._snapshotWritten(*written, started=started))
         d.addErrback(self._snapshotFailed)
 

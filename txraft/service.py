@@ -21,9 +21,10 @@ from txraft.config import ClusterConfig, NodeAddress
 from txraft.interfaces import INodeObserver
 from txraft.logmanager import LogManager
 from txraft.messages import Message
-from txraft.node import SNAPSHOT_ENTRIES, Background, RaftNode
+from txraft.node import SNAPSHOT_ENTRIES, RaftNode
 from txraft.peers import PeerLink
 from txraft.protocol import NodeFactory
+from txraft.snapshotting import Snapshotter
 
 if TYPE_CHECKING:
     from txraft.tls import TLSConfig
@@ -66,7 +67,7 @@ class RaftService(MultiService):
         heartbeatTicks: int = 10,
         rng: random.Random | None = None,
         snapshotEntries: int = SNAPSHOT_ENTRIES,
-        background: Background | None = None,
+        snapshotter: Snapshotter | None = None,
         clusterKey: bytes | None = None,
         maxConnections: int | None = None,
         tls: TLSConfig | None = None,
@@ -76,8 +77,8 @@ class RaftService(MultiService):
         @param reactor: the reactor to listen, connect and keep time on.
         @param tickSeconds: the length of one tick of the core's clock.
         @param snapshotEntries: how many applied entries trigger a snapshot.
-        @param background: how to run the slow part of a snapshot (default:
-            right away, in the reactor thread; a node passes a thread pool).
+        @param snapshotter: how to serialize and write a snapshot (default:
+            right away, in the reactor thread; a node forks a child).
         @param clusterKey: the key every peer connection proves (both
             ways), or L{None} to trust any peer line (insecure mode).
         @param maxConnections: how many connections the port keeps open at
@@ -103,7 +104,7 @@ class RaftService(MultiService):
             heartbeatTicks=heartbeatTicks,
             rng=rng,
             snapshotEntries=snapshotEntries,
-            background=background,
+            snapshotter=snapshotter,
             onFatal=self._fatal,
             observer=observer,
         )

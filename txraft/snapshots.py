@@ -125,6 +125,19 @@ class FileSnapshotStore:
         """Write and fsync the staging file; return its path."""
         return self._write(snapshot, self.staging)
 
+    def readStaged(self, staged: object) -> Snapshot:
+        """
+        Read back a snapshot staged by another process (a child that wrote
+        it).
+
+        @raise StorageError: if the file is not a whole, valid snapshot.
+        """
+        assert isinstance(staged, str)
+        contents = readWholeFile(self._fs, staged)
+        if contents is None:
+            raise StorageError(f"{staged}: the staged snapshot is missing")
+        return decodeSnapshot(contents, staged)
+
     def commit(self, staged: object) -> None:
         """Rename the staged file over the snapshot and fsync the directory."""
         assert isinstance(staged, str)

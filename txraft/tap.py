@@ -25,6 +25,7 @@ from txraft.logmanager import LogManager
 from txraft.messages import NAME_PATTERN
 from txraft.service import SNAPSHOT_ENTRIES, RaftService
 from txraft.snapshots import FileSnapshotStore
+from txraft.snapshotting import inBackground, inChild
 from txraft.storage import (
     FileLogStore,
     FileStateStore,
@@ -111,6 +112,14 @@ class Options(cli.Options):
             cli.wholeNumber("snapshot-entries"),
         ],
         [
+            "snapshot-writer",
+            None,
+            "fork" if hasattr(os, "fork") else "thread",
+            "Where snapshots are serialized and written: fork (a child process; the "
+            "node's event loop only pays for the fork) or thread (a copy of the map on "
+            "the event loop, then a thread, which holds the GIL while it serializes).",
+        ],
+        [
             "election-timeout",
             None,
             "400:800",
@@ -177,6 +186,10 @@ class Options(cli.Options):
             raise usage.UsageError("--snapshot-entries must be at least 1")
         if self["max-connections"] < 1:
             raise usage.UsageError("--max-connections must be at least 1")
+        if self["snapshot-writer"] not in ("fork", "thread"):
+            raise usage.UsageError(
+                f"--snapshot-writer must be fork or thread, not {self['snapshot-writer']!r}"
+            )
         self.clusterKey = self._loadClusterKey()
         self.tls = self._loadTLS()
         self._checkDataDirectory(self["data-dir"])
@@ -293,7 +306,11 @@ def makeService(options: Options) -> IService:
             heartbeatTicks=_ticks(options["heartbeat"]),
             rng=random.SystemRandom(),
             snapshotEntries=options["snapshot-entries"],
-            background=threads.deferToThread,
+            snapshotter=(
+                inChild(reactor, threads.deferToThread)
+                if options["snapshot-writer"] == "fork"
+                else inBackground(threads.deferToThread)
+            ),
             clusterKey=options.clusterKey,
             maxConnections=options["max-connections"],
             tls=options.tls,

@@ -20,6 +20,7 @@ from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import Message, Snapshot
 from txraft.node import NullObserver, RaftNode
+from txraft.snapshotting import inBackground
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -106,7 +107,7 @@ class SimNode:
                 rng=random.Random(sim.rng.getrandbits(64)),
                 maxAppendBytes=options.maxAppendBytes or MAX_APPEND_BYTES,
                 snapshotEntries=options.snapshotEntries or None,
-                background=self._background,
+                snapshotter=inBackground(self._background),
                 commitTimeout=options.commitTimeoutMs / 1000,
                 diskRetrySeconds=options.diskRetryMs / 1000,
                 onFatal=lambda reason: sim.fail(f"{self.name} stops: {reason}"),

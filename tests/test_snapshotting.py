@@ -1,0 +1,114 @@
+"""
+Tests for L{txraft.snapshotting}: where a node serializes and writes its
+snapshots.  The forked child is real: these tests fork this process and
+wait for the child on the reactor.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import reactor, threads
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from txraft.kv import KeyValueStore
+from txraft.logmanager import LogManager
+from txraft.messages import Entry, Snapshot
+from txraft.snapshots import FileSnapshotStore
+from txraft.snapshotting import SnapshotChildError, inBackground, inChild
+from txraft.storage import MemoryLogStore, MemoryStateStore
+
+
+def managerWith(directory: str, commands: list[str]) -> LogManager:
+    """A LogManager with a snapshot file in C{directory}, having applied C{commands}."""
+    manager = LogManager(
+        MemoryLogStore(),
+        MemoryStateStore(),
+        KeyValueStore(),
+        FileSnapshotStore(os.path.join(directory, "s1.snapshot")),
+    )
+    manager.apply([Entry(i, 1, command) for i, command in enumerate(commands, start=1)])
+    return manager
+
+
+class BrokenStore(KeyValueStore):
+    """A state machine whose serializing fails."""
+
+    def capture(self):  # type: ignore[no-untyped-def]
+        """Freeze nothing; serializing raises."""
+
+        def serialize() -> bytes:
+            raise RuntimeError("cannot serialize")
+
+        return serialize
+
+
+class InChildTests(TestCase):
+    """L{inChild} writes the snapshot in a forked child."""
+
+    @inlineCallbacks
+    def test_writesStateAsOfTheFork(self) -> Deferred[None]:  # type: ignore[misc]
+        """
+        The child writes the state as of the moment it was forked, staged
+        in the store's file; what the parent applies meanwhile is not in it;
+        the parent reads the snapshot back and can commit it.
+        """
+        os.mkdir(directory := self.mktemp())
+        manager = managerWith(directory, ["set a 1", "set b 2"])
+        taking = inChild(reactor, threads.deferToThread)(manager)
+        manager.apply([Entry(3, 1, "set c 3")])
+        snapshot, staged = yield taking
+        self.assertEqual((snapshot.index, snapshot.term), (2, 1))
+        restored = KeyValueStore()
+        restored.restore(snapshot.data)
+        self.assertEqual(restored.data, {"a": "1", "b": "2"})
+        store = manager.snapshotStore
+        assert isinstance(store, FileSnapshotStore)
+        self.assertEqual(staged, store.staging)
+        manager.commitSnapshot(snapshot, staged)
+        self.assertEqual(store.load(), snapshot)
+
+    @inlineCallbacks
+    def test_childFailureReported(self) -> Deferred[None]:  # type: ignore[misc]
+        """A child that cannot write the snapshot fails the Deferred, naming its exit code."""
+        os.mkdir(directory := self.mktemp())
+        manager = LogManager(
+            MemoryLogStore(),
+            MemoryStateStore(),
+            BrokenStore(),
+            FileSnapshotStore(os.path.join(directory, "s1.snapshot")),
+        )
+        manager.apply([Entry(1, 1, "set a 1")])
+        failure = yield self.assertFailure(
+            inChild(reactor, threads.deferToThread)(manager), SnapshotChildError
+        )
+        self.assertIn("exited with 1", str(failure))
+
+    def test_needsAFileStore(self) -> None:
+        """A store in memory cannot take a child's snapshot: refused before forking."""
+        manager = LogManager(MemoryLogStore(), MemoryStateStore(), KeyValueStore())
+        self.assertRaises(TypeError, inChild(reactor, threads.deferToThread), manager)
+
+
+class InBackgroundTests(SynchronousTestCase):
+    """L{inBackground} freezes the state now and writes it with the runner given."""
+
+    def test_freezesNowWritesLater(self) -> None:
+        """
+        The state is frozen when the snapshot is asked for; the runner
+        serializes and writes it when it likes.
+        """
+        os.mkdir(directory := self.mktemp())
+        manager = managerWith(directory, ["set a 1"])
+        work: list[object] = []
+
+        def later(function):  # type: ignore[no-untyped-def]
+            work.append(function)
+            return Deferred()
+
+        inBackground(later)(manager)
+        manager.apply([Entry(2, 1, "set a 2")])
+        [write] = work
+        snapshot, _ = write()  # type: ignore[operator]
+        self.assertEqual(snapshot, Snapshot(1, 1, b'{"a":"1"}'))

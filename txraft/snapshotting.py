@@ -1,0 +1,121 @@
+"""
+Where a node does the slow part of taking a snapshot: serializing its state
+machine and writing it durably, while the event loop goes on serving.
+
+Two ways, behind one type (L{Snapshotter}):
+
+  - L{inBackground}: freeze the state machine on the event loop (a copy of
+    the map), then serialize and write the copy with a background runner
+    (a thread pool).  Simple, but the copy stalls the loop for as long as
+    it takes, and serializing holds the GIL: a large map stalls the node
+    for seconds, long enough for its followers to elect another leader;
+  - L{inChild}: fork, and let the child serialize and write the state it
+    inherited, as Redis does.  The loop only pays for the fork (copying the
+    page tables: tens of milliseconds for a few hundred megabytes), then
+    reads the written file back in a thread, which mostly waits on the
+    disk with the GIL released.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from ctypes import CDLL, get_errno
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+
+from txraft.logmanager import LogManager
+from txraft.messages import Snapshot
+from txraft.snapshots import FileSnapshotStore
+
+#: Takes a snapshot of a LogManager's state machine as of its last applied
+#: entry; fires with the snapshot and what its store staged.
+Snapshotter = Callable[[LogManager], defer.Deferred[tuple[Snapshot, object]]]
+
+#: Runs a slow function off the event loop; fires with its result on it.
+Background = Callable[[Callable[[], Any]], defer.Deferred[Any]]
+
+#: How often the event loop looks whether a snapshot's child is done.
+POLL_SECONDS = 0.01
+
+#: prctl(2)'s option that sets the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+class SnapshotChildError(Exception):
+    """The child that was writing a snapshot failed."""
+
+
+def dieWithParent() -> None:
+    """
+    In a forked child: have Linux kill this process when its parent dies,
+    so that no child outlives a killed node (or a test runner killed by a
+    timeout).  Elsewhere, nothing.
+    """
+    if sys.platform.startswith("linux"):
+        libc = CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            raise OSError(get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def inBackground(background: Background) -> Snapshotter:
+    """Freeze the state on the event loop; serialize and write it with C{background}."""
+
+    def take(manager: LogManager) -> defer.Deferred[tuple[Snapshot, object]]:
+        return background(manager.captureSnapshot())
+
+    return take
+
+
+def inChild(clock: IReactorTime, inThread: Background) -> Snapshotter:
+    """
+    Serialize and write each snapshot in a forked child; C{inThread} reads
+    the written file back (the leader sends it to followers that need it).
+    Only for a L{FileSnapshotStore}: a child's memory dies with it.
+    """
+
+    def take(manager: LogManager) -> defer.Deferred[tuple[Snapshot, object]]:
+        store = manager.snapshotStore
+        if not isinstance(store, FileSnapshotStore):
+            raise TypeError("a snapshot written in a child needs a FileSnapshotStore")
+        pid = os.fork()
+        if pid == 0:
+            _writeAndExit(manager)
+        done: defer.Deferred[tuple[Snapshot, object]] = defer.Deferred()
+
+        def poll() -> None:
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            if not finished:
+                clock.callLater(POLL_SECONDS, poll)
+                return
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                done.errback(SnapshotChildError(f"snapshot child {pid} exited with {code}"))
+                return
+            staged = store.staging
+            reading = inThread(lambda: store.readStaged(staged))
+            reading.addCallback(lambda snapshot: (snapshot, staged))
+            reading.chainDeferred(done)
+
+        clock.callLater(POLL_SECONDS, poll)
+        return done
+
+    return take
+
+
+def _writeAndExit(manager: LogManager) -> None:
+    """In the child: write the snapshot, then leave without running the parent's handlers."""
+    code = 1
+    try:
+        dieWithParent()
+        # Let go of the parent's sockets and files at once: a connection the
+        # parent closes must not stay open here while the snapshot is written.
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        manager.captureSnapshot()()
+        code = 0
+    finally:
+        os._exit(code)
