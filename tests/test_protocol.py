@@ -55,6 +55,8 @@ class FakeNode:
 
     def __init__(self) -> None:
         self.clientRequests: list[tuple[str | None, str]] = []
+        #: The SEQ of each client request, L{None} for an unnumbered one.
+        self.seqs: list[int | None] = []
         self.peerRequests: list[tuple[str, Message]] = []
         self.answers: list[str | defer.Deferred[str]] = []
 
@@ -62,9 +64,12 @@ class FakeNode:
         """s2 and s3 are peers."""
         return name in ("s2", "s3")
 
-    def clientRequest(self, clientId: str | None, text: str) -> str | defer.Deferred[str]:
+    def clientRequest(
+        self, clientId: str | None, text: str, seq: int | None = None
+    ) -> str | defer.Deferred[str]:
         """Record and answer a client request."""
         self.clientRequests.append((clientId, text))
+        self.seqs.append(seq)
         if self.answers:
             return self.answers.pop(0)
         return f"OK {text}"

@@ -476,9 +476,9 @@ class PlantedViolationTests(SynchronousTestCase):
         node = followers(sim)[0]
         apply = node.stateMachine.apply
 
-        def plantedApply(command: str) -> str:
+        def plantedApply(command: str, index: int) -> str:
             node.stateMachine.data["planted"] = "1"
-            return apply(command)
+            return apply(command, index)
 
         node.stateMachine.apply = plantedApply  # type: ignore[method-assign]
         failure = self.assertRaises(SimulationError, sim.runUntil, lambda: False, 2000)
