@@ -118,6 +118,31 @@ class NodeProtocolTests(SynchronousTestCase):
         self.assertEqual(self.responses(), ["OK get a"])
         self.assertEqual(self.service.clientRequests, [(None, "get a")])
 
+    def test_numberedRequest(self) -> None:
+        """
+        A numbered line, C{CLIENTID#SEQ@COMMAND}, reaches the node as its
+        client ID, command and SEQ; an unnumbered one with no SEQ, as before.
+        """
+        self.protocol.dataReceived(b"c4#7@set b 5\nc4@set b 6\nget b\n")
+        self.assertEqual(self.responses(), ["OK set b 5", "OK set b 6", "OK get b"])
+        self.assertEqual(
+            self.service.clientRequests, [("c4", "set b 5"), ("c4", "set b 6"), (None, "get b")]
+        )
+        self.assertEqual(self.service.seqs, [7, None, None])
+
+    def test_malformedNumberedRequest(self) -> None:
+        """
+        A malformed C{CLIENTID#SEQ@} prefix gets one C{ERROR} line in its
+        turn, never reaches the node, and the connection goes on.
+        """
+        self.protocol.dataReceived(b"c#0@set a 1\nc#x@set a 1\nc#@get a\nc#01@get a\nget a\n")
+        responses = self.responses()
+        self.assertEqual(len(responses), 5)
+        for response in responses[:4]:
+            self.assertTrue(response.startswith("ERROR invalid SEQ "), response)
+        self.assertEqual(responses[4], "OK get a")
+        self.assertEqual(self.service.clientRequests, [(None, "get a")])
+
     def test_pipelinedInOrder(self) -> None:
         """
         Pipelined requests are answered in request order even when a later

@@ -249,6 +249,8 @@ class SessionTable:
         if not isinstance(state, list):
             raise ValueError("sessions are a list")
         sessions: dict[str, _Session] = {}
+        # Most answers are the same few words: keep one copy of each.
+        shared: dict[str, str] = {}
         for item in sorted(state, key=_sessionIndex):
             clientId, highest, index, kept = item
             if not isinstance(clientId, str) or not NAME_PATTERN.fullmatch(clientId):
@@ -260,7 +262,7 @@ class SessionTable:
             if len(kept) > highest or not all(a is None or isinstance(a, str) for a in kept):
                 raise ValueError(f"malformed answers in the session of client {clientId!r}")
             session = _Session(self.window, highest, index)
-            session.answers.extend(kept)
+            session.answers.extend(a if a is None else shared.setdefault(a, a) for a in kept)
             sessions[clientId] = session
         while len(sessions) > self.maxSessions:
             del sessions[next(iter(sessions))]
