@@ -53,6 +53,7 @@ from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import Entry, HardState, InstallSnapshot, RequestVoteResponse
 from txraft.node import RaftNode
+from txraft.sessions import SessionTable
 
 #: Seeds per batch when neither TXRAFT_SEEDS nor --seeds says otherwise,
 #: sized so that this file runs in about a minute on two cores.
@@ -561,6 +562,30 @@ class PlantedViolationTests(SynchronousTestCase):
             return sim
 
         self.assertSomeSeedCatches(staleReads, 10, "Linearizability")
+
+    def test_retriedWriteRunsTwice(self) -> None:
+        """
+        A state machine that runs a numbered write again when its retry
+        reaches the log (though it answers as if it did not) breaks
+        exactly-once: the map no longer equals the replay, which runs each
+        (client, SEQ) once; caught.  Reference: dissertation section 6.3.
+        """
+        apply = SessionTable.apply
+
+        def runsTwice(
+            table: SessionTable,
+            clientId: str,
+            seq: int,
+            index: int,
+            execute: Callable[[], str],
+            read: bool = False,
+        ) -> str:
+            if (table.highest(clientId) or 0) >= seq:
+                execute()
+            return apply(table, clientId, seq, index, execute, read)
+
+        self.patch(SessionTable, "apply", runsTwice)
+        self.assertSomeSeedCatches(Simulation, 8, "the replay of the committed log gives")
 
     def test_impossibleRead(self) -> None:
         """

@@ -44,8 +44,8 @@ READ = ""
 #: each node answers it from its own state.
 UNNUMBERED_ONLY = answers.error("status takes no SEQ: each node answers it outside the log")
 
-_NUMBERED = re.compile(r"([A-Za-z0-9_-]+)#([1-9][0-9]{0,18})@")
 _SEQ = re.compile(r"[1-9][0-9]{0,18}")
+_NUMBERED = re.compile(rf"({NAME_PATTERN.pattern})#({_SEQ.pattern})@")
 _WHITESPACE = re.compile(r"\s")
 
 
