@@ -415,6 +415,63 @@ class DurabilityTests(ProcessTestCase):
         return commands
 
 
+class ExactlyOnceProcessTests(ProcessTestCase):
+    """Numbered requests run once, across a killed leader and a restarted cluster."""
+
+    @showingNodeOutput
+    def test_retriedDeleteRunsOnce(self) -> None:
+        """
+        A numbered C{delete} answered C{OK} and retried, with the same SEQ,
+        after the leader is killed with SIGKILL gets C{OK} again from the new
+        leader: the answer recorded when it ran, not the C{NOT_FOUND} of a
+        second run (which an unnumbered C{delete} shows).  Its log line is
+        C{INDEX TERM CLIENTID#SEQ@COMMAND}.  Once every node has snapshotted
+        past it, the whole cluster is killed and restarted (snapshot, then
+        log replay): the retry still gets C{OK}, and changes nothing.
+        Reference: dissertation section 6.3.
+        """
+        cluster = self.makeCluster(extraArgs=["--snapshot-entries", "20"])
+        cluster.startAll()
+        leader = cluster.waitForLeader(PATIENCE)
+        client = cluster.client()
+        self.addCleanup(client.close)
+        self.assertEqual(client.request("p1#1@set k v"), "OK")
+        self.assertEqual(client.request("p1#2@delete k"), "OK")
+
+        cluster.kill(leader)
+        deadline = time.monotonic() + PATIENCE
+        self.assertEqual(client.request("p1#2@delete k", deadline=deadline), "OK")
+        self.assertEqual(client.request("delete k"), "NOT_FOUND")
+        self.assertEqual(client.request("p1#3@set k again"), "OK")
+        self.assertEqual(client.request("p1#2@delete k"), "OK")
+        self.assertEqual(client.request("get k"), "OK again")
+        with open(cluster.nodes[leader].logPath, encoding="utf-8") as f:
+            lines = [LOG_LINE.fullmatch(line) for line in f.read().splitlines()]
+        commands = [match[3] for match in lines if match is not None]
+        self.assertEqual(len(commands), len(lines))
+        self.assertEqual(
+            [c for c in commands if c != "noop"][:2], ["p1#1@set k v", "p1#2@delete k"]
+        )
+
+        for i in range(4, 50):
+            self.assertEqual(client.request(f"p1#{i}@set n{i} {i}"), "OK")
+        cluster.start(leader)
+        self.waitFor(
+            lambda: all(
+                status and status["snapshotIndex"] > 10 for status in cluster.statuses().values()
+            ),
+            "every node to snapshot",
+        )
+        cluster.killAll()
+        cluster.startAll()
+        client.close()
+        deadline = time.monotonic() + PATIENCE
+        self.assertEqual(client.request("p1#2@delete k", deadline=deadline), "OK")
+        self.assertEqual(client.request("p1#1@set k v"), "OK")
+        self.assertEqual(client.request("get k"), "OK again")
+        self.assertAllRunning(cluster)
+
+
 #: Malformed client requests, each answered C{ERROR ...} on a connection that stays usable.
 BAD_REQUESTS = [
     b"frobnicate k",
@@ -438,6 +495,13 @@ BAD_REQUESTS = [
     b"\xff@get k",
     b"set k a\x00b",
     b"set k a\x1bb",
+    b"c#0@get k",
+    b"c#x@set k v",
+    b"c#@get k",
+    b"c#01@get k",
+    b"c!#1@get k",
+    b"c#1@status",
+    b"c#1@frobnicate",
 ]
 
 #: Forged or garbled peer lines, each answered C{ERROR ...} without changing any state.

@@ -55,6 +55,8 @@ class FakeNode:
 
     def __init__(self) -> None:
         self.clientRequests: list[tuple[str | None, str]] = []
+        #: The SEQ of each client request, L{None} for an unnumbered one.
+        self.seqs: list[int | None] = []
         self.peerRequests: list[tuple[str, Message]] = []
         self.answers: list[str | defer.Deferred[str]] = []
 
@@ -62,9 +64,12 @@ class FakeNode:
         """s2 and s3 are peers."""
         return name in ("s2", "s3")
 
-    def clientRequest(self, clientId: str | None, text: str) -> str | defer.Deferred[str]:
+    def clientRequest(
+        self, clientId: str | None, text: str, seq: int | None = None
+    ) -> str | defer.Deferred[str]:
         """Record and answer a client request."""
         self.clientRequests.append((clientId, text))
+        self.seqs.append(seq)
         if self.answers:
             return self.answers.pop(0)
         return f"OK {text}"
@@ -111,6 +116,31 @@ class NodeProtocolTests(SynchronousTestCase):
         """
         self.protocol.dataReceived(b"get a\n")
         self.assertEqual(self.responses(), ["OK get a"])
+        self.assertEqual(self.service.clientRequests, [(None, "get a")])
+
+    def test_numberedRequest(self) -> None:
+        """
+        A numbered line, C{CLIENTID#SEQ@COMMAND}, reaches the node as its
+        client ID, command and SEQ; an unnumbered one with no SEQ, as before.
+        """
+        self.protocol.dataReceived(b"c4#7@set b 5\nc4@set b 6\nget b\n")
+        self.assertEqual(self.responses(), ["OK set b 5", "OK set b 6", "OK get b"])
+        self.assertEqual(
+            self.service.clientRequests, [("c4", "set b 5"), ("c4", "set b 6"), (None, "get b")]
+        )
+        self.assertEqual(self.service.seqs, [7, None, None])
+
+    def test_malformedNumberedRequest(self) -> None:
+        """
+        A malformed C{CLIENTID#SEQ@} prefix gets one C{ERROR} line in its
+        turn, never reaches the node, and the connection goes on.
+        """
+        self.protocol.dataReceived(b"c#0@set a 1\nc#x@set a 1\nc#@get a\nc#01@get a\nget a\n")
+        responses = self.responses()
+        self.assertEqual(len(responses), 5)
+        for response in responses[:4]:
+            self.assertTrue(response.startswith("ERROR invalid SEQ "), response)
+        self.assertEqual(responses[4], "OK get a")
         self.assertEqual(self.service.clientRequests, [(None, "get a")])
 
     def test_pipelinedInOrder(self) -> None:

@@ -54,6 +54,7 @@ from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import Entry, HardState, InstallSnapshot, RequestVoteResponse
 from txraft.node import RaftNode
+from txraft.sessions import SessionTable
 
 #: Seeds per batch when neither TXRAFT_SEEDS nor --seeds says otherwise,
 #: sized so that this file runs in about a minute on two cores.
@@ -199,6 +200,8 @@ class ClusterSimulationTests(SynchronousTestCase):
                 "operationsUnknown",
                 "retriesUnknown",
                 "retriesNotExecuted",
+                "retriesSameSeq",
+                "duplicatesCommitted",
                 "leadersElected",
                 "truncations",
                 "answeredLeadershipLost",
@@ -529,9 +532,9 @@ class PlantedViolationTests(SynchronousTestCase):
         node = followers(sim)[0]
         apply = node.stateMachine.apply
 
-        def plantedApply(command: str) -> str:
+        def plantedApply(command: str, index: int) -> str:
             node.stateMachine.data["planted"] = "1"
-            return apply(command)
+            return apply(command, index)
 
         node.stateMachine.apply = plantedApply  # type: ignore[method-assign]
         failure = self.assertRaises(SimulationError, sim.runUntil, lambda: False, 2000)
@@ -596,14 +599,15 @@ class PlantedViolationTests(SynchronousTestCase):
         """
 
         class StaleReads(Workload):
-            def arrive(self, node, client, requestId, text):  # type: ignore[no-untyped-def]
-                if node.up and not node.paused() and text.startswith("get "):
+            def arrive(self, node, client, requestId, text, seq):  # type: ignore[no-untyped-def]
+                # Numbered reads still go through the log, where SEQ 1 opens a session.
+                if node.up and not node.paused() and text.startswith("get ") and seq is None:
                     if node.core.role != LEADER:
                         value = node.stateMachine.data.get(text[4:])
                         answer = "NOT_FOUND" if value is None else f"OK {value}"
                         self.answer(node, client, requestId, answer)
                         return
-                super().arrive(node, client, requestId, text)
+                super().arrive(node, client, requestId, text, seq)
 
         def staleReads(seed: int) -> Simulation:
             sim = Simulation(seed)
@@ -611,6 +615,30 @@ class PlantedViolationTests(SynchronousTestCase):
             return sim
 
         self.assertSomeSeedCatches(staleReads, 10, "Linearizability")
+
+    def test_retriedWriteRunsTwice(self) -> None:
+        """
+        A state machine that runs a numbered write again when its retry
+        reaches the log (though it answers as if it did not) breaks
+        exactly-once: the map no longer equals the replay, which runs each
+        (client, SEQ) once; caught.  Reference: dissertation section 6.3.
+        """
+        apply = SessionTable.apply
+
+        def runsTwice(
+            table: SessionTable,
+            clientId: str,
+            seq: int,
+            index: int,
+            execute: Callable[[], str],
+            read: bool = False,
+        ) -> str:
+            if (table.highest(clientId) or 0) >= seq:
+                execute()
+            return apply(table, clientId, seq, index, execute, read)
+
+        self.patch(SessionTable, "apply", runsTwice)
+        self.assertSomeSeedCatches(Simulation, 8, "the replay of the committed log gives")
 
     def test_impossibleRead(self) -> None:
         """

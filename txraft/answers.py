@@ -41,6 +41,11 @@ SHUTTING_DOWN = "UNAVAILABLE node is shutting down"
 #: The node has stopped taking part in Raft.
 NOT_SERVING = "UNAVAILABLE node is not serving"
 
+#: A numbered request of a client whose session the state machine does not
+#: keep (never opened, or forgotten), or whose answer it no longer keeps:
+#: every such answer starts with this (see L{txraft.sessions}).
+SESSION_EXPIRED = "ERROR session expired"
+
 #: C{UNAVAILABLE} answers after which the command surely did not run, so a
 #: client may send it again (as after a C{REDIRECT} or an C{ERROR}); every
 #: other C{UNAVAILABLE} leaves the outcome unknown.  A read changes nothing,

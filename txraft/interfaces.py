@@ -34,10 +34,12 @@ class IRequestHandler(Interface):
         send back, or L{None} if this node cannot answer (it is not serving).
         """
 
-    def clientRequest(clientId: str | None, text: str) -> object:
+    def clientRequest(clientId: str | None, text: str, seq: int | None = None) -> object:
         """
         Answer a client's request: the answer line now (a C{str}), or a
-        Deferred that fires with it once the command has run.
+        Deferred that fires with it once the command has run.  A request
+        numbered C{seq} (its client then has an ID) runs at most once
+        however often it is sent (see L{txraft.sessions}).
         """
 
 
@@ -57,8 +59,12 @@ class IStateMachine(Interface):
     and the same answers on every node.
     """
 
-    def apply(command: str) -> str:
-        """Execute one committed command and return the answer for its client."""
+    def apply(command: str, index: int) -> str:
+        """
+        Execute one committed command, the entry at log C{index}, and return
+        the answer for its client.  The index is the only clock a state
+        machine may use (to tell how recently a client was heard from, say).
+        """
 
     def read(command: str) -> str:
         """

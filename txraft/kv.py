@@ -2,9 +2,10 @@
 The deterministic key-value state machine and its command language.
 
 Commands are the essay's ``get``, ``set``, ``delete`` and ``show``.  The log
-stores each command in the canonical text that L{parseCommand} returns, and
-applying the same commands in the same order gives the same replies and the
-same map on every node.
+stores each command in the canonical text that L{parseCommand} returns,
+numbered ones as C{CLIENTID#SEQ@COMMAND} (see L{txraft.sessions}), and
+applying the same commands in the same order gives the same replies, the
+same map and the same client sessions on every node.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import attrs
 from zope.interface import implementer
 
 from txraft.interfaces import IStateMachine
+from txraft.sessions import SessionTable, parseNumbered
 
 #: Control characters other than tab cannot appear in commands: the log and
 #: the wire are line-based, and a stray carriage return would corrupt both.
@@ -25,7 +27,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ARITY = {"get": 1, "delete": 1, "show": 0}
 
 #: The commands that only read the map: a leader answers them without a log
-#: entry (L{KeyValueStore.read}).
+#: entry (L{KeyValueStore.read}), unless they are numbered.
 READS = frozenset({"get", "show"})
 
 
@@ -78,44 +80,88 @@ def parseCommand(text: str) -> Command:
 
 @implementer(IStateMachine)
 class KeyValueStore:
-    """The replicated map; L{apply} and L{restore} are its only ways to change."""
+    """
+    The replicated map and its client sessions; L{apply} and L{restore} are
+    their only ways to change.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, sessions: SessionTable | None = None) -> None:
+        """
+        @param sessions: the session table to start with (default: an empty
+            one with the default bounds).
+        """
         self.data: dict[str, str] = {}
+        self.sessions = sessions if sessions is not None else SessionTable()
 
     def capture(self) -> Callable[[], bytes]:
         """
         Freeze the current state and return a function that serializes it.
         The freezing is a quick copy; the serializing, the slow part, can
         run in another thread while this store goes on applying commands.
+
+        The bytes are the map as one line of JSON, then, if any client has
+        a session, a newline and the sessions as another (see
+        L{SessionTable.capture}): a snapshot without sessions is the same
+        as before they existed.
         """
         frozen = dict(self.data)
-        return lambda: json.dumps(frozen, ensure_ascii=False, separators=(",", ":")).encode()
+        sessions = self.sessions.capture()
+
+        def serialize() -> bytes:
+            lines = [_dumps(frozen)]
+            if sessions:
+                lines.append(_dumps(sessions))
+            return "\n".join(lines).encode()
+
+        return serialize
 
     def restore(self, data: bytes) -> None:
         """
-        Replace the whole state with a snapshot made by L{capture}.
+        Replace the whole state with a snapshot made by L{capture}, or by a
+        txraft before sessions (the map alone).
 
         @raise ValueError: if C{data} is not such a snapshot.
         """
-        state = json.loads(data)
+        mapLine, newline, sessionsLine = data.partition(b"\n")
+        state = json.loads(mapLine)
         valid = isinstance(state, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in state.items()
         )
         if not valid:
             raise ValueError("a key-value snapshot is a JSON object of strings")
-        self.data = state
+        sessions = SessionTable(self.sessions.maxSessions, self.sessions.window)
+        if newline:
+            sessions.restore(json.loads(sessionsLine))
+        self.data, self.sessions = state, sessions
 
-    def apply(self, commandText: str) -> str:
+    def apply(self, commandText: str, index: int = 0) -> str:
         """
-        Execute one committed command and return the reply line for the
-        client that proposed it.  A command that does not parse (which only
-        a forged log entry could hold) changes nothing and replies C{ERROR}.
+        Execute one committed command, the entry at log C{index}, and return
+        the reply line for the client that proposed it.  A numbered command
+        runs only if its SEQ did not run before (else the reply is the one
+        recorded then).  A command that does not parse (which only a forged
+        log entry could hold) changes nothing and replies C{ERROR}.
+
+        @param index: the entry's log index, by which the sessions know how
+            recently each client was heard from (0 outside a log).
         """
+        numbered = parseNumbered(commandText)
         try:
-            command = parseCommand(commandText)
+            command = parseCommand(commandText if numbered is None else numbered.command)
         except CommandError as e:
             return f"ERROR {e}"
+        if numbered is None:
+            return self._execute(command)
+        return self.sessions.apply(
+            numbered.clientId,
+            numbered.seq,
+            index,
+            lambda: self._execute(command),
+            read=command.name in READS,
+        )
+
+    def _execute(self, command: Command) -> str:
+        """Run C{command} on the map and return its reply."""
         if command.name == "set":
             self.data[command.key] = command.value
             return "OK"
@@ -140,3 +186,8 @@ class KeyValueStore:
             value = self.data.get(command.key)
             return "NOT_FOUND" if value is None else f"OK {value}"
         return "OK " + json.dumps(self.data, ensure_ascii=False, sort_keys=True)
+
+
+def _dumps(value: object) -> str:
+    """C{value} as compact JSON on one line (JSON escapes every newline in a string)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

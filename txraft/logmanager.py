@@ -137,7 +137,10 @@ class LogManager(Service):
                 continue
             if entry.index != self.lastApplied + 1:
                 raise RuntimeError(f"apply gap: {entry.index} after {self.lastApplied}")
-            reply = None if entry.command == NOOP else self.stateMachine.apply(entry.command)
+            if entry.command == NOOP:
+                reply = None
+            else:
+                reply = self.stateMachine.apply(entry.command, entry.index)
             self.lastApplied, self.lastAppliedTerm = entry.index, entry.term
             results.append((entry, reply))
         return results

@@ -48,6 +48,7 @@ from txraft.messages import (
     Snapshot,
 )
 from txraft.reads import PendingRead, ReadQueue
+from txraft.sessions import UNNUMBERED_ONLY, Numbered
 from txraft.snapshotting import Snapshotter, inBackground
 from txraft.storage import StorageError
 
@@ -284,23 +285,34 @@ class RaftNode:
         if not self.silent:
             self._process(self.core.step(sender, message))
 
-    def clientRequest(self, clientId: str | None, text: str) -> str | defer.Deferred[str]:
+    def clientRequest(
+        self, clientId: str | None, text: str, seq: int | None = None
+    ) -> str | defer.Deferred[str]:
         """
         Answer a client's request line: C{status} here and now, commands
         once committed and applied (on the leader), otherwise a redirect.
+        A numbered command goes to the log as C{CLIENTID#SEQ@COMMAND}, reads
+        too, so that the client's session records it (see L{txraft.sessions}).
         The observer hears of every answer.
         """
         arrived = self.clock.seconds()
         if text.strip() == "status":
-            word, answer = "status", answers.ok(json.dumps(self.status()))
+            word = "status"
+            answer = answers.ok(json.dumps(self.status())) if seq is None else UNNUMBERED_ONLY
         else:
             try:
                 command = parseCommand(text)
             except CommandError as e:
                 word, answer = "invalid", answers.error(str(e))
             else:
-                serve = self._read if command.name in READS else self._execute
-                word, answer = command.name, serve(command.text)
+                word = command.name
+                if seq is not None and clientId is not None:
+                    # Numbered reads too go to the log, where the session records their SEQ.
+                    answer = self._execute(Numbered(clientId, seq, command.text).text)
+                elif command.name in READS:
+                    answer = self._read(command.text)
+                else:
+                    answer = self._execute(command.text)
         if isinstance(answer, defer.Deferred):
             return answer.addCallback(self._answered, word, arrived)
         return self._answered(answer, word, arrived)

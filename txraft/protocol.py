@@ -1,7 +1,8 @@
 """
 The node's listening side: one port for clients and peers.
 
-Every line is ``[SENDER@]MESSAGE``.  A line whose MESSAGE starts with an RPC
+Every line is ``[SENDER@]MESSAGE``; a client's SENDER may carry a request
+number, ``CLIENTID#SEQ`` (see L{txraft.sessions}).  A line whose MESSAGE starts with an RPC
 name (``AppendEntries``, ``RequestVote``, ...) is a peer line; anything else
 is a client request.  Each request line gets exactly one response line, in
 request order, even when a later request is answered before an earlier one.
@@ -41,6 +42,7 @@ from txraft.messages import (
     splitSender,
 )
 from txraft.ratelimit import LogLimiter
+from txraft.sessions import RequestError, splitRequest
 
 #: The default reason of a connection's end, as Twisted's own protocols use.
 CONNECTION_DONE = Failure(ConnectionDone())
@@ -171,9 +173,13 @@ class NodeProtocol(LineReceiver):
         sender, rest = splitSender(text)
         if sender is not None and rpcName(rest):
             return self._peerLine(sender, rest)
-        if self._needsProof() and rest.split(" ", 1)[0] in ADMIN_COMMANDS:
+        try:
+            request = splitRequest(text)
+        except RequestError as e:
+            return answers.error(str(e))
+        if self._needsProof() and request.command.split(" ", 1)[0] in ADMIN_COMMANDS:
             return NOT_AUTHORIZED
-        return self.node.clientRequest(sender, rest)
+        return self.node.clientRequest(request.clientId, request.command, seq=request.seq)
 
     def _lacksCertificate(self) -> bool:
         """Whether peer lines need a certificate this connection did not present."""

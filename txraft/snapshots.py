@@ -11,8 +11,10 @@ INDEX and TERM are those of the last log entry the snapshot covers; LENGTH
 is the number of bytes after the header's newline, and SHA256 the hex
 digest of C{"INDEX TERM LENGTH\\n"} followed by those bytes, so damage to
 the header's numbers is caught as well as damage to the data.  For the
-key-value store those bytes are one JSON object, so a snapshot stays
-readable with C{tail -n +2}.  A snapshot is written to a temporary file,
+key-value store those bytes are one line of JSON, the map (then, once
+clients number their requests, one more: their sessions; see
+L{txraft.kv.KeyValueStore.capture}), so a snapshot stays readable with
+C{tail -n +2}.  A snapshot is written to a temporary file,
 fsynced, renamed over the old one and the directory fsynced, so a crash
 leaves either the old snapshot or the new one; one that fails its checksum
 was damaged after it was written, and the node refuses to start rather than

@@ -1,7 +1,9 @@
 """
 The simulated clients: each issues one operation at a time to some node,
 follows redirects, retries, and records what it saw for the
-linearizability check.
+linearizability check.  Every other client numbers its requests
+(C{CLIENTID#SEQ@COMMAND}, see L{txraft.sessions}) and so may retry an
+operation whose outcome it does not know as that same operation.
 """
 
 from __future__ import annotations
@@ -49,9 +51,15 @@ class HistoryRecord:
 
 @attrs.define
 class SimClient:
-    """A client issuing one operation at a time, following redirects, retrying."""
+    """
+    A client issuing one operation at a time, following redirects, retrying.
+
+    @ivar numbered: it numbers its requests; C{seq} is its current one's SEQ.
+    """
 
     name: str
+    numbered: bool = False
+    seq: int = 0
     generation: int = 0
     target: str | None = None
     requestId: int = 0
@@ -73,8 +81,9 @@ class Workload:
     execute (a redirect, no leader known, an overwritten entry, a refused
     connection) is resent as the same operation; one whose outcome is
     unknown (leadership lost, commit timeout, disk failure, lost
-    connection) is recorded as such and retried later, possibly at another
-    node, as a new operation.
+    connection) is retried later, possibly at another node: with the same
+    SEQ as the same operation by a client that numbers its requests (it
+    runs at most once), else recorded as unknown and retried as a new one.
 
     @ivar history: the operations every client completed or gave up on.
     @ivar stopped: clients start no new operations (the run is ending).
@@ -84,7 +93,10 @@ class Workload:
 
     def __init__(self, simulation: Simulation) -> None:
         self.sim = simulation
-        self.clients = [SimClient(f"c{i}") for i in range(1, simulation.options.clients + 1)]
+        self.clients = [
+            SimClient(f"c{i}", numbered=i % 2 == 1)
+            for i in range(1, simulation.options.clients + 1)
+        ]
         self.history: list[HistoryRecord] = []
         self.stopped = False
         self.livenessClient: SimClient | None = None
@@ -158,6 +170,8 @@ class Workload:
     def _begin(self, client: SimClient, kind: str, key: str, value: str | None) -> None:
         client.op = HistoryRecord(client.identity, kind, key, value, self.sim.stamp())
         client.redirects = 0
+        if client.numbered:
+            client.seq += 1
         self._sendRequest(client)
 
     def _sendRequest(self, client: SimClient) -> None:
@@ -168,29 +182,32 @@ class Workload:
             client.target = sim.rng.choice(sim.names)
         client.requestId += 1
         text = " ".join(p for p in (op.kind, op.key, op.value) if p is not None)
+        seq = client.seq if client.numbered else None
         client.waitingOn = client.target
         client.sentAt = sim.now
-        sim.record("{} sends {!r} to {}", client.name, text, client.target)
+        sim.record("{}#{} sends {!r} to {}", client.name, seq, text, client.target)
         node = sim.nodes[client.target]
         if not node.up:
             self._reply(client, client.requestId, CONNECTION_REFUSED, node.name)
         else:
             node.inbound[client.name, client.requestId] = client
             sim.events.after(
-                sim.network.delay(), self.arrive, node, client, client.requestId, text
+                sim.network.delay(), self.arrive, node, client, client.requestId, text, seq
             )
         sim.events.after(
             sim.options.answerTimeoutMs, self._answerTimeout, client, client.requestId
         )
 
-    def arrive(self, node: SimNode, client: SimClient, requestId: int, text: str) -> None:
+    def arrive(
+        self, node: SimNode, client: SimClient, requestId: int, text: str, seq: int | None
+    ) -> None:
         """A client request reaches C{node}'s driver, which answers now or later."""
         if (client.name, requestId) not in node.inbound:
             return  # the node crashed since: the client saw its connection close
         if node.paused():
-            self.sim.events.at(node.pausedUntil, self.arrive, node, client, requestId, text)
+            self.sim.events.at(node.pausedUntil, self.arrive, node, client, requestId, text, seq)
             return
-        answer = node.driver.clientRequest(client.name, text)
+        answer = node.driver.clientRequest(client.name, text, seq=seq)
         if isinstance(answer, defer.Deferred):
             answer.addCallback(lambda text: self.answer(node, client, requestId, text))
         else:
@@ -268,6 +285,8 @@ class Workload:
         if not valid:
             sim.fail(f"{client.name} got {text!r} for {op.kind} {op.key}")
         command = f"set {op.key} {op.value}"
+        if client.numbered:
+            command = f"{client.name}#{client.seq}@{command}"
         if op.kind == "set" and command not in sim.checker.committedCommands:
             # Every value is written once, so its command is in the log if it ran.
             sim.fail(f"{client.name} was told {text!r} for {command!r}, which never committed")
@@ -287,17 +306,29 @@ class Workload:
         sim.events.after(sim.rng.randint(*sim.options.thinkMs), self._nextOperation, client)
 
     def _unknown(self, client: SimClient) -> None:
-        """The outcome is unknown: record it so, and retry later as a new operation."""
+        """
+        The outcome is unknown: retry later with the same SEQ, or (unnumbered)
+        record it so, and retry later as a new operation.
+        """
         sim = self.sim
         op = client.op
         assert op is not None
+        client.target = None
+        delay = sim.rng.randint(*sim.options.backoffMs)
+        if client.numbered:
+            sim.stats["retriesSameSeq"] += 1
+            sim.events.after(delay, self._resend, client, op)
+            return
         self.history.append(op)
         sim.stats["operationsUnknown"] += 1
         client.generation += 1
         client.op = None
-        client.target = None
-        delay = sim.rng.randint(*sim.options.backoffMs)
         sim.events.after(delay, self._retry, client, op.kind, op.key, op.value)
+
+    def _resend(self, client: SimClient, op: HistoryRecord) -> None:
+        """Send a numbered operation again, unless the run gave up on it meanwhile."""
+        if client.op is op:
+            self._sendRequest(client)
 
     def _retry(self, client: SimClient, kind: str, key: str, value: str | None) -> None:
         if self.stopped and client is not self.livenessClient:

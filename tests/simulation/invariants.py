@@ -7,11 +7,13 @@ L{InvariantChecker}).
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from txraft.core import LEADER, NOOP, RaftCore, Ready
+from txraft.kv import KeyValueStore
 from txraft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -23,6 +25,7 @@ from txraft.messages import (
     RequestVoteResponse,
     Snapshot,
 )
+from txraft.sessions import MAX_SESSIONS, SESSION_WINDOW
 
 if TYPE_CHECKING:
     from tests.simulation.nodes import SimNode
@@ -93,6 +96,77 @@ def referenceApply(state: dict[str, str], command: str) -> tuple[dict[str, str],
     raise AssertionError(f"the simulation never sends {command!r}")
 
 
+#: A numbered command in the log, parsed apart from L{txraft.sessions}.
+_NUMBERED = re.compile(r"([A-Za-z0-9_-]+)#([1-9][0-9]*)@(.*)")
+
+#: What L{ReferenceSessions} keeps of each client: its highest SEQ and the
+#: log index of its last request.
+SessionView = dict[str, tuple[int, int]]
+
+
+class ReferenceSessions:
+    """
+    The exactly-once rules (dissertation section 6.3, as README's
+    "Exactly-once requests" states them), written independently of
+    L{txraft.sessions.SessionTable}: plain dicts, every answer kept, the
+    window and the eviction checked by arithmetic.
+
+    @ivar view: each client's highest SEQ and last index, after the last
+        entry applied; replaced, never changed, so older views stay valid.
+    """
+
+    def __init__(self, stats: Counter[str]) -> None:
+        self.stats = stats
+        self.view: SessionView = {}
+        self.answers: dict[str, dict[int, str | None]] = {}
+
+    def apply(
+        self, state: dict[str, str], command: str, index: int
+    ) -> tuple[dict[str, str], str | None]:
+        """The state after the entry C{command} at C{index}, and its reply."""
+        match = _NUMBERED.fullmatch(command)
+        if match is None:
+            return referenceApply(state, command)
+        client, seq, inner = match[1], int(match[2]), match[3]
+        read = inner.split(" ")[0] in ("get", "show")
+        view = dict(self.view)
+        if client not in view:
+            if seq != 1:
+                return state, "ERROR session expired"
+            if len(view) == MAX_SESSIONS:
+                oldest = min(view, key=lambda c: view[c][1])
+                del view[oldest], self.answers[oldest]
+            view[client] = (0, index)
+            self.answers[client] = {}
+        highest = view[client][0]
+        view[client] = (max(seq, highest), index)
+        self.view = view
+        if seq > highest:
+            state, reply = referenceApply(state, inner)
+            self.answers[client][seq] = None if read else reply
+            return state, reply
+        if highest - seq >= SESSION_WINDOW:
+            return state, (
+                f"ERROR session expired: the answer to SEQ {seq} is no longer kept "
+                f"(only the last {SESSION_WINDOW})"
+            )
+        if seq not in self.answers[client]:
+            return state, (
+                f"ERROR SEQ {seq} never ran and now cannot: a later one of this client, "
+                f"SEQ {highest}, ran first"
+            )
+        kept = self.answers[client][seq]
+        if kept is None:
+            return referenceApply(state, inner)
+        self.stats["duplicatesCommitted"] += 1
+        return state, kept
+
+
+def sessionView(store: KeyValueStore) -> SessionView:
+    """A node's sessions as L{ReferenceSessions} keeps them."""
+    return {c: (seq, index) for c, seq, index, _ in store.sessions.capture()}
+
+
 class CoreView(Protocol):
     """
     What the checks need of a node: its name, whether it runs, and its
@@ -122,6 +196,8 @@ class InvariantChecker:
     @ivar commitTerms: the term in which each committed index was first
         committed (the current term of the node that first committed it).
     @ivar states: the reference state machine after each committed index.
+    @ivar sessions: the reference client sessions, and C{sessionViews} what
+        they were after each committed index.
     @ivar replies: the reference reply of each committed entry.
     """
 
@@ -143,6 +219,8 @@ class InvariantChecker:
         self.committedCommands: set[str] = set()
         self.commitTerms: list[int] = []
         self.states: list[dict[str, str]] = [{}]
+        self.sessions = ReferenceSessions(stats)
+        self.sessionViews: list[SessionView] = [{}]
         self.replies: list[str | None] = [None]
         self.nodes: list[Any] = []
 
@@ -228,8 +306,9 @@ class InvariantChecker:
         self.committedCommands.add(entry.command)
         self.commitTerms.append(term)
         if self.replay:
-            state, reply = referenceApply(self.states[-1], entry.command)
+            state, reply = self.sessions.apply(self.states[-1], entry.command, index)
             self.states.append(state)
+            self.sessionViews.append(self.sessions.view)
             self.replies.append(reply)
         # An entry committed late by a stale leader must already be in the
         # log of every leader of a later term (section 5.4.3).
@@ -269,10 +348,17 @@ class InvariantChecker:
                 f"State Machine Safety: {node.name} holds a snapshot up to {index}/"
                 f"{snapshot.term}, which is not a committed entry"
             )
-        if json.loads(snapshot.data) != self.states[index]:
+        mapLine, _, sessionsLine = snapshot.data.partition(b"\n")
+        if json.loads(mapLine) != self.states[index]:
             self.fail(
                 f"{node.name}'s snapshot up to {index} holds {snapshot.data!r}; the replay "
                 f"of the committed log gives {self.states[index]}"
+            )
+        sessions = json.loads(sessionsLine) if sessionsLine else []
+        if {c: (seq, last) for c, seq, last, _ in sessions} != self.sessionViews[index]:
+            self.fail(
+                f"Exactly once: {node.name}'s snapshot up to {index} holds the sessions "
+                f"{sessions}; the replay of the committed log gives {self.sessionViews[index]}"
             )
 
     # -- the checks ---------------------------------------------------------------
@@ -336,7 +422,8 @@ class InvariantChecker:
         lastApplied never decreases; it is commitIndex, a core rebuilt
         after a disk failure included (Figure 2: lastApplied never passes
         commitIndex, and the driver applies what commits at once); the
-        state machine is the replay up to it.
+        state machine is the replay up to it, its client sessions included
+        (so no node ran a write of a (client, SEQ) twice, or skipped one).
         """
         applied = node.logManager.lastApplied
         if applied < node.appliedSeen:
@@ -350,6 +437,15 @@ class InvariantChecker:
             self.fail(
                 f"{node.name}'s state machine is {node.stateMachine.data} after applying "
                 f"{applied} entries; the replay of the committed log gives {self.states[applied]}"
+            )
+        if len(node.stateMachine.sessions) != len(self.sessionViews[applied]) or any(
+            node.stateMachine.sessions.highest(c) != seq
+            or node.stateMachine.sessions.lastIndex(c) != last
+            for c, (seq, last) in self.sessionViews[applied].items()
+        ):
+            self.fail(
+                f"Exactly once: {node.name}'s sessions are {sessionView(node.stateMachine)} "
+                f"after applying {applied} entries; the replay gives {self.sessionViews[applied]}"
             )
 
     def checkLeaderCompleteness(self, node: CoreView) -> None:
