@@ -6,6 +6,7 @@ per-line MACs of an authenticated connection, without sockets.
 from __future__ import annotations
 
 import os
+import random
 import stat
 
 from twisted.internet.task import Clock
@@ -14,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.helpers import temporaryDirectory
 from txraft.auth import (
     MIN_KEY_BYTES,
+    NONCE_BYTES,
     AuthError,
     Initiator,
     KeyFileError,
@@ -149,6 +151,28 @@ class HandshakeTests(SynchronousTestCase):
         for line in lines:
             self.assertNotIn(KEY.decode(), line)
             self.assertNotIn(KEY.hex(), line)
+
+    def test_noncesFromTheGivenSource(self) -> None:
+        """
+        Nonces come from C{secrets} unless a source is given: two handshakes
+        then differ; two handshakes given one seeded source's same bytes
+        (as a simulation replaying a seed does) are the same, line for line.
+        """
+        self.assertNotEqual(Initiator(KEY, "s1").hello(), Initiator(KEY, "s1").hello())
+        lines = []
+        for _ in range(2):
+            rng = random.Random(7)
+            initiator = Initiator(KEY, "s1", "s2", randomBytes=rng.randbytes)
+            responder = Responder(KEY, "s2", randomBytes=rng.randbytes)
+            hello = initiator.hello()
+            lines.append((hello, responder.challenge(hello)))
+        self.assertEqual(lines[0], lines[1])
+        self.assertEqual(len(lines[0][0].split(" ")[1]), 2 * NONCE_BYTES)
+
+    def test_shortNonceSourceRefused(self) -> None:
+        """A nonce source that gives fewer bytes than asked for is refused, not trusted."""
+        self.assertRaises(ValueError, Initiator, KEY, "s1", randomBytes=lambda n: b"x")
+        self.assertRaises(ValueError, Responder, KEY, "s1", randomBytes=lambda n: b"x")
 
     def test_responderWithWrongKey(self) -> None:
         """An initiator refuses a responder that does not hold its key."""

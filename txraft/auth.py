@@ -33,6 +33,7 @@ import hmac
 import os
 import secrets
 import stat
+from collections.abc import Callable
 
 from txraft.messages import NAME_PATTERN
 
@@ -120,8 +121,15 @@ def _mac(key: bytes, *parts: bytes) -> bytes:
     return hmac.new(key, b"\n".join(parts), hashlib.sha256).digest()
 
 
-def _newNonce() -> str:
-    return secrets.token_hex(NONCE_BYTES)
+#: A source of nonces: called with a count, returns that many random bytes.
+RandomBytes = Callable[[int], bytes]
+
+
+def _newNonce(randomBytes: RandomBytes) -> str:
+    nonce = randomBytes(NONCE_BYTES)
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError(f"a nonce needs {NONCE_BYTES} random bytes, got {len(nonce)}")
+    return nonce.hex()
 
 
 def _checkNonce(text: str) -> bytes:
@@ -212,15 +220,24 @@ class Initiator:
     L{Session}.
     """
 
-    def __init__(self, key: bytes, localName: str, peerName: str | None = None) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        localName: str,
+        peerName: str | None = None,
+        randomBytes: RandomBytes = secrets.token_bytes,
+    ) -> None:
         """
         @param peerName: the responder's expected name, or L{None} to take
             whichever name it proves (a client does not know node names).
+        @param randomBytes: returns that many random bytes, for the nonce;
+            only a simulation replaying a seed passes anything but
+            C{secrets.token_bytes}.
         """
         self._key = key
         self._localName = localName
         self._peerName = peerName
-        self._nonce = _newNonce()
+        self._nonce = _newNonce(randomBytes)
         self._transcript: _Transcript | None = None
 
     def hello(self) -> str:
@@ -266,10 +283,16 @@ class Responder:
     L{Session} (the caller answers C{R@AUTH2 OK}).
     """
 
-    def __init__(self, key: bytes, localName: str) -> None:
+    def __init__(
+        self, key: bytes, localName: str, randomBytes: RandomBytes = secrets.token_bytes
+    ) -> None:
+        """
+        @param randomBytes: returns that many random bytes, for the nonce
+            (as for L{Initiator}).
+        """
         self._key = key
         self._localName = localName
-        self._nonce = _newNonce()
+        self._nonce = _newNonce(randomBytes)
         self._transcript: _Transcript | None = None
 
     def challenge(self, line: str) -> str:
