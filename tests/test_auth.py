@@ -5,6 +5,8 @@ per-line MACs of an authenticated connection, without sockets.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import random
 import stat
@@ -298,6 +300,28 @@ class SessionTests(SynchronousTestCase):
             line = f's1@RequestVote {{"term":{n}}}'.encode()
             self.assertEqual(self.theirs.open(self.ours.seal(line)), line)
             self.assertEqual(self.ours.open(self.theirs.seal(b"answer")), b"answer")
+
+    def test_macIsTheDocumentedOne(self) -> None:
+        """
+        A sealed line's MAC is HMAC-SHA256 under the direction's session key
+        of the 8-byte big-endian sequence number, a newline and the line, in
+        lowercase hex: what nodes of earlier versions send and check, so
+        keying each direction once changed nothing on the wire.
+        """
+        session = Session("s2", b"send" * 8, b"receive" * 4)
+        for sequence, line in enumerate([b"first", b"second"]):
+            expected = hmac.new(
+                b"send" * 8, sequence.to_bytes(8, "big") + b"\n" + line, hashlib.sha256
+            )
+            self.assertEqual(session.seal(line), expected.hexdigest().encode() + b" " + line)
+
+    def test_macOfAnotherSpellingFails(self) -> None:
+        """The right MAC in uppercase hex, or cut short, does not open a line."""
+        sealed = self.ours.seal(b"line")
+        mac, _, line = sealed.partition(b" ")
+        self.assertRaises(AuthError, self.theirs.open, mac.upper() + b" " + line)
+        self.assertRaises(AuthError, self.theirs.open, mac[:-2] + b" " + line)
+        self.assertEqual(self.theirs.open(sealed), b"line")
 
     def test_altered(self) -> None:
         """A line changed in transit fails."""

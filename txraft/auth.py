@@ -177,21 +177,32 @@ class Session:
     An authenticated connection's MACs: L{seal} each line sent and L{open}
     each line received, in order.
 
+    Each direction's HMAC is keyed once, here; a line's MAC continues a
+    copy of it, which saves hashing the key's two pads for every line.
+
     @ivar peerName: the name the other side authenticated as.
     """
 
     def __init__(self, peerName: str, sendKey: bytes, receiveKey: bytes) -> None:
         self.peerName = peerName
-        self._sendKey = sendKey
-        self._receiveKey = receiveKey
+        self._sendMac = hmac.new(sendKey, digestmod=hashlib.sha256)
+        self._receiveMac = hmac.new(receiveKey, digestmod=hashlib.sha256)
         self._sent = 0
         self._received = 0
 
+    @staticmethod
+    def _lineMac(keyed: hmac.HMAC, sequence: int, line: bytes) -> bytes:
+        """The hex MAC of C{line} at C{sequence}: HMAC(key, 8-byte sequence | LF | line)."""
+        mac = keyed.copy()
+        mac.update(sequence.to_bytes(8, "big") + b"\n")
+        mac.update(line)
+        return mac.hexdigest().encode("ascii")
+
     def seal(self, line: bytes) -> bytes:
         """Return C{line} as sent: C{MAC SP LINE}, the MAC over it and its sequence number."""
-        mac = _mac(self._sendKey, self._sent.to_bytes(8, "big"), line)
+        mac = self._lineMac(self._sendMac, self._sent, line)
         self._sent += 1
-        return mac.hex().encode("ascii") + b" " + line
+        return mac + b" " + line
 
     def open(self, sealed: bytes) -> bytes:
         """
@@ -200,13 +211,10 @@ class Session:
         @raise AuthError: if it is not; the connection cannot be trusted
             any more and must be dropped.
         """
-        macText, sep, line = sealed.partition(b" ")
-        try:
-            mac = _checkMac(macText.decode("ascii"))
-        except (UnicodeDecodeError, AuthError):
-            raise AuthError("line without a valid MAC") from None
-        expected = _mac(self._receiveKey, self._received.to_bytes(8, "big"), line)
-        if not (sep and hmac.compare_digest(mac, expected)):
+        mac, sep, line = sealed.partition(b" ")
+        if not sep or len(mac) != _MAC_HEX:
+            raise AuthError("line without a valid MAC")
+        if not hmac.compare_digest(mac, self._lineMac(self._receiveMac, self._received, line)):
             raise AuthError("line MAC does not verify")
         self._received += 1
         return line
