@@ -159,6 +159,10 @@ class Ledger:
 
         setattr(owner, name, timed)
 
+    def close(self) -> None:
+        """Charge the time since the last timed call began or ended, and stop."""
+        self._switch(None)
+
     def overhead(self) -> float:
         """The seconds a timed call of nothing charges its category (its own timing)."""
         probe = Ledger()
@@ -171,7 +175,7 @@ class Ledger:
         nothing = Nothing()
         for _ in range(100_000):
             nothing.call()
-        probe._switch(None)
+        probe.close()
         return probe.seconds["probe"] / 100_000
 
     def net(self, category: str) -> float:
@@ -202,7 +206,7 @@ def account(seeds: int) -> None:
         sim = Simulation(seed, faultWeights={}, snapshotEntries=0)
         sim.run()
         operations += len(sim.history)
-    ledger._switch("simulation")
+    ledger.close()
     calls = ledger.calls
     seconds = {category: ledger.net(category) for category in ("node", "mac", "wire")}
     total = sum(seconds.values())
