@@ -5,7 +5,10 @@ per-line MACs of an authenticated connection, without sockets.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import random
 import stat
 
 from twisted.internet.task import Clock
@@ -14,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.helpers import temporaryDirectory
 from txraft.auth import (
     MIN_KEY_BYTES,
+    NONCE_BYTES,
     AuthError,
     Initiator,
     KeyFileError,
@@ -150,6 +154,28 @@ class HandshakeTests(SynchronousTestCase):
             self.assertNotIn(KEY.decode(), line)
             self.assertNotIn(KEY.hex(), line)
 
+    def test_noncesFromTheGivenSource(self) -> None:
+        """
+        Nonces come from C{secrets} unless a source is given: two handshakes
+        then differ; two handshakes given one seeded source's same bytes
+        (as a simulation replaying a seed does) are the same, line for line.
+        """
+        self.assertNotEqual(Initiator(KEY, "s1").hello(), Initiator(KEY, "s1").hello())
+        lines = []
+        for _ in range(2):
+            rng = random.Random(7)
+            initiator = Initiator(KEY, "s1", "s2", randomBytes=rng.randbytes)
+            responder = Responder(KEY, "s2", randomBytes=rng.randbytes)
+            hello = initiator.hello()
+            lines.append((hello, responder.challenge(hello)))
+        self.assertEqual(lines[0], lines[1])
+        self.assertEqual(len(lines[0][0].split(" ")[1]), 2 * NONCE_BYTES)
+
+    def test_shortNonceSourceRefused(self) -> None:
+        """A nonce source that gives fewer bytes than asked for is refused, not trusted."""
+        self.assertRaises(ValueError, Initiator, KEY, "s1", randomBytes=lambda n: b"x")
+        self.assertRaises(ValueError, Responder, KEY, "s1", randomBytes=lambda n: b"x")
+
     def test_responderWithWrongKey(self) -> None:
         """An initiator refuses a responder that does not hold its key."""
         initiator = Initiator(KEY, "s1", "s2")
@@ -274,6 +300,28 @@ class SessionTests(SynchronousTestCase):
             line = f's1@RequestVote {{"term":{n}}}'.encode()
             self.assertEqual(self.theirs.open(self.ours.seal(line)), line)
             self.assertEqual(self.ours.open(self.theirs.seal(b"answer")), b"answer")
+
+    def test_macIsTheDocumentedOne(self) -> None:
+        """
+        A sealed line's MAC is HMAC-SHA256 under the direction's session key
+        of the 8-byte big-endian sequence number, a newline and the line, in
+        lowercase hex: what nodes of earlier versions send and check, so
+        keying each direction once changed nothing on the wire.
+        """
+        session = Session("s2", b"send" * 8, b"receive" * 4)
+        for sequence, line in enumerate([b"first", b"second"]):
+            expected = hmac.new(
+                b"send" * 8, sequence.to_bytes(8, "big") + b"\n" + line, hashlib.sha256
+            )
+            self.assertEqual(session.seal(line), expected.hexdigest().encode() + b" " + line)
+
+    def test_macOfAnotherSpellingFails(self) -> None:
+        """The right MAC in uppercase hex, or cut short, does not open a line."""
+        sealed = self.ours.seal(b"line")
+        mac, _, line = sealed.partition(b" ")
+        self.assertRaises(AuthError, self.theirs.open, mac.upper() + b" " + line)
+        self.assertRaises(AuthError, self.theirs.open, mac[:-2] + b" " + line)
+        self.assertEqual(self.theirs.open(sealed), b"line")
 
     def test_altered(self) -> None:
         """A line changed in transit fails."""

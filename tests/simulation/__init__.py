@@ -14,13 +14,30 @@ rejoin) is the one that runs in production.  An L{INodeObserver}
 (L{nodes.NodeObserver}) checks each of the driver's steps as it happens.
 
 The package has one module per job: L{clock} (simulated time),
-L{network}, L{disk} (stores that crash or fail), L{nodes}, L{clients},
-L{faults} (the schedule), L{invariants} (the checks) and L{run} (one run).
+L{network}, L{connections} (a keyed cluster's authenticated connections),
+L{disk} (stores that crash or fail), L{nodes}, L{clients}, L{faults} (the
+schedule), L{invariants} (the checks) and L{run} (one run).
+
+A run is of a keyed cluster unless C{authenticate=False}: as in
+production, each node sends its requests to a peer over its own
+connection, which carries nothing before the production handshake of
+L{txraft.auth} (the real L{Initiator} and L{Responder}, their lines going
+through the simulated network), and seals every line with the real
+L{Session}; the answers come back on it, in order.  A connection is a TCP
+stream, so the network's loss breaks it, its late lines hold up the ones
+after them, and duplicates and replays are an attacker's copies of sealed
+lines, injected into live connections or opening new ones: each must fail
+to open, and drops its connection.  An impostor holding another key tries
+to join as a member.  A line injected or forged that opens, a handshake it
+passes, or a genuine line refused fails the run (see L{connections}).
+Unkeyed runs send each message alone, as a datagram that can be lost,
+duplicated, reordered and replayed as it is, which Raft must shrug off.
 
 Everything is drawn from one C{random.Random(seed)}: the run's profile
 (timeouts, batch sizes, snapshot interval), the fault schedule, network
-delays, drops and duplicates, the clients' operations, and the seed of each
-node's election timer (a fresh one per core).  The same seed therefore
+delays, drops and duplicates, the clients' operations, the seed of each
+node's election timer (a fresh one per core), and the cluster key and the
+nonces of every handshake.  The same seed therefore
 replays the same run, event for event.
 
 Faults, chosen by a seeded schedule during the first C{faultMs} of a run:

@@ -24,7 +24,11 @@ FAULT_WEIGHTS: dict[str, int] = {
     "replay": 3,
     "slow": 2,
     "pause": 2,
+    "impostor": 2,
 }
+
+#: The faults that only a keyed cluster has (elsewhere an impostor would be a peer).
+KEYED_FAULTS = frozenset({"impostor"})
 
 
 class FaultSchedule:
@@ -38,7 +42,8 @@ class FaultSchedule:
     a restart; copies of old messages of every kind delivered long after,
     across elections; disk errors (writes fail for a while: the node falls
     silent and rejoins); slow nodes (their messages delayed more, their
-    ticks sometimes skipped) and paused nodes (a stalled process).
+    ticks sometimes skipped) and paused nodes (a stalled process); on a
+    keyed cluster, an impostor holding another key.
     """
 
     def __init__(self, simulation: Simulation) -> None:
@@ -55,7 +60,8 @@ class FaultSchedule:
         if self.sim.now >= self.sim.options.faultMs:
             return
         weights = self.sim.options.faultWeights
-        kinds = [k for k in FAULT_WEIGHTS if weights.get(k)]
+        keyed = self.sim.options.authenticate
+        kinds = [k for k in FAULT_WEIGHTS if weights.get(k) and (keyed or k not in KEYED_FAULTS)]
         kind = self.sim.rng.choices(kinds, [weights[k] for k in kinds])[0]
         getattr(self, f"_fault_{kind}")()
         self.sim.events.after(self.sim.rng.randint(*self.sim.options.faultEveryMs), self.fault)
@@ -158,6 +164,11 @@ class FaultSchedule:
 
     def _fault_replay(self) -> None:
         self.sim.network.replay(self.sim.rng.randint(1, 6))
+
+    def _fault_impostor(self) -> None:
+        connections = self.sim.network.connections
+        assert connections is not None
+        connections.impostor()
 
     def _fault_slow(self) -> None:
         node = self.sim.rng.choice(list(self.sim.nodes.values()))

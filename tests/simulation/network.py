@@ -1,6 +1,7 @@
 """
 The simulated network between nodes: per-link cuts, loss, duplication,
-reordering and delay, and every message through the wire format.
+reordering and delay, and every message through the wire format; on a
+keyed cluster, over the authenticated connections of L{connections}.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from tests.simulation.connections import Connections
 from tests.simulation.invariants import isPreVote
 from txraft.messages import (
     REQUESTS,
@@ -57,7 +59,9 @@ class Network:
     so the network remembers the last few messages of each kind (votes,
     pre-votes, appends, snapshot chunks, and the answers to each) and the
     fault schedule has it L{replay} some of them long after, across
-    elections.
+    elections.  On a keyed cluster (C{authenticate}) messages travel as
+    lines of L{connections}, and the same faults are what they can be to
+    a TCP stream under an attacker (see L{tests.simulation.connections}).
 
     @ivar blocked: the (from, to) links that deliver nothing.
     @ivar dropRate: the chance that a message is lost.
@@ -65,6 +69,7 @@ class Network:
     @ivar lateRate: the chance that a message arrives long after newer ones.
     @ivar maxDelayMs: a message takes from 1 to this many milliseconds.
     @ivar past: recent messages that were put on the wire, by kind.
+    @ivar connections: the authenticated connections, on a keyed cluster.
     """
 
     def __init__(self, simulation: Simulation) -> None:
@@ -72,6 +77,7 @@ class Network:
         self.blocked: set[tuple[str, str]] = set()
         self.past: dict[str, deque[Envelope]] = {}
         self.calm()
+        self.connections = Connections(simulation) if simulation.options.authenticate else None
 
     def calm(self) -> None:
         """No more loss, duplication or late messages; normal delays."""
@@ -93,13 +99,10 @@ class Network:
         sim = self.sim
         if node.disk.powerLost:
             return  # the process is dying: it sends nothing more
-        sim.stats["messages"] += 1
-        if (
-            isinstance(message, RequestVoteResponse)
-            and message.voteGranted
-            and not isPreVote(message)
-        ):
-            sim.checker.observeVote(node.name, message.term, dst)
+        self.sent(node, dst, message)
+        if self.connections is not None:
+            self.connections.send(node, dst, message)
+            return
         envelope = Envelope(node.name, node.incarnation, dst, message, requesterIncarnation)
         if (node.name, dst) in self.blocked:
             sim.stats["messagesCut"] += 1
@@ -122,6 +125,21 @@ class Network:
                 sim.stats["messagesLate"] += 1
             sim.events.after(delay, self._deliver, envelope)
 
+    def sent(self, node: SimNode, dst: str, message: Message) -> None:
+        """Count a message C{node} sends; a vote it grants is checked as it is cast."""
+        self.sim.stats["messages"] += 1
+        if (
+            isinstance(message, RequestVoteResponse)
+            and message.voteGranted
+            and not isPreVote(message)
+        ):
+            self.sim.checker.observeVote(node.name, message.term, dst)
+
+    def processEnded(self, node: SimNode) -> None:
+        """C{node}'s process ended: its connections close."""
+        if self.connections is not None:
+            self.connections.processEnded(node)
+
     def _remember(self, envelope: Envelope) -> None:
         message = envelope.message
         kind = type(message).__name__ + (" (pre-vote)" if isPreVote(message) else "")
@@ -132,9 +150,13 @@ class Network:
     def replay(self, count: int) -> None:
         """
         Deliver again, late, C{count} messages sent earlier (each kind as
-        likely as another), as a network that held on to copies would.
+        likely as another), as a network that held on to copies would; on
+        a keyed cluster, an attacker injects them, sealed as they were seen.
         """
         sim = self.sim
+        if self.connections is not None:
+            self.connections.inject(count)
+            return
         kinds = sorted(self.past)
         for _ in range(count if kinds else 0):
             kind = sim.rng.choice(kinds)

@@ -38,7 +38,9 @@ class SimulationError(AssertionError):
         self.replay = REPLAY.format(seed=simulation.seed)
         super().__init__(
             f"txraft simulation failed: seed {simulation.seed}, "
-            f"{len(simulation.names)} nodes, at {simulation.now} ms (event {simulation.steps})\n"
+            f"{len(simulation.names)} nodes, "
+            f"{'keyed' if simulation.options.authenticate else 'unkeyed'}, "
+            f"at {simulation.now} ms (event {simulation.steps})\n"
             f"{problem}\n"
             f"Replay this seed alone with:\n    {self.replay}\n"
             f"The last {len(simulation.trace)} events:\n{simulation.formatTrace()}"
@@ -96,6 +98,12 @@ class SimulationOptions:
     baseDelayMs: int | None = None
     #: Send every peer message through the wire format (formatMessage/parseMessage).
     wire: bool = True
+    #: A keyed cluster: peers talk over connections that run the cluster key
+    #: handshake and seal every line (L{tests.simulation.connections}, which
+    #: always uses the wire format); an attacker injects old sealed lines and
+    #: an impostor with another key tries to join.  Off: each message travels
+    #: on its own, free to be lost, duplicated, reordered and replayed.
+    authenticate: bool = True
     traceLength: int = 200
     #: Every this many events, check every node's whole state (besides per-event checks).
     fullCheckEvery: int = 200
@@ -308,6 +316,7 @@ class Simulation:
             self.stats["unsyncedEntriesLost"] += len(lost)
             self.lostWrites.append((node.name, lost))
         self.record("{} CRASHES ({}); unsynced log changes lost: {}", node.name, why, changed)
+        self.network.processEnded(node)
         self.workload.connectionsLost(node)
         self.events.after(self.rng.randint(*self.options.downMs), self.restart, node)
 
