@@ -29,8 +29,6 @@ import sys
 from collections import deque
 from collections.abc import Sequence
 
-from pysyncobj import SyncObj, SyncObjConf
-from pysyncobj.batteries import ReplDict
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
@@ -134,6 +132,10 @@ class FrontEnd(LineReceiver):
 
 def makeFactory(options: Options, reactor: IReactorFromThreads) -> Factory:
     """Start the PySyncObj node the options describe; return its front end's factory."""
+    # Imported here so that the front end can be tested where PySyncObj is not installed.
+    from pysyncobj import SyncObj, SyncObjConf
+    from pysyncobj.batteries import ReplDict
+
     store = ReplDict()
     conf = SyncObjConf(
         journalFile=os.path.join(options["data-dir"], "journal"),
