@@ -14,7 +14,8 @@ C{OK {json}} with the node's Raft term, state and leader.
 
 The cost of the front end: PySyncObj runs its Raft loop in its own thread
 (C{autoTick}), so every answer crosses from that thread to the reactor's
-with C{callFromThread}, and both threads share the GIL.  The file journal is
+(L{HandOver}: one C{callFromThread} for all the answers ready at a time),
+and both threads share the GIL.  The file journal is
 on; PySyncObj keeps it in an C{mmap} that it does not flush while running.
 
     python bench/syncobjnode.py --self 127.0.0.1:P1 --partner 127.0.0.1:P2 \\
@@ -71,6 +72,35 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} is required")
 
 
+class HandOver:
+    """
+    Carries answers from PySyncObj's thread to the reactor's: one wake-up
+    of the reactor takes every answer ready by then, rather than one
+    C{callFromThread} per answer.
+    """
+
+    def __init__(self, reactor: IReactorFromThreads) -> None:
+        self.reactor = reactor
+        self.ready: deque[tuple[FrontEnd, list[str | None], str]] = deque()
+        self.wakeScheduled = False
+
+    def put(self, frontEnd: FrontEnd, slot: list[str | None], answer: str) -> None:
+        """From any thread: have C{frontEnd} answer C{answer} in C{slot}."""
+        # Appended before the flag is read: a drain that already cleared the flag
+        # will take it, and otherwise this schedules one.
+        self.ready.append((frontEnd, slot, answer))
+        if not self.wakeScheduled:
+            self.wakeScheduled = True
+            self.reactor.callFromThread(self.drain)
+
+    def drain(self) -> None:
+        """In the reactor thread: give every ready answer to its front end."""
+        self.wakeScheduled = False
+        while self.ready:
+            frontEnd, slot, answer = self.ready.popleft()
+            frontEnd.answer(slot, answer)
+
+
 class FrontEnd(LineReceiver):
     """
     One client connection: request lines in, answers out in request order.
@@ -99,11 +129,11 @@ class FrontEnd(LineReceiver):
     def cmd_set(self, slot: list[str | None], rest: str) -> None:
         """Replicate C{KEY VALUE}; answer when PySyncObj has applied it."""
         key, _, value = rest.partition(" ")
-        reactor: IReactorFromThreads = self.factory.reactor
+        handOver = self.factory.handOver
 
         def done(result: object, error: int) -> None:
             answer = "OK" if error == 0 else f"UNAVAILABLE {FAIL_REASONS.get(error, error)}"
-            reactor.callFromThread(self.answer, slot, answer)
+            handOver.put(self, slot, answer)
 
         self.factory.store.set(key, value, callback=done)
 
@@ -145,7 +175,7 @@ def makeFactory(options: Options, reactor: IReactorFromThreads) -> Factory:
     factory = Factory.forProtocol(FrontEnd)
     factory.store = store
     factory.syncObj = SyncObj(options["self"], options["partners"], conf=conf, consumers=[store])
-    factory.reactor = reactor
+    factory.handOver = HandOver(reactor)
     return factory
 
 
