@@ -55,8 +55,14 @@ class Options(usage.Options):
         ["seconds", "s", 10.0, "Seconds of pipelined writes, and of reads, per system.", float],
         ["sequential", "n", 2000, "Sequential set requests per system.", int],
         ["connections", "c", 4, "Connections for the pipelined phases.", int],
-        ["window", "w", 100, "Outstanding requests per pipelined connection.", int],
-        ["etcd-connections", None, 32, "Connections for etcd's pipelined phases.", int],
+        ["window", "w", 2000, "Outstanding requests per pipelined connection.", int],
+        [
+            "etcd-connections",
+            None,
+            32,
+            "Connections for etcd's pipelined phases (sharing the same outstanding total).",
+            int,
+        ],
         ["value-size", None, 16, "Bytes per value.", int],
         ["systems", None, ",".join(SYSTEMS), "Comma-separated systems to run."],
         ["etcd", None, "etcd", "The etcd binary (apt-get install -y etcd-server)."],
@@ -99,44 +105,45 @@ def measure(system: System, options: Options) -> Measurement:
     """
     value = ("v" * options["value-size"])[: options["value-size"]]
     count = options["sequential"]
-    connections = options["connections"]
-    if system.name == "etcd":
+    connections, window = options["connections"], options["window"]
+    if isinstance(system, Etcd):
+        # As many requests outstanding as the others get, over more connections.
         connections = options["etcd-connections"]
+        window = max(1, options["connections"] * options["window"] // connections)
     measurement = Measurement(system.name)
     try:
         system.start()
         before = system.term()
         address, codec = system.leader()
-        phases = [
-            drive(
-                address,
-                codec,
-                lambda i, j: ("set", f"s{j}", value),
-                count=count,
-                seconds=options["seconds"],
-            ),
-            drive(
-                address,
-                codec,
-                lambda i, j: ("set", f"p{i}-{j}", value),
-                connections,
-                options["window"],
-                seconds=options["seconds"],
-            ),
-            drive(
-                address,
-                codec,
-                lambda i, j: ("get", f"s{(j * connections + i) % count}", ""),
-                connections,
-                options["window"],
-                seconds=options["seconds"],
-            ),
-        ]
+        pipelined = {"connections": connections, "window": window}
+        sequential = drive(
+            address,
+            codec,
+            lambda i, j: ("set", f"s{j}", value),
+            count=count,
+            seconds=options["seconds"],
+        )
+        writes = drive(
+            address,
+            codec,
+            lambda i, j: ("set", f"p{i}-{j}", value),
+            seconds=options["seconds"],
+            **pipelined,
+        )
+        # Read the keys the sequential phase wrote (it may have stopped early).
+        written = max(1, len(sequential.latencies) + sequential.errors)
+        reads = drive(
+            address,
+            codec,
+            lambda i, j: ("get", f"s{(j * connections + i) % written}", ""),
+            seconds=options["seconds"],
+            **pipelined,
+        )
         measurement.leaderChanges = system.term() - before
         measurement.rss = [rss for pid in system.pids() if (rss := peakRSS(pid)) is not None]
     finally:
         system.stop()
-    sequential, writes, reads = phases
+    phases = [sequential, writes, reads]
     measurement.sequential = sequential.latencies
     measurement.writes = len(writes.latencies) / writes.seconds if writes.seconds else 0.0
     measurement.reads = len(reads.latencies) / reads.seconds if reads.seconds else 0.0

@@ -68,16 +68,30 @@ def _rss(measurement: Measurement) -> str:
     return f"{low:.0f} MiB" if round(low) == round(high) else f"{low:.0f}-{high:.0f} MiB"
 
 
-#: The table's rows: label, the cell of a measurement, the figure its ratio divides.
-ROWS: list[tuple[str, Callable[[Measurement], str], Callable[[Measurement], float | None]]] = [
+#: The table's rows: label, the cell of a measurement, the figure its ratio divides
+#: (L{None} for a count, where txraft's and the other's are shown side by side).
+ROWS: list[
+    tuple[str, Callable[[Measurement], str], Callable[[Measurement], float | None] | None]
+] = [
     ("pipelined writes/s", lambda m: _number(m.writes, "{:,.0f}"), lambda m: m.writes),
     ("sequential set p50 ms", lambda m: _number(m.p50(), "{:.2f}"), Measurement.p50),
     ("sequential set p99 ms", lambda m: _number(m.p99(), "{:.2f}"), Measurement.p99),
     ("pipelined reads/s", lambda m: _number(m.reads, "{:,.0f}"), lambda m: m.reads),
     ("peak RSS per node", _rss, Measurement.peakRSS),
-    ("errors", lambda m: str(m.errors), lambda m: m.errors),
-    ("leader changes", lambda m: _number(m.leaderChanges, "{}"), lambda m: m.leaderChanges),
+    ("errors", lambda m: str(m.errors), None),
+    ("leader changes", lambda m: _number(m.leaderChanges, "{}"), None),
 ]
+
+
+def _compared(
+    reference: Measurement,
+    other: Measurement,
+    cell: Callable[[Measurement], str],
+    figure: Callable[[Measurement], float | None] | None,
+) -> str:
+    if figure is None:
+        return f"{cell(reference)} vs {cell(other)}"
+    return ratio(figure(reference), figure(other))
 
 
 def formatTable(rows: Sequence[Sequence[str]]) -> str:
@@ -98,8 +112,9 @@ def formatReport(measurements: Sequence[Measurement]) -> str:
     """
     The absolute figures of every measured system, then the ratio of
     L{REFERENCE}'s figure to each other system's (above 1 means txraft's
-    figure is the larger: better for writes/s and reads/s, worse for latency,
-    RSS, errors and leader changes), then why any system was skipped.
+    figure is the larger: better for writes/s and reads/s, worse for latency
+    and RSS; errors and leader changes are counts, shown side by side), then
+    the first error of each system and why any system was skipped.
     """
     measured = [m for m in measurements if m.skipped is None]
     parts = []
@@ -112,8 +127,8 @@ def formatReport(measurements: Sequence[Measurement]) -> str:
     if reference is not None and others:
         rows = [[f"{REFERENCE} / ...", *(m.name for m in others)]]
         rows += [
-            [label, *(ratio(figure(reference), figure(m)) for m in others)]
-            for label, _, figure in ROWS
+            [label, *(_compared(reference, m, cell, figure) for m in others)]
+            for label, cell, figure in ROWS
         ]
         parts.append(formatTable(rows))
     for m in measured:

@@ -241,9 +241,9 @@ class Etcd(_Processes):
         self.binary = binary
         self.note = (
             f"etcd: HTTP/1.1 JSON gateway (/v3/kv/put, /v3/kv/range, linearizable), "
-            f"{connections} connections for the pipelined tests, since etcd answers one "
-            f"request at a time per HTTP/1.1 connection; a different client path (JSON over "
-            f"HTTP to gRPC inside etcd) from the others."
+            f"{connections} connections for the pipelined tests with the same total "
+            f"outstanding, since etcd answers one request at a time per HTTP/1.1 connection; "
+            f"a different client path (JSON over HTTP to gRPC inside etcd) from the others."
         )
         self.clientPorts: list[int] = []
         self.leaderPort = 0

@@ -106,6 +106,7 @@ class ReportTests(SynchronousTestCase):
         self.assertIn("| pipelined writes/s    |             2.00x |", ratios)
         self.assertIn("| sequential set p50 ms |             0.25x |", ratios)
         self.assertIn("| pipelined reads/s     |                 - |", ratios)
+        self.assertIn("| errors                |            0 vs 3 |", ratios)
         self.assertIn("PySyncObj batched: first error: 'UNAVAILABLE leader changed'", text)
         self.assertIn("etcd: NOT MEASURED: no 'etcd' binary", text)
 
@@ -252,7 +253,7 @@ class FrontEndTests(SynchronousTestCase):
         factory = syncobjnode.Factory.forProtocol(syncobjnode.FrontEnd)
         factory.store = FakeStore()
         factory.store.data["a"] = "1"
-        factory.reactor = ThreadlessReactor()
+        factory.handOver = syncobjnode.HandOver(ThreadlessReactor())
         protocol = factory.buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)
@@ -263,3 +264,25 @@ class FrontEndTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         first(None, 2)
         self.assertEqual(transport.value(), b"UNAVAILABLE missing leader\nOK\nOK 1\n")
+
+    def test_oneWakeUpForManyAnswers(self) -> None:
+        """
+        Answers that PySyncObj's thread hands over before the reactor runs
+        cost one C{callFromThread}, and all reach the client at that wake-up.
+        """
+        calls: list[Callable[[], object]] = []
+        reactor = ThreadlessReactor()
+        reactor.callFromThread = calls.append
+        handOver = syncobjnode.HandOver(reactor)
+        factory = syncobjnode.Factory.forProtocol(syncobjnode.FrontEnd)
+        factory.store = FakeStore()
+        factory.handOver = handOver
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"set x 1\nset y 2\n")
+        for callback in factory.store.callbacks:
+            callback(None, 0)
+        self.assertEqual((len(calls), transport.value()), (1, b""))
+        calls.pop()()
+        self.assertEqual(transport.value(), b"OK\nOK\n")
