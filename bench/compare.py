@@ -202,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             measurements.append(measure(system, options))
             print(f", done in {time.monotonic() - started:.1f} s", flush=True)
+        except KeyboardInterrupt:
+            print(f"\n{system.name}: interrupted; every process it started is stopped")
+            return 130
         except (StartError, ClusterError, OSError, ValueError) as e:
             print(f"\n{system.name}: FAILED: {e}", flush=True)
             measurements.append(Measurement(system.name, skipped=f"failed: {e}"))
