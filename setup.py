@@ -20,6 +20,8 @@ setup(
     install_requires=["Twisted[tls]>=23.8", "attrs", "prometheus_client>=0.17"],
     extras_require={
         "test": ["pytest", "pytest-twisted", "ruff", "hypothesis", "mutmut>=3.8,<4"],
+        # bench/compare.py runs PySyncObj beside txraft; nothing else imports it.
+        "bench": ["pysyncobj"],
     },
     entry_points={
         "console_scripts": [
