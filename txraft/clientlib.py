@@ -27,7 +27,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.interfaces import (
     IDelayedCall,
     IOpenSSLClientConnectionCreator,
@@ -236,6 +242,7 @@ class ClusterClient:
         window: int = SESSION_WINDOW,
         exactlyOnce: bool = True,
         clusterKey: bytes | None = None,
+        authName: str | None = None,
         tls: Callable[[str], IOpenSSLClientConnectionCreator] | None = None,
         connector: Connector | None = None,
         onRedirect: Callable[[answers.Redirect], None] | None = None,
@@ -245,8 +252,9 @@ class ClusterClient:
             C{IReactorTCP} and C{IReactorTime}, unless C{connector} is given).
         @param addresses: every node's C{(host, port)}; the first is tried first.
         @param clientId: the ID numbered requests carry; by default a fresh
-            random one (L{newClientId}).  A client ID is one client: never
-            give two live clients the same one.
+            random one (L{newClientId}).  An ID is one session, whose SEQs
+            start at 1: never give it to two clients, nor to a new client
+            after an old one used it (its SEQs would be taken for retries).
         @param timeout: seconds from L{request} until its Deferred fails
             with L{RequestTimeoutError}, retries included.
         @param window: the most requests outstanding at once, at most
@@ -256,6 +264,7 @@ class ClusterClient:
             an unknown outcome may then apply twice.
         @param clusterKey: prove this key on each connection (for
             administrative commands), or L{None}.
+        @param authName: the name to prove it as (by default the client ID).
         @param tls: makes the TLS options for a node's host name, or L{None}
             for plain TCP.
         @param connector: makes the endpoint for C{(host, port)}; by default a
@@ -276,7 +285,7 @@ class ClusterClient:
         self.exactlyOnce = exactlyOnce
         self.clusterKey = clusterKey
         #: The name proved in the key handshake.
-        self.authName = self.clientId
+        self.authName = authName or self.clientId
         self._connector = connector or self._defaultConnector(tls)
         self._onRedirect = onRedirect
         #: The SEQ the next numbered request gets.
@@ -306,7 +315,16 @@ class ClusterClient:
         self, tls: Callable[[str], IOpenSSLClientConnectionCreator] | None
     ) -> Connector:
         def connector(host: str, port: int) -> IStreamClientEndpoint:
-            endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
+            endpoint: IStreamClientEndpoint
+            # A host name is resolved; an address is connected to at once
+            # (a HostnameEndpoint reports a refusal only after its 0.3s
+            # attempt delay, slow when a node is down).
+            if isIPAddress(host):
+                endpoint = TCP4ClientEndpoint(self.reactor, host, port, self.timeout)
+            elif isIPv6Address(host):
+                endpoint = TCP6ClientEndpoint(self.reactor, host, port, self.timeout)
+            else:
+                endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
             return endpoint if tls is None else wrapClientTLS(tls(host), endpoint)
 
         return connector
