@@ -325,7 +325,11 @@ class ClusterClient:
                 endpoint = TCP6ClientEndpoint(self.reactor, host, port, self.timeout)
             else:
                 endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
-            return endpoint if tls is None else wrapClientTLS(tls(host), endpoint)
+            if tls is None:
+                return endpoint
+            # TLS batches small writes until the clock's next turn: ours,
+            # not the global reactor's, which may never run.
+            return wrapClientTLS(tls(host), endpoint, clock=self.reactor)
 
         return connector
 
