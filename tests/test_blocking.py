@@ -34,6 +34,15 @@ class BlockingClientTests(SynchronousTestCase):
         )
         self.assertEqual(set(threading.enumerate()) - before, set())
 
+    def test_pipeline(self) -> None:
+        """C{pipeline} sends every command and returns their answers, in order."""
+        node = FakeNode(self, lambda line: f"OK {line}")
+        with connect([("127.0.0.1", node.port)], clientId="c9") as client:
+            self.assertEqual(
+                client.pipeline(["set a 1", "get a", "show"]),
+                ["OK c9#1@set a 1", "OK get a", "OK show"],
+            )
+
     def test_redirectAndRetry(self) -> None:
         """
         The client follows a redirect to a node it did not know, and sends

@@ -72,6 +72,22 @@ class BlockingClient:
         """Send C{command} and return its answer line (see L{ClusterClient.request})."""
         return self._call(self.client.request, command)
 
+    def pipeline(self, commands: Sequence[str]) -> list[str]:
+        """
+        Send every command at once (pipelined, within the window) and
+        return their answer lines in order.
+
+        @raise txraft.clientlib.ClientLibError: the first failure, once
+            every command has its answer or its failure.
+        """
+
+        def requestAll() -> defer.Deferred[list[str]]:
+            results = [self.client.request(command) for command in commands]
+            gathered = defer.gatherResults(results, consumeErrors=True)
+            return gathered.addErrback(lambda f: f.value.subFailure)
+
+        return self._call(requestAll)
+
     def get(self, key: str) -> str:
         """C{get KEY}: C{OK VALUE} or C{NOT_FOUND}."""
         return self._call(self.client.get, key)
