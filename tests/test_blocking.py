@@ -29,8 +29,10 @@ class BlockingClientTests(SynchronousTestCase):
             self.assertEqual(client.get("a"), "OK 1")
             self.assertEqual(client.delete("a"), "OK")
             self.assertEqual(client.show(), "OK 1")
+            self.assertEqual(client.discover(), [("127.0.0.1", node.port)])
         self.assertEqual(
-            node.received, [b"c7#1@set a 1\n", b"get a\n", b"c7#2@delete a\n", b"show\n"]
+            node.received,
+            [b"c7#1@set a 1\n", b"get a\n", b"c7#2@delete a\n", b"show\n", b"status\n"],
         )
         self.assertEqual(set(threading.enumerate()) - before, set())
 

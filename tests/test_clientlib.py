@@ -6,6 +6,8 @@ answered once, retries answered from the record), on a L{Clock}.
 
 from __future__ import annotations
 
+import json
+
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.protocol import Factory
@@ -27,6 +29,7 @@ from txraft.clientlib import (
     SessionsUnsupportedError,
     addressesFromConfig,
     isWrite,
+    memberAddresses,
 )
 from txraft.config import parseConfig
 from txraft.kv import KeyValueStore
@@ -279,6 +282,24 @@ class RequestTests(ClusterClientTestCase):
         self.assertEqual([isWrite(c) for c in ["set a 1", "delete a", "get a", ""]], [1, 1, 0, 0])
         config = parseConfig("s1 10.0.0.1 7001\ns2 10.0.0.2 7002\n")
         self.assertEqual(addressesFromConfig(config), [("10.0.0.1", 7001), ("10.0.0.2", 7002)])
+
+    def test_discover(self) -> None:
+        """
+        L{ClusterClient.discover} learns every member's address from a
+        node's C{status}; a status without members teaches nothing.
+        """
+        client = ClusterClient(self.clock, ADDRESSES[:1], connector=self.cluster.connector)
+        self.addCleanup(client.close)
+        members = {"s1": "10.0.0.1:7001", "s4": "10.0.0.4:7004", "s5": "[::1]:7005"}
+        status = answers.ok(json.dumps({"role": "leader", "members": members}))
+        self.cluster.scripted[ADDRESSES[0]] = [status, answers.ok("{}")]
+        d = client.discover()
+        self.cluster.flush()
+        expected = [ADDRESSES[0], ("10.0.0.4", 7004), ("::1", 7005)]
+        self.assertEqual(self.successResultOf(d), expected)
+        self.assertEqual(memberAddresses("OK {}"), [])
+        self.assertEqual(memberAddresses("ERROR x"), [])
+        self.assertEqual(memberAddresses('OK {"members": {"s1": "nowhere"}}'), [])
 
     def test_sessionsUnsupported(self) -> None:
         """

@@ -40,6 +40,7 @@ class ClientLibraryProcessTests(ProcessTestCase):
     @showingNodeOutput
     def test_writesSurviveLeaderKill(self) -> None:
         """
+        A client given one node learns every member from its C{status}.
         Pipelined C{set}s and C{delete}s through the library all get an
         answer although the leader is killed (C{SIGKILL}) while they are in
         flight: the library finds the new leader and sends the unanswered
@@ -54,6 +55,9 @@ class ClientLibraryProcessTests(ProcessTestCase):
         much is allowed then, and nothing more.
         """
         cluster, leader = self.startedCluster()
+        with connect([cluster.address(leader)]) as one:
+            addresses = [cluster.address(name) for name in cluster.names]
+            self.assertEqual(sorted(one.discover()), sorted(addresses))
         client = self.libraryClient(cluster)
         olds = [f"old{i}" for i in range(WRITES // 4)]
         self.assertEqual(client.pipeline([f"set {k} x" for k in olds]), ["OK"] * len(olds))

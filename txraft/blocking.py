@@ -104,6 +104,10 @@ class BlockingClient:
         """C{show}: C{OK} and the whole map as JSON."""
         return self._call(self.client.show)
 
+    def discover(self) -> list[Address]:
+        """Learn every member's address from a node (see L{ClusterClient.discover})."""
+        return self._call(self.client.discover)
+
     def connect(self) -> None:
         """Wait until some node accepts a connection (see L{ClusterClient.connect})."""
         self._call(self.client.connect)

@@ -22,6 +22,7 @@ For scripts that do not run a reactor, L{txraft.blocking} wraps this class.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -111,6 +112,19 @@ def isWrite(command: str) -> bool:
     """Whether C{command} changes the map, and so is numbered."""
     words = command.split(None, 1)
     return bool(words) and words[0] in WRITES
+
+
+def memberAddresses(answer: str) -> list[Address]:
+    """
+    The members' addresses in a C{status} answer (its C{members}, each
+    C{HOST:PORT}); none if it has none, or is no status at all.
+    """
+    try:
+        members = json.loads(answers.okValue(answer) or "null")["members"]
+        found = [address.rpartition(":") for address in members.values()]
+        return [(host.strip("[]"), answers.parsePort(port)) for host, _, port in found]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return []
 
 
 class _Request:
@@ -369,6 +383,21 @@ class ClusterClient:
     def show(self) -> defer.Deferred[str]:
         """C{show}: fires with C{OK} and the whole map as JSON."""
         return self.request("show")
+
+    def discover(self) -> defer.Deferred[list[Address]]:
+        """
+        Ask a node for the cluster's members (its C{status}) and add each
+        one's address to those known, so that the client can go on when
+        every node it was given is down.  Fires with every known address.
+        """
+
+        def learn(answer: str) -> list[Address]:
+            for address in memberAddresses(answer):
+                if address not in self.addresses:
+                    self.addresses.append(address)
+            return list(self.addresses)
+
+        return self.request("status").addCallback(learn)
 
     def connect(self) -> defer.Deferred[None]:
         """
