@@ -463,6 +463,35 @@ class RetryTests(ClusterClientTestCase):
         self.cluster.flush()
         self.assertEqual(self.successResultOf(d), "OK")
 
+    def test_stalledNodeLeft(self) -> None:
+        """
+        A node that keeps its connection open but answers nothing (paused,
+        or cut off) is left after C{stallTimeout}, by default half the
+        request's timeout: the request goes to the next node in time.
+        """
+        self.cluster.silent.add(ADDRESSES[0])
+        client = self.makeClient(timeout=4.0)
+        d = client.set("a", "1")
+        self.cluster.flush()
+        self.advance(1.9)
+        self.assertEqual(len(self.cluster.connections), 1)
+        self.cluster.leader = ADDRESSES[1]  # elected while the old leader is away
+        self.advance(0.1)
+        self.assertEqual(self.successResultOf(d), "OK")
+        self.assertTrue(self.cluster.connections[0].closed)
+        self.assertEqual(self.cluster.connections[-1].received, ["c1#1@set a 1"])
+
+    def test_answersKeepNodeWatched(self) -> None:
+        """A node that answers, however slowly in all, is not left while it keeps answering."""
+        client = self.makeClient(timeout=100.0, stallTimeout=5.0, window=1)
+        results = [client.get(f"k{i}") for i in range(4)]
+        [connection] = self.cluster.connections
+        for _ in range(4):
+            self.clock.advance(4.0)  # under stallTimeout (5s) between answers
+            connection.deliver()
+        self.assertEqual([self.successResultOf(d) for d in results], ["NOT_FOUND"] * 4)
+        self.assertEqual(len(self.cluster.connections), 1)
+
     def test_downNodeSkipped(self) -> None:
         """A node that refuses connections is passed over for the next one."""
         self.cluster.down.add(ADDRESSES[0])
@@ -488,7 +517,7 @@ class FailureTests(ClusterClientTestCase):
     def test_timeoutSilentNode(self) -> None:
         """A node that never answers fails the request at its deadline, naming the node."""
         self.cluster.silent.add(ADDRESSES[0])
-        client = self.makeClient(timeout=2.0)
+        client = self.makeClient(timeout=2.0, stallTimeout=5.0)
         d = client.get("a")
         self.cluster.flush()
         self.clock.advance(1.9)
@@ -513,7 +542,7 @@ class FailureTests(ClusterClientTestCase):
         the answer that comes late is not mistaken for the next request's.
         """
         self.cluster.silent.add(ADDRESSES[0])
-        client = self.makeClient(timeout=1.0)
+        client = self.makeClient(timeout=1.0, stallTimeout=5.0)
         first = client.get("a")
         self.cluster.flush()
         self.clock.advance(0.5)

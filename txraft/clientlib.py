@@ -4,9 +4,10 @@ one Deferred per request, on a reactor it is given.
 
 It knows every node's address and sends to one at a time, pipelining up to
 a window of requests on one connection.  A C{REDIRECT} sends it to the
-leader; a lost connection or an C{UNAVAILABLE} answer sends it, after a
-backoff, to the next node (or the same, after a timeout), where it sends
-again every request still unanswered, in order.  That is safe because
+leader; a lost connection, an C{UNAVAILABLE} answer or a node that stops
+answering sends it, after a backoff, to the next node (or the same, after a
+commit timeout), where it sends again every request still unanswered, in
+order.  That is safe because
 writes (C{set}, C{delete}) are numbered, C{CLIENTID#SEQ@COMMAND}, and a node
 answers a retried SEQ with the answer it recorded instead of applying it
 twice: exactly once (Raft dissertation, section 6.3).  Reads (C{get},
@@ -260,6 +261,7 @@ class ClusterClient:
         tls: Callable[[str], IOpenSSLClientConnectionCreator] | None = None,
         connector: Connector | None = None,
         onRedirect: Callable[[answers.Redirect], None] | None = None,
+        stallTimeout: float | None = None,
     ) -> None:
         """
         @param reactor: the reactor to connect and keep time on (an
@@ -284,6 +286,10 @@ class ClusterClient:
         @param connector: makes the endpoint for C{(host, port)}; by default a
             L{HostnameEndpoint} on C{reactor}, wrapped in TLS with C{tls}.
         @param onRedirect: called with each C{REDIRECT} followed.
+        @param stallTimeout: seconds a node may leave every request
+            unanswered before the client gives up on it and asks the next
+            (a paused or cut-off node keeps its connection open); by
+            default half of C{timeout}.
         """
         if not addresses:
             raise ValueError("a cluster client needs at least one node address")
@@ -302,6 +308,9 @@ class ClusterClient:
         self.authName = authName or self.clientId
         self._connector = connector or self._defaultConnector(tls)
         self._onRedirect = onRedirect
+        self.stallTimeout = timeout / 2 if stallTimeout is None else stallTimeout
+        #: Fires when the node has answered nothing for L{stallTimeout}.
+        self._stall: IDelayedCall | None = None
         #: The SEQ the next numbered request gets.
         self._nextSeq = 1
         #: The node tried next, as an index into L{addresses}.
@@ -417,8 +426,9 @@ class ClusterClient:
     def close(self) -> None:
         """Fail every unanswered request with L{ClientClosedError} and hang up."""
         self._closed = True
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
+        for call in (self._retry, self._stall):
+            if call is not None and call.active():
+                call.cancel()
         for request in [*self._outstanding, *self._waiting]:
             request.finish(Failure(ClientClosedError("the client is closed")))
         self._outstanding.clear()
@@ -445,6 +455,7 @@ class ClusterClient:
         self._outstanding = deque(resend)
         if resend:
             connection.send([r.line for r in resend if r.line is not None])
+            self._watch(connection)
         self._pump()
 
     def answerReceived(self, connection: NodeConnection, line: str) -> None:
@@ -467,6 +478,7 @@ class ClusterClient:
         else:
             self._failures = 0
             self._redirected = False
+            self._watch(connection, answered=True)
             self._answered(request, line)
             self._pump()
 
@@ -475,6 +487,8 @@ class ClusterClient:
         if connection is not self._connection:
             return
         self._connection = None
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
         self.noteProblem(connection.problem or f"{connection.where}: {reason.getErrorMessage()}")
         if not connection.ready:
             self._refused()
@@ -532,6 +546,7 @@ class ClusterClient:
             lines.append(request.line)
         if lines:
             connection.send(lines)
+            self._watch(connection)
 
     def _format(self, request: _Request) -> str:
         if not request.numbered:
@@ -596,6 +611,8 @@ class ClusterClient:
         """Stop using C{connection}; resend its unanswered requests to C{target}."""
         self.noteProblem(problem)
         self._connection = None
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
         connection.transport.loseConnection()
         self._scheduleRetry(target, now)
 
@@ -609,6 +626,26 @@ class ClusterClient:
             delay = 0.0 if self._failures == 0 else self.BACKOFF * 2 ** (self._failures - 1)
             self._failures += 1
         self._retry = self.reactor.callLater(min(delay, self.MAX_BACKOFF), self._pump)
+
+    def _watch(self, connection: NodeConnection, answered: bool = False) -> None:
+        """
+        Keep a stall timer while requests are outstanding on C{connection}:
+        started by the first one sent, restarted by each answer.
+        """
+        active = self._stall is not None and self._stall.active()
+        if not self._outstanding:
+            if active:
+                self._stall.cancel()
+        elif active and answered:
+            self._stall.reset(self.stallTimeout)
+        elif not active:
+            self._stall = self.reactor.callLater(self.stallTimeout, self._stalled, connection)
+
+    def _stalled(self, connection: NodeConnection) -> None:
+        """The node answered nothing for a while: ask the next one."""
+        if connection is self._connection and self._outstanding:
+            problem = f"no answer from {connection.where} within {self.stallTimeout:g}s"
+            self._giveUpOn(connection, problem, self._target + 1)
 
     def _expire(self, request: _Request) -> None:
         """A request's deadline passed: fail it (an outstanding one keeps its place)."""
