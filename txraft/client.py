@@ -6,19 +6,23 @@ The C{txraft-client} command: send key-value requests to a txraft node.
 
 With a COMMAND the client sends it once, prints the response line and exits
 with a status that scripts can test; without one it reads commands at a
-C{>> } prompt, with line editing and history.  Either way it follows
+C{>> } prompt, with line editing and history.  Either way it talks to the
+cluster through the client library (L{txraft.clientlib}): it follows
 C{REDIRECT} responses to the leader, so any node of the cluster can be
-named on the command line.  C{status --all} asks every member of the
+named on the command line, and numbers its writes, so a write it sends again
+after a lost connection runs once.  C{status --all} asks every member of the
 cluster and prints one row for each.
 
-A blocking socket is enough here: the protocol is strictly one response line
-per request line, in order, and a person at a prompt waits for each answer.
+L{LineConnection}, a blocking socket, is the other way in, for test
+harnesses, benchmarks and C{status --all}: the protocol is strictly one
+response line per request line, in order.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import ssl
 import sys
@@ -26,10 +30,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TextIO
 
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python import usage
 
 from txraft import answers, cli
 from txraft.auth import AuthError, Initiator, KeyFileError, Session, readKeyFile
+from txraft.blocking import BlockingClient
+from txraft.clientlib import ClientLibError, SessionsUnsupportedError
 from txraft.messages import NAME_PATTERN
 from txraft.survey import Status, parseStatus, summarize
 
@@ -265,18 +272,15 @@ class LineConnection:
 
 class Client:
     """
-    Sends requests to a txraft cluster as one client, following redirects.
+    Sends requests to a txraft cluster as one client, through the client
+    library (L{txraft.blocking}, L{txraft.clientlib}).
 
-    The connection stays open between requests; after a redirect the client
-    keeps talking to the node it was sent to, so a session settles on the
-    leader.  A failed connection is dropped and reopened by the next request;
-    failed requests are never retried, because a C{set} or C{delete} may
-    already have been applied.
+    It starts from one node and follows redirects, so a session settles on
+    the leader.  Writes are numbered under a session ID of its own, so a
+    write sent again after a lost connection or an unknown outcome runs
+    once; reads are sent again freely.  A request that gets no answer
+    within C{timeout} seconds, retries included, fails.
     """
-
-    #: How many redirects one request may follow before the client gives up
-    #: (a cluster that is electing may point around in a circle for a while).
-    MAX_REDIRECTS = 5
 
     def __init__(
         self,
@@ -287,93 +291,114 @@ class Client:
         stderr: TextIO | None = None,
         clusterKey: bytes | None = None,
         tls: ssl.SSLContext | None = None,
+        tlsOptions: Callable[[str], IOpenSSLClientConnectionCreator] | None = None,
     ) -> None:
         """
+        @param clientId: this client's name: the key handshake's, and the
+            start of its session ID (L{sessionId}); L{None} for anonymous.
         @param clusterKey: the cluster's key, to prove on every connection
             (as administrative commands need), or L{None}.
-        @param tls: connect with TLS as this context says, or L{None}.
+        @param tls: the TLS context that C{status --all} asks members with,
+            or L{None} for plain TCP.
+        @param tlsOptions: how the library speaks TLS to a node's host, or
+            L{None} for plain TCP.
         """
-        #: The node requests go to; a redirect changes it.
-        self.host = host
-        self.port = port
-        #: The name put before C{@} in each request, or L{None} for anonymous.
+        self._first = (host, port)
         self.clientId = clientId
         self.timeout = timeout
         self._stderr = stderr
         self._clusterKey = clusterKey
         #: The TLS context every connection (to any member) is made with.
         self.tls = tls
-        self._connection: LineConnection | None = None
+        self._tlsOptions = tlsOptions
+        self._exactlyOnce = True
+        self._library: BlockingClient | None = None
+
+    @property
+    def host(self) -> str:
+        """The host of the node requests go to; a redirect changes it."""
+        return self._address[0]
+
+    @property
+    def port(self) -> int:
+        """The port of the node requests go to."""
+        return self._address[1]
+
+    @property
+    def _address(self) -> tuple[str, int]:
+        return self._first if self._library is None else self._library.client.address
 
     def connect(self) -> None:
         """
-        Open the connection unless it is open, so that an unreachable node is
-        reported before the first request.
+        Connect unless connected, so that an unreachable node is reported
+        before the first request.
 
         @raise ClientError: if the node cannot be reached.
         """
-        if self._connection is None:
-            try:
-                connection = LineConnection(self.host, self.port, self.timeout, self.tls)
-            except OSError as e:
-                raise ClientError(self._describe(e)) from e
-            if self._clusterKey is not None:
-                try:
-                    connection.authenticate(self._clusterKey, self.clientId or ADMIN_NAME)
-                except (OSError, AuthError) as e:
-                    connection.close()
-                    where = f"{self.host}:{self.port}"
-                    raise ClientError(f"cluster key handshake with {where} failed: {e}") from e
-            self._connection = connection
+        try:
+            self._connected().connect()
+        except ClientLibError as e:
+            raise ClientError(str(e)) from e
 
     def request(self, command: str) -> str:
         """
-        Send C{command} and return the response line, following up to
-        L{MAX_REDIRECTS} redirects.
+        Send C{command} and return the answer line: C{OK ...},
+        C{NOT_FOUND} or C{ERROR ...}.
 
-        @raise ClientError: if no node answered, or the redirects ran out.
+        A cluster from before exactly-once sessions refuses numbered
+        writes; then this client warns, and sends writes unnumbered from
+        then on (a retried one may then run twice).
+
+        @raise ClientError: if no node answered in time.
         """
-        line = formatRequest(self.clientId, command)
-        redirects = 0
-        while True:
-            response = self._send(line)
-            try:
-                redirect = answers.parseRedirect(response)
-            except answers.AnswerError as e:
-                raise ClientError(str(e)) from None
-            if redirect is None:
-                return response
-            if redirects == self.MAX_REDIRECTS:
-                raise ClientError(f"gave up after {redirects} redirects; last: {response}")
-            redirects += 1
-            self._follow(redirect)
+        try:
+            return self._connected().request(command)
+        except SessionsUnsupportedError as e:
+            print(f"[!] {e}: writes sent unnumbered from now on", file=self._stream)
+            self.close()
+            self._exactlyOnce = False
+            return self.request(command)
+        except ClientLibError as e:
+            raise ClientError(str(e)) from e
 
     def close(self) -> None:
-        """Close the connection, if open; the next request reopens it."""
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        """Hang up, if connected; the next request connects again."""
+        if self._library is not None:
+            self._first = self._library.client.address
+            self._library.close()
+            self._library = None
 
-    def _send(self, line: str) -> str:
-        self.connect()
-        assert self._connection is not None
-        try:
-            return self._connection.request(line)
-        except OSError as e:
-            self.close()
-            raise ClientError(self._describe(e)) from e
+    @property
+    def sessionId(self) -> str:
+        """
+        The ID numbered writes carry: the client's name and a fresh random
+        part (a one-shot command starts a new session each time, and a new
+        session starts at SEQ 1).
+        """
+        return self._connected().client.clientId
 
-    def _follow(self, redirect: answers.Redirect) -> None:
+    @property
+    def _stream(self) -> TextIO:
+        return self._stderr or sys.stderr
+
+    def _connected(self) -> BlockingClient:
+        if self._library is None:
+            name = self.clientId or ADMIN_NAME
+            self._library = BlockingClient(
+                [self._first],
+                clientId=f"{name}-{secrets.token_hex(4)}" if self.clientId else None,
+                authName=name,
+                timeout=self.timeout,
+                exactlyOnce=self._exactlyOnce,
+                clusterKey=self._clusterKey,
+                tls=self._tlsOptions,
+                onRedirect=self._redirected,
+            )
+        return self._library
+
+    def _redirected(self, redirect: answers.Redirect) -> None:
         where = f"{redirect.host}:{redirect.port}"
-        print(f"[*] redirected to {redirect.leader} at {where}", file=self._stderr or sys.stderr)
-        self.close()
-        self.host, self.port = redirect.host, redirect.port
-
-    def _describe(self, error: OSError) -> str:
-        where = f"{self.host}:{self.port}"
-        if isinstance(error, TimeoutError):
-            return f"no answer from {where} within {self.timeout:g}s"
-        return f"connection to {where} failed: {error.strerror or error}"
+        print(f"[*] redirected to {redirect.leader} at {where}", file=self._stream)
 
 
 class Options(cli.Options):
@@ -398,10 +423,15 @@ class Options(cli.Options):
             "timeout",
             None,
             5.0,
-            "Seconds to wait to connect and for each answer.",
+            "Seconds to wait for each answer, retries included.",
             cli.number("timeout"),
         ],
-        ["id", None, None, "Name this client in each request: letters, digits, '_', '-'."],
+        [
+            "id",
+            None,
+            None,
+            "Name this client (letters, digits, '_', '-'): writes carry ID-RANDOM#SEQ@.",
+        ],
         [
             "cluster-key",
             None,
@@ -443,6 +473,7 @@ class Options(cli.Options):
             except KeyFileError as e:
                 raise usage.UsageError(str(e)) from None
         self.tls = None
+        self.tlsOptions = None
         if self["tls-ca"] is not None and not self["tls"]:
             raise usage.UsageError("--tls-ca goes with --tls")
         if self["tls"]:
@@ -450,6 +481,9 @@ class Options(cli.Options):
                 self.tls = ssl.create_default_context(cafile=self["tls-ca"])
             except (OSError, ssl.SSLError) as e:
                 raise usage.UsageError(f"--tls-ca {self['tls-ca']}: {e}") from None
+            from txraft.tls import clientTLS  # loads OpenSSL: only with --tls
+
+            self.tlsOptions = clientTLS(self["tls-ca"])
 
 
 def runOnce(client: Client, command: str, stdout: TextIO, stderr: TextIO) -> int:
@@ -462,6 +496,7 @@ def runOnce(client: Client, command: str, stdout: TextIO, stderr: TextIO) -> int
     if handled is not None:
         return handled
     try:
+        client.connect()
         response = client.request(command)
     except ClientError as e:
         print(f"[!] {e}", file=stderr)
@@ -650,6 +685,7 @@ def main(
         stderr,
         options.clusterKey,
         options.tls,
+        options.tlsOptions,
     )
     try:
         if options["command"] is None:

@@ -106,3 +106,21 @@ def _read(path: str, option: str, kind: str, parse: Callable[[bytes], T]) -> T:
         return parse(data)
     except (crypto.Error, SSL.Error, ValueError):
         raise TLSFileError(f"{option} {path}: not a PEM {kind}") from None
+
+
+def clientTLS(caPath: str | None = None) -> Callable[[str], IOpenSSLClientConnectionCreator]:
+    """
+    How a client (L{txraft.clientlib}) speaks TLS to the node at a host:
+    checking its certificate for that host against the CA certificate in
+    C{caPath}, or against the system's trust store without one.
+
+    @raise TLSFileError: if C{caPath} cannot be read or parsed.
+    """
+    trustRoot = (
+        ssl.platformTrust()
+        if caPath is None
+        else ssl.trustRootFromCertificates(
+            [_read(caPath, "--tls-ca", "certificate", ssl.Certificate.loadPEM)]
+        )
+    )
+    return lambda host: ssl.optionsForClientTLS(host, trustRoot=trustRoot)
