@@ -48,16 +48,10 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from txraft import answers
+from txraft.answers import SESSION_EXPIRED
 from txraft.auth import AuthError, Initiator, Session
 from txraft.config import ClusterConfig
-
-#: How many answers a node keeps per client (the server's
-#: C{txraft.sessions.SESSION_WINDOW}): never more SEQs than this outstanding.
-SESSION_WINDOW = 128
-
-#: How every answer to a request on a session the cluster no longer keeps
-#: begins (the server's C{answers.SESSION_EXPIRED}).
-SESSION_EXPIRED = "ERROR session expired"
+from txraft.sessions import SESSION_WINDOW
 
 #: The command words that change the map, and so are numbered.
 WRITES = frozenset({"set", "delete"})
