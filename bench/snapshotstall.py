@@ -1,18 +1,19 @@
 """
-Measure how long taking a snapshot stalls a node's event loop (issue 8: a
+Measure how long taking snapshots stalls a node's event loop (issue 8: a
 leader that holds under full load), with each way of writing snapshots,
 in one run.
 
-For each C{--snapshot-writer} (fork, then thread), starts one C{twistd -n
-txraft} node on 127.0.0.1 with C{--snapshot-entries} just above C{--keys},
-fills its map with C{--keys} distinct keys (pipelined C{set}s), then sends
-the few writes that make it take a snapshot while another connection asks
-C{status} back to back.  C{status} is answered on the event loop without
-touching the log, so the longest wait for one is the longest stall.  It
-prints, per writer, the longest and the 99th-percentile wait during the
-snapshot, how long the snapshot took, and the ratio between the writers.
+For each C{--writers} entry (fork, thread, and none: snapshots off, the
+baseline of what the load alone costs), starts one C{twistd -n txraft}
+node on 127.0.0.1 with C{--snapshot-entries} (the node's default unless
+given), fills its map with C{--keys} distinct keys (pipelined C{set}s, so
+snapshots are taken all along as the map grows), and keeps going for
+C{--linger} seconds, while another connection asks C{status} back to back.
+C{status} is answered on the event loop without touching the log, so the
+longest wait for one is the longest stall.  It prints, per writer, the
+longest and the 99th-percentile wait and the snapshots taken.
 
-    python bench/snapshotstall.py [--keys N] [--writers fork,thread]
+    python bench/snapshotstall.py [--keys N] [--writers fork,thread,none]
 """
 
 from __future__ import annotations
@@ -29,11 +30,8 @@ from txraft import answers
 from txraft.testing.load import pipelinedConnection
 from txraft.testing.localcluster import LocalCluster, stopOnSignals
 
-#: Writes sent after the map is full, to cross the snapshot threshold.
-TRIGGER_WRITES = 100
-
-#: How long to wait for a snapshot to be taken.
-SNAPSHOT_DEADLINE = 600.0
+#: --snapshot-entries for the baseline without snapshots.
+NEVER = 10**12
 
 
 class Options(usage.Options):
@@ -42,8 +40,10 @@ class Options(usage.Options):
     synopsis = "Usage: python bench/snapshotstall.py [options]"
     longdesc = "Measure the longest event-loop stall a snapshot causes, per snapshot writer."
     optParameters = [
-        ["keys", None, 1_000_000, "Distinct keys in the map when the snapshot is taken.", int],
-        ["writers", None, "fork,thread", "Snapshot writers to compare, in order."],
+        ["keys", None, 1_000_000, "Distinct keys the map ends with.", int],
+        ["writers", None, "fork,thread,none", "Snapshot writers to compare, in order."],
+        ["snapshot-entries", None, None, "The nodes' --snapshot-entries (default: theirs).", int],
+        ["linger", None, 15.0, "Seconds to keep asking after the map is full.", float],
         ["connections", None, 4, "Connections that fill the map.", int],
         ["window", None, 1000, "Unanswered requests per filling connection.", int],
     ]
@@ -73,27 +73,26 @@ def fill(cluster: LocalCluster, keys: int, connections: int, window: int) -> Non
         raise SystemExit(f"filling the map failed: {errors[:3]}")
 
 
-def measureStall(cluster: LocalCluster) -> tuple[list[float], float]:
-    """
-    Trigger a snapshot and ask C{status} back to back until it is saved;
-    return each wait and how long the snapshot took.
-    """
-    waits: list[float] = []
-    with cluster.connect("s1", timeout=60) as probe, cluster.connect("s1", timeout=60) as writer:
-        started = time.perf_counter()
-        writer.sendLines([f"set trigger{i} x" for i in range(TRIGGER_WRITES)])
-        deadline = started + SNAPSHOT_DEADLINE
-        while time.perf_counter() < deadline:
-            sent = time.perf_counter()
-            answer = probe.request("status")
-            waits.append(time.perf_counter() - sent)
-            value = answers.okValue(answer)
-            if value is not None and json.loads(value)["snapshotIndex"] > 0:
-                took = time.perf_counter() - started
-                for _ in range(TRIGGER_WRITES):
-                    writer.readLine()
-                return waits, took
-    raise SystemExit("no snapshot was taken in time")
+class Probe(threading.Thread):
+    """Asks node s1 for C{status} back to back, timing each answer, until stopped."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        super().__init__(daemon=True)
+        self.connection = cluster.connect("s1", timeout=60)
+        self.waits: list[float] = []
+        self.snapshotIndex = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        """Ask, time, and note the node's snapshot index, until told to stop."""
+        with self.connection:
+            while not self.stopping.is_set():
+                sent = time.perf_counter()
+                answer = self.connection.request("status")
+                self.waits.append(time.perf_counter() - sent)
+                value = answers.okValue(answer)
+                if value is not None:
+                    self.snapshotIndex = json.loads(value)["snapshotIndex"]
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -104,19 +103,27 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 def run(writer: str, options: Options) -> dict[str, float]:
     """Measure one snapshot writer on a fresh node."""
-    args = ["--snapshot-writer", writer, "--snapshot-entries", str(options["keys"] + 50)]
+    args = ["--snapshot-writer", "fork" if writer == "none" else writer]
+    if writer == "none":
+        args += ["--snapshot-entries", str(NEVER)]
+    elif options["snapshot-entries"] is not None:
+        args += ["--snapshot-entries", str(options["snapshot-entries"])]
     with LocalCluster(names=("s1",), extraArgs=args) as cluster:
         cluster.startAll()
         cluster.waitForLeader(30)
+        probe = Probe(cluster)
+        probe.start()
         filling = time.perf_counter()
         fill(cluster, options["keys"], options["connections"], options["window"])
         print(f"{writer}: {options['keys']:,} keys in {time.perf_counter() - filling:.1f} s")
-        waits, took = measureStall(cluster)
+        time.sleep(options["linger"])
+        probe.stopping.set()
+        probe.join()
     return {
-        "max": max(waits) * 1000,
-        "p99": percentile(waits, 0.99) * 1000,
-        "probes": len(waits),
-        "snapshot": took,
+        "max": max(probe.waits) * 1000,
+        "p99": percentile(probe.waits, 0.99) * 1000,
+        "probes": len(probe.waits),
+        "snapshotIndex": probe.snapshotIndex,
     }
 
 
@@ -131,14 +138,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     writers = [w for w in options["writers"].split(",") if w]
     results = {writer: run(writer, options) for writer in writers}
     print(f"\n{options['keys']:,} keys, {time.strftime('%Y-%m-%d %H:%M')}, one run")
-    print(f"{'writer':<8}{'longest ms':>12}{'p99 ms':>10}{'probes':>8}{'snapshot s':>12}")
+    print(f"{'writer':<8}{'longest ms':>12}{'p99 ms':>10}{'probes':>9}{'last snapshot':>15}")
     for writer, r in results.items():
         print(
-            f"{writer:<8}{r['max']:>12.1f}{r['p99']:>10.1f}{r['probes']:>8}{r['snapshot']:>12.1f}"
+            f"{writer:<8}{r['max']:>12.1f}{r['p99']:>10.1f}{r['probes']:>9}"
+            f"{r['snapshotIndex']:>15,}"
         )
-    if len(results) == 2:
-        first, second = results.values()
-        print(f"longest stall, {writers[1]} / {writers[0]}: {second['max'] / first['max']:.1f}x")
 
 
 if __name__ == "__main__":
