@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 import txraft.core
@@ -630,6 +631,37 @@ class LeaderReplicationTests(SynchronousTestCase):
     The leader's side of log replication.  Reference: section 5.3.
     """
 
+    def leaderWithMatch(self, matchIndex: int) -> RaftCore:
+        """Leader C{a} of term 2 over eight entries of term 1; C{b} matches up to C{matchIndex}."""
+        core = makeCore(terms=[1] * 8)
+        makeLeader(core)
+        core.step("b", AppendEntriesResponse(core.currentTerm, True, matchIndex=matchIndex))
+        progress = core.progress("b")
+        self.assertEqual((progress.matchIndex, progress.probing), (matchIndex, False))
+        return core
+
+    def test_rejectionAtMatchIndexIsStale(self) -> None:
+        """
+        A rejection of an append whose prevLogIndex the follower is known to
+        match can only be a late answer to an older request: the leader
+        ignores it and goes on pipelining from where it was.
+        """
+        core = self.leaderWithMatch(9)
+        before = attrs.evolve(core.progress("b"))
+        core.step("b", AppendEntriesResponse(2, False, rejectedIndex=9, hintIndex=3, hintTerm=1))
+        self.assertEqual(core.progress("b"), before)
+
+    def test_rejectionNeverResumesBelowMatch(self) -> None:
+        """
+        Whatever a rejection's hint says, the leader resumes right after what
+        the follower is known to match, never below it: those entries need
+        no resending.
+        """
+        core = self.leaderWithMatch(5)
+        core.step("b", AppendEntriesResponse(2, False, rejectedIndex=8, hintIndex=2, hintTerm=1))
+        progress = core.progress("b")
+        self.assertEqual((progress.nextIndex, progress.probing), (6, True))
+
     def test_figure7(self) -> None:
         """
         Each of the six follower logs of Figure 7 (missing entries, extra
@@ -1129,7 +1161,7 @@ class RobustnessTests(SynchronousTestCase):
         core.step("b", AppendEntries(2, 3, 1, (), 2))
         self.assertEqual(core.commitIndex, 2)
         ready = core.step("b", AppendEntries(2, 1, 1, (Entry(2, 2, "evil"),), 3))
-        self.assertFalse(ready.reply.success)
+        self.assertEqual(ready.reply, AppendEntriesResponse(2, False))
         self.assertEqual((ready.truncateFrom, ready.entries, ready.committed), (None, [], []))
         self.assertEqual((termsOf(core), core.commitIndex), ([1, 1, 1], 2))
 
@@ -1329,6 +1361,26 @@ class CheckQuorumTests(SynchronousTestCase):
         net.cut(leader, next(n for n in THREE if n != leader))
         run(net, 300)
         self.assertEqual((net.leader(), net[leader].currentTerm), (leader, term))
+
+    def test_quorumCheckedEveryMinimumTimeout(self) -> None:
+        """
+        A leader checks its quorum every minimum election timeout, counting
+        from the last check: one that passed a check with a follower's
+        answer and then hears nothing leads exactly one more window.
+        """
+        core = makeCore(checkQuorum=True)
+        makeLeader(core)
+        low = core.electionTicks[0]
+        for _ in range(low - 1):
+            core.tick()
+        core.step("b", AppendEntriesResponse(core.currentTerm, True, matchIndex=1))
+        core.tick()  # the first check: b answered
+        self.assertEqual(core.role, LEADER)
+        for _ in range(low - 1):
+            core.tick()
+        self.assertEqual(core.role, LEADER)
+        core.tick()  # the second check: nobody answered
+        self.assertEqual(core.role, FOLLOWER)
 
     def test_followerInLeaseIgnoresVoteRequests(self) -> None:
         """
