@@ -38,6 +38,7 @@ from txraft.storage import (
     StorageError,
     formatEntry,
     lockDataDirectory,
+    removeLeftover,
     scanLog,
     writeWholeFile,
 )
@@ -1129,6 +1130,7 @@ class FileModeTests(SynchronousTestCase):
         log.load()
         log.append([Entry(i, 1, f"set k{i} {i}") for i in range(1, 6)])
         log.sync()
+        self.assertEqual(os.stat(os.path.join(directory, "s1.log")).st_mode & 0o777, 0o644)
         log.compact(3)
         FileStateStore(os.path.join(directory, "s1.state")).save(HardState(2, "s2"))
         FileSnapshotStore(os.path.join(directory, "s1.snapshot")).save(
@@ -1147,6 +1149,18 @@ class FileModeTests(SynchronousTestCase):
 
 class FileHelperTests(SynchronousTestCase):
     """The small functions the file stores are built of."""
+
+    def test_removeLeftoverSaysWhetherThereWasOne(self) -> None:
+        """
+        A leftover temporary file is removed and reported, so that the
+        caller knows to fsync the directory; no file, nothing to report.
+        """
+        path = os.path.join(temporaryDirectory(self), "s1.log.compacting")
+        with open(path, "wb") as f:
+            f.write(b"half a compaction")
+        self.assertIs(removeLeftover(OSFileSystem(), path), True)
+        self.assertFalse(os.path.exists(path))
+        self.assertIs(removeLeftover(OSFileSystem(), path), False)
 
     def test_writeWholeFileWritesPartsInOrder(self) -> None:
         """Every part lands right after the one before it, and nothing else is in the file."""
