@@ -1668,6 +1668,38 @@ class SnapshotTests(SynchronousTestCase):
             net.deliver(hold=chunk)
         self.assertEqual(net.count(leader, lagging, InstallSnapshot), 1)
 
+    def test_followerThatLostTheStartGetsItAtTheNextHeartbeat(self) -> None:
+        """
+        A follower that answers a chunk by asking for another offset (it
+        restarted, and lost what it had) is not sent a second stream at
+        once, but the chunk it asks for goes at the very next heartbeat.
+        Reference: dissertation section 5.1.1.
+        """
+        self.patch(txraft.core, "SNAPSHOT_CHUNK_BYTES", 64)
+        core = makeCore(terms=[1] * 5)
+        makeLeader(core)
+        core.step("b", AppendEntriesResponse(core.currentTerm, True, matchIndex=6))
+        core.log.compact(6)
+        core.snapshot = Snapshot(6, core.currentTerm, b"x" * 200)
+        core.progress("c").nextIndex = 1
+
+        def chunks(ready: Ready) -> list[int]:
+            return [
+                m.offset for p, m in ready.messages if p == "c" and isinstance(m, InstallSnapshot)
+            ]
+
+        for _ in range(3 * core.heartbeatTicks):
+            if chunks(core.tick()) == [0]:
+                break
+        ready = core.step("c", InstallSnapshotResponse(core.currentTerm, 6, 64))
+        self.assertEqual(chunks(ready), [64])
+        ready = core.step("c", InstallSnapshotResponse(core.currentTerm, 6, 0))
+        self.assertEqual(chunks(ready), [])
+        sent = []
+        for _ in range(core.heartbeatTicks):
+            sent += chunks(core.tick())
+        self.assertEqual(sent, [0])
+
     def test_slowAnswersDoNotMultiplyChunks(self) -> None:
         """
         While a follower answers chunks slower than heartbeats come, each
