@@ -58,6 +58,7 @@ SAMPLE_TESTS = (
     "tests/test_core.py",
     "tests/test_raftlog.py",
     "tests/test_node.py",
+    "tests/test_reads.py",
     "tests/test_simulation.py",
 )
 SAMPLE_SEEDS = 30

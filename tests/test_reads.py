@@ -76,6 +76,20 @@ class LeadershipRoundTests(SynchronousTestCase):
         self.assertEqual(sorted(appends), ["b", "c"])
         self.assertEqual({m.readRound for m in appends.values()}, {1})
 
+    def test_probedFollowerGetsTheRoundToo(self) -> None:
+        """
+        A follower whose probe is still unanswered gets the round's
+        heartbeat as well (the probe again): a read may need its answer.
+        """
+        core = leaderWithNoopCommitted()
+        progress = core.progress("c")
+        progress.probing = progress.probeSent = True
+        ready = core.read(["r"])
+        self.assertEqual(
+            sorted(peer for peer, m in ready.messages if isinstance(m, AppendEntries)), ["b", "c"]
+        )
+        self.assertEqual(ack(core, "c", 1, success=False), ["r"])
+
     def test_majorityReleases(self) -> None:
         """In three servers, the leader and one follower's answer to the round release it."""
         core = leaderWithNoopCommitted()

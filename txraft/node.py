@@ -507,7 +507,9 @@ class RaftNode:
         while entries and (index := self._reads.nextIndex()) is not None:
             if index >= entries[-1].index:
                 break
-            cut = max(0, index - entries[0].index + 1)
+            # Every read of an index already applied was taken, so the cut
+            # keeps at least the first entry.
+            cut = index - entries[0].index + 1
             results += manager.apply(entries[:cut])
             entries = entries[cut:]
             self._reads.take(manager.lastApplied, manager.read)
