@@ -1613,6 +1613,18 @@ class SnapshotTests(SynchronousTestCase):
         self.assertEqual(ready.reply, InstallSnapshotResponse(1, 9, 0))
         self.assertIsNone(ready.snapshot)
 
+    def test_strayChunkAfterCoveredSnapshot(self) -> None:
+        """
+        After a snapshot the follower's log already covers (it is answered
+        at once and forgotten), a chunk from the middle of another snapshot
+        is answered like any chunk whose start the follower never saw.
+        """
+        core = makeCore(terms=[1, 1, 1])
+        core.step("b", AppendEntries(1, 3, 1, (), 3))
+        core.step("b", InstallSnapshot(1, 2, 1, 0, b"x" * 10))
+        ready = core.step("b", InstallSnapshot(1, 9, 1, 64, b"x" * 10))
+        self.assertEqual(ready.reply, InstallSnapshotResponse(1, 9, 0))
+
     def test_strayChunkAfterInstall(self) -> None:
         """
         Once a snapshot is installed, a later chunk of another snapshot

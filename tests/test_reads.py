@@ -104,6 +104,16 @@ class LeadershipRoundTests(SynchronousTestCase):
         self.assertEqual(ack(core, "b", 1), [])
         self.assertEqual(ack(core, "c", 1), ["r"])
 
+    def test_fourNeedThree(self) -> None:
+        """
+        In four servers a majority is three: the leader and one follower
+        are not enough, whatever the order of the answers.
+        """
+        core = leaderWithNoopCommitted(("a", "b", "c", "d"))
+        core.read(["r"])
+        self.assertEqual(ack(core, "b", 1), [])
+        self.assertEqual(ack(core, "d", 1), ["r"])
+
     def test_answerToEarlierHeartbeatDoesNotCount(self) -> None:
         """
         An answer to a heartbeat sent before the read came (an earlier
@@ -368,6 +378,51 @@ class DriverReadTests(SynchronousTestCase):
         node.peerRequest("s3", AppendEntries(node.core.currentTerm + 1, 0, 0, (), 0))
         self.assertEqual(self.successResultOf(answer), answers.READ_LEADERSHIP_LOST)
         self.assertIn(answers.READ_LEADERSHIP_LOST, answers.NOT_EXECUTED)
+
+    def confirmedButNotApplied(self) -> tuple[RaftNode, object, list[tuple[str, Message]], object]:
+        """
+        s1 leads, took C{set a 2} and then C{get a}; s2 confirmed the read's
+        round but holds no new entry, so the read waits for its index.
+        """
+        node, clock, sent = self.leader()
+        node.clientRequest("c", "set a 2")
+        answer = node.clientRequest("c", "get a")
+        clock.advance(0)
+        term = node.core.currentTerm
+        node.peerResponse(
+            "s2", AppendEntriesResponse(term, False, rejectedIndex=0, hintIndex=0, readRound=1)
+        )
+        self.assertNoResult(answer)
+        return node, clock, sent, answer
+
+    def test_confirmedReadOutlivesItsLeader(self) -> None:
+        """
+        A read whose leader was confirmed stays linearizable after that
+        leader steps down: it is answered from the state at its index once
+        the entry commits under the next leader.
+        """
+        node, clock, sent, answer = self.confirmedButNotApplied()
+        term, last = node.core.currentTerm, node.core.log.lastIndex
+        previous = node.core.log.entry(last).term
+        node.peerRequest("s2", AppendEntries(term + 1, last, previous, (), node.core.commitIndex))
+        self.assertEqual(node.core.role, FOLLOWER)
+        self.assertNoResult(answer)
+        noop = Entry(last + 1, term + 1, "noop")
+        node.peerRequest("s2", AppendEntries(term + 1, last, previous, (noop,), last + 1))
+        self.assertEqual(self.successResultOf(answer), "OK 2")
+
+    def test_snapshotPastAWaitingRead(self) -> None:
+        """
+        A read still waiting for its index when the node installs a snapshot
+        past it (its leader stepped down) cannot take the state there: it is
+        answered that its leadership was lost, to be sent again.
+        """
+        node, clock, sent, answer = self.confirmedButNotApplied()
+        term = node.core.currentTerm
+        last = node.core.log.lastIndex
+        data = b'{"a":"9"}'
+        node.peerRequest("s2", InstallSnapshot(term + 1, last + 5, term + 1, 0, data, True))
+        self.assertEqual(self.successResultOf(answer), answers.READ_LEADERSHIP_LOST)
 
     def test_followerRedirects(self) -> None:
         """A follower answers a read with a redirect to its leader, as any command."""
