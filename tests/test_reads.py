@@ -313,6 +313,16 @@ def acknowledge(node: RaftNode, sent: list[tuple[str, Message]], peer: str = "s2
     sent.clear()
 
 
+def confirmWithoutEntries(node: RaftNode) -> None:
+    """Let s2 answer s1's first read round while holding none of its new entries."""
+    node.peerResponse(
+        "s2",
+        AppendEntriesResponse(
+            node.core.currentTerm, False, rejectedIndex=0, hintIndex=0, readRound=1
+        ),
+    )
+
+
 class DriverReadTests(SynchronousTestCase):
     """The driver answers reads from the state at their index, without a log entry."""
 
@@ -362,10 +372,7 @@ class DriverReadTests(SynchronousTestCase):
         electS1(node, sent)
         answer = node.clientRequest("c", "get a")
         clock.advance(0)
-        term = node.core.currentTerm
-        node.peerResponse(
-            "s2", AppendEntriesResponse(term, False, rejectedIndex=0, hintIndex=0, readRound=1)
-        )
+        confirmWithoutEntries(node)
         self.assertNoResult(answer)
         acknowledge(node, sent)
         self.assertEqual(self.successResultOf(answer), "NOT_FOUND")
@@ -388,10 +395,7 @@ class DriverReadTests(SynchronousTestCase):
         node.clientRequest("c", "set a 2")
         answer = node.clientRequest("c", "get a")
         clock.advance(0)
-        term = node.core.currentTerm
-        node.peerResponse(
-            "s2", AppendEntriesResponse(term, False, rejectedIndex=0, hintIndex=0, readRound=1)
-        )
+        confirmWithoutEntries(node)
         self.assertNoResult(answer)
         return node, clock, sent, answer
 
