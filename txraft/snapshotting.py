@@ -19,15 +19,13 @@ Two ways, behind one type (L{Snapshotter}):
 from __future__ import annotations
 
 import os
-import signal
-import sys
 from collections.abc import Callable
-from ctypes import CDLL, get_errno
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
+from txraft.children import dieWithParent
 from txraft.logmanager import LogManager
 from txraft.messages import Snapshot
 from txraft.snapshots import FileSnapshotStore
@@ -42,24 +40,9 @@ Background = Callable[[Callable[[], Any]], defer.Deferred[Any]]
 #: How often the event loop looks whether a snapshot's child is done.
 POLL_SECONDS = 0.01
 
-#: prctl(2)'s option that sets the signal a process gets when its parent dies.
-PR_SET_PDEATHSIG = 1
-
 
 class SnapshotChildError(Exception):
     """The child that was writing a snapshot failed."""
-
-
-def dieWithParent() -> None:
-    """
-    In a forked child: have Linux kill this process when its parent dies,
-    so that no child outlives a killed node (or a test runner killed by a
-    timeout).  Elsewhere, nothing.
-    """
-    if sys.platform.startswith("linux"):
-        libc = CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
-            raise OSError(get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
 def inBackground(background: Background) -> Snapshotter:

@@ -40,11 +40,11 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from ctypes import CDLL, get_errno
 from types import TracebackType
 
 from txraft import answers
 from txraft.auth import writeKeyFile
+from txraft.children import dieWithParent
 from txraft.client import LineConnection
 
 #: Where nodes listen.
@@ -56,22 +56,6 @@ POLL_INTERVAL = 0.02
 
 class ClusterError(Exception):
     """A cluster operation failed or a condition was not met in time."""
-
-
-#: prctl(2)'s option to signal a process when its parent dies (linux/prctl.h).
-PR_SET_PDEATHSIG = 1
-
-
-def dieWithParent() -> None:
-    """
-    In a child between fork and exec: have Linux kill this process when its
-    parent dies, so that a test runner killed by a timeout (or by C{kill
-    -9}) leaves no node running.
-    """
-    if sys.platform.startswith("linux"):
-        libc = CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
-            raise OSError(get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
 #: The one thread that starts every node.  Linux sends the parent-death
