@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from txraft.children import dieWithParent
 from txraft.kv import KeyValueStore
 from txraft.messages import Snapshot
 from txraft.protocol import MAX_REQUEST
@@ -35,7 +36,6 @@ from txraft.snapshots import decodeSnapshot, encodeSnapshot
 from txraft.testing.localcluster import (
     POLL_INTERVAL,
     LocalCluster,
-    dieWithParent,
     nodeCommand,
     nodeEnvironment,
 )
@@ -159,6 +159,8 @@ class ElectionTests(ProcessTestCase):
         deadline = started + PATIENCE
         while waiting and time.monotonic() < deadline:
             waiting -= {name for name, status in cluster.statuses().items() if status}
+            if waiting:
+                time.sleep(POLL_INTERVAL)  # a poll's interval, bounded by the deadline
         self.assertEqual(waiting, set(), "nodes that never answered")
         up = time.monotonic()
         leader = cluster.waitForLeader(PATIENCE)
