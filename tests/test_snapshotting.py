@@ -12,6 +12,7 @@ from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.helpers import temporaryDirectory
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import Entry, Snapshot
@@ -54,7 +55,7 @@ class InChildTests(TestCase):
         in the store's file; what the parent applies meanwhile is not in it;
         the parent reads the snapshot back and can commit it.
         """
-        os.mkdir(directory := self.mktemp())
+        directory = temporaryDirectory(self)
         manager = managerWith(directory, ["set a 1", "set b 2"])
         taking = inChild(reactor, threads.deferToThread)(manager)
         manager.apply([Entry(3, 1, "set c 3")])
@@ -72,7 +73,7 @@ class InChildTests(TestCase):
     @inlineCallbacks
     def test_childFailureReported(self) -> Deferred[None]:  # type: ignore[misc]
         """A child that cannot write the snapshot fails the Deferred, naming its exit code."""
-        os.mkdir(directory := self.mktemp())
+        directory = temporaryDirectory(self)
         manager = LogManager(
             MemoryLogStore(),
             MemoryStateStore(),
@@ -99,7 +100,7 @@ class InBackgroundTests(SynchronousTestCase):
         The state is frozen when the snapshot is asked for; the runner
         serializes and writes it when it likes.
         """
-        os.mkdir(directory := self.mktemp())
+        directory = temporaryDirectory(self)
         manager = managerWith(directory, ["set a 1"])
         work: list[object] = []
 
