@@ -42,6 +42,7 @@ import attrs
 
 from tests.simulation.invariants import InvariantChecker
 from txraft.core import LEADER, RaftCore, Ready
+from txraft.membership import Membership
 from txraft.messages import (
     REQUESTS,
     AppendEntries,
@@ -153,8 +154,14 @@ class RaftNetwork:
         hardStates: dict[str, HardState] | None = None,
         preVote: bool = False,
         checkQuorum: bool = False,
+        joining: Sequence[str] = (),
     ) -> None:
+        """
+        @param joining: nodes that start with no membership, waiting to be
+            added; the others bootstrap with every other name as a voter.
+        """
         self.names = tuple(names)
+        self.joining = frozenset(joining)
         # Figure 2's algorithm by default; PreVote and CheckQuorum on request.
         self.coreOptions = {"preVote": preVote, "checkQuorum": checkQuorum}
         self.electionTicks = electionTicks
@@ -188,9 +195,10 @@ class RaftNetwork:
         if self.maxAppendBytes is not None:
             extra["maxAppendBytes"] = self.maxAppendBytes
         self._incarnation[name] += 1
+        voters = () if name in self.joining else [n for n in self.names if n not in self.joining]
         self.cores[name] = RaftCore(
             name,
-            self.names,
+            membership=Membership.ofVoters(voters),
             hardState=disk.hardState,
             snapshot=disk.snapshot,
             entries=list(disk.entries),
@@ -233,10 +241,12 @@ class RaftNetwork:
         """
         core, applied = self.cores[name], self.applied[name]
         snapshot = Snapshot(index, core.log.term(index), encodeApplied(applied[:index]))
-        disk = self.disks[name]
-        disk.snapshot = snapshot
-        disk.entries = [e for e in disk.entries if e.index > index]
         core.compact(snapshot)
+        # The core records the membership of the time in the snapshot, as
+        # the LogManager does in production.
+        disk = self.disks[name]
+        disk.snapshot = snapshot = core.snapshot
+        disk.entries = [e for e in disk.entries if e.index > index]
         return snapshot
 
     def restart(self, name: str) -> RaftCore:

@@ -174,7 +174,8 @@ class ClassifyTests(SynchronousTestCase):
         """
         Exactly the C{UNAVAILABLE} answers of a command that never ran (no
         leader took it; another leader's entry replaced it; a read that was
-        not confirmed) are in L{answers.NOT_EXECUTED}.
+        not confirmed; a leader handing over, or too new to change the
+        membership, refused it) are in L{answers.NOT_EXECUTED}.
         """
         self.assertEqual(
             answers.NOT_EXECUTED,
@@ -183,6 +184,8 @@ class ClassifyTests(SynchronousTestCase):
                 answers.OVERWRITTEN,
                 answers.READ_LEADERSHIP_LOST,
                 answers.READ_TIMEOUT,
+                answers.TRANSFERRING,
+                answers.LEADER_NOT_READY,
             },
         )
 

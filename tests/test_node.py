@@ -481,6 +481,7 @@ class StatusTests(SynchronousTestCase):
                 "snapshotIndex": 0,
                 "leaderCommit": 2,
                 "members": {"s1": f"127.0.0.1:{node.config.node('s1').port}"},
+                "learners": [],
             },
         )
 

@@ -498,13 +498,14 @@ class NodeProtocolWithServiceTests(SynchronousTestCase):
 
     def test_rejectedPeerLinesChangeNoState(self) -> None:
         """
-        Peer lines that are rejected (unknown sender, malformed, a response
-        sent as a request, this node's own name) change neither the term
-        nor the vote nor the log.
+        Peer lines that are rejected (malformed, a response sent as a
+        request, this node's own name) change neither the term nor the vote
+        nor the log.  (A sender outside the membership is heard: the
+        membership changes, and a new leader may not be in this node's log
+        yet; only the cluster key keeps strangers out.)
         """
         node, transport = self.connect()
         lines = [
-            formatMessage("zz", RequestVote(9, 5, 5)),
             formatMessage("s1", RequestVote(9, 5, 5)),
             "s2@RequestVote {bad",
             formatMessage("s2", RequestVoteResponse(9, True)),
@@ -725,21 +726,31 @@ class KeyedConnectionTests(SynchronousTestCase):
 
     def test_adminCommandsNeedTheKey(self) -> None:
         """
-        Administrative commands get C{ERROR not authorized} on a keyed node
-        unless the connection proved the key; data commands need no key.
+        Every operator's command (L{txraft.admin}) gets C{ERROR not
+        authorized} on a keyed node unless the connection proved the key;
+        data commands need no key.
         """
-        self.patch(protocol, "ADMIN_COMMANDS", frozenset({"transfer"}))
         node = FakeNode()
         plain = NodeFactory(node, KEY).buildProtocol(None)
         transport = StringTransport()
         plain.makeConnection(transport)
-        plain.dataReceived(b"transfer s2\nget a\n")
-        self.assertEqual(transport.value(), b"ERROR not authorized\nOK get a\n")
+        commands = [
+            b"members",
+            b"add s4 127.0.0.1 10003",
+            b"add-learner s4 127.0.0.1 10003",
+            b"remove s2",
+            b"transfer-leader",
+            b"transfer-leader s2",
+        ]
+        plain.dataReceived(b"".join(command + b"\n" for command in commands) + b"get a\n")
+        self.assertEqual(
+            transport.value(), b"ERROR not authorized\n" * len(commands) + b"OK get a\n"
+        )
         self.assertEqual(node.clientRequests, [(None, "get a")])
 
         peer, server, pump = self.connect()
-        server.lineReceived(peer._session.seal(b"admin@transfer s2"))
-        self.assertEqual(self.node.clientRequests, [("admin", "transfer s2")])
+        server.lineReceived(peer._session.seal(b"admin@transfer-leader s2"))
+        self.assertEqual(self.node.clientRequests, [("admin", "transfer-leader s2")])
 
     def test_unauthenticatedWarningsLimited(self) -> None:
         """

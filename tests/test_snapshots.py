@@ -4,6 +4,7 @@ Tests for L{txraft.snapshots}: the snapshot file format and its store.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -16,7 +17,12 @@ from txraft.messages import Snapshot
 from txraft.snapshots import FileSnapshotStore, MemorySnapshotStore, encodeSnapshot
 from txraft.storage import StorageError
 
-SNAPSHOT = Snapshot(42, 7, '{"a":"1","caf\u00e9":"\u2603 x"}'.encode())
+SNAPSHOT = Snapshot(
+    42,
+    7,
+    '{"a":"1","caf\u00e9":"\u2603 x"}'.encode(),
+    "membership voter s1 127.0.0.1 10000 learner s2 127.0.0.1 10001",
+)
 
 
 class FileSnapshotStoreTests(SynchronousTestCase):
@@ -48,13 +54,40 @@ class FileSnapshotStoreTests(SynchronousTestCase):
     def test_readableFormat(self) -> None:
         """
         The file is a header line naming index, term, length and checksum,
-        then the state machine's bytes as they are.
+        the membership's line, then the state machine's bytes as they are.
         """
         self.store.save(SNAPSHOT)
         with open(self.path, "rb") as f:
-            header, data = f.read().split(b"\n", 1)
-        self.assertEqual(header.split(b" ")[:5], [b"txraft-snapshot", b"1", b"42", b"7", b"25"])
+            header, membership, data = f.read().split(b"\n", 2)
+        self.assertEqual(header.split(b" ")[:5], [b"txraft-snapshot", b"2", b"42", b"7", b"25"])
+        self.assertEqual(membership.decode(), SNAPSHOT.membership)
         self.assertEqual(data, SNAPSHOT.data)
+
+    def test_withoutMembership(self) -> None:
+        """
+        A snapshot of a cluster whose log held no membership yet has an
+        empty membership line, and loads back the same.
+        """
+        snapshot = Snapshot(3, 1, b"{}")
+        self.store.save(snapshot)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read().split(b"\n")[1:], [b"", b"{}"])
+        self.assertEqual(FileSnapshotStore(self.path).load(), snapshot)
+
+    def test_versionOneLoads(self) -> None:
+        """
+        A version 1 file, written before the membership line existed, still
+        loads, with no membership; its checksum is still checked.
+        """
+        data = b'{"a":"1"}'
+        digest = hashlib.sha256(b"5 2 9\n" + data).hexdigest()
+        contents = f"txraft-snapshot 1 5 2 9 {digest}\n".encode() + data
+        with open(self.path, "wb") as f:
+            f.write(contents)
+        self.assertEqual(self.store.load(), Snapshot(5, 2, data))
+        with open(self.path, "wb") as f:
+            f.write(contents.replace(b'"1"', b'"2"'))
+        self.assertRaises(StorageError, self.store.load)
 
     def test_leftoverTemporaryIgnored(self) -> None:
         """
@@ -71,7 +104,8 @@ class FileSnapshotStoreTests(SynchronousTestCase):
         """
         A snapshot whose header, length or checksum do not hold is refused
         with a message naming the file: it was damaged after it was written.
-        The checksum covers the header's index and term too.
+        The checksum covers the header's index and term and the membership
+        too.
         """
         good = encodeSnapshot(SNAPSHOT)
         damaged = [
@@ -79,7 +113,10 @@ class FileSnapshotStoreTests(SynchronousTestCase):
             good + b"x",
             good[:-2] + b"!}",
             b"not a snapshot\n{}",
-            good.replace(b"txraft-snapshot 1", b"txraft-snapshot 9"),
+            good.replace(b"txraft-snapshot 2", b"txraft-snapshot 9"),
+            good.replace(b"txraft-snapshot 2", b"txraft-snapshot 1"),
+            good.replace(b"learner s2", b"voter s2"),
+            good.split(b"\n")[0] + b"\n",
             good.replace(b" 42 ", b" x "),
             good.replace(b" 42 7 ", b" 43 7 "),
             good.replace(b" 42 7 ", b" 42 6 "),

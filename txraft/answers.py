@@ -40,6 +40,10 @@ DISK_FAILED = "UNAVAILABLE node cannot write to its disk"
 SHUTTING_DOWN = "UNAVAILABLE node is shutting down"
 #: The node has stopped taking part in Raft.
 NOT_SERVING = "UNAVAILABLE node is not serving"
+#: The leader is handing its leadership over and takes no command meanwhile.
+TRANSFERRING = "UNAVAILABLE leadership is being transferred"
+#: A new leader changes no membership before an entry of its term commits.
+LEADER_NOT_READY = "UNAVAILABLE the leader has not yet committed an entry of its term"
 
 #: A numbered request of a client whose session the state machine does not
 #: keep (never opened, or forgotten), or whose answer it no longer keeps:
@@ -50,7 +54,9 @@ SESSION_EXPIRED = "ERROR session expired"
 #: client may send it again (as after a C{REDIRECT} or an C{ERROR}); every
 #: other C{UNAVAILABLE} leaves the outcome unknown.  A read changes nothing,
 #: so a read that was not answered can always be sent again.
-NOT_EXECUTED = frozenset({NO_LEADER, OVERWRITTEN, READ_LEADERSHIP_LOST, READ_TIMEOUT})
+NOT_EXECUTED = frozenset(
+    {NO_LEADER, OVERWRITTEN, READ_LEADERSHIP_LOST, READ_TIMEOUT, TRANSFERRING, LEADER_NOT_READY}
+)
 
 #: The TCP ports a node can listen on, and so a C{REDIRECT} can name.
 MIN_PORT = 1
@@ -89,6 +95,11 @@ def ok(value: str | None = None) -> str:
 def error(reason: str) -> str:
     """The answer to a bad request: C{ERROR REASON}."""
     return f"ERROR {reason}"
+
+
+def unavailable(reason: str) -> str:
+    """The answer to a request the cluster cannot carry out now: C{UNAVAILABLE REASON}."""
+    return f"UNAVAILABLE {reason}"
 
 
 def redirect(leader: str, host: str, port: int) -> str:

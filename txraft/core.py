@@ -1,6 +1,6 @@
 """
-The pure Raft core: roles, terms, elections, replication, commitment, and
-reads that need no log entry.
+The pure Raft core: roles, terms, elections, replication, commitment,
+reads that need no log entry, membership changes and leadership transfer.
 
 L{RaftCore} follows Figure 2 of Ongaro & Ousterhout, "In Search of an
 Understandable Consensus Algorithm" (2014).  It does no I/O and reads no
@@ -10,6 +10,9 @@ clock: it is driven by four inputs,
   - L{RaftCore.step}: a message arrived from a peer;
   - L{RaftCore.propose}: clients asked the leader to append commands;
   - L{RaftCore.read}: clients asked the leader to read the state machine;
+
+(and, from operators, L{RaftCore.changeMembership} and
+L{RaftCore.transferLeadership}),
 
 and each input returns a L{Ready} saying what to persist, what to send and
 what became committed.  The driver must make a L{Ready}'s state durable
@@ -26,6 +29,12 @@ from typing import Protocol
 
 import attrs
 
+from txraft.membership import (
+    Membership,
+    MembershipError,
+    isMembershipCommand,
+    parseMembership,
+)
 from txraft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -39,6 +48,24 @@ from txraft.messages import (
     Snapshot,
 )
 from txraft.raftlog import RaftLog
+
+
+def _checkSingleChange(old: Membership, new: Membership) -> None:
+    """
+    Raise L{MembershipError} unless C{new} differs from C{old} in one
+    server only (dissertation section 4.2): one added, one removed, or one
+    whose vote changed, and every other exactly as it was.
+    """
+    before = {member.name: member for member in old.members}
+    after = {member.name: member for member in new.members}
+    changed = {
+        name for name in before.keys() | after.keys() if before.get(name) != after.get(name)
+    }
+    if len(changed) != 1:
+        raise MembershipError("a membership change adds, removes or changes one server")
+    if not new.voters():
+        raise MembershipError("a cluster needs a voter")
+
 
 FOLLOWER = "follower"
 PRECANDIDATE = "precandidate"
@@ -94,6 +121,24 @@ class NotLeaderError(Exception):
     def __init__(self, leaderId: str | None) -> None:
         super().__init__(leaderId)
         self.leaderId = leaderId
+
+
+class TransferringError(Exception):
+    """The leader is handing its leadership over and takes no new command meanwhile."""
+
+
+class ChangeInProgressError(MembershipError):
+    """A membership change was asked for while another is not yet committed."""
+
+    def __init__(self) -> None:
+        super().__init__("a membership change is in progress")
+
+
+class LeaderNotReadyError(MembershipError):
+    """A new leader has not yet committed an entry of its term: it changes no membership."""
+
+    def __init__(self) -> None:
+        super().__init__("the leader has not yet committed an entry of its term")
 
 
 @attrs.define
@@ -157,6 +202,8 @@ class Progress:
     chunkOverdue: bool = False
     #: The latest read round the follower answered in this term.
     readRound: int = 0
+    #: The leader asked this follower to take over and start an election.
+    timeoutNowSent: bool = False
 
 
 @attrs.define
@@ -186,13 +233,21 @@ class RaftCore:
     @ivar commitIndex: the highest index known to be committed; only increases.
     @ivar role: L{FOLLOWER}, L{PRECANDIDATE}, L{CANDIDATE} or L{LEADER}.
     @ivar leaderId: the leader of C{currentTerm} as far as this server knows.
+    @ivar membership: the newest membership in the log, committed or not
+        (dissertation section 4.1), or the snapshot's, or the bootstrap one.
+    @ivar membershipIndex: the index of the entry that holds C{membership}
+        (the snapshot's index, or 0 for the bootstrap membership).
+    @ivar peers: every other member, voter or learner: whom a leader
+        replicates to.
+    @ivar leadTransferee: whom this leader is handing over to, if anyone.
     """
 
     def __init__(
         self,
         name: str,
-        peers: Sequence[str],
+        peers: Sequence[str] = (),
         *,
+        membership: Membership | None = None,
         hardState: HardState = FRESH,
         snapshot: Snapshot | None = None,
         entries: Sequence[Entry] = (),
@@ -206,7 +261,11 @@ class RaftCore:
         logger: CoreLogger | None = None,
     ) -> None:
         """
-        @param peers: the other servers' names.
+        @param peers: the other servers' names, all voters, for a core that
+            needs no addresses (tests); or give C{membership}.
+        @param membership: the bootstrap membership: what the core uses
+            while neither its snapshot nor its log holds one.  Empty for a
+            server waiting to be added to a cluster.
         @param hardState: the recovered term and vote.
         @param snapshot: the recovered snapshot, if any; the state machine
             must already hold its state.
@@ -236,12 +295,25 @@ class RaftCore:
         if not 0 < heartbeatTicks < low < high:
             raise ValueError("need 0 < heartbeatTicks < electionTicks low < high")
         self.name = name
-        self.peers = tuple(p for p in peers if p != name)
+        if membership is None:
+            membership = Membership.ofVoters(list(dict.fromkeys([*peers, name])))
         self.currentTerm = hardState.currentTerm
         self.votedFor = hardState.votedFor
         self.snapshot = snapshot
         base = (snapshot.index, snapshot.term) if snapshot else (0, 0)
         self.log = RaftLog(entries, *base)
+        # The membership as of the snapshot, and those of the entries after it.
+        self._bootstrap = membership
+        self._baseMembership = (
+            parseMembership(snapshot.membership)
+            if snapshot and snapshot.membership
+            else membership
+        )
+        self._memberships = [
+            (e.index, parseMembership(e.command))
+            for e in entries
+            if isMembershipCommand(e.command)
+        ]
         # What a snapshot covers, and what was applied, is committed.
         commitIndex = max(base[0], commitIndex)
         if commitIndex > self.log.lastIndex:
@@ -249,6 +321,7 @@ class RaftCore:
         self.commitIndex = commitIndex
         self.role = FOLLOWER
         self.leaderId: str | None = None
+        self._membershipChanged()
         self.electionTicks = electionTicks
         self.heartbeatTicks = heartbeatTicks
         self.maxAppendBytes = maxAppendBytes
@@ -268,6 +341,8 @@ class RaftCore:
         self._readRound = 0
         self._readQueue: list[object] = []
         self._readsOut: _ReadRound | None = None
+        self.leadTransferee: str | None = None
+        self._transferElapsed = 0
         self._persisted = hardState
         self._ready = Ready()
         self._resetElectionTimer()
@@ -283,12 +358,17 @@ class RaftCore:
                 self._heartbeatElapsed = 0
                 for peer in self.peers:
                     self._sendAppend(peer, heartbeat=True)
+            self._tickTransfer()
             if self._electionElapsed >= self.electionTicks[0]:
                 self._electionElapsed = 0
                 if self.checkQuorum:
                     self._checkQuorum()
         elif self._electionElapsed >= self._electionTimeout:
-            if self.preVote:
+            if not self.isVoter():
+                # A learner, a removed server or one waiting to join never
+                # campaigns: it cannot win, and must not disturb anyone.
+                self._resetElectionTimer()
+            elif self.preVote:
                 self._preCampaign()
             else:
                 self._campaign()
@@ -296,10 +376,14 @@ class RaftCore:
 
     def step(self, peer: str, message: Message) -> Ready:
         """Handle C{message} from C{peer}; requests get their answer in C{Ready.reply}."""
-        if peer not in self.peers:
-            raise ValueError(f"{peer!r} is not a peer of {self.name!r}")
-        if self.role == LEADER:
-            self._progress[peer].recentActive = True
+        # A server takes messages from servers outside its membership too: a
+        # leader that its log does not know yet, a candidate that was added
+        # (dissertation section 4.1).
+        if peer == self.name:
+            raise ValueError(f"{peer!r} is this server")
+        progress = self._progress.get(peer)
+        if progress is not None:
+            progress.recentActive = True
         if isinstance(message, RequestVote):
             self._handleRequestVote(peer, message)
         elif isinstance(message, RequestVoteResponse):
@@ -343,7 +427,68 @@ class RaftCore:
         """
         if self.role != LEADER:
             raise NotLeaderError(self.leaderId)
+        if self.leadTransferee is not None:
+            raise TransferringError(self.leadTransferee)
+        if any(isMembershipCommand(command) for command in commands):
+            raise ValueError("a membership changes through changeMembership")
         self._replicate(commands)
+        return self._takeReady()
+
+    def changeMembership(self, membership: Membership) -> Ready:
+        """
+        Start changing the cluster to C{membership}, which must differ from
+        the current one by one server: added (as a learner or a voter),
+        removed, or turned from learner to voter or back (dissertation
+        section 4.2).  The new membership takes effect as soon as its entry
+        is in the log; the change is done once that entry commits
+        (C{membershipIndex <= commitIndex}).  A leader that removes itself
+        leads until then without counting itself, then steps down.
+
+        @raise NotLeaderError: if this server is not the leader.
+        @raise TransferringError: while it hands its leadership over.
+        @raise ChangeInProgressError: while an earlier change is not
+            committed: one change at a time keeps any two majorities of
+            consecutive memberships overlapping.
+        @raise LeaderNotReadyError: until this leader has committed an entry
+            of its own term, so that it knows the latest committed membership
+            (the fix to single-server changes, Ongaro, raft-dev, 2015).
+        @raise MembershipError: if the change is not one server's.
+        """
+        if self.role != LEADER:
+            raise NotLeaderError(self.leaderId)
+        if self.leadTransferee is not None:
+            raise TransferringError(self.leadTransferee)
+        if self.membershipIndex > self.commitIndex:
+            raise ChangeInProgressError()
+        if self.log.term(self.commitIndex) != self.currentTerm:
+            raise LeaderNotReadyError()
+        _checkSingleChange(self.membership, membership)
+        self._replicate([membership.encode()])
+        return self._takeReady()
+
+    def transferLeadership(self, target: str) -> Ready:
+        """
+        Hand leadership over to the voter C{target} (dissertation section
+        3.10): stop taking commands, bring C{target}'s log up to date, then
+        tell it to start an election at once (an AppendEntries with
+        C{timeoutNow}), which it wins before anyone's timer runs out.  The
+        transfer is abandoned after an election timeout without it.
+
+        @raise NotLeaderError: if this server is not the leader.
+        @raise MembershipError: if C{target} is this server or no voter.
+        """
+        if self.role != LEADER:
+            raise NotLeaderError(self.leaderId)
+        if target == self.name or not self.membership.isVoter(target):
+            raise MembershipError(f"{target} is not another voter")
+        self.leadTransferee = target
+        self._transferElapsed = 0
+        progress = self._progress[target]
+        progress.timeoutNowSent = False
+        if progress.matchIndex == self.log.lastIndex:
+            self._sendTimeoutNow(target)
+        else:
+            self._sendAppend(target)
         return self._takeReady()
 
     def read(self, contexts: Sequence[object]) -> Ready:
@@ -383,14 +528,37 @@ class RaftCore:
             raise ValueError(f"cannot compact to {snapshot.index}: not applied or not new")
         if self.log.term(snapshot.index) != snapshot.term:
             raise ValueError(f"snapshot {snapshot.index} has the wrong term")
+        self._baseMembership = membership = self.membershipAt(snapshot.index)
+        if membership is not self._bootstrap:
+            # What a follower installs must say who the members were then.
+            snapshot = attrs.evolve(snapshot, membership=membership.encode())
+        self._memberships = [(i, m) for i, m in self._memberships if i > snapshot.index]
         self.log.compact(snapshot.index)
         self.snapshot = snapshot
 
     # -- status ---------------------------------------------------------------
 
     def quorum(self) -> int:
-        """How many servers, this one included, make a majority."""
-        return (len(self.peers) + 1) // 2 + 1
+        """How many voters make a majority of the newest membership."""
+        return len(self._voters) // 2 + 1
+
+    def isVoter(self) -> bool:
+        """Whether this server votes in its newest membership."""
+        return self.name in self._voters
+
+    def membershipAt(self, index: int) -> Membership:
+        """
+        The membership as of entry C{index}, which may not be before the
+        snapshot.
+        """
+        if index < self.log.snapshotIndex:
+            raise ValueError(f"entry {index} is before the snapshot")
+        found = self._baseMembership
+        for at, membership in self._memberships:
+            if at > index:
+                break
+            found = membership
+        return found
 
     def progress(self, peer: str) -> Progress:
         """The leader's L{Progress} for C{peer} (only meaningful on a leader)."""
@@ -412,6 +580,7 @@ class RaftCore:
         self.leaderId = leaderId
         self._progress = {}
         self._readQueue, self._readsOut = [], None
+        self.leadTransferee = None
 
     def _preCampaign(self) -> None:
         """Section 9.6 of the dissertation: ask whether we could win before disturbing anyone."""
@@ -425,11 +594,14 @@ class RaftCore:
         request = RequestVote(
             self.currentTerm + 1, self.log.lastIndex, self.log.lastTerm, preVote=True
         )
-        for peer in self.peers:
+        for peer in self._voterPeers():
             self._ready.messages.append((peer, request))
 
-    def _campaign(self) -> None:
-        """Section 5.2: increment the term, vote for ourselves, ask everyone else."""
+    def _campaign(self, transfer: bool = False) -> None:
+        """
+        Section 5.2: increment the term, vote for ourselves, ask every
+        other voter; with C{transfer}, at our leader's request.
+        """
         self.currentTerm += 1
         self.votedFor = self.name
         self.role = CANDIDATE
@@ -442,8 +614,10 @@ class RaftCore:
         if self._countVotes() >= self.quorum():
             self._becomeLeader()
             return
-        request = RequestVote(self.currentTerm, self.log.lastIndex, self.log.lastTerm)
-        for peer in self.peers:
+        request = RequestVote(
+            self.currentTerm, self.log.lastIndex, self.log.lastTerm, transfer=transfer
+        )
+        for peer in self._voterPeers():
             self._ready.messages.append((peer, request))
 
     def _becomeLeader(self) -> None:
@@ -454,6 +628,7 @@ class RaftCore:
         nextIndex = self.log.lastIndex + 1
         self._progress = {peer: Progress(nextIndex) for peer in self.peers}
         self._readRound = 0
+        self.leadTransferee = None
         self._logger.info(
             "{name} is leader for term {term}", name=self.name, term=self.currentTerm
         )
@@ -473,9 +648,10 @@ class RaftCore:
         if request.preVote:
             # A pre-vote asks about a term after ours; answering changes nothing here.
             stale = request.term <= self.currentTerm
-        if stale or self._inLease():
+        if stale or (self._inLease() and not request.transfer):
             # While our leader is alive we help no one depose it, and we do
-            # not even adopt the term (dissertation section 4.2.3).
+            # not even adopt the term (dissertation section 4.2.3), unless
+            # the leader itself asked the candidate to take over (3.10).
             self._ready.reply = RequestVoteResponse(self.currentTerm, False, request.preVote)
             return
         # Never vote for a candidate whose log is less complete than ours (5.4.1).
@@ -522,7 +698,9 @@ class RaftCore:
         timeout steps down, so its clients are told instead of left waiting
         (dissertation section 6.2).
         """
-        active = 1 + sum(p.recentActive for p in self._progress.values())
+        active = self.isVoter() + sum(
+            self._progress[peer].recentActive for peer in self._voterPeers()
+        )
         for progress in self._progress.values():
             progress.recentActive = False
         if active < self.quorum():
@@ -534,7 +712,11 @@ class RaftCore:
             self._becomeFollower(self.currentTerm, None)
 
     def _countVotes(self) -> int:
-        return sum(self._votes.values())
+        """The grants from voters of the newest membership (section 4.1)."""
+        return sum(granted for name, granted in self._votes.items() if name in self._voters)
+
+    def _voterPeers(self) -> list[str]:
+        return [peer for peer in self.peers if peer in self._voters]
 
     # -- AppendEntries: follower side -------------------------------------------
 
@@ -562,6 +744,16 @@ class RaftCore:
         # term, and so confirms its leadership for the reads of that round.
         answer = self._appendEntries(request)
         self._ready.reply = attrs.evolve(answer, readRound=request.readRound)
+        caughtUp = answer.success and answer.matchIndex == request.prevLogIndex + len(
+            request.entries
+        )
+        if request.timeoutNow and caughtUp and self.isVoter():
+            # Our leader hands over to us and our log holds all of its:
+            # campaign now, without a pre-vote (dissertation section 3.10).
+            self._logger.info(
+                "{name} takes over leadership at its leader's request", name=self.name
+            )
+            self._campaign(transfer=True)
 
     def _appendEntries(self, request: AppendEntries) -> AppendEntriesResponse:
         """Figure 2, AppendEntries receiver rules 2 to 5, for the leader of our term."""
@@ -617,15 +809,35 @@ class RaftCore:
             )
             return
         self._incoming = None
-        self._installSnapshot(Snapshot(index, term, bytes(incoming.data)))
+        try:
+            membership = parseMembership(request.membership) if request.membership else None
+        except MembershipError as e:
+            self._logger.error(
+                "{name}: a snapshot with an invalid membership: {error}", name=self.name, error=e
+            )
+            self._ready.reply = InstallSnapshotResponse(self.currentTerm, index, 0)
+            return
+        self._installSnapshot(
+            Snapshot(index, term, bytes(incoming.data), request.membership), membership
+        )
         self._ready.reply = InstallSnapshotResponse(
             self.currentTerm, index, len(incoming.data), matchIndex=index
         )
 
-    def _installSnapshot(self, snapshot: Snapshot) -> None:
-        """Replace the log's prefix (or all of it) and the state machine with C{snapshot}."""
+    def _installSnapshot(self, snapshot: Snapshot, membership: Membership | None) -> None:
+        """
+        Replace the log's prefix (or all of it) and the state machine with
+        C{snapshot}, and take its C{membership} (if it has one).
+        """
         lastIndex = self.log.lastIndex
+        # A snapshot without a membership covers no membership entry: the
+        # cluster still ran on its bootstrap membership then.
+        self._baseMembership = membership if membership is not None else self._bootstrap
+        self._memberships = [(i, m) for i, m in self._memberships if i > snapshot.index]
         self.log.restore(snapshot.index, snapshot.term)
+        if self.log.lastIndex == snapshot.index:
+            self._memberships = []
+        self._membershipChanged()
         ready = self._ready
         if self.log.lastIndex == snapshot.index and lastIndex > snapshot.index:
             # The log did not hold the snapshot's last entry: every entry after
@@ -703,9 +915,9 @@ class RaftCore:
             progress.nextIndex = entries[-1].index + 1
 
     def _handleAppendResponse(self, peer: str, response: AppendEntriesResponse) -> None:
-        if self.role != LEADER:
+        progress = self._progress.get(peer)
+        if self.role != LEADER or progress is None:
             return
-        progress = self._progress[peer]
         if progress.readRound < response.readRound <= self._readRound:
             progress.readRound = response.readRound
             self._confirmReads()
@@ -730,6 +942,8 @@ class RaftCore:
             progress.probeSent = False
         if progress.nextIndex <= self.log.lastIndex:
             self._sendAppend(peer)
+        elif peer == self.leadTransferee and progress.matchIndex == self.log.lastIndex:
+            self._sendTimeoutNow(peer)
 
     def _sendSnapshotChunk(self, peer: str, progress: Progress) -> None:
         """Send the next chunk of the snapshot C{peer} is receiving (or start one)."""
@@ -740,16 +954,22 @@ class RaftCore:
         chunk = snapshot.data[offset : offset + SNAPSHOT_CHUNK_BYTES]
         done = offset + len(chunk) >= len(snapshot.data)
         message = InstallSnapshot(
-            self.currentTerm, snapshot.index, snapshot.term, offset, chunk, done
+            self.currentTerm,
+            snapshot.index,
+            snapshot.term,
+            offset,
+            chunk,
+            done,
+            snapshot.membership,
         )
         self._ready.messages.append((peer, message))
         progress.probing = progress.probeSent = True
         progress.chunkOverdue = False
 
     def _handleSnapshotResponse(self, peer: str, response: InstallSnapshotResponse) -> None:
-        if self.role != LEADER:
+        progress = self._progress.get(peer)
+        if self.role != LEADER or progress is None:
             return
-        progress = self._progress[peer]
         sending = progress.snapshot
         if sending is None or response.lastIncludedIndex != sending.index:
             return  # an answer about a snapshot we are no longer sending
@@ -778,13 +998,31 @@ class RaftCore:
         Figure 2, leaders: commit the highest N replicated on a majority,
         but only if log[N] is of the current term (section 5.4.2, Figure 8).
         """
-        matched = sorted(
-            [self.log.lastIndex] + [p.matchIndex for p in self._progress.values()],
-            reverse=True,
-        )
+        matched = [self._progress[peer].matchIndex for peer in self._voterPeers()]
+        if self.isVoter():
+            matched.append(self.log.lastIndex)
+        matched.sort(reverse=True)
         candidate = matched[self.quorum() - 1]
         if candidate > self.commitIndex and self.log.term(candidate) == self.currentTerm:
             self._commitTo(candidate)
+            if not self.isVoter() and self.membershipIndex <= self.commitIndex:
+                self._leaveLeadership()
+
+    def _leaveLeadership(self) -> None:
+        """
+        The membership that removed this leader (or made it a learner) is
+        committed: step down (dissertation section 4.2.2), and let the most
+        up-to-date voter take over at once rather than after a timeout.
+        """
+        self._logger.info(
+            "{name} is no longer a voter; it steps down in term {term}",
+            name=self.name,
+            term=self.currentTerm,
+        )
+        successor = max(self._voterPeers(), key=lambda peer: self._progress[peer].matchIndex)
+        if self._progress[successor].matchIndex == self.log.lastIndex:
+            self._sendTimeoutNow(successor)
+        self._becomeFollower(self.currentTerm, None)
 
     # -- reads (dissertation section 6.4) ----------------------------------------------
 
@@ -799,7 +1037,7 @@ class RaftCore:
         self._readRound += 1
         self._readsOut = _ReadRound(self._readRound, self._readQueue)
         self._readQueue = []
-        for peer in self.peers:
+        for peer in self._voterPeers():
             if self._progress[peer].snapshot is None:
                 self._sendAppend(peer, heartbeat=True)
         self._confirmReads()
@@ -809,9 +1047,10 @@ class RaftCore:
         out = self._readsOut
         if out is None:
             return
-        answered = sorted(
-            [self._readRound] + [p.readRound for p in self._progress.values()], reverse=True
-        )
+        answered = [self._progress[peer].readRound for peer in self._voterPeers()]
+        if self.isVoter():
+            answered.append(self._readRound)
+        answered.sort(reverse=True)
         if answered[self.quorum() - 1] < out.number:
             return
         self._readsOut = None
@@ -823,9 +1062,18 @@ class RaftCore:
     def _append(self, entries: list[Entry]) -> None:
         self.log.append(entries)
         self._ready.entries.extend(entries)
+        changes = [(e.index, e.command) for e in entries if isMembershipCommand(e.command)]
+        if changes:
+            self._memberships += [(index, parseMembership(text)) for index, text in changes]
+            self._membershipChanged()
 
     def _truncateFrom(self, index: int) -> None:
         self.log.truncateFrom(index)
+        if self._memberships and self._memberships[-1][0] >= index:
+            # The newest membership is in the log, committed or not: one that
+            # goes with its entry gives way to the one before (section 4.1).
+            self._memberships = [(i, m) for i, m in self._memberships if i < index]
+            self._membershipChanged()
         ready = self._ready
         ready.entries = [e for e in ready.entries if e.index < index]
         if ready.truncateFrom is None or index < ready.truncateFrom:
@@ -834,6 +1082,57 @@ class RaftCore:
     def _commitTo(self, index: int) -> None:
         if index > self.commitIndex:
             self.commitIndex = index
+
+    # -- membership and leadership transfer ----------------------------------------
+
+    def _membershipChanged(self) -> None:
+        """Take the newest membership as this server's: whom it counts and replicates to."""
+        if self._memberships:
+            self.membershipIndex, self.membership = self._memberships[-1]
+        else:
+            self.membershipIndex, self.membership = self.log.snapshotIndex, self._baseMembership
+        self._voters = self.membership.voters()
+        self.peers = tuple(name for name in self.membership.names() if name != self.name)
+        if self.role != LEADER:
+            return
+        for peer in self.peers:
+            if peer not in self._progress:
+                self._progress[peer] = Progress(self.log.lastIndex + 1)
+        for peer in set(self._progress) - set(self.peers):
+            del self._progress[peer]
+        if self.leadTransferee is not None and self.leadTransferee not in self._voters:
+            self.leadTransferee = None
+
+    def _sendTimeoutNow(self, peer: str) -> None:
+        """Tell C{peer}, whose log matches ours, to start an election at once."""
+        progress = self._progress[peer]
+        if progress.timeoutNowSent:
+            return
+        progress.timeoutNowSent = True
+        lastIndex = self.log.lastIndex
+        message = AppendEntries(
+            self.currentTerm,
+            lastIndex,
+            self.log.term(lastIndex),
+            (),
+            self.commitIndex,
+            self._readRound,
+            timeoutNow=True,
+        )
+        self._ready.messages.append((peer, message))
+
+    def _tickTransfer(self) -> None:
+        """Abandon a leadership transfer that has not happened within an election timeout."""
+        if self.leadTransferee is None:
+            return
+        self._transferElapsed += 1
+        if self._transferElapsed >= self.electionTicks[0]:
+            self._logger.info(
+                "{name} gives up handing leadership to {peer}",
+                name=self.name,
+                peer=self.leadTransferee,
+            )
+            self.leadTransferee = None
 
     def _takeReady(self) -> Ready:
         ready, self._ready = self._ready, Ready()

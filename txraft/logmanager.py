@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from txraft.core import NOOP, Ready
 from txraft.interfaces import ILogStore, ISnapshotStore, IStateMachine, IStateStore
+from txraft.membership import isMembershipCommand
 from txraft.messages import Entry, HardState, Snapshot
 from txraft.snapshots import MemorySnapshotStore
 from txraft.storage import StorageError
@@ -30,6 +31,9 @@ class LogManager(Service):
         snapshot from the leader may move it further.
     @ivar lastAppliedTerm: the term of that entry.
     @ivar snapshot: the saved snapshot, if any: the log starts after it.
+    @ivar membership: the command of the last membership entry applied (or
+        of the snapshot's membership), empty if none was: what a snapshot
+        taken now records (L{txraft.membership}).
     """
 
     log = Logger()
@@ -54,6 +58,7 @@ class LogManager(Service):
         self.snapshot: Snapshot | None = None
         self.lastApplied = 0
         self.lastAppliedTerm = 0
+        self.membership = ""
         self.dataDirectoryLock = dataDirectoryLock
 
     def recover(self) -> tuple[HardState, list[Entry]]:
@@ -128,8 +133,9 @@ class LogManager(Service):
     def apply(self, entries: list[Entry]) -> list[tuple[Entry, str | None]]:
         """
         Execute committed C{entries} in order and return each one's reply
-        (L{None} for a leader's no-op).  Entries already applied are skipped,
-        so each command runs exactly once.
+        (L{None} for a leader's no-op and for a membership entry, which the
+        state machine never sees).  Entries already applied are skipped, so
+        each command runs exactly once.
         """
         results = []
         for entry in entries:
@@ -139,6 +145,8 @@ class LogManager(Service):
                 raise RuntimeError(f"apply gap: {entry.index} after {self.lastApplied}")
             if entry.command == NOOP:
                 reply = None
+            elif isMembershipCommand(entry.command):
+                self.membership, reply = entry.command, None
             else:
                 reply = self.stateMachine.apply(entry.command, entry.index)
             self.lastApplied, self.lastAppliedTerm = entry.index, entry.term
@@ -161,6 +169,7 @@ class LogManager(Service):
         except ValueError as e:
             raise StorageError(f"snapshot up to {snapshot.index} is unusable: {e}") from None
         self.lastApplied, self.lastAppliedTerm = snapshot.index, snapshot.term
+        self.membership = snapshot.membership
 
     def captureSnapshot(self) -> Callable[[], tuple[Snapshot, object]]:
         """
@@ -169,12 +178,12 @@ class LogManager(Service):
         it durably.  That part may run in another thread; L{commitSnapshot}
         finishes the job in this one.
         """
-        index, term = self.lastApplied, self.lastAppliedTerm
+        index, term, membership = self.lastApplied, self.lastAppliedTerm, self.membership
         serialize = self.stateMachine.capture()
         store = self.snapshotStore
 
         def write() -> tuple[Snapshot, object]:
-            snapshot = Snapshot(index, term, serialize())
+            snapshot = Snapshot(index, term, serialize(), membership)
             return snapshot, store.stage(snapshot)
 
         return write

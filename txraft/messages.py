@@ -62,6 +62,9 @@ class Snapshot:
     index: int
     term: int
     data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
+    #: The cluster's membership as of entry C{index}, as its log entry's
+    #: command (L{txraft.membership}); empty if the log had none by then.
+    membership: str = ""
 
 
 @attrs.frozen
@@ -78,6 +81,9 @@ class RequestVote:
     lastLogIndex: int
     lastLogTerm: int
     preVote: bool = False
+    #: The leader asked this candidate to take over (dissertation section
+    #: 3.10): voters grant it even while they hear from that leader.
+    transfer: bool = False
 
 
 @attrs.frozen
@@ -104,6 +110,10 @@ class AppendEntries:
     #: The leader's latest round of leadership checks for reads (dissertation
     #: section 6.4); the follower's answer carries it back.
     readRound: int = 0
+    #: The leader hands over its leadership: a voting follower whose log
+    #: then holds everything up to the last entry of this request starts
+    #: an election at once (TimeoutNow, dissertation section 3.10).
+    timeoutNow: bool = False
 
 
 @attrs.frozen
@@ -146,6 +156,8 @@ class InstallSnapshot:
     offset: int
     data: bytes
     done: bool = False
+    #: The membership as of the snapshot's last entry (L{Snapshot.membership}).
+    membership: str = ""
 
 
 @attrs.frozen
@@ -253,6 +265,9 @@ def parseMessage(text: str) -> Message:
         elif expected[fieldName].type in (bool, "bool"):
             if not isinstance(value, bool):
                 raise MessageError(f"{name}: {fieldName} must be true or false")
+        elif expected[fieldName].type in (str, "str"):
+            if not isinstance(value, str) or UNSTORABLE.search(value):
+                raise MessageError(f"{name}: {fieldName} must be a string of one line")
         elif not _isCount(value):
             raise MessageError(f"{name}: {fieldName} must be a non-negative integer")
     message = cls(**fields)

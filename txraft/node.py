@@ -32,11 +32,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txraft import answers
-from txraft.config import ClusterConfig
+from txraft.admin import AdminError, Administrator, parseAdmin
+from txraft.config import ClusterConfig, ConfigError
 from txraft.core import FOLLOWER, LEADER, MAX_APPEND_BYTES, RaftCore, Ready
 from txraft.interfaces import INodeObserver, IRequestHandler, IResponseHandler
 from txraft.kv import READS, CommandError, parseCommand
 from txraft.logmanager import LogManager
+from txraft.membership import Membership
 from txraft.messages import (
     AppendEntries,
     Entry,
@@ -66,6 +68,9 @@ DISK_RETRY_SECONDS = 1.0
 
 #: Sends one message to the named peer; delivery is not guaranteed.
 Send = Callable[[str, Message], None]
+
+#: Told the node's newest membership whenever it changes (and once at the start).
+MembershipListener = Callable[[Membership], None]
 
 
 @implementer(INodeObserver)
@@ -120,6 +125,8 @@ class RaftNode:
     @ivar leaderCommit: the highest commit index the current leader has
         told this follower of (a follower's own commit index may trail it
         while it catches up).
+    @ivar tickCount: how many ticks have passed since the node started.
+    @ivar admin: carries out operators' commands (L{txraft.admin}).
     """
 
     log = Logger()
@@ -142,6 +149,8 @@ class RaftNode:
         diskRetrySeconds: float = DISK_RETRY_SECONDS,
         onFatal: Callable[[str], None] | None = None,
         observer: INodeObserver | None = None,
+        join: bool = False,
+        onMembership: MembershipListener | None = None,
     ) -> None:
         """
         Recover the node's state through C{logManager} and start a core.
@@ -164,6 +173,11 @@ class RaftNode:
         @param onFatal: called with the reason when the stored data turns
             out corrupt and the node must stop (default: raise).
         @param observer: told what the node does (metrics, tests).
+        @param join: start with no membership if the data directory holds
+            none, rather than with C{config}'s: a node waiting to be added
+            to a running cluster, which never campaigns.
+        @param onMembership: told the newest membership whenever it changes
+            (the service keeps a link to every member).
         """
         self.name = name
         self.config = config
@@ -182,7 +196,10 @@ class RaftNode:
         self.diskRetrySeconds = diskRetrySeconds
         self._onFatal = onFatal if onFatal is not None else self._raiseFatal
         self.observer: INodeObserver = observer if observer is not None else NullObserver()
-        self._peers = frozenset(config.names()) - {name}
+        self._bootstrap = Membership() if join else Membership.fromConfig(config)
+        self._onMembership = onMembership
+        self.tickCount = 0
+        self.admin = Administrator(self)
         self.silent = False
         self.diskError: str | None = None
         self._diskRetry: IDelayedCall | None = None
@@ -201,13 +218,15 @@ class RaftNode:
         hardState, entries = logManager.recover()
         self.core = self._newCore(hardState, entries)
         self._leaderSeen: tuple[str | None, int] = (None, self.core.currentTerm)
+        self._membershipSeen: Membership | None = None
         self.observer.coreStarted(self.core)
+        self._noticeMembership()
 
     def _newCore(self, hardState: HardState, entries: list[Entry]) -> RaftCore:
         """A core for this node starting from a recovered term, vote and log."""
         return RaftCore(
             self.name,
-            self.config.names(),
+            membership=self._bootstrap,
             hardState=hardState,
             snapshot=self.logManager.snapshot,
             entries=entries,
@@ -232,15 +251,22 @@ class RaftNode:
         heartbeat interval, so that what peers sent meanwhile is read before
         this node decides that its leader is gone.
         """
+        self.tickCount += count
         for _ in range(min(count, self.core.heartbeatTicks)):
             if self.silent:
                 return
             self._process(self.core.tick())
         self._expireWaiting()
+        self.admin.check()
 
     def isPeer(self, name: str) -> bool:
-        """Whether C{name} is another node of this cluster."""
-        return name in self._peers
+        """
+        Whether C{name} may send peer lines: any node but this one.  The
+        membership changes (a leader this node's log does not know yet may
+        contact it), so a node does not judge peers by it: on a keyed
+        cluster a peer proved the cluster key before its lines get here.
+        """
+        return name != self.name
 
     def peerRequest(self, sender: str, message: Message) -> Message | None:
         """
@@ -296,26 +322,33 @@ class RaftNode:
         The observer hears of every answer.
         """
         arrived = self.clock.seconds()
-        if text.strip() == "status":
-            word = "status"
-            answer = answers.ok(json.dumps(self.status())) if seq is None else UNNUMBERED_ONLY
-        else:
-            try:
-                command = parseCommand(text)
-            except CommandError as e:
-                word, answer = "invalid", answers.error(str(e))
-            else:
-                word = command.name
-                if seq is not None and clientId is not None:
-                    # Numbered reads too go to the log, where the session records their SEQ.
-                    answer = self._execute(Numbered(clientId, seq, command.text).text)
-                elif command.name in READS:
-                    answer = self._read(command.text)
-                else:
-                    answer = self._execute(command.text)
+        word, answer = self._dispatch(clientId, text, seq)
         if isinstance(answer, defer.Deferred):
             return answer.addCallback(self._answered, word, arrived)
         return self._answered(answer, word, arrived)
+
+    def _dispatch(
+        self, clientId: str | None, text: str, seq: int | None
+    ) -> tuple[str, str | defer.Deferred[str]]:
+        """The command word of a request (C{invalid} if none), and its answer."""
+        if text.strip() == "status":
+            if seq is not None:
+                return "status", UNNUMBERED_ONLY
+            return "status", answers.ok(json.dumps(self.status()))
+        try:
+            admin = parseAdmin(text)
+            command = parseCommand(text) if admin is None else None
+        except (AdminError, CommandError) as e:
+            return "invalid", answers.error(str(e))
+        if admin is not None:
+            return admin.word, self.admin.execute(admin) if seq is None else UNNUMBERED_ONLY
+        assert command is not None
+        if seq is not None and clientId is not None:
+            # Numbered reads too go to the log, where the session records their SEQ.
+            return command.name, self._execute(Numbered(clientId, seq, command.text).text)
+        if command.name in READS:
+            return command.name, self._read(command.text)
+        return command.name, self._execute(command.text)
 
     def _answered(self, answer: str, command: str, arrived: float) -> str:
         self.observer.answered(command, answers.kind(answer), self.clock.seconds() - arrived)
@@ -323,9 +356,11 @@ class RaftNode:
 
     def _execute(self, command: str) -> str | defer.Deferred[str]:
         """Take a valid command to the log, if this node leads; else say who does."""
-        refusal = self._refusal()
+        refusal = self.refusal()
         if refusal is not None:
             return refusal
+        if self.core.leadTransferee is not None:
+            return answers.TRANSFERRING
         d: defer.Deferred[str] = defer.Deferred()
         self._batch.append((command, d))
         self._flushSoon()
@@ -336,7 +371,7 @@ class RaftNode:
         Answer a read without a log entry, if this node leads (the core's
         L{RaftCore.read}); else say who does.
         """
-        refusal = self._refusal()
+        refusal = self.refusal()
         if refusal is not None:
             return refusal
         read = PendingRead(command, self.clock.seconds())
@@ -344,17 +379,17 @@ class RaftNode:
         self._flushSoon()
         return read.answer
 
-    def _refusal(self) -> str | None:
+    def refusal(self) -> str | None:
         """Why this node cannot take a client's command now, if it cannot."""
         if self.silent:
             if self.diskError is None:
                 return answers.NOT_SERVING
             # The last leader it heard of is only a hint, but a harmless one.
             if self.core.leaderId not in (None, self.name):
-                return self._notLeader()
+                return self.notLeader()
             return answers.DISK_FAILED
         if self.core.role != LEADER:
-            return self._notLeader()
+            return self.notLeader()
         return None
 
     def _flushSoon(self) -> None:
@@ -385,9 +420,9 @@ class RaftNode:
             "snapshotIndex": core.log.snapshotIndex,
             "leaderCommit": self.leaderCommitIndex(),
             "members": {
-                address.name: f"{address.host}:{address.port}"
-                for address in map(self.config.node, self.config.names())
+                member.name: f"{member.host}:{member.port}" for member in core.membership.members
             },
+            "learners": sorted(set(core.membership.names()) - core.membership.voters()),
         }
         if self.diskError is not None:
             status["role"] = FOLLOWER
@@ -409,6 +444,30 @@ class RaftNode:
             return core.commitIndex
         return max(self.leaderCommit, core.commitIndex)
 
+    def handOver(self) -> defer.Deferred[None]:
+        """
+        Before a planned stop: a leader hands its leadership to the most
+        up-to-date voter and waits for it to lead (L{Administrator.handOver}).
+        """
+        return self.admin.handOver()
+
+    def proposeMembership(self, membership: Membership) -> defer.Deferred[str | None]:
+        """
+        Propose C{membership} (L{RaftCore.changeMembership}, whose errors
+        it raises); the Deferred fires as for a client's command: with
+        L{None} once the entry commits, or with an C{UNAVAILABLE} answer.
+        """
+        ready = self.core.changeMembership(membership)
+        (entry,) = ready.entries
+        d: defer.Deferred[str | None] = defer.Deferred()
+        self._waiting[entry.index] = (entry.term, self.clock.seconds(), d)
+        self._process(ready)
+        return d
+
+    def transferLeadership(self, target: str) -> None:
+        """Start handing leadership to C{target} (L{RaftCore.transferLeadership})."""
+        self._process(self.core.transferLeadership(target))
+
     def stop(self) -> None:
         """Stop for good: fall silent and tell every waiting client."""
         self.log.info(
@@ -429,12 +488,16 @@ class RaftNode:
         batch, self._batch = self._batch, []
         reads, self._readBatch = self._readBatch, []
         if self.core.role != LEADER:
-            answer = self._notLeader()
+            answer = self.notLeader()
             for _, d in batch:
                 d.callback(answer)
             for _, read in reads:
                 read.answer.callback(answer)
             return
+        if batch and self.core.leadTransferee is not None:
+            for _, d in batch:
+                d.callback(answers.TRANSFERRING)
+            batch, reads = [], [(0, read) for _, read in reads]
         # Each read reads the state right after the commands that came
         # before it, at least the commit index (the core's L{RaftCore.read}).
         lastIndex = self.core.log.lastIndex
@@ -495,7 +558,23 @@ class RaftNode:
         self._reads.confirm(ready.reads)
         if self._reads and self.core.role != LEADER:
             self._reads.fail(answers.READ_LEADERSHIP_LOST, unconfirmedOnly=True)
+        self._noticeMembership()
         self._maybeSnapshot()
+        self.admin.check()
+
+    def _noticeMembership(self) -> None:
+        """Tell the listener when the newest membership changed."""
+        membership = self.core.membership
+        if membership == self._membershipSeen:
+            return
+        self._membershipSeen = membership
+        self.log.info(
+            "node {name} runs with members {members}",
+            name=self.name,
+            members=membership.encode().partition(" ")[2] or "(none yet)",
+        )
+        if self._onMembership is not None:
+            self._onMembership(membership)
 
     def _apply(self, entries: list[Entry]) -> list[tuple[Entry, str | None]]:
         """
@@ -582,11 +661,18 @@ class RaftNode:
 
     # -- answering clients ----------------------------------------------------------
 
-    def _notLeader(self) -> str:
+    def notLeader(self) -> str:
+        """The answer of a node that does not lead: who does, if it knows."""
         leader = self.core.leaderId
         if leader is None:
             return answers.NO_LEADER
-        address = self.config.node(leader)
+        member = self.core.membership.member(leader)
+        if member is not None:
+            return answers.redirect(leader, member.host, member.port)
+        try:
+            address = self.config.node(leader)
+        except ConfigError:
+            return answers.NO_LEADER
         return answers.redirect(leader, address.host, address.port)
 
     def _fallSilent(self, answer: str) -> None:
@@ -676,6 +762,7 @@ class RaftNode:
         self.silent = False
         self._leaderSeen = (None, self.core.currentTerm)
         self.observer.coreStarted(self.core)
+        self._noticeMembership()
         self.log.info(
             "node {name} can write to its disk again; rejoining in term {term} "
             "with {count} log entries",

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txraft import answers
+from txraft.admin import ADMIN_WORDS
 from txraft.auth import AUTH1, AuthError, Responder, Session, authWord
 from txraft.interfaces import IRequestHandler
 from txraft.messages import (
@@ -68,9 +69,8 @@ MAX_PENDING = 1000
 IDLE_TIMEOUT = 30.0
 
 #: Client command words that only a connection that proved the cluster key
-#: may use (on a keyed node): membership change, leadership transfer and
-#: backup add theirs here.
-ADMIN_COMMANDS: frozenset[str] = frozenset()
+#: may use (on a keyed node): membership changes and leadership transfer.
+ADMIN_COMMANDS: frozenset[str] = ADMIN_WORDS
 
 NOT_AUTHENTICATED = answers.error("not authenticated: peer lines need the cluster key handshake")
 NOT_AUTHORIZED = answers.error("not authorized")

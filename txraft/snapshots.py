@@ -1,24 +1,30 @@
 """
 Durable snapshots of the state machine (dissertation chapter 5).
 
-A node keeps one snapshot, C{DIR/NAME.snapshot}: a header line, then the
-state machine's bytes::
+A node keeps one snapshot, C{DIR/NAME.snapshot}: a header line, the
+cluster's membership as of the snapshot's last entry, then the state
+machine's bytes::
 
-    txraft-snapshot 1 INDEX TERM LENGTH SHA256
+    txraft-snapshot 2 INDEX TERM LENGTH SHA256
+    membership voter s1 127.0.0.1 10000 voter s2 127.0.0.1 10001 voter s3 127.0.0.1 10002
     {"a": "1", "b": "hello world"}
 
 INDEX and TERM are those of the last log entry the snapshot covers; LENGTH
-is the number of bytes after the header's newline, and SHA256 the hex
-digest of C{"INDEX TERM LENGTH\\n"} followed by those bytes, so damage to
-the header's numbers is caught as well as damage to the data.  For the
-key-value store those bytes are one line of JSON, the map (then, once
-clients number their requests, one more: their sessions; see
+is the number of bytes after the membership line's newline, and SHA256 the
+hex digest of C{"INDEX TERM LENGTH\\n"}, the membership line with its
+newline, and those bytes, so damage to the header's numbers or the
+membership is caught as well as damage to the data.  The membership line is
+empty when the log held no membership entry by then (the cluster still ran
+on its bootstrap config file); version 1 files, written before membership
+lived in the log, have no such line and still load.  For the key-value
+store the data is one line of JSON, the map (then, once clients number
+their requests, one more: their sessions; see
 L{txraft.kv.KeyValueStore.capture}), so a snapshot stays readable with
-C{tail -n +2}.  A snapshot is written to a temporary file,
-fsynced, renamed over the old one and the directory fsynced, so a crash
-leaves either the old snapshot or the new one; one that fails its checksum
-was damaged after it was written, and the node refuses to start rather than
-start from a state it cannot trust.
+C{tail -n +3}.  A snapshot is written to a temporary file, fsynced, renamed
+over the old one and the directory fsynced, so a crash leaves either the
+old snapshot or the new one; one that fails its checksum was damaged after
+it was written, and the node refuses to start rather than start from a
+state it cannot trust.
 """
 
 from __future__ import annotations
@@ -39,22 +45,30 @@ from txraft.storage import (
 )
 
 MAGIC = b"txraft-snapshot"
-VERSION = 1
+VERSION = 2
+#: The version before the membership line; still read.
+VERSION_WITHOUT_MEMBERSHIP = 1
 
 
-def checksum(index: int, term: int, data: bytes) -> str:
-    """The SHA256 a snapshot's header carries: of its numbers and its data."""
+def checksum(index: int, term: int, data: bytes, membership: bytes | None = None) -> str:
+    """
+    The SHA256 a snapshot's header carries: of its numbers, its membership
+    line (L{None} in a version 1 file, which has none) and its data.
+    """
     digest = hashlib.sha256(f"{index} {term} {len(data)}\n".encode("ascii"))
+    if membership is not None:
+        digest.update(membership + b"\n")
     digest.update(data)
     return digest.hexdigest()
 
 
 def encodeHeader(snapshot: Snapshot) -> bytes:
-    """The header line of C{snapshot}'s file, newline included."""
-    digest = checksum(snapshot.index, snapshot.term, snapshot.data)
+    """The header and membership lines of C{snapshot}'s file, newlines included."""
+    membership = snapshot.membership.encode("utf-8")
+    digest = checksum(snapshot.index, snapshot.term, snapshot.data, membership)
     header = f"{MAGIC.decode()} {VERSION} {snapshot.index} {snapshot.term} "
     header += f"{len(snapshot.data)} {digest}\n"
-    return header.encode("ascii")
+    return header.encode("ascii") + membership + b"\n"
 
 
 def encodeSnapshot(snapshot: Snapshot) -> bytes:
@@ -77,15 +91,26 @@ def decodeSnapshot(contents: bytes, source: str) -> Snapshot:
         version, index, term, length = (int(f) for f in fields[1:5])
     except ValueError:
         raise StorageError(f"{source}: malformed snapshot header; refusing to start") from None
-    if version != VERSION:
+    membership = None
+    if version == VERSION:
+        membership, newline, data = data.partition(b"\n")
+        if not newline:
+            raise StorageError(f"{source}: snapshot is truncated or malformed; refusing to start")
+    elif version != VERSION_WITHOUT_MEMBERSHIP:
         raise StorageError(
             f"{source}: snapshot version {version} is not {VERSION}; refusing to start"
         )
     if index < 1 or term < 1 or length != len(data):
         raise StorageError(f"{source}: snapshot is truncated or malformed; refusing to start")
-    if checksum(index, term, data).encode("ascii") != fields[5]:
+    if checksum(index, term, data, membership).encode("ascii") != fields[5]:
         raise StorageError(f"{source}: snapshot checksum does not match; refusing to start")
-    return Snapshot(index, term, data)
+    try:
+        text = (membership or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        raise StorageError(
+            f"{source}: snapshot membership is not UTF-8; refusing to start"
+        ) from None
+    return Snapshot(index, term, data, text)
 
 
 @implementer(ISnapshotStore)
