@@ -35,7 +35,7 @@ from tests.helpers import (
     makeConfig,
     temporaryDirectory,
 )
-from txraft.config import ClusterConfig
+from txraft.config import ClusterConfig, NodeAddress
 from txraft.core import CANDIDATE, FOLLOWER, LEADER, PRECANDIDATE
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
@@ -339,6 +339,27 @@ class ThreeNodeTests(SynchronousTestCase):
         self.assertEqual(self.service.node.core.commitIndex, 1)
         return term
 
+    def test_linksFollowMembership(self) -> None:
+        """
+        A member added to the membership gets a link as soon as its entry is
+        in the log; a removed one loses its link.
+        """
+        self.becomeLeader()
+        self.assertEqual(sorted(self.service.linkedPeers()), ["s2", "s3"])
+        node = self.service.node
+        added = node.clientRequest(None, "add-learner s4 127.0.0.1 10003")
+        self.reactor.advance(0)
+        self.assertEqual(self.service.linkedPeers()["s4"], NodeAddress("s4", "127.0.0.1", 10003))
+        self.assertIn(("127.0.0.1", 10003), [(h, p) for h, p, *_ in self.reactor.tcpClients])
+        term, index = node.core.currentTerm, node.core.log.lastIndex
+        node.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=index))
+        self.assertEqual(self.successResultOf(added), "OK")
+        removed = node.clientRequest(None, "remove s3")
+        self.reactor.advance(0)
+        self.assertEqual(sorted(self.service.linkedPeers()), ["s2", "s4"])
+        node.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=index + 1))
+        self.assertEqual(self.successResultOf(removed), "OK")
+
     def test_connectsToPeers(self) -> None:
         """
         Starting the service starts connecting to every other node.
@@ -503,13 +524,18 @@ class ThreeNodeTests(SynchronousTestCase):
 
     def test_stopAnswersWaiting(self) -> None:
         """
-        Stopping a leader answers clients whose commands await commit with
+        Stopping a leader first tries to hand its leadership over; when no
+        peer answers, the transfer is given up after an election timeout, the
+        node stops, and clients whose commands await commit get
         C{UNAVAILABLE}.
         """
         self.becomeLeader()
         waiting = self.service.node.clientRequest(None, "set a 1")
         self.reactor.advance(0)
-        self.service.stopService()
+        stopped = self.service.stopService()
+        self.assertNoResult(stopped)
+        self.assertNoResult(waiting)
+        advanceUntil(self.reactor, lambda: bool(stopped.called), limit=ELECTION_TICKS[0] + 2)
         self.assertEqual(self.successResultOf(waiting), "UNAVAILABLE node is shutting down")
 
     def test_stoppedNodeTicksNoMore(self) -> None:

@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.helpers import temporaryDirectory
 from txraft import tap
 from txraft.auth import readKeyFile, writeKeyFile
+from txraft.membership import Membership
 from txraft.metrics import NodeMetrics
 from txraft.node import NullObserver
 from txraft.service import RaftService
@@ -428,6 +429,26 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(service.node.core.currentTerm, 3)
         self.assertEqual(service.node.core.votedFor, "s2")
         self.assertEqual(service.node.core.log.lastIndex, 3)
+
+    def test_join(self) -> None:
+        """
+        With --join and an empty data dir a node has no membership and links
+        to no one: it waits to be added.  Its log, once it holds a
+        membership, is what a restart goes by, with or without --join.
+        """
+        service = self.makeService(self.options("s3", "--join"))
+        self.assertEqual(service.node.core.membership, Membership())
+        self.assertEqual(service.linkedPeers(), {})
+        service.logManager.stopService()
+        with open(os.path.join(self.dataDir, "s3.log"), "w") as f:
+            f.write(
+                "1 1 noop\n2 1 membership voter s1 127.0.0.1 10000 learner s3 127.0.0.1 10002\n"
+            )
+        for arguments in (["--join"], []):
+            service = self.makeService(self.options("s3", *arguments))
+            self.assertEqual(service.node.core.membership.names(), ("s1", "s3"))
+            self.assertEqual(sorted(service.linkedPeers()), ["s1"])
+            service.logManager.stopService()
 
     def test_corruptLog(self) -> None:
         """

@@ -69,7 +69,7 @@ DISK_RETRY_SECONDS = 1.0
 #: Sends one message to the named peer; delivery is not guaranteed.
 Send = Callable[[str, Message], None]
 
-#: Told the node's newest membership whenever it changes (and once at the start).
+#: Told the node's newest membership whenever it changes.
 MembershipListener = Callable[[Membership], None]
 
 
@@ -177,7 +177,8 @@ class RaftNode:
             none, rather than with C{config}'s: a node waiting to be added
             to a running cluster, which never campaigns.
         @param onMembership: told the newest membership whenever it changes
-            (the service keeps a link to every member).
+            after the node started, which has C{core.membership} (the
+            service keeps a link to every member).
         """
         self.name = name
         self.config = config
@@ -218,9 +219,8 @@ class RaftNode:
         hardState, entries = logManager.recover()
         self.core = self._newCore(hardState, entries)
         self._leaderSeen: tuple[str | None, int] = (None, self.core.currentTerm)
-        self._membershipSeen: Membership | None = None
+        self._membershipSeen = self.core.membership
         self.observer.coreStarted(self.core)
-        self._noticeMembership()
 
     def _newCore(self, hardState: HardState, entries: list[Entry]) -> RaftCore:
         """A core for this node starting from a recovered term, vote and log."""

@@ -1,6 +1,7 @@
 """
-The Twisted plumbing of one node: its listening port, its peer links, and
-the ticker that drives its L{RaftNode}.
+The Twisted plumbing of one node: its listening port, its peer links (one to
+every other member of its newest membership), and the ticker that drives
+its L{RaftNode}.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from twisted.logger import Logger
 from txraft.config import ClusterConfig, NodeAddress
 from txraft.interfaces import INodeObserver
 from txraft.logmanager import LogManager
+from txraft.membership import Membership
 from txraft.messages import Message
 from txraft.node import SNAPSHOT_ENTRIES, RaftNode
 from txraft.peers import PeerLink
@@ -48,7 +50,8 @@ def peerAddresses(peers: Iterable[NodeAddress]) -> frozenset[str]:
 class RaftService(MultiService):
     """
     One txraft node as a Twisted service: it listens for clients and peers,
-    keeps a link to every peer, ticks its L{RaftNode}, and stops it cleanly.
+    keeps a link to every other member, ticks its L{RaftNode}, and stops it
+    cleanly: a leader hands its leadership over first.
 
     @ivar node: the driver, which holds all of the node's state.
     """
@@ -72,6 +75,7 @@ class RaftService(MultiService):
         maxConnections: int | None = None,
         tls: TLSConfig | None = None,
         observer: INodeObserver | None = None,
+        join: bool = False,
     ) -> None:
         """
         @param reactor: the reactor to listen, connect and keep time on.
@@ -86,6 +90,9 @@ class RaftService(MultiService):
         @param tls: the port and the peer links speak TLS with this, or
             L{None} for plain TCP.
         @param observer: told what the node does (its metrics).
+        @param join: without a membership in the data directory, wait to be
+            added to a running cluster instead of starting one from
+            C{config} (L{RaftNode}'s C{join}).
         """
         super().__init__()
         self.name = name
@@ -94,6 +101,11 @@ class RaftService(MultiService):
         self.tickSeconds = tickSeconds
         self.logManager = logManager
         logManager.setServiceParent(self)
+        self._clusterKey = clusterKey
+        self._maxDelay = electionTicks[0] * tickSeconds / 2
+        self._requestTimeout = electionTicks[0] * tickSeconds
+        self.tls = tls
+        self._links: dict[str, PeerLink] = {}
         self.node = RaftNode(
             name,
             config,
@@ -107,22 +119,9 @@ class RaftService(MultiService):
             snapshotter=snapshotter,
             onFatal=self._fatal,
             observer=observer,
+            join=join,
+            onMembership=self._followMembership,
         )
-        maxDelay = electionTicks[0] * tickSeconds / 2
-        self._links = {
-            peer.name: PeerLink(
-                self.node,
-                peer,
-                reactor,
-                maxDelay,
-                clusterKey,
-                requestTimeout=electionTicks[0] * tickSeconds,
-                tls=tls,
-            )
-            for peer in config.peersOf(name)
-        }
-        for link in self._links.values():
-            link.clientService.setServiceParent(self)
         self._ticker = LoopingCall.withCount(self.node.ticks)
         self._ticker.clock = reactor
         self._factory = NodeFactory(
@@ -130,18 +129,52 @@ class RaftService(MultiService):
             clusterKey,
             reactor,
             maxConnections,
-            peerAddresses(config.peersOf(name)),
             requirePeerCertificate=tls is not None and tls.authority is not None,
         )
-        self.tls = tls
+        self._followMembership(self.node.core.membership)
         self.port = None
+
+    def linkedPeers(self) -> dict[str, NodeAddress]:
+        """The members this node keeps a link to, and their addresses."""
+        return {name: link.address for name, link in self._links.items()}
 
     def connectedPeers(self) -> int:
         """How many peers this node has a connection to now."""
         return sum(link.protocol is not None for link in self._links.values())
 
     def _sendToPeer(self, peer: str, message: Message) -> None:
-        self._links[peer].send(message)
+        link = self._links.get(peer)
+        if link is not None:
+            link.send(message)
+
+    def _followMembership(self, membership: Membership) -> None:
+        """
+        Keep one link to each other member of C{membership}, at its address:
+        new members get one, departed ones lose theirs.
+        """
+        wanted = {
+            member.name: NodeAddress(member.name, member.host, member.port)
+            for member in membership.members
+            if member.name != self.name
+        }
+        for name, link in list(self._links.items()):
+            if wanted.get(name) != link.address:
+                del self._links[name]
+                link.clientService.disownServiceParent()
+        for name, address in wanted.items():
+            if name not in self._links:
+                link = PeerLink(
+                    self.node,
+                    address,
+                    self.reactor,
+                    self._maxDelay,
+                    self._clusterKey,
+                    requestTimeout=self._requestTimeout,
+                    tls=self.tls,
+                )
+                self._links[name] = link
+                link.clientService.setServiceParent(self)
+        self._factory.peerHosts = peerAddresses(wanted.values())
 
     def _fatal(self, reason: str) -> None:
         """The node's stored data is unusable: stop the process."""
@@ -178,8 +211,15 @@ class RaftService(MultiService):
             port=self.address.port,
         )
 
-    def stopService(self) -> defer.Deferred[None] | None:
-        """Stop the node, stop listening, and close every connection."""
+    def stopService(self) -> defer.Deferred[None]:
+        """
+        Hand leadership over if this node leads (L{RaftNode.handOver}), so
+        that clients need not wait an election timeout for the next leader;
+        then stop the node, stop listening, and close every connection.
+        """
+        return self.node.handOver().addCallback(lambda _: self._stopNow())
+
+    def _stopNow(self) -> defer.Deferred[None]:
         if self._ticker.running:
             self._ticker.stop()
         self.node.stop()

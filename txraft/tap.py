@@ -84,6 +84,14 @@ class Options(cli.Options):
             "Run without --cluster-key even though the cluster has addresses beyond "
             "loopback: anyone who can reach a node's port can then rewrite its data.",
         ],
+        [
+            "join",
+            None,
+            "Join a running cluster: with an empty data dir, wait for the leader to add "
+            "this node (the operator runs 'add NAME HOST PORT' on the cluster) instead of "
+            "starting a cluster of the config's nodes. Only this node's own line of "
+            "--config is read then.",
+        ],
     ]
     optParameters = [
         [
@@ -95,7 +103,13 @@ class Options(cli.Options):
         ],
         ["name", None, None, "This node's name in the cluster config (required)."],
         ["port", None, None, "Port to listen on; defaults to, and must match, the config's."],
-        ["config", None, "etc/cluster.conf", "Cluster config: lines NAME HOST PORT."],
+        [
+            "config",
+            None,
+            "etc/cluster.conf",
+            "Cluster config: lines NAME HOST PORT. This node listens at its own line; the "
+            "others are the bootstrap membership, used until the log holds one.",
+        ],
         ["data-dir", None, "logs", "Directory for NAME.log and the node's other files."],
         [
             "heartbeat",
@@ -315,6 +329,7 @@ def makeService(options: Options) -> IService:
             maxConnections=options["max-connections"],
             tls=options.tls,
             observer=metrics,
+            join=options["join"],
         )
     except (StorageError, OSError) as e:
         raise StartupError(str(e)) from None
