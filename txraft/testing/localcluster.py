@@ -474,8 +474,8 @@ class LocalCluster:
     def currentLeader(self) -> str | None:
         """
         Return the leader if, right now, exactly one live node says it is
-        leader and a majority of the whole cluster (it included) name it as
-        leader in its term; otherwise L{None}.
+        leader and a majority of the voters of its membership (it included)
+        name it as leader in its term; otherwise L{None}.
         """
         statuses = {n: s for n, s in self.statuses().items() if s is not None}
         leaders = [n for n, s in statuses.items() if s.get("role") == "leader"]
@@ -483,10 +483,14 @@ class LocalCluster:
             return None
         leader = leaders[0]
         term = statuses[leader].get("term")
+        voters = set(statuses[leader].get("members") or ())  # type: ignore[call-overload]
+        voters -= set(statuses[leader].get("learners") or ())  # type: ignore[call-overload]
         agreeing = [
-            n for n, s in statuses.items() if s.get("leader") == leader and s.get("term") == term
+            n
+            for n, s in statuses.items()
+            if n in voters and s.get("leader") == leader and s.get("term") == term
         ]
-        if len(agreeing) <= len(self.nodes) // 2:
+        if len(agreeing) <= len(voters) // 2:
             return None
         return leader
 
