@@ -97,7 +97,7 @@ class NodeSiteTests(SynchronousTestCase):
         node = self.service.node
         self.metrics.watch(node.status, self.service.connectedPeers)
         addresses = {name: ("127.0.0.1", 10000 + i) for i, name in enumerate(["s1", "s2", "s3"])}
-        survey = ClusterSurvey("s1", addresses, node.status, self.reactor, timeout=0.5)
+        survey = ClusterSurvey("s1", lambda: addresses, node.status, self.reactor, timeout=0.5)
         self.site = makeSite(node.status, self.metrics.registry, survey, maxLag=10)
         self.service.startService()
         self.addCleanup(self.service.stopService)
@@ -262,12 +262,33 @@ class ClusterErrorTests(SynchronousTestCase):
         def broken() -> dict[str, object]:
             raise RuntimeError("broken status")
 
-        survey = ClusterSurvey("s1", {"s1": ("127.0.0.1", 1)}, broken, MemoryReactorClock())
+        survey = ClusterSurvey(
+            "s1", lambda: {"s1": ("127.0.0.1", 1)}, broken, MemoryReactorClock()
+        )
         site = makeSite(broken, NodeMetrics().registry, survey, maxLag=10)
         request = get(site, b"/cluster")
         self.assertEqual((request.responseCode, request.finished), (500, 1))
         self.assertEqual(json.loads(body(request)), {"error": "internal error"})
         self.assertEqual(len(self.flushLoggedErrors(defer.FirstError)), 1)
+
+
+class SurveyMembershipTests(SynchronousTestCase):
+    """The survey asks the members of the day, not those of the config file."""
+
+    def test_followsMembership(self) -> None:
+        """A member added between two surveys is in the second one's picture."""
+        members = {"s1": ("127.0.0.1", 1)}
+        own = {"name": "s1", "role": "leader", "leader": "s1", "term": 1}
+        reactor = MemoryReactorClock()
+        survey = ClusterSurvey("s1", lambda: members, lambda: own, reactor, timeout=1.0)
+        first = self.successResultOf(survey.survey())
+        self.assertEqual([row["name"] for row in first["members"]], ["s1"])
+        members["s4"] = ("127.0.0.1", 4)
+        second = survey.survey()
+        self.assertEqual(reactor.tcpClients[-1][:2], ("127.0.0.1", 4))
+        reactor.advance(1.0)
+        names = [row["name"] for row in self.successResultOf(second)["members"]]
+        self.assertEqual(names, ["s1", "s4"])
 
 
 class SummarizeTests(SynchronousTestCase):
@@ -364,7 +385,7 @@ class LoopbackTests(TestCase):
             "s3": ("127.0.0.1", closedPort),
         }
         own = {"name": "me", "role": "follower", "leader": None, "term": 0}
-        survey = ClusterSurvey("me", addresses, lambda: own, reactor, timeout=2.0)
+        survey = ClusterSurvey("me", lambda: addresses, lambda: own, reactor, timeout=2.0)
         site = makeSite(lambda: own, NodeMetrics().registry, survey, maxLag=10)
         http = HTTPService(reactor, "127.0.0.1", 0, site)
         http.startService()

@@ -163,7 +163,7 @@ class ClusterSurvey:
     def __init__(
         self,
         name: str,
-        addresses: Mapping[str, tuple[str, int]],
+        addresses: Callable[[], Mapping[str, tuple[str, int]]],
         ownStatus: Callable[[], Status],
         reactor: IReactorTime,
         timeout: float = 1.0,
@@ -171,14 +171,16 @@ class ClusterSurvey:
     ) -> None:
         """
         @param name: this node, whose status is C{ownStatus()}.
-        @param addresses: every member's host and port, by name.
+        @param addresses: returns every member's host and port, by name
+            (this node's included): asked at each survey, as the membership
+            changes.
         @param timeout: how long to wait for each member's answer.
         @param tls: ask the members over TLS, as this node's peer links do,
             or L{None} for plain TCP.
         """
         self._tls = tls
         self.name = name
-        self._addresses = dict(addresses)
+        self._addresses = addresses
         self._ownStatus = ownStatus
         self._reactor = reactor
         self._timeout = timeout
@@ -189,24 +191,29 @@ class ClusterSurvey:
         Fire with L{summarize}'s picture of the cluster; a member that does
         not answer is unreachable, not a failure.
         """
-        names = list(self._addresses)
-        asked = [self._ask(name) for name in names]
+        addresses = dict(self._addresses())
+        names = list(addresses)
+        asked = [self._ask(name, addresses[name]) for name in names]
         d = defer.gatherResults(asked, consumeErrors=True)
-        return d.addCallback(lambda found: self._summarize(dict(zip(names, found, strict=True))))
+        return d.addCallback(
+            lambda found: self._summarize(addresses, dict(zip(names, found, strict=True)))
+        )
 
-    def _ask(self, name: str) -> defer.Deferred[Status | None]:
+    def _ask(self, name: str, address: tuple[str, int]) -> defer.Deferred[Status | None]:
         if name == self.name:
             return defer.maybeDeferred(self._ownStatus)
-        host, port = self._addresses[name]
+        host, port = address
         d = fetchStatus(self._reactor, host, port, self._timeout, self._tls)
         return d.addErrback(lambda _: None)
 
-    def _summarize(self, statuses: dict[str, Status | None]) -> dict[str, Any]:
+    def _summarize(
+        self, members: Mapping[str, tuple[str, int]], statuses: dict[str, Status | None]
+    ) -> dict[str, Any]:
         now = self._reactor.seconds()
         for name, status in statuses.items():
             if status is not None:
                 self._lastContact[name] = now
-        addresses = {name: f"{host}:{port}" for name, (host, port) in self._addresses.items()}
+        addresses = {name: f"{host}:{port}" for name, (host, port) in members.items()}
         picture = summarize(addresses, statuses, self._lastContact, now)
         picture["self"] = self.name
         return picture

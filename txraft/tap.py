@@ -351,9 +351,13 @@ def _addHTTP(service: RaftService, metrics: NodeMetrics, options: Options, react
     from txraft.survey import ClusterSurvey
     from txraft.web import HTTPService, makeSite
 
-    node, config = service.node, options.config
+    node, own = service.node, options.address
     metrics.watch(node.status, service.connectedPeers)
-    addresses = {name: (config.node(name).host, config.node(name).port) for name in config.names()}
+
+    def addresses() -> dict[str, tuple[str, int]]:
+        members = {m.name: (m.host, m.port) for m in node.core.membership.members}
+        return {own.name: (own.host, own.port), **members}
+
     survey = ClusterSurvey(node.name, addresses, node.status, reactor, tls=options.tls)
     site = makeSite(node.status, metrics.registry, survey, MAX_LAG)
     HTTPService(reactor, options.address.host, options["http"], site).setServiceParent(service)
