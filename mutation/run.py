@@ -59,6 +59,8 @@ SAMPLE_TESTS = (
     "tests/test_raftlog.py",
     "tests/test_node.py",
     "tests/test_reads.py",
+    "tests/test_membership.py",
+    "tests/test_admin.py",
     "tests/test_simulation.py",
 )
 SAMPLE_SEEDS = 30

@@ -322,3 +322,69 @@ class RefusalTests(SynchronousTestCase):
         cluster = DriverCluster(founders=("s1",))
         leader = cluster.elected()
         self.assertEqual(cluster.ask(leader, "remove s1"), "ERROR s1 is the last voter")
+
+
+class DriverMembershipTests(SynchronousTestCase):
+    """What the driver takes from the membership: redirects, status, refusals."""
+
+    def test_commandBatchedBeforeTransferRefused(self) -> None:
+        """
+        A command that arrived before a transfer began, but was not yet
+        proposed, is refused as the transfer's are: not proposed, and safe
+        to send again.
+        """
+        cluster = DriverCluster()
+        leader = cluster.elected()
+        batched = leader.clientRequest(None, "set a 1")
+        target = next(n for n in ("s1", "s2", "s3") if cluster.nodes[n] is not leader)
+        leader.transferLeadership(target)
+        lastIndex = leader.core.log.lastIndex
+        cluster.clock.advance(0)
+        self.assertEqual(self.successResultOf(batched), answers.TRANSFERRING)
+        self.assertEqual(leader.core.log.lastIndex, lastIndex)
+
+    def test_redirectToAMemberNotInTheConfig(self) -> None:
+        """
+        A follower redirects to its leader's address from the membership,
+        also for a leader its config file does not name.
+        """
+        cluster = DriverCluster()
+        leader = cluster.elected()
+        self.assertEqual(cluster.ask(leader, "add s4 127.0.0.1 10003"), answers.OK)
+        self.assertEqual(cluster.ask(leader, "transfer-leader s4"), answers.OK)
+        follower = cluster.nodes["s2" if leader.name != "s2" else "s3"]
+        cluster.run(0.1)
+        self.assertNotIn("s4", follower.config.names())
+        self.assertEqual(
+            cluster.ask(follower, "get a"), answers.redirect("s4", "127.0.0.1", 10003)
+        )
+
+    def test_unknownLeaderIsNoLeader(self) -> None:
+        """
+        A joining node that hears from a leader before it holds the entry
+        that names it cannot send clients there (its config file names only
+        itself): no leader known.  Once it holds it, it redirects.
+        """
+        cluster = DriverCluster()
+        joining = cluster.nodes["s4"]
+        joining.config = makeConfig(("s4",), (10003,))
+        leader = cluster.elected()
+        self.assertEqual(cluster.ask(leader, "add-learner s4 127.0.0.1 10003"), answers.OK)
+        self.assertEqual(joining.core.leaderId, leader.name)
+        self.assertEqual(joining.core.membership, Membership())
+        self.assertEqual(cluster.ask(joining, "get a"), answers.NO_LEADER)
+        cluster.run(0.1)
+        address = leader.core.membership.member(leader.name)
+        self.assertEqual(
+            cluster.ask(joining, "get a"),
+            answers.redirect(leader.name, address.host, address.port),
+        )
+
+    def test_statusNamesLearners(self) -> None:
+        """C{status} lists every member's address and which of them are learners."""
+        cluster = DriverCluster()
+        leader = cluster.elected()
+        cluster.ask(leader, "add-learner s4 127.0.0.1 10003")
+        status = leader.status()
+        self.assertEqual(status["learners"], ["s4"])
+        self.assertEqual(status["members"]["s4"], "127.0.0.1:10003")

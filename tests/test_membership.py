@@ -34,6 +34,7 @@ from txraft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Entry,
+    InstallSnapshot,
     RequestVote,
     RequestVoteResponse,
 )
@@ -510,3 +511,83 @@ class TransferTests(SynchronousTestCase):
         self.assertEqual(refused.reply, RequestVoteResponse(1, False))
         granted = voter.step("b", RequestVote(2, 1, 1, transfer=True))
         self.assertEqual(granted.reply, RequestVoteResponse(2, True))
+
+
+class MoreRuleTests(SynchronousTestCase):
+    """Corners of the membership rules that the cluster tests above do not reach."""
+
+    def test_noClusterWithoutVoter(self) -> None:
+        """The only voter cannot make itself a learner: a cluster needs a voter."""
+        core = makeCore("a", ("a",))
+        while core.role != LEADER:
+            core.tick()
+        self.assertEqual(core.commitIndex, 1)
+        alone = Membership((Member("a", "a", 1, voter=False),))
+        self.assertRaisesRegex(MembershipError, "needs a voter", core.changeMembership, alone)
+
+    def test_transferRetriedAfterGivingUp(self) -> None:
+        """A transfer given up can be asked again, and TimeoutNow is sent again."""
+        net = RaftNetwork(THREE_NAMES)
+        electedWithNoop(net)
+        net.cut("a", "b")
+        for _ in range(2):
+            net.handle("a", net["a"].transferLeadership("b"))
+            net.tick("a", times=net.electionTicks[0])
+            self.assertIsNone(net["a"].leadTransferee)
+        net.heal()
+        net.queue.clear()
+        net.handle("a", net["a"].transferLeadership("b"))
+        self.assertTrue(any(e.message.timeoutNow for e in net.queue if e.dst == "b"))
+        net.deliver()
+        self.assertEqual(net.leader(), "b")
+
+    def test_removedLeaderHandsToTheUpToDate(self) -> None:
+        """
+        A leader leaving a cluster where one voter lags tells the one whose
+        log matches its own to take over, not the laggard.
+        """
+        net = RaftNetwork(FOUR)
+        electedWithNoop(net)
+        net.cut("a", "d")
+        change(net, "a", voters("b", "c", "d"))
+        net.deliver()
+        handedTo = [e.dst for e in net.sent if getattr(e.message, "timeoutNow", False)]
+        self.assertEqual(handedTo, [handedTo[0]])
+        self.assertIn(handedTo[0], ("b", "c"))
+        self.assertEqual(net.leader(), handedTo[0])
+
+    def test_removedPeerGetsNothing(self) -> None:
+        """Once a follower is removed, the leader sends it nothing more."""
+        net = RaftNetwork(FOUR)
+        electedWithNoop(net)
+        change(net, "a", voters("a", "b", "c"))
+        net.deliver()
+        net.queue.clear()
+        net.tick("a", times=3 * net.heartbeatTicks)
+        self.assertEqual({e.dst for e in net.queue}, {"b", "c"})
+
+    def test_snapshotOverridesConflictingMembership(self) -> None:
+        """
+        A follower holding another leader's uncommitted membership entry
+        takes the membership of a snapshot that replaces its whole log.
+        """
+        core = makeCore("b", terms=[1])
+        stale = withLearner(voters("a", "b", "c"), "d")
+        core.step("c", AppendEntries(1, 1, 1, (Entry(2, 1, stale.encode()),), 1))
+        self.assertEqual(core.membership, stale)
+        current = voters("a", "b")
+        ready = core.step(
+            "a", InstallSnapshot(2, 5, 2, 0, b"x", done=True, membership=current.encode())
+        )
+        self.assertEqual(ready.snapshot.membership, current.encode())
+        self.assertEqual((core.membership, core.membershipIndex), (current, 5))
+
+    def test_snapshotWithoutMembershipMeansBootstrap(self) -> None:
+        """
+        A snapshot that records no membership covers no membership entry:
+        a follower installing it runs on its bootstrap membership again.
+        """
+        core = makeCore("b", terms=[1])
+        core.step("a", AppendEntries(1, 1, 1, (Entry(2, 1, voters("a", "b").encode()),), 1))
+        core.step("a", InstallSnapshot(2, 5, 2, 0, b"x", done=True))
+        self.assertEqual(core.membership, voters("a", "b", "c"))

@@ -744,12 +744,10 @@ class RaftCore:
         # term, and so confirms its leadership for the reads of that round.
         answer = self._appendEntries(request)
         self._ready.reply = attrs.evolve(answer, readRound=request.readRound)
-        caughtUp = answer.success and answer.matchIndex == request.prevLogIndex + len(
-            request.entries
-        )
-        if request.timeoutNow and caughtUp and self.isVoter():
-            # Our leader hands over to us and our log holds all of its:
-            # campaign now, without a pre-vote (dissertation section 3.10).
+        if request.timeoutNow and answer.success and self.isVoter():
+            # Our leader hands over to us, and our log holds all of its (it
+            # sends this with its last entry as prevLogIndex): campaign now,
+            # without a pre-vote (dissertation section 3.10).
             self._logger.info(
                 "{name} takes over leadership at its leader's request", name=self.name
             )
@@ -1100,8 +1098,6 @@ class RaftCore:
                 self._progress[peer] = Progress(self.log.lastIndex + 1)
         for peer in set(self._progress) - set(self.peers):
             del self._progress[peer]
-        if self.leadTransferee is not None and self.leadTransferee not in self._voters:
-            self.leadTransferee = None
 
     def _sendTimeoutNow(self, peer: str) -> None:
         """Tell C{peer}, whose log matches ours, to start an election at once."""
