@@ -279,6 +279,22 @@ class RecoverTests(SynchronousTestCase):
         snapshot, _ = write()
         self.assertEqual((snapshot.index, snapshot.data), (2, b'{"a":"1"}'))
 
+    def test_captureStateWritesNothing(self) -> None:
+        """
+        L{LogManager.captureState}, what a backup takes, holds the state and
+        the membership as of its own index however many commands apply
+        before it is serialized, and stages nothing: the file a snapshot of
+        the node itself is staged in is left alone.
+        """
+        manager = self.openSnapshottingManager()
+        manager.recover()
+        membership = "membership voter s1 127.0.0.1 10000"
+        manager.apply([*ENTRIES[:2], Entry(3, 1, membership)])
+        serialize = manager.captureState()
+        manager.apply([Entry(4, 2, "set a 2")])
+        self.assertEqual(serialize(), Snapshot(3, 1, b'{"a":"1"}', membership))
+        self.assertEqual(os.listdir(self.directory), ["s1.log"])
+
     def test_receivedSnapshotPersisted(self) -> None:
         """
         A snapshot from the leader is saved and the log entries it covers

@@ -171,6 +171,17 @@ class LogManager(Service):
         self.lastApplied, self.lastAppliedTerm = snapshot.index, snapshot.term
         self.membership = snapshot.membership
 
+    def captureState(self) -> Callable[[], Snapshot]:
+        """
+        Freeze the state machine as of the last applied entry, and return
+        the slow part of making a snapshot of it: serializing it, which may
+        run in another thread.  Nothing is written: a backup (L{txraft.admin})
+        takes this, so that it never touches the file a snapshot is staged in.
+        """
+        index, term, membership = self.lastApplied, self.lastAppliedTerm, self.membership
+        serialize = self.stateMachine.capture()
+        return lambda: Snapshot(index, term, serialize(), membership)
+
     def captureSnapshot(self) -> Callable[[], tuple[Snapshot, object]]:
         """
         Freeze the state machine as of the last applied entry, and return
@@ -178,12 +189,11 @@ class LogManager(Service):
         it durably.  That part may run in another thread; L{commitSnapshot}
         finishes the job in this one.
         """
-        index, term, membership = self.lastApplied, self.lastAppliedTerm, self.membership
-        serialize = self.stateMachine.capture()
+        serialize = self.captureState()
         store = self.snapshotStore
 
         def write() -> tuple[Snapshot, object]:
-            snapshot = Snapshot(index, term, serialize(), membership)
+            snapshot = serialize()
             return snapshot, store.stage(snapshot)
 
         return write
