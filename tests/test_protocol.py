@@ -741,6 +741,7 @@ class KeyedConnectionTests(SynchronousTestCase):
             b"remove s2",
             b"transfer-leader",
             b"transfer-leader s2",
+            b"backup",
         ]
         plain.dataReceived(b"".join(command + b"\n" for command in commands) + b"get a\n")
         self.assertEqual(

@@ -7,11 +7,24 @@ hand leadership over (dissertation chapter 4 and section 3.10).
     add-learner NAME HOST PORT   add NAME as a learner, never promoted
     remove NAME                  remove NAME (the leader too)
     transfer-leader [NAME]       hand leadership to NAME, or to the most up-to-date voter
+    backup                       a snapshot of the state machine, as one line of base64
 
-Every command but C{members} waits for what it asks to be committed (or
-for the new leader to lead) before answering C{OK}.  The leader runs one of
-them at a time.  On a keyed cluster only a connection that proved the
-cluster key may send them (L{txraft.protocol}).
+Every command but C{members} and C{backup} waits for what it asks to be
+committed (or for the new leader to lead) before answering C{OK}.  The
+leader runs one of them at a time; a backup may run beside them.  On a
+keyed cluster only a connection that proved the cluster key may send them
+(L{txraft.protocol}).
+
+C{backup} answers C{OK BASE64}, BASE64 the bytes of a snapshot file
+(L{txraft.snapshots.encodeSnapshot}): the state machine, the client
+sessions and the membership as of one applied, so committed, index.  The
+leader first waits as a read does (ReadIndex), so that index holds every
+write acknowledged before the backup was asked for.  It freezes the state
+on the event loop (a copy of the map) and serializes it with a background
+runner: its reactor's thread pool.  Serializing holds the GIL, so a large
+map still slows the leader down while it runs, as C{--snapshot-writer
+thread} does (README, Snapshot stalls).  Backups run one at a time; the
+txraft-client (L{txraft.client}) writes the file.
 
 L{Administrator} carries them out on a node's driver: it proposes through
 L{RaftNode.proposeMembership}, and the driver calls L{Administrator.check}
@@ -21,10 +34,15 @@ moved on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import base64
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet import defer
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from txraft import answers
 from txraft.core import (
@@ -35,12 +53,14 @@ from txraft.core import (
     TransferringError,
 )
 from txraft.membership import Membership, MembershipError, parseMember
+from txraft.messages import Snapshot
+from txraft.snapshots import encodeSnapshot
 
 if TYPE_CHECKING:
     from txraft.node import RaftNode
 
 #: The first word of every operator's command.
-ADMIN_WORDS = frozenset({"members", "add", "add-learner", "remove", "transfer-leader"})
+ADMIN_WORDS = frozenset({"members", "add", "add-learner", "remove", "transfer-leader", "backup"})
 
 #: How long C{add} waits for a new server to catch up before it gives up
 #: (the server stays a learner).
@@ -50,6 +70,9 @@ CATCH_UP_SECONDS = 60.0
 TRANSFER_SECONDS = 5.0
 
 IN_PROGRESS = answers.error("a membership change is in progress")
+
+#: Runs a slow function off the event loop; fires with its result on it.
+Background = Callable[[Callable[[], Any]], defer.Deferred[Any]]
 
 
 class AdminError(ValueError):
@@ -70,6 +93,7 @@ _ARGUMENTS = {
     "add-learner": ((3,), "NAME HOST PORT"),
     "remove": ((1,), "NAME"),
     "transfer-leader": ((0, 1), "[NAME]"),
+    "backup": ((), "no arguments"),
 }
 
 
@@ -110,18 +134,54 @@ class _Transfer:
     deadline: float
 
 
+def inThreads(clock: IReactorTime) -> Background:
+    """
+    Run slow functions in C{clock}'s thread pool, if it is a reactor that
+    has one (a node's is); at once on any other clock (tests, the
+    simulation), where there is no other thread to run them in.
+    """
+    if IReactorThreads.providedBy(clock):
+        reactor: Any = clock
+        return lambda function: threads.deferToThreadPool(
+            reactor, reactor.getThreadPool(), function
+        )
+    return defer.maybeDeferred
+
+
+def encodeBackup(snapshot: Snapshot, membership: Membership) -> str:
+    """
+    The answer to C{backup}: C{OK} and the base64 of C{snapshot}'s file.
+    A snapshot taken while the cluster still ran on its config file has
+    no membership line (L{txraft.snapshots}); the backup names
+    C{membership}, the one as of its index, instead.
+    """
+    if not snapshot.membership:
+        snapshot = attrs.evolve(snapshot, membership=membership.encode())
+    return answers.ok(base64.b64encode(encodeSnapshot(snapshot)).decode("ascii"))
+
+
 class Administrator:
     """
-    Carries out operators' commands on one node, one at a time.
+    Carries out operators' commands on one node, one at a time (backups
+    aside).
 
     @ivar busy: whether a command is under way.
+    @ivar background: serializes backups off the event loop.
     """
 
-    def __init__(self, node: RaftNode) -> None:
+    log = Logger()
+
+    def __init__(self, node: RaftNode, background: Background | None = None) -> None:
+        """
+        @param background: how to serialize a backup off the event loop
+            (default: L{inThreads} of the node's clock).
+        """
         self.node = node
         self.busy = False
+        self.background = background if background is not None else inThreads(node.clock)
         self._catchUp: _CatchUp | None = None
         self._transfer: _Transfer | None = None
+        self._backups = defer.DeferredLock()
 
     def execute(self, command: AdminCommand) -> str | defer.Deferred[str]:
         """Start C{command}; its answer, or a Deferred of it."""
@@ -130,6 +190,8 @@ class Administrator:
             return refusal
         if command.word == "members":
             return answers.ok(self.node.core.membership.describe())
+        if command.word == "backup":
+            return self._backups.run(self._backup)
         if self.busy:
             return IN_PROGRESS
         try:
@@ -185,6 +247,39 @@ class Administrator:
             return result
 
         return answer.addBoth(done)
+
+    # -- backup ---------------------------------------------------------------------
+
+    def _backup(self) -> str | defer.Deferred[str]:
+        """Once every write acknowledged so far is applied, take a backup."""
+        barrier = self.node.readBarrier()
+        if isinstance(barrier, str):
+            return barrier
+        return barrier.addCallback(self._takeBackup)
+
+    def _takeBackup(self, barrier: str) -> str | defer.Deferred[str]:
+        """
+        Freeze the state machine as of its last applied entry, which is
+        committed, and serialize it in the background.
+        """
+        if not answers.isSuccess(barrier):
+            return barrier
+        manager = self.node.logManager
+        index = manager.lastApplied
+        membership = self.node.core.membershipAt(index)
+        serialize = manager.captureState()
+        d = self.background(lambda: encodeBackup(serialize(), membership))
+        return d.addCallbacks(self._backupTaken, self._backupFailed, callbackArgs=(index,))
+
+    def _backupTaken(self, answer: str, index: int) -> str:
+        self.log.info(
+            "node {name} took a backup up to index {index}", name=self.node.name, index=index
+        )
+        return answer
+
+    def _backupFailed(self, failure: Failure) -> str:
+        self.log.failure("could not take a backup", failure)
+        return answers.error(f"backup failed: {failure.getErrorMessage()}")
 
     # -- membership -------------------------------------------------------------
 

@@ -66,6 +66,9 @@ SNAPSHOT_ENTRIES = 10_000
 #: state from the disk, make it durable again, and rejoin the cluster.
 DISK_RETRY_SECONDS = 1.0
 
+#: The read a L{RaftNode.readBarrier} waits for; its value is dropped.
+BARRIER_READ = "get _"
+
 #: Sends one message to the named peer; delivery is not guaranteed.
 Send = Callable[[str, Message], None]
 
@@ -443,6 +446,17 @@ class RaftNode:
         if core.leaderId == self.name:
             return core.commitIndex
         return max(self.leaderCommit, core.commitIndex)
+
+    def readBarrier(self) -> str | defer.Deferred[str]:
+        """
+        Wait, as a read does (ReadIndex, L{RaftCore.read}), until this
+        leader is confirmed and has applied all that was committed when
+        this was called, so that its state machine holds every write
+        acknowledged before, by any leader (a backup waits for this).  The
+        answer is a read's: a success (L{answers.isSuccess}) once that
+        holds, else why not (a redirect, C{UNAVAILABLE}).
+        """
+        return self._read(BARRIER_READ)
 
     def handOver(self) -> defer.Deferred[None]:
         """
