@@ -627,3 +627,99 @@ class KeyedTests(ClusterClientTestCase):
         d = client.get("a")
         self.advance(1.05)
         self.assertIn("cluster key handshake", str(self.failureResultOf(d).value))
+
+
+class LongAndSlowTests(ClusterClientTestCase):
+    """
+    Answers of any length (a backup's is one line of hundreds of MiB) and
+    requests that take long (operators' commands, backups).
+    """
+
+    def test_longAnswerInPieces(self) -> None:
+        """
+        An answer line that arrives in many pieces, one split across two
+        reads and two in one read, ends CRLF or LF, each reaches its
+        request whole.
+        """
+        self.cluster.silent.add(ADDRESSES[0])
+        client = self.makeClient()
+        first, second, third = client.show(), client.get("a"), client.get("b")
+        self.cluster.flush()
+        [connection] = self.cluster.connections
+        long = b"OK " + b"x" * 300_000
+        data = long + b"\r\nOK 1\nOK 2\n"
+        for start in range(0, len(data), 65536):
+            connection.protocol.dataReceived(data[start : start + 65536])
+        self.assertEqual(self.successResultOf(first), long.decode())
+        self.assertEqual(self.successResultOf(second), "OK 1")
+        self.assertEqual(self.successResultOf(third), "OK 2")
+
+    def assertDroppedFor(self, pieces: list[bytes]) -> None:
+        """
+        A node that sends C{pieces} of an answer line to a client that takes
+        at most 32 bytes is dropped on the last piece, not before, and the
+        request goes to the next node.
+        """
+        self.cluster.silent.add(ADDRESSES[0])
+        client = self.makeClient(maxAnswerLength=32)
+        d = client.get("a")
+        self.cluster.flush()
+        first = self.cluster.connections[0]
+        for piece in pieces[:-1]:
+            first.protocol.dataReceived(piece)
+        self.assertFalse(first.transport.disconnecting)
+        first.protocol.dataReceived(pieces[-1])
+        self.assertTrue(first.transport.disconnecting)
+        self.cluster.silent.clear()
+        self.advance(1.0)
+        self.assertEqual(self.successResultOf(d), "NOT_FOUND")
+        self.assertTrue(first.closed)
+
+    def test_unendedAnswerTooLong(self) -> None:
+        """An answer line that grows past C{maxAnswerLength} drops its node."""
+        self.assertDroppedFor([b"OK " + b"y" * 20, b"y" * 9, b"z"])
+
+    def test_endedAnswerTooLong(self) -> None:
+        """So does one that arrives whole, newline and all, in one read."""
+        self.assertDroppedFor([b"OK " + b"y" * 29, b"z\n"])
+
+    def test_slowRequestOwnDeadline(self) -> None:
+        """
+        A request given its own timeout fails only then, and its node may
+        stay silent that long: it is not sent elsewhere after the client's
+        C{stallTimeout}, which would start it over.
+        """
+        self.cluster.silent.add(ADDRESSES[0])
+        client = self.makeClient(timeout=4.0)
+        d = client.request("backup", timeout=30.0)
+        self.cluster.flush()
+        self.advance(29.9, step=0.1)
+        self.assertNoResult(d)
+        self.assertFalse(self.cluster.connections[0].transport.disconnecting)
+        self.assertEqual(len(self.cluster.connections), 1)
+        self.advance(0.1, step=0.1)
+        error = self.failureResultOf(d, RequestTimeoutError).value
+        self.assertEqual(str(error), "'backup': no answer from 10.0.0.1:7001 within 30s")
+
+    def test_slowRequestStretchesSilence(self) -> None:
+        """
+        A slow request sent while a quick one waits stretches how long the
+        node may stay silent, counted from the start of the silence; once
+        both wait past that, the node is left.
+        """
+        self.cluster.silent.add(ADDRESSES[0])
+        client = self.makeClient(timeout=100.0, stallTimeout=2.0)
+        quick = client.get("a")
+        self.cluster.flush()
+        self.clock.advance(1.0)
+        slow = client.request("backup", timeout=10.0)
+        self.cluster.flush()
+        self.clock.advance(8.9)
+        self.assertFalse(self.cluster.connections[0].transport.disconnecting)
+        self.cluster.silent.clear()  # too late for what it read
+        self.clock.advance(0.1)
+        self.cluster.flush()
+        self.assertTrue(self.cluster.connections[0].closed)
+        self.assertEqual(self.successResultOf(quick), "NOT_FOUND")
+        self.assertEqual(self.cluster.connections[-1].received, ["get a", "backup"])
+        slow.addErrback(lambda _: None)  # the fake node knows no backup

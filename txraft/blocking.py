@@ -68,9 +68,12 @@ class BlockingClient:
             raise ClientClosedError("the client is closed")
         return blockingCallFromThread(self._reactor, function, *args, **kw)
 
-    def request(self, command: str) -> str:
-        """Send C{command} and return its answer line (see L{ClusterClient.request})."""
-        return self._call(self.client.request, command)
+    def request(self, command: str, timeout: float | None = None) -> str:
+        """
+        Send C{command} and return its answer line (see L{ClusterClient.request},
+        which takes C{timeout} too).
+        """
+        return self._call(self.client.request, command, timeout)
 
     def pipeline(self, commands: Sequence[str]) -> list[str]:
         """

@@ -16,7 +16,9 @@ log entry; a read changes nothing and is always safe to send again.
 
 A node keeps the answers of a client's last L{SESSION_WINDOW} SEQs, so at
 most that many requests are outstanding at once.  Each request has a
-deadline, after which its Deferred fails with L{RequestTimeoutError}.
+deadline, after which its Deferred fails with L{RequestTimeoutError}; a
+slow one (an operator's command, a backup) may be given a deadline of its
+own, and the node it waits on may stay silent that long.
 
 For scripts that do not run a reactor, L{txraft.blocking} wraps this class.
 """
@@ -42,9 +44,8 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from txraft import answers
@@ -65,6 +66,9 @@ Address = tuple[str, int]
 
 #: Makes the endpoint that reaches one node; a seam for tests.
 Connector = Callable[[str, int], IStreamClientEndpoint]
+
+#: The longest answer line accepted by default (a C{show} of a large map is long).
+MAX_ANSWER = 64 * 1024 * 1024
 
 
 class ClientLibError(Exception):
@@ -125,11 +129,14 @@ def memberAddresses(answer: str) -> list[Address]:
 class _Request:
     """One request, from L{ClusterClient.request} until its Deferred fires."""
 
-    __slots__ = ("command", "numbered", "line", "deferred", "timer")
+    __slots__ = ("command", "numbered", "timeout", "line", "deferred", "timer")
 
-    def __init__(self, command: str, numbered: bool) -> None:
+    def __init__(self, command: str, numbered: bool, timeout: float | None = None) -> None:
         self.command = command
         self.numbered = numbered
+        #: Its own deadline, if it is a slow request: its node may then stay
+        #: silent that long while it is outstanding, too.
+        self.timeout = timeout
         #: The line sent, fixed when it is first sent (so its SEQ is too).
         self.line: str | None = None
         self.deferred: defer.Deferred[str] = defer.Deferred()
@@ -150,21 +157,25 @@ class _Request:
                 self.deferred.callback(result)
 
 
-class NodeConnection(LineReceiver):
+class NodeConnection(Protocol):
     """
     One connection to one node: proves the cluster key first if there is
     one, then hands each answer line to its L{ClusterClient}.  Connection
     state only; the requests live on the client.
-    """
 
-    delimiter = b"\n"
-    #: The longest answer line accepted (a C{show} of a large map is long).
-    MAX_LENGTH = 64 * 1024 * 1024
+    It splits lines itself, in time linear in their length however the
+    bytes arrive: an answer may be hundreds of MiB (a backup), and
+    L{twisted.protocols.basic.LineReceiver} copies and scans its whole
+    buffer at every read, which takes a 64 MiB line minutes.
+    """
 
     def __init__(self, client: ClusterClient, address: Address) -> None:
         self.client = client
         self.address = address
         self.ready = False
+        self._buffer = bytearray()
+        #: How much of the buffer is known to hold no newline.
+        self._scanned = 0
         #: Why this side hung up, if it did.
         self.problem: str | None = None
         self._initiator: Initiator | None = None
@@ -177,7 +188,26 @@ class NodeConnection(LineReceiver):
             self._becomeReady()
             return
         self._initiator = Initiator(self.client.clusterKey, self.client.authName)
-        self.sendLine(self._initiator.hello().encode("utf-8"))
+        self.transport.write(self._initiator.hello().encode("utf-8") + b"\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        """Take each whole line received; drop a node whose line grows too long."""
+        buffer = self._buffer
+        buffer += data
+        while not self.transport.disconnecting:
+            end = buffer.find(b"\n", self._scanned)
+            if end < 0:
+                self._scanned = len(buffer)
+                if self._scanned > self.client.maxAnswerLength:
+                    self._lineTooLong()
+                return
+            if end > self.client.maxAnswerLength:
+                self._lineTooLong()
+                return
+            line = bytes(buffer[:end])
+            del buffer[: end + 1]
+            self._scanned = 0
+            self.lineReceived(line)
 
     def lineReceived(self, line: bytes) -> None:
         """Finish the handshake, or open an answer's MAC and pass it on."""
@@ -198,7 +228,7 @@ class NodeConnection(LineReceiver):
         assert self._initiator is not None
         if self._proof is None:
             self._proof = self._initiator.answerChallenge(line)
-            self.sendLine(self._proof.encode("utf-8"))
+            self.transport.write(self._proof.encode("utf-8") + b"\n")
         else:
             self._session = self._initiator.confirm(line)
             self._becomeReady()
@@ -212,9 +242,10 @@ class NodeConnection(LineReceiver):
         seal = self._session.seal if self._session is not None else (lambda b: b)
         self.transport.write(b"".join(seal(line.encode("utf-8")) + b"\n" for line in lines))
 
-    def lineLengthExceeded(self, line: bytes) -> None:
+    def _lineTooLong(self) -> None:
         """A node that sends an endless line is dropped, not buffered."""
         self.problem = f"{self.where} sent an answer line too long"
+        self._buffer.clear()
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -256,6 +287,7 @@ class ClusterClient:
         connector: Connector | None = None,
         onRedirect: Callable[[answers.Redirect], None] | None = None,
         stallTimeout: float | None = None,
+        maxAnswerLength: int = MAX_ANSWER,
     ) -> None:
         """
         @param reactor: the reactor to connect and keep time on (an
@@ -284,6 +316,8 @@ class ClusterClient:
             unanswered before the client gives up on it and asks the next
             (a paused or cut-off node keeps its connection open); by
             default half of C{timeout}.
+        @param maxAnswerLength: the longest answer line accepted, in bytes;
+            a node that sends a longer one is dropped.
         """
         if not addresses:
             raise ValueError("a cluster client needs at least one node address")
@@ -303,8 +337,12 @@ class ClusterClient:
         self._connector = connector or self._defaultConnector(tls)
         self._onRedirect = onRedirect
         self.stallTimeout = timeout / 2 if stallTimeout is None else stallTimeout
-        #: Fires when the node has answered nothing for L{stallTimeout}.
+        self.maxAnswerLength = maxAnswerLength
+        #: Fires when the node has answered nothing for L{stallTimeout}, or
+        #: longer while a slow request is outstanding.
         self._stall: IDelayedCall | None = None
+        #: When the silence that C{_stall} times began.
+        self._stallStart = 0.0
         #: The SEQ the next numbered request gets.
         self._nextSeq = 1
         #: The node tried next, as an index into L{addresses}.
@@ -352,21 +390,27 @@ class ClusterClient:
 
     # The public API.
 
-    def request(self, command: str) -> defer.Deferred[str]:
+    def request(self, command: str, timeout: float | None = None) -> defer.Deferred[str]:
         """
         Send C{command} (C{get KEY}, C{set KEY VALUE}, ...) to the leader and
         return a Deferred of its answer line.  Writes are numbered (unless
         C{exactlyOnce} is off), so however often they are sent they run once.
 
+        @param timeout: seconds for this request instead of the client's
+            C{timeout}, for a slow one (an operator's command, a backup):
+            the node asked may then also stay silent that long while it is
+            outstanding, rather than C{stallTimeout}, before the client
+            sends it elsewhere (which would start it over).
         @raise ValueError: for a command that spans lines.
         """
         if "\n" in command or "\r" in command:
             raise ValueError("a command must be a single line")
-        request = _Request(command, self.exactlyOnce and isWrite(command))
+        request = _Request(command, self.exactlyOnce and isWrite(command), timeout)
         if self._closed:
             request.finish(Failure(ClientClosedError("the client is closed")))
             return request.deferred
-        request.timer = self.reactor.callLater(self.timeout, self._expire, request)
+        deadline = self.timeout if timeout is None else timeout
+        request.timer = self.reactor.callLater(deadline, self._expire, request)
         self._waiting.append(request)
         self._pump()
         return request.deferred
@@ -630,24 +674,34 @@ class ClusterClient:
         if not self._outstanding:
             if active:
                 self._stall.cancel()
-        elif active and answered:
-            self._stall.reset(self.stallTimeout)
-        elif not active:
-            self._stall = self.reactor.callLater(self.stallTimeout, self._stalled, connection)
+            return
+        delay = max([self.stallTimeout, *(r.timeout or 0 for r in self._outstanding)])
+        now = self.reactor.seconds()
+        if not active:
+            self._stallStart = now
+            self._stall = self.reactor.callLater(delay, self._stalled, connection)
+        elif answered:
+            self._stallStart = now
+            self._stall.reset(delay)
+        elif self._stallStart + delay > self._stall.getTime():
+            # The silence goes on, but a patient request just sent stretches it.
+            self._stall.reset(self._stallStart + delay - now)
 
     def _stalled(self, connection: NodeConnection) -> None:
         """The node answered nothing for a while: ask the next one."""
         if connection is self._connection and self._outstanding:
-            problem = f"no answer from {connection.where} within {self.stallTimeout:g}s"
+            silence = self.reactor.seconds() - self._stallStart
+            problem = f"no answer from {connection.where} within {silence:g}s"
             self._giveUpOn(connection, problem, self._target + 1)
 
     def _expire(self, request: _Request) -> None:
         """A request's deadline passed: fail it (an outstanding one keeps its place)."""
         if request in self._waiting:
             self._waiting.remove(request)
+        timeout = self.timeout if request.timeout is None else request.timeout
         if request in self._outstanding and self._connection is not None:
-            problem = f"no answer from {self._connection.where} within {self.timeout:g}s"
+            problem = f"no answer from {self._connection.where} within {timeout:g}s"
         else:
-            problem = f"no answer within {self.timeout:g}s; last: {self._problem}"
+            problem = f"no answer within {timeout:g}s; last: {self._problem}"
         message = f"{request.command!r}: {problem}"
         request.finish(Failure(RequestTimeoutError(message)))
