@@ -5,13 +5,16 @@ client talking to scripted fake nodes on 127.0.0.1 in background threads.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
 import re
 import socket
 import socketserver
+import stat
 import threading
+import time
 from collections.abc import Callable
 from contextlib import redirect_stdout
 from importlib import metadata
@@ -34,6 +37,8 @@ from txraft.client import (
     formatResponse,
     main,
 )
+from txraft.messages import Snapshot
+from txraft.snapshots import encodeSnapshot
 
 #: A fake node's script: the response to one request line, or None to hang up.
 Answer = Callable[[str], "str | None"]
@@ -126,7 +131,7 @@ class OptionsTests(SynchronousTestCase):
             (options["host"], options["port"], options["id"], options["command"]),
             ("127.0.0.1", 10000, None, "get b"),
         )
-        self.assertEqual(options["timeout"], 5.0)
+        self.assertEqual(options["timeout"], None)  # DEFAULT_TIMEOUT, or an operator's
 
     def test_idAndCommand(self) -> None:
         """C{--id} names the client."""
@@ -184,6 +189,14 @@ class OptionsTests(SynchronousTestCase):
         """The first word after PORT must be a command word."""
         error = self.assertRaises(usage.UsageError, self.parse, "10000", "gte", "b")
         self.assertIn("unknown command 'gte'", str(error))
+
+    def test_operatorsCommands(self) -> None:
+        """The operators' commands are command words; C{backup} needs FILE."""
+        for words in (["members"], ["add", "s4", "h", "1"], ["transfer-leader"], ["backup", "f"]):
+            with self.subTest(words=words):
+                self.assertEqual(self.parse("10000", *words)["command"], " ".join(words))
+        error = self.assertRaises(usage.UsageError, self.parse, "10000", "backup")
+        self.assertIn("backup takes FILE", str(error))
 
     def test_multilineCommand(self) -> None:
         """A newline in the command words would smuggle in a second request."""
@@ -766,3 +779,156 @@ class KeyedClientTests(SynchronousTestCase):
         writeKeyFile(path)
         options.parseOptions(["--cluster-key", path, "10000", "status"])
         self.assertEqual(options.clusterKey, readKeyFile(path))
+
+
+MEMBERS = [
+    {"name": "s1", "host": "127.0.0.1", "port": 10000, "voter": True},
+    {"name": "s2", "host": "127.0.0.1", "port": 10001, "voter": True},
+    {"name": "s4", "host": "10.0.0.4", "port": 10003, "voter": False},
+]
+
+#: How C{members} shows L{MEMBERS}.
+MEMBERS_TABLE = """\
+NAME  HOST       PORT   KIND
+s1    127.0.0.1  10000  voter
+s2    127.0.0.1  10001  voter
+s4    10.0.0.4   10003  learner
+"""
+
+
+def backupAnswer(snapshot: Snapshot) -> str:
+    """What a leader answers to C{backup}: OK and the base64 of the snapshot's file."""
+    return "OK " + base64.b64encode(encodeSnapshot(snapshot)).decode()
+
+
+class OperatorCommandTests(SynchronousTestCase):
+    """The operators' commands: C{members} as a table, C{backup FILE}, the others raw."""
+
+    def runMain(self, *argv: str, readLine: FakeInput | None = None) -> tuple[int, str, str]:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        status = main(list(argv), stdout=stdout, stderr=stderr, readLine=readLine or FakeInput())
+        return status, stdout.getvalue(), stderr.getvalue()
+
+    def test_membersTable(self) -> None:
+        """C{members} prints one aligned row per member, voter or learner; exit 0."""
+        node = FakeNode(self, lambda line: "OK " + json.dumps(MEMBERS))
+        self.assertEqual(self.runMain(str(node.port), "members"), (0, MEMBERS_TABLE, ""))
+        self.assertEqual(node.received, [b"members\n"])
+
+    def test_membersAtThePrompt(self) -> None:
+        """At the prompt too."""
+        node = FakeNode(self, lambda line: "OK " + json.dumps(MEMBERS))
+        status, out, _ = self.runMain(str(node.port), readLine=FakeInput("members"))
+        self.assertEqual(status, 0)
+        self.assertIn(MEMBERS_TABLE, out)
+
+    def test_membersRefused(self) -> None:
+        """
+        Any other answer is printed as it came, exit 1; a keyed node's
+        refusal of a client without the key says what it wants.
+        """
+        node = FakeNode(self, lambda line: "ERROR not authorized")
+        status, out, err = self.runMain(str(node.port), "members")
+        self.assertEqual((status, out), (1, "ERROR not authorized\n"))
+        self.assertIn("only with --cluster-key", err)
+
+    def test_othersRaw(self) -> None:
+        """
+        C{add}, C{remove} and the rest go unnumbered, even with an ID (they
+        are no commands of the state machine), and their answers print raw.
+        """
+        node = FakeNode(self, lambda line: "OK" if "add" in line else "ERROR s9 is not a member")
+        status, out, _ = self.runMain("--id", "op", str(node.port), "add", "s4", "10.0.0.4", "1")
+        self.assertEqual((status, out), (0, "OK\n"))
+        status, out, _ = self.runMain(str(node.port), "remove", "s9")
+        self.assertEqual((status, out), (1, "ERROR s9 is not a member\n"))
+        self.assertEqual(node.received, [b"add s4 10.0.0.4 1\n", b"remove s9\n"])
+
+    def test_operatorsCommandsPatient(self) -> None:
+        """
+        An operator's command waits for its answer as long as the timeout,
+        on one node: it is not sent again after half of it, which would
+        start it over.
+        """
+        node = FakeNode(self, lambda line: time.sleep(1.6) or "OK")  # a slow transfer
+        status, out, err = self.runMain("--timeout", "3", str(node.port), "transfer-leader")
+        self.assertEqual((status, out, err), (0, "OK\n", ""))
+        self.assertEqual(node.received, [b"transfer-leader\n"])
+
+    def test_backupWritten(self) -> None:
+        """
+        C{backup FILE} writes the leader's snapshot file as it came, mode
+        0600, in place of any older one, and says which index it holds.
+        """
+        snapshot = Snapshot(7, 2, b'{"a":"1"}', "membership voter s1 127.0.0.1 10000")
+        node = FakeNode(self, lambda line: backupAnswer(snapshot))
+        directory = temporaryDirectory(self)
+        path = os.path.join(directory, "backup.snapshot")
+        with open(path, "w") as f:
+            f.write("an older backup")
+        status, out, err = self.runMain(str(node.port), "backup", path)
+        size = len(encodeSnapshot(snapshot))
+        self.assertEqual(
+            (status, out, err),
+            (0, f"backup of index 7 (term 2, {size} bytes) written to {path}\n", ""),
+        )
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), encodeSnapshot(snapshot))
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(os.listdir(directory), ["backup.snapshot"])
+        self.assertEqual(node.received, [b"backup\n"])
+
+    def test_backupNotWritten(self) -> None:
+        """
+        No file is written, and any older one is kept, for an answer that
+        is a refusal (printed), or no snapshot (a damaged one fails its
+        checksum), or where the file cannot be: each exits 1.
+        """
+        snapshot = Snapshot(7, 2, b'{"a":"1"}')
+        damaged = backupAnswer(snapshot).replace("eyJhIjoiMSJ9", "eyJhIjoiMiJ9")
+        directory = temporaryDirectory(self)
+        path = os.path.join(directory, "backup.snapshot")
+        with open(path, "w") as f:
+            f.write("an older backup")
+        for answer, target, expected in [
+            ("UNAVAILABLE", path, "no answer within"),
+            ("ERROR not authorized", path, "only with --cluster-key"),
+            ("OK not base64!", path, "the answer to backup is no snapshot"),
+            (damaged, path, "snapshot checksum does not match"),
+            (backupAnswer(snapshot), os.path.join(directory, "none", "b"), "cannot write"),
+        ]:
+            with self.subTest(answer=answer[:20], target=target):
+                node = FakeNode(self, lambda line, answer=answer: answer)
+                status, out, err = self.runMain(
+                    "--timeout", "0.2", str(node.port), "backup", target
+                )
+                self.assertEqual(status, 1)
+                self.assertIn(expected, out + err)
+                with open(path) as f:
+                    self.assertEqual(f.read(), "an older backup")
+                self.assertEqual(os.listdir(directory), ["backup.snapshot"])
+
+    def test_backupAtThePrompt(self) -> None:
+        """At the prompt C{backup FILE} writes FILE; C{backup} alone says what it takes."""
+        snapshot = Snapshot(3, 1, b"{}")
+        node = FakeNode(self, lambda line: backupAnswer(snapshot))
+        path = os.path.join(temporaryDirectory(self), "b")
+        status, out, err = self.runMain(
+            str(node.port), readLine=FakeInput("backup", f"backup {path}")
+        )
+        self.assertEqual(status, 0)
+        self.assertIn("backup takes FILE", err)
+        self.assertIn("backup of index 3 (term 1, ", out)
+        self.assertTrue(os.path.exists(path))
+
+    def test_keyed(self) -> None:
+        """With C{--cluster-key} the client proves the key before C{members}."""
+        directory = temporaryDirectory(self)
+        keyPath = os.path.join(directory, "cluster.key")
+        writeKeyFile(keyPath)
+        script = KeyedNodeScript(readKeyFile(keyPath), lambda line: "OK " + json.dumps(MEMBERS))
+        node = FakeNode(self, script)
+        status, out, _ = self.runMain("--cluster-key", keyPath, str(node.port), "members")
+        self.assertEqual((status, out), (0, MEMBERS_TABLE))
+        self.assertTrue(node.received[0].startswith(b"admin@AUTH1 "))
+        self.assertEqual(script.requests, ["members"])

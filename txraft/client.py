@@ -13,6 +13,12 @@ named on the command line, and numbers its writes, so a write it sends again
 after a lost connection runs once.  C{status --all} asks every member of the
 cluster and prints one row for each.
 
+The operators' commands (L{txraft.admin}) need C{--cluster-key} on a keyed
+cluster.  C{members} prints a table; C{backup FILE} asks the leader for a
+snapshot and writes it to FILE (see L{backup}), which C{txraft-restore}
+(L{txraft.restore}) turns into a new cluster's data.  Without C{--timeout}
+they wait longer than data commands (L{OPERATOR_TIMEOUTS}).
+
 L{LineConnection}, a blocking socket, is the other way in, for test
 harnesses, benchmarks and C{status --all}: the protocol is strictly one
 response line per request line, in order.
@@ -20,39 +26,73 @@ response line per request line, in order.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import secrets
 import socket
 import ssl
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TextIO
 
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python import usage
 
 from txraft import answers, cli
+from txraft.admin import ADMIN_WORDS, CATCH_UP_SECONDS
 from txraft.auth import AuthError, Initiator, KeyFileError, Session, readKeyFile
 from txraft.blocking import BlockingClient
 from txraft.clientlib import ClientLibError, SessionsUnsupportedError
 from txraft.messages import NAME_PATTERN
+from txraft.protocol import NOT_AUTHORIZED
+from txraft.snapshots import decodeSnapshot
+from txraft.storage import StorageError, fsyncDirectory
 from txraft.survey import Status, parseStatus, summarize
 
 #: The command words: those a node answers, and C{help}, answered here.
-COMMANDS = frozenset({"get", "set", "delete", "show", "status", "help"})
+COMMANDS = frozenset({"get", "set", "delete", "show", "status", "help", *ADMIN_WORDS})
 
 #: What C{help} prints.
 HELP = """\
-get KEY          the value of KEY (NOT_FOUND if it has none)
-set KEY VALUE    set KEY to VALUE, which is the rest of the line
-delete KEY       remove KEY
-show             every key and value, as JSON
-status           the node's Raft status, as JSON
-status --all     one row for each member of the cluster
-help             this list
-quit, exit       end the session (as does Ctrl-D)"""
+get KEY                      the value of KEY (NOT_FOUND if it has none)
+set KEY VALUE                set KEY to VALUE, which is the rest of the line
+delete KEY                   remove KEY
+show                         every key and value, as JSON
+status                       the node's Raft status, as JSON
+status --all                 one row for each member of the cluster
+help                         this list
+quit, exit                   end the session (as does Ctrl-D)
+operators' commands (on a keyed cluster only with --cluster-key):
+members                      the cluster's members: one row each, voter or learner
+add NAME HOST PORT           add NAME as a learner, then make it a voter once it caught up
+add-learner NAME HOST PORT   add NAME as a learner, which never votes
+remove NAME                  remove NAME from the cluster (the leader too)
+transfer-leader [NAME]       hand leadership to NAME, or to the most up-to-date voter
+backup FILE                  save the leader's state (keys, sessions, members) to FILE"""
+
+#: Seconds to wait for an answer, retries included, unless C{--timeout} says.
+DEFAULT_TIMEOUT = 5.0
+
+#: Without C{--timeout}, the operators' commands wait this long: C{add}
+#: for the new server to catch up (at most L{CATCH_UP_SECONDS}), C{backup}
+#: for the leader to serialize its whole map, the others for a commit or a
+#: new leader (a node gives up on those after 5 s and says so).
+OPERATOR_TIMEOUTS: Mapping[str, float] = {
+    **dict.fromkeys(ADMIN_WORDS, 15.0),
+    "add": CATCH_UP_SECONDS + 30.0,
+    "backup": 120.0,
+}
+
+#: Writes the leader's backup to a file; the node's command is the bare word.
+BACKUP = "backup"
+
+#: The longest answer line this client takes: a backup is one line, the
+#: base64 of the whole state (so at most about 3 GiB of snapshot).
+MAX_ANSWER = 4 * 1024 * 1024 * 1024
 
 #: Asks every member for its status instead of one node.
 STATUS_ALL = "status --all"
@@ -92,6 +132,8 @@ def commandLine(words: Sequence[str]) -> str | None:
     if words[0] not in COMMANDS:
         expected = ", ".join(sorted(COMMANDS))
         raise usage.UsageError(f"unknown command {words[0]!r}: expected one of {expected}")
+    if words[0] == BACKUP and len(words) == 1:
+        raise usage.UsageError("backup takes FILE, where to write the snapshot")
     command = " ".join(words)
     if "\n" in command or "\r" in command:
         raise usage.UsageError("a command must be a single line")
@@ -292,10 +334,15 @@ class Client:
         clusterKey: bytes | None = None,
         tls: ssl.SSLContext | None = None,
         tlsOptions: Callable[[str], IOpenSSLClientConnectionCreator] | None = None,
+        timeouts: Mapping[str, float] | None = None,
     ) -> None:
         """
         @param clientId: this client's name: the key handshake's, and the
             start of its session ID (L{sessionId}); L{None} for anonymous.
+        @param timeout: seconds to wait for an answer, retries included.
+        @param timeouts: seconds to wait instead, by command word, for slow
+            commands (L{OPERATOR_TIMEOUTS}): the node may stay silent that
+            long before the client asks another (and so starts it over).
         @param clusterKey: the cluster's key, to prove on every connection
             (as administrative commands need), or L{None}.
         @param tls: the TLS context that C{status --all} asks members with,
@@ -306,8 +353,10 @@ class Client:
         self._first = (host, port)
         self.clientId = clientId
         self.timeout = timeout
+        self.timeouts = dict(timeouts or {})
         self._stderr = stderr
-        self._clusterKey = clusterKey
+        #: The cluster key proved on every connection, if any.
+        self.clusterKey = clusterKey
         #: The TLS context every connection (to any member) is made with.
         self.tls = tls
         self._tlsOptions = tlsOptions
@@ -351,8 +400,10 @@ class Client:
 
         @raise ClientError: if no node answered in time.
         """
+        words = command.split(None, 1)
+        timeout = self.timeouts.get(words[0]) if words else None
         try:
-            return self._connected().request(command)
+            return self._connected().request(command, timeout)
         except SessionsUnsupportedError as e:
             print(f"[!] {e}: writes sent unnumbered from now on", file=self._stream)
             self.close()
@@ -390,9 +441,10 @@ class Client:
                 authName=name,
                 timeout=self.timeout,
                 exactlyOnce=self._exactlyOnce,
-                clusterKey=self._clusterKey,
+                clusterKey=self.clusterKey,
                 tls=self._tlsOptions,
                 onRedirect=self._redirected,
+                maxAnswerLength=MAX_ANSWER,
             )
         return self._library
 
@@ -411,8 +463,10 @@ class Options(cli.Options):
     )
     longdesc = (
         "Send COMMAND (get KEY, set KEY VALUE, delete KEY, show, status, status --all, "
-        "help) to the txraft node at HOST:PORT and print the response, or read commands "
-        "at a prompt when no COMMAND is given."
+        "help; and the operators' members, add NAME HOST PORT, add-learner NAME HOST "
+        "PORT, remove NAME, transfer-leader [NAME], backup FILE) to the txraft node at "
+        "HOST:PORT and print the response, or read commands at a prompt when no COMMAND "
+        "is given."
     )
     optFlags = [
         ["tls", None, "Connect with TLS, verifying the node's certificate."],
@@ -422,8 +476,11 @@ class Options(cli.Options):
         [
             "timeout",
             None,
-            5.0,
-            "Seconds to wait for each answer, retries included.",
+            None,
+            f"Seconds to wait for each answer, retries included (default "
+            f"{DEFAULT_TIMEOUT:g}; for add {OPERATOR_TIMEOUTS['add']:g}, for backup "
+            f"{OPERATOR_TIMEOUTS['backup']:g}, for the other operators' commands "
+            f"{OPERATOR_TIMEOUTS['remove']:g}).",
             cli.number("timeout"),
         ],
         [
@@ -459,7 +516,7 @@ class Options(cli.Options):
         Reject a timeout that is not positive, an invalid ID, and a key or
         CA file that cannot be used.
         """
-        if not self["timeout"] > 0:
+        if self["timeout"] is not None and not self["timeout"] > 0:
             raise usage.UsageError("--timeout must be a positive number of seconds")
         clientId = self["id"]
         if clientId is not None and not NAME_PATTERN.fullmatch(clientId):
@@ -502,21 +559,136 @@ def runOnce(client: Client, command: str, stdout: TextIO, stderr: TextIO) -> int
         print(f"[!] {e}", file=stderr)
         return 1
     print(response, file=stdout)
+    hintAtKey(client, response, stderr)
     return 0 if answers.isSuccess(response) else 1
 
 
 def local(client: Client, command: str, stdout: TextIO, stderr: TextIO) -> int | None:
     """
-    Carry out C{command} here if it is not a single request to the node:
-    C{help} prints L{HELP}, C{status --all} the cluster's table.  Return
-    the exit status, or L{None} for a command to send.
+    Carry out C{command} here if it is not a single request whose answer
+    is printed as it came: C{help} prints L{HELP}, C{status --all} and
+    C{members} tables, C{backup FILE} writes a file.  Return the exit
+    status, or L{None} for a command to send.
     """
     if command == "help":
         print(HELP, file=stdout)
         return 0
     if " ".join(command.split()) == STATUS_ALL:
         return clusterStatus(client, stdout, stderr)
+    word, _, rest = command.strip().partition(" ")
+    if word == "members" and not rest.strip():
+        return members(client, stdout, stderr)
+    if word == BACKUP:
+        if not rest.strip():
+            print("[!] backup takes FILE, where to write the snapshot", file=stderr)
+            return 1
+        return backup(client, rest.strip(), stdout, stderr)
     return None
+
+
+def _ask(client: Client, command: str, stderr: TextIO) -> str | None:
+    """C{command}'s answer, or L{None} once a failure to get one is reported."""
+    try:
+        client.connect()
+        answer = client.request(command)
+    except ClientError as e:
+        print(f"[!] {e}", file=stderr)
+        return None
+    hintAtKey(client, answer, stderr)
+    return answer
+
+
+def hintAtKey(client: Client, answer: str, stderr: TextIO) -> None:
+    """Say what a keyed node's refusal of an operator's command wants, if it is that."""
+    if answer == NOT_AUTHORIZED and client.clusterKey is None:
+        print("[!] this cluster takes operators' commands only with --cluster-key", file=stderr)
+
+
+#: The columns of C{members}.
+MEMBER_HEADINGS = ("NAME", "HOST", "PORT", "KIND")
+
+
+def members(client: Client, stdout: TextIO, stderr: TextIO) -> int:
+    """
+    Ask for the cluster's members and print one row for each, voter or
+    learner; any answer but a membership is printed as it came.  Return
+    0 for a membership, else 1.
+    """
+    answer = _ask(client, "members", stderr)
+    if answer is None:
+        return 1
+    try:
+        rows: list[list[str]] = []
+        for member in json.loads(answers.okValue(answer) or "null"):
+            kind = "voter" if member["voter"] else "learner"
+            rows.append([str(member["name"]), str(member["host"]), str(member["port"]), kind])
+    except (ValueError, TypeError, KeyError):
+        print(answer, file=stdout)
+        return 1
+    print(alignRows([list(MEMBER_HEADINGS), *rows]), file=stdout)
+    return 0
+
+
+def backup(client: Client, path: str, stdout: TextIO, stderr: TextIO) -> int:
+    """
+    Ask the leader for a backup and write it to C{path} (L{writeFileAtomically}),
+    once it checks as a snapshot file; say which index it holds.  Any
+    answer but a backup is printed as it came.  Return 0 once it is
+    written, else 1.
+    """
+    answer = _ask(client, BACKUP, stderr)
+    if answer is None:
+        return 1
+    value = answers.okValue(answer)
+    if value is None:
+        print(answer, file=stdout)
+        return 1
+    try:
+        contents = base64.b64decode(value, validate=True)
+        snapshot = decodeSnapshot(contents, "the node's backup")
+    except (binascii.Error, StorageError) as e:
+        reason = str(e).removesuffix("; refusing to start")
+        print(f"[!] the answer to backup is no snapshot: {reason}", file=stderr)
+        return 1
+    try:
+        writeFileAtomically(path, contents)
+    except OSError as e:
+        print(f"[!] {path}: cannot write the backup: {e.strerror or e}", file=stderr)
+        return 1
+    print(
+        f"backup of index {snapshot.index} (term {snapshot.term}, {len(contents)} bytes) "
+        f"written to {path}",
+        file=stdout,
+    )
+    return 0
+
+
+def writeFileAtomically(path: str, data: bytes) -> None:
+    """
+    Write C{data} to C{path} so that a crash leaves the old file or the
+    new one, never a part: a temporary file beside it, fsynced, renamed over
+    it, the directory fsynced.  The file is its owner's only (mode 0600),
+    since a backup holds all the data.
+
+    @raise OSError: if it cannot be written.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.remove(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    fsyncDirectory(directory)
 
 
 def clusterStatus(client: Client, stdout: TextIO, stderr: TextIO) -> int:
@@ -584,10 +756,15 @@ def formatTable(picture: dict[str, object]) -> str:
         lines.append(
             ["-" if fields.get(key) is None else str(fields[key]) for _, key in TABLE_COLUMNS]
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(TABLE_COLUMNS))]
+    return alignRows(lines)
+
+
+def alignRows(rows: Sequence[Sequence[str]]) -> str:
+    """C{rows} of as many fields each as an aligned text table, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
+        "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
     )
 
 
@@ -677,15 +854,22 @@ def main(
     except usage.UsageError as e:
         print(f"txraft-client: {e}\n(see txraft-client --help)", file=stderr)
         return 2
+    timeout, timeouts = options["timeout"], OPERATOR_TIMEOUTS
+    if timeout is None:
+        timeout = DEFAULT_TIMEOUT
+    else:
+        # The operators' commands wait no longer than said, but as patiently.
+        timeouts = dict.fromkeys(ADMIN_WORDS, timeout)
     client = Client(
         options["host"],
         options["port"],
         options["id"],
-        options["timeout"],
+        timeout,
         stderr,
         options.clusterKey,
         options.tls,
         options.tlsOptions,
+        timeouts,
     )
     try:
         if options["command"] is None:
