@@ -28,6 +28,7 @@ setup(
             "txraft-client = txraft.client:main",
             "txraft-cluster = txraft.launcher:main",
             "txraft-keygen = txraft.keygen:main",
+            "txraft-restore = txraft.restore:main",
         ],
     },
 )

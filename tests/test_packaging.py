@@ -52,7 +52,7 @@ class InstalledPackageTests(SynchronousTestCase):
 
     def test_consoleScripts(self) -> None:
         """The console scripts are installed and answer C{--help}."""
-        for script in ("txraft-client", "txraft-cluster", "txraft-keygen"):
+        for script in ("txraft-client", "txraft-cluster", "txraft-keygen", "txraft-restore"):
             result = runInstalled(installedScript(script), "--help")
             self.assertEqual(result.returncode, 0, f"{script}: {result.stderr}")
             self.assertIn("Usage", result.stdout + result.stderr)
@@ -71,6 +71,7 @@ class InstalledPackageTests(SynchronousTestCase):
             ([installedScript("txraft-client"), "--version"], "txraft-client"),
             ([installedScript("txraft-cluster"), "--version"], "txraft-cluster"),
             ([installedScript("txraft-keygen"), "--version"], "txraft-keygen"),
+            ([installedScript("txraft-restore"), "--version"], "txraft-restore"),
             ([installedScript("twistd"), "txraft", "--version"], "txraft (twistd plugin)"),
         ]:
             with self.subTest(program=program):
