@@ -886,6 +886,101 @@ class SnapshotProcessTests(ProcessTestCase):
             self.assertNotIn("Traceback", output)
 
 
+class BackupRestoreProcessTests(ProcessTestCase):
+    """A backup of a running cluster, restored into a new one."""
+
+    def runModule(self, cluster: LocalCluster, module: str, *arguments: str) -> str:
+        """
+        Run C{python -m MODULE ARGUMENTS} (the installed txraft, as the
+        console scripts run it) with a bounded wait; return its stdout, and
+        fail with its stderr unless it exits 0.
+        """
+        result = subprocess.run(
+            [sys.executable, "-m", module, *arguments],
+            env=cluster.env,
+            cwd=cluster.directory,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, f"{module}: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    @showingNodeOutput
+    def test_backupRestoredIntoNewCluster(self) -> None:
+        """
+        C{txraft-client --cluster-key KEY PORT backup FILE}, pointed at a
+        follower of a keyed cluster, is redirected to the leader and writes
+        the backup; with the old cluster stopped, C{txraft-restore} makes
+        each node's data of a new cluster (other names, ports and key) from
+        it, and the new cluster elects a leader, serves every key written
+        before the backup, takes new writes, and runs on its own config's
+        members.  C{txraft-restore} then refuses to run over a node's data.
+        """
+        old, leader = self.startedCluster()
+        client = old.client()
+        self.addCleanup(client.close)
+        written = {f"key{i}": f"value {i}" for i in range(30)}
+        for key, value in written.items():
+            self.assertEqual(client.request(f"set {key} {value}"), "OK")
+        client.close()
+        follower = self.followerNamingLeader(old, leader)
+        backupPath = os.path.join(old.directory, "backup.snapshot")
+        out = self.runModule(
+            old,
+            "txraft.client",
+            "--cluster-key",
+            old.keyPath,
+            str(old.nodes[follower].port),
+            "backup",
+            backupPath,
+        )
+        self.assertRegex(out, r"^backup of index \d+ \(term \d+, \d+ bytes\) written to ")
+        old.stopAll()
+
+        new = self.makeCluster(("n1", "n2", "n3"))
+        for name in new.names:
+            self.runModule(
+                new,
+                "txraft.restore",
+                "--snapshot",
+                backupPath,
+                "--name",
+                name,
+                "--config",
+                new.configPath,
+                "--data-dir",
+                new.directory,
+            )
+        new.startAll()
+        new.waitForLeader(PATIENCE)
+        newClient = new.client()
+        self.addCleanup(newClient.close)
+        deadline = time.monotonic() + PATIENCE
+        for key, value in written.items():
+            self.assertEqual(newClient.request(f"get {key}", deadline=deadline), f"OK {value}")
+        self.assertEqual(newClient.request("set after restore"), "OK")
+        port = str(new.nodes["n1"].port)
+        table = self.runModule(new, "txraft.client", "--cluster-key", new.keyPath, port, "members")
+        self.assertEqual(
+            [row.split()[0::3] for row in table.splitlines()],
+            [["NAME", "KIND"], ["n1", "voter"], ["n2", "voter"], ["n3", "voter"]],
+        )
+        self.assertAllRunning(new)
+
+        result = subprocess.run(
+            [sys.executable, "-m", "txraft.restore", "--snapshot", backupPath, "--name", "n1"]
+            + ["--config", new.configPath, "--data-dir", new.directory],
+            env=new.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("ERROR", result.stderr)
+
+
 def processGone(pid: int) -> bool:
     """Whether process C{pid} has ended (a zombie nobody reaped counts as ended)."""
     try:
