@@ -370,6 +370,32 @@ class LeaderCommitTests(SynchronousTestCase):
         self.assertEqual(status["members"]["s3"], "127.0.0.1:10002")
 
 
+class ReadBarrierTests(SynchronousTestCase):
+    """L{RaftNode.readBarrier}: what a backup waits for before it freezes the state."""
+
+    def test_leaderConfirmedAndApplied(self) -> None:
+        """
+        On a leader it fires, with a read's success, once the leader is
+        confirmed and has applied every write it acknowledged before.
+        Reference: dissertation section 6.4 (ReadIndex).
+        """
+        node, clock, _ = buildNode()
+        electSingleNode(node)
+        write = node.clientRequest(None, "set a 1")
+        barrier = node.readBarrier()
+        self.assertNoResult(barrier)
+        clock.advance(0)
+        self.assertEqual(self.successResultOf(write), answers.OK)
+        self.assertTrue(answers.isSuccess(self.successResultOf(barrier)))
+        self.assertEqual(node.logManager.lastApplied, node.core.commitIndex)
+
+    def test_followerRefuses(self) -> None:
+        """A follower answers at once, as to a read: a redirect to its leader."""
+        node, _, _ = buildNode(("s1", "s2", "s3"))
+        node.peerRequest("s2", AppendEntries(1, 0, 0, (), 0))
+        self.assertEqual(node.readBarrier(), answers.redirect("s2", "127.0.0.1", 10001))
+
+
 class LogTests(SynchronousTestCase):
     """The driver's log tells the story of the cluster as this node lives it."""
 
