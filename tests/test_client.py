@@ -844,6 +844,18 @@ class OperatorCommandTests(SynchronousTestCase):
         self.assertEqual((status, out), (1, "ERROR s9 is not a member\n"))
         self.assertEqual(node.received, [b"add s4 10.0.0.4 1\n", b"remove s9\n"])
 
+    def test_changeNotSentAgain(self) -> None:
+        """
+        An operator's change answered C{UNAVAILABLE} that may have run is
+        printed, exit 1, and not sent again (to run twice); the others are
+        retried as ever.
+        """
+        answer = "UNAVAILABLE s4 has not caught up; it stays a learner"
+        node = FakeNode(self, lambda line: answer)
+        status, out, _ = self.runMain(str(node.port), "add", "s4", "10.0.0.4", "1")
+        self.assertEqual((status, out), (1, answer + "\n"))
+        self.assertEqual(node.received, [b"add s4 10.0.0.4 1\n"])
+
     def test_operatorsCommandsPatient(self) -> None:
         """
         An operator's command waits for its answer as long as the timeout,

@@ -723,3 +723,31 @@ class LongAndSlowTests(ClusterClientTestCase):
         self.assertEqual(self.successResultOf(quick), "NOT_FOUND")
         self.assertEqual(self.cluster.connections[-1].received, ["get a", "backup"])
         slow.addErrback(lambda _: None)  # the fake node knows no backup
+
+
+class OnceTests(ClusterClientTestCase):
+    """A request sent C{once}: an operator's change, which no session numbers."""
+
+    def test_outcomeUnknownIsTheAnswer(self) -> None:
+        """
+        An C{UNAVAILABLE} answer that may mean it ran is its answer: it is
+        not sent again, to run twice.
+        """
+        client = self.makeClient()
+        self.cluster.scripted[ADDRESSES[0]] = ["UNAVAILABLE s4 has not caught up"]
+        d = client.request("add s4 10.0.0.4 1", once=True)
+        self.cluster.flush()
+        self.assertEqual(self.successResultOf(d), "UNAVAILABLE s4 has not caught up")
+        self.assertEqual(self.cluster.connections[0].received, ["add s4 10.0.0.4 1"])
+
+    def test_notRunSentAgain(self) -> None:
+        """One that says it did not run is sent again, as any request is."""
+        client = self.makeClient()
+        self.cluster.scripted[ADDRESSES[0]] = [answers.LEADER_NOT_READY, "OK"]
+        d = client.request("remove s3", once=True)
+        self.advance(1.0)
+        self.assertEqual(self.successResultOf(d), "OK")
+        self.assertEqual(
+            [c.received for c in self.cluster.connections],
+            [["remove s3"], ["remove s3"], ["remove s3"]],  # the second one redirects
+        )

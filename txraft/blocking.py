@@ -68,12 +68,12 @@ class BlockingClient:
             raise ClientClosedError("the client is closed")
         return blockingCallFromThread(self._reactor, function, *args, **kw)
 
-    def request(self, command: str, timeout: float | None = None) -> str:
+    def request(self, command: str, timeout: float | None = None, once: bool = False) -> str:
         """
         Send C{command} and return its answer line (see L{ClusterClient.request},
-        which takes C{timeout} too).
+        which takes C{timeout} and C{once} too).
         """
-        return self._call(self.client.request, command, timeout)
+        return self._call(self.client.request, command, timeout, once)
 
     def pipeline(self, commands: Sequence[str]) -> list[str]:
         """

@@ -90,6 +90,10 @@ OPERATOR_TIMEOUTS: Mapping[str, float] = {
 #: Writes the leader's backup to a file; the node's command is the bare word.
 BACKUP = "backup"
 
+#: The operators' commands that change the cluster: an C{UNAVAILABLE} answer
+#: that may mean they ran is shown, not sent again (L{ClusterClient.request}).
+CHANGES = ADMIN_WORDS - {"members", BACKUP}
+
 #: The longest answer line this client takes: a backup is one line, the
 #: base64 of the whole state (so at most about 3 GiB of snapshot).
 MAX_ANSWER = 4 * 1024 * 1024 * 1024
@@ -392,7 +396,9 @@ class Client:
     def request(self, command: str) -> str:
         """
         Send C{command} and return the answer line: C{OK ...},
-        C{NOT_FOUND} or C{ERROR ...}.
+        C{NOT_FOUND} or C{ERROR ...}; or C{UNAVAILABLE ...} for an
+        operator's change that may have run (L{CHANGES}), which is not sent
+        again.
 
         A cluster from before exactly-once sessions refuses numbered
         writes; then this client warns, and sends writes unnumbered from
@@ -400,10 +406,9 @@ class Client:
 
         @raise ClientError: if no node answered in time.
         """
-        words = command.split(None, 1)
-        timeout = self.timeouts.get(words[0]) if words else None
+        word = command.split(None, 1)[0] if command.strip() else ""
         try:
-            return self._connected().request(command, timeout)
+            return self._connected().request(command, self.timeouts.get(word), word in CHANGES)
         except SessionsUnsupportedError as e:
             print(f"[!] {e}: writes sent unnumbered from now on", file=self._stream)
             self.close()

@@ -129,14 +129,18 @@ def memberAddresses(answer: str) -> list[Address]:
 class _Request:
     """One request, from L{ClusterClient.request} until its Deferred fires."""
 
-    __slots__ = ("command", "numbered", "timeout", "line", "deferred", "timer")
+    __slots__ = ("command", "numbered", "timeout", "once", "line", "deferred", "timer")
 
-    def __init__(self, command: str, numbered: bool, timeout: float | None = None) -> None:
+    def __init__(
+        self, command: str, numbered: bool, timeout: float | None = None, once: bool = False
+    ) -> None:
         self.command = command
         self.numbered = numbered
         #: Its own deadline, if it is a slow request: its node may then stay
         #: silent that long while it is outstanding, too.
         self.timeout = timeout
+        #: Whether an C{UNAVAILABLE} answer that may mean it ran is its answer.
+        self.once = once
         #: The line sent, fixed when it is first sent (so its SEQ is too).
         self.line: str | None = None
         self.deferred: defer.Deferred[str] = defer.Deferred()
@@ -390,7 +394,9 @@ class ClusterClient:
 
     # The public API.
 
-    def request(self, command: str, timeout: float | None = None) -> defer.Deferred[str]:
+    def request(
+        self, command: str, timeout: float | None = None, once: bool = False
+    ) -> defer.Deferred[str]:
         """
         Send C{command} (C{get KEY}, C{set KEY VALUE}, ...) to the leader and
         return a Deferred of its answer line.  Writes are numbered (unless
@@ -401,11 +407,17 @@ class ClusterClient:
             the node asked may then also stay silent that long while it is
             outstanding, rather than C{stallTimeout}, before the client
             sends it elsewhere (which would start it over).
+        @param once: for a command that no session numbers and that must
+            not run twice (an operator's change to the cluster): an
+            C{UNAVAILABLE} answer is its answer, unless it says the command
+            did not run (L{answers.NOT_EXECUTED}), so that it is not sent
+            again.  A lost connection still sends it again.
         @raise ValueError: for a command that spans lines.
         """
         if "\n" in command or "\r" in command:
             raise ValueError("a command must be a single line")
-        request = _Request(command, self.exactlyOnce and isWrite(command), timeout)
+        numbered = self.exactlyOnce and isWrite(command)
+        request = _Request(command, numbered, timeout, once)
         if self._closed:
             request.finish(Failure(ClientClosedError("the client is closed")))
             return request.deferred
@@ -509,7 +521,9 @@ class ClusterClient:
         if redirect is not None:
             self._outstanding.appendleft(request)
             self._follow(connection, redirect, line)
-        elif answers.isUnavailable(line):
+        elif answers.isUnavailable(line) and not (
+            request.once and line not in answers.NOT_EXECUTED
+        ):
             self._outstanding.appendleft(request)
             stay = line in STAY_ON
             self._giveUpOn(connection, f"{connection.where}: {line}", self._target + (not stay))
