@@ -581,7 +581,7 @@ class BadInputTests(ProcessTestCase):
             self.assertLess(status["term"], 99, f"{name} took a forged term: {status}")
         for name in (leader, follower):
             self.assertIn(
-                "rejected a peer line from unknown node 'intruder'",
+                "rejected a peer line from unauthenticated 'intruder'",
                 cluster.nodes[name].output(),
             )
         client = cluster.client()

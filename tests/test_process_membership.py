@@ -112,17 +112,19 @@ class MembershipProcessTests(ProcessTestCase):
         remaining = [name for name in FOUNDERS if name != leader]
 
         def newLeader() -> str | None:
-            for name in remaining:
-                status = cluster.status(name)
+            for name, status in cluster.statuses().items():
+                if status is None or name not in remaining:
+                    continue
                 if status["role"] == "leader" and leader not in status["members"]:  # type: ignore[operator]
                     return name
             return None
 
-        successor = self.waitFor(newLeader, "a leader among the others")
+        self.waitFor(newLeader, "a leader among the others")
         with cluster.client(timeout=PATIENCE) as client:
             self.assertEqual(client.request("set after removal"), answers.OK)
+        # On a busy machine the two may elect again; whoever leads is one of them.
+        self.waitFor(newLeader, "a leader among the others, after the write")
         self.assertNotEqual(cluster.status(leader)["role"], "leader")
-        self.assertEqual(cluster.status(successor)["role"], "leader")
 
     @showingNodeOutput
     def test_rollingRestartHandsOver(self) -> None:

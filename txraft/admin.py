@@ -71,6 +71,10 @@ TRANSFER_SECONDS = 5.0
 
 IN_PROGRESS = answers.error("a membership change is in progress")
 
+#: The answer to an operator's command sent with a SEQ: sessions number
+#: clients' data commands, not these.
+NOT_NUMBERED = answers.error("operators' commands take no SEQ")
+
 #: Runs a slow function off the event loop; fires with its result on it.
 Background = Callable[[Callable[[], Any]], defer.Deferred[Any]]
 

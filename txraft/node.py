@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txraft import answers
-from txraft.admin import AdminError, Administrator, parseAdmin
+from txraft.admin import NOT_NUMBERED, AdminError, Administrator, parseAdmin
 from txraft.config import ClusterConfig, ConfigError
 from txraft.core import FOLLOWER, LEADER, MAX_APPEND_BYTES, RaftCore, Ready
 from txraft.interfaces import INodeObserver, IRequestHandler, IResponseHandler
@@ -344,7 +344,7 @@ class RaftNode:
         except (AdminError, CommandError) as e:
             return "invalid", answers.error(str(e))
         if admin is not None:
-            return admin.word, self.admin.execute(admin) if seq is None else UNNUMBERED_ONLY
+            return admin.word, self.admin.execute(admin) if seq is None else NOT_NUMBERED
         assert command is not None
         if seq is not None and clientId is not None:
             # Numbered reads too go to the log, where the session records their SEQ.
