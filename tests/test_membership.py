@@ -591,3 +591,18 @@ class MoreRuleTests(SynchronousTestCase):
         core.step("a", AppendEntries(1, 1, 1, (Entry(2, 1, voters("a", "b").encode()),), 1))
         core.step("a", InstallSnapshot(2, 5, 2, 0, b"x", done=True))
         self.assertEqual(core.membership, voters("a", "b", "c"))
+
+    def test_lostTimeoutNowSentAgain(self) -> None:
+        """
+        A TimeoutNow that is lost is sent again with the target's next
+        answer, and the transfer still happens before it is given up.
+        """
+        net = RaftNetwork(THREE_NAMES)
+        electedWithNoop(net)
+        net.handle("a", net["a"].transferLeadership("b"))
+        lost = net.drop(lambda e: e.dst == "b" and e.message.timeoutNow)
+        self.assertEqual(len(lost), 1)
+        for _ in range(net.heartbeatTicks):
+            net.tick("a")
+            net.deliver()
+        self.assertEqual(net.leader(), "b")

@@ -36,6 +36,7 @@ from txraft.messages import (
     Message,
     RequestVote,
     RequestVoteResponse,
+    Snapshot,
 )
 from txraft.node import NullObserver, RaftNode
 from txraft.snapshotting import inBackground
@@ -593,6 +594,15 @@ class RejoinTests(SynchronousTestCase):
         self.assertEqual(fatal, ["s1.log, line 2: not INDEX TERM COMMAND"])
         self.assertTrue(node.silent)
 
+    def test_stopsCleanlyAfterRejoining(self) -> None:
+        """A node that rejoined after a disk failure stops like any other, retrying nothing."""
+        node, clock, _ = self.failDisk()
+        clock.advance(node.diskRetrySeconds)
+        self.assertFalse(node.silent)
+        node.stop()
+        self.assertTrue(node.silent)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_defaultFatalRaises(self) -> None:
         """Without an C{onFatal}, corrupt data raises L{StorageError} with its reason."""
         node, _, _ = buildNode()
@@ -634,6 +644,33 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
             node.clientRequest("c1", f"set k{i} {i}")
             clock.advance(0)
         self.assertEqual(len(writes), 1)
+
+    def test_overtakenSnapshotDropped(self) -> None:
+        """
+        A snapshot still being written when the node installs a later one
+        from its leader is dropped when the write ends: the leader's stays
+        the node's snapshot, and the log is not compacted to the older one.
+        """
+        writes: list[defer.Deferred[Any]] = []
+
+        def background(work: Callable[[], Any]) -> defer.Deferred[Any]:
+            d: defer.Deferred[Any] = defer.Deferred()
+            writes.append(d)
+            return d.addCallback(lambda _: work())
+
+        node, clock, _ = buildNode(
+            ("s1", "s2", "s3"), snapshotEntries=2, snapshotter=inBackground(background)
+        )
+        entries = (Entry(1, 1, "noop"), Entry(2, 1, "set a 1"))
+        node.peerRequest("s2", AppendEntries(1, 0, 0, entries, 2))
+        self.assertEqual((node.logManager.lastApplied, len(writes)), (2, 1))
+        later = Snapshot(5, 1, b'{"a": "2"}')
+        node.peerRequest("s2", InstallSnapshot(1, 5, 1, 0, later.data, done=True))
+        self.assertEqual(node.core.log.snapshotIndex, 5)
+        writes[0].callback(None)
+        self.assertEqual(node.logManager.snapshot, later)
+        self.assertEqual(node.core.log.snapshotIndex, 5)
+        self.assertEqual(node.logManager.read("get a"), "OK 2")
 
     def test_snapshotTimeReported(self) -> None:
         """The observer hears how long a snapshot took, from its start to its compaction."""

@@ -202,8 +202,6 @@ class Progress:
     chunkOverdue: bool = False
     #: The latest read round the follower answered in this term.
     readRound: int = 0
-    #: The leader asked this follower to take over and start an election.
-    timeoutNowSent: bool = False
 
 
 @attrs.define
@@ -483,9 +481,7 @@ class RaftCore:
             raise MembershipError(f"{target} is not another voter")
         self.leadTransferee = target
         self._transferElapsed = 0
-        progress = self._progress[target]
-        progress.timeoutNowSent = False
-        if progress.matchIndex == self.log.lastIndex:
+        if self._progress[target].matchIndex == self.log.lastIndex:
             self._sendTimeoutNow(target)
         else:
             self._sendAppend(target)
@@ -1100,11 +1096,12 @@ class RaftCore:
             del self._progress[peer]
 
     def _sendTimeoutNow(self, peer: str) -> None:
-        """Tell C{peer}, whose log matches ours, to start an election at once."""
-        progress = self._progress[peer]
-        if progress.timeoutNowSent:
-            return
-        progress.timeoutNowSent = True
+        """
+        Tell C{peer}, whose log matches ours, to start an election at once.
+        Sent again with every answer from it while the transfer lasts, so a
+        lost one is made good; the first it gets moves it to a later term,
+        where the others are stale.
+        """
         lastIndex = self.log.lastIndex
         message = AppendEntries(
             self.currentTerm,
