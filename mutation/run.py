@@ -3,7 +3,10 @@ Mutation testing of txraft with mutmut: plant one small bug at a time and
 check that some test fails.
 
     python mutation/run.py               every mutant of the modules that
-                                         pyproject.toml's [tool.mutmut] names
+                                         pyproject.toml's [tool.mutmut] names,
+                                         but those mutation/equivalent.txt lists
+    python mutation/run.py --all         every mutant, the listed equivalents
+                                         too: checks that each still survives
     python mutation/run.py --sample 60   a seeded sample of mutants of the core
                                          and the driver, against the tests that
                                          matter most for them (``make test``)
@@ -18,6 +21,14 @@ shows the last run.  A surviving mutant fails the run unless
 mutation/equivalent.txt lists it with the reason it changes no behaviour.
 The run fails if anything in C{STRICT} survives, or if another module kills
 less than C{MINIMUM_SCORE} of its mutants.
+
+A listed equivalent survives every test by definition, so it costs a whole
+run of its tests: most of a full run's time went to them.  A full run
+therefore first runs the first mutant of every function (which makes mutmut
+write out all the mutants and map tests to functions), then every other
+mutant but the listed equivalents, which it counts without running;
+C{--all} runs them too, and reports any that a test now kills (its entry
+is then stale: remove it).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from difflib import unified_diff
 from pathlib import Path
 
 import attrs
@@ -64,6 +76,13 @@ SAMPLE_TESTS = (
     "tests/test_simulation.py",
 )
 SAMPLE_SEEDS = 30
+
+#: The mutants a full run starts with: the first of every function.  Running
+#: them makes mutmut write every mutant out, so the others can be told apart.
+FIRST_OF_EACH = "txraft.*__mutmut_1"
+
+#: The status of a listed equivalent that a full run did not run.
+NOT_RUN = "listed equivalent, not run"
 
 #: mutmut's word for each outcome that counts as the mutant killed...
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
@@ -211,21 +230,62 @@ def results(seeds: int) -> list[Mutant]:
     return mutants
 
 
+def mutatedModules() -> list[str]:
+    """The paths of the modules the scratch copy's pyproject.toml has mutmut mutate."""
+    text = (SCRATCH / "pyproject.toml").read_text(encoding="utf-8")
+    match = re.search(r"^only_mutate = (\[.*\])$", text, flags=re.MULTILINE)
+    assert match, "pyproject.toml's [tool.mutmut] has no only_mutate line"
+    return list(ast.literal_eval(match.group(1)))
+
+
+def mutantChanges() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """
+    The lines each mutant mutmut wrote out removes and adds, by mutant name,
+    as C{mutmut show} prints them: each mutant is a copy of its function
+    (C{NAME__mutmut_N} beside C{NAME__mutmut_orig}) in the scratch copy's
+    C{mutants/} tree, compared here without their first lines (the names).
+    """
+    changes = {}
+    for path in mutatedModules():
+        module = path.removesuffix(".py").replace("/", ".")
+        text = (SCRATCH / "mutants" / path).read_text(encoding="utf-8")
+        lines = text.splitlines()
+        bodies = {
+            node.name: lines[node.lineno : node.end_lineno]
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, ast.FunctionDef) and "__mutmut_" in node.name
+        }
+        for name, body in bodies.items():
+            function, _, number = name.rpartition("__mutmut_")
+            if number != "orig":
+                original = bodies[f"{function}__mutmut_orig"]
+                diff = "\n".join(unified_diff(original, body, lineterm=""))
+                changes[f"{module}.{name}"] = changedLines(diff)
+    return changes
+
+
+def isListed(
+    name: str, change: tuple[tuple[str, ...], tuple[str, ...]], equivalent: Equivalent
+) -> bool:
+    """Whether the mutant C{name}, which makes C{change}, is C{equivalent}."""
+    return (equivalent.function, equivalent.removed, equivalent.added) == (
+        name.rsplit("__mutmut_", 1)[0],
+        *change,
+    )
+
+
 def classify(
-    mutants: list[Mutant], equivalents: list[Equivalent], seeds: int
+    mutants: list[Mutant], equivalents: list[Equivalent]
 ) -> tuple[list[Mutant], dict[str, Equivalent]]:
     """Split the mutants not killed into real survivors and known equivalents."""
+    changes = mutantChanges()
     survivors, matched = [], {}
     for mutant in mutants:
-        if mutant.status not in NOT_KILLED:
+        if mutant.status not in NOT_KILLED and mutant.status != NOT_RUN:
             continue
-        removed, added = changedLines(mutmut("show", mutant.name, seeds=seeds))
+        change = changes[mutant.name]
         for equivalent in equivalents:
-            if (equivalent.function, equivalent.removed, equivalent.added) == (
-                mutant.function,
-                removed,
-                added,
-            ):
+            if isListed(mutant.name, change, equivalent):
                 matched[mutant.name] = equivalent
                 break
         else:
@@ -294,6 +354,33 @@ def runMutmut(names: list[str], seeds: int) -> list[Mutant]:
     return results(seeds)
 
 
+def runAllButEquivalents(equivalents: list[Equivalent], seeds: int) -> list[Mutant]:
+    """
+    Run every mutant but the listed equivalents (see the module's
+    docstring); return the outcomes, the equivalents with L{NOT_RUN}.
+    """
+    started = time.monotonic()
+    workers = str(os.cpu_count() or 2)
+    mutmut("run", "--max-children", workers, FIRST_OF_EACH, seeds=seeds, capture=False)
+    done = {mutant.name for mutant in results(seeds)}
+    listed = {
+        name
+        for name, change in mutantChanges().items()
+        if any(isListed(name, change, equivalent) for equivalent in equivalents)
+    }
+    rest = sorted(set(mutantChanges()) - done - listed)
+    print(
+        f"\n{len(done)} first mutants run, {len(rest)} more to run; "
+        f"{len(listed)} listed as equivalent"
+    )
+    if rest:
+        mutmut("run", "--max-children", workers, *rest, seeds=seeds, capture=False)
+    print(f"mutmut ran for {time.monotonic() - started:.0f} s")
+    ran = results(seeds)
+    checked = {mutant.name for mutant in ran}
+    return ran + [Mutant(name, NOT_RUN) for name in sorted(listed - checked)]
+
+
 def main() -> None:
     """Parse the command line and run the mutants it asks for."""
     global SCRATCH
@@ -307,6 +394,11 @@ def main() -> None:
         help="run the last run's survivors again against the current tests",
     )
     parser.add_argument(
+        "--all",
+        action="store_true",
+        help="run the listed equivalents too, to check that each still survives",
+    )
+    parser.add_argument(
         "--modules",
         metavar="PATHS",
         help="mutate only these of pyproject's modules, comma-separated (txraft/core.py,...)",
@@ -315,22 +407,26 @@ def main() -> None:
     if options.scratch:
         SCRATCH = Path(options.scratch).resolve()
     equivalents = loadEquivalents()
+    seeds = MUTATION_SEEDS
     if options.recheck:
-        seeds = MUTATION_SEEDS
-        survivors, _ = classify(results(seeds), equivalents, seeds)
+        survivors, _ = classify(results(seeds), equivalents)
         refreshTests()
         names = [mutant.name for mutant in survivors]
         print(f"rechecking {len(names)} survivors against the current tests")
+        mutants = runMutmut(names, seeds) if names else results(seeds)
     elif options.sample:
         prepareScratch(SAMPLE_MODULES, SAMPLE_TESTS)
-        names, seeds = sampleNames(options.sample, options.seed), SAMPLE_SEEDS
+        names = sampleNames(options.sample, options.seed)
         print(f"mutation sample: {len(names)} names drawn with seed {options.seed}")
+        mutants = runMutmut(names, SAMPLE_SEEDS)
     else:
         modules = tuple(options.modules.split(",")) if options.modules else None
         prepareScratch(modules, None)
-        names, seeds = [], MUTATION_SEEDS
-    mutants = runMutmut(names, seeds) if names or not options.recheck else results(seeds)
-    survivors, equivalent = classify(mutants, equivalents, seeds)
+        if options.all:
+            mutants = runMutmut([], seeds)
+        else:
+            mutants = runAllButEquivalents(equivalents, seeds)
+    survivors, equivalent = classify(mutants, equivalents)
     sys.exit(0 if report(mutants, survivors, equivalent) else 1)
 
 
