@@ -921,6 +921,8 @@ class RaftCore:
             if response.matchIndex > progress.matchIndex:
                 progress.matchIndex = response.matchIndex
                 self._maybeCommit()
+                if self.role != LEADER:
+                    return  # it committed its own removal and stepped down
             progress.nextIndex = max(progress.nextIndex, progress.matchIndex + 1)
             if progress.probing:
                 progress.probing = progress.probeSent = False
