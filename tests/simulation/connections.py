@@ -451,7 +451,10 @@ class Connections:
             else:
                 self._atInitiator(connection, line, forged)
             return
-        node = sim.nodes[name]
+        node = sim.node(name)
+        if node is None:
+            self.close(connection, name, "no such process (yet)")
+            return
         incarnation = connection.incarnations.get(name, node.incarnation)
         if not node.up or incarnation != node.incarnation:
             self.close(connection, name, "no process to take it")

@@ -143,7 +143,7 @@ class FaultSchedule:
         )
 
     def _fault_restart(self) -> None:
-        down = [node for node in self.sim.nodes.values() if not node.up]
+        down = [node for node in self.sim.nodes.values() if not node.up and not node.retired]
         if down:
             self.sim.restart(self.sim.rng.choice(down))
 
@@ -171,7 +171,7 @@ class FaultSchedule:
         connections.impostor()
 
     def _fault_slow(self) -> None:
-        node = self.sim.rng.choice(list(self.sim.nodes.values()))
+        node = self.sim.rng.choice([n for n in self.sim.nodes.values() if not n.retired])
         node.slow = not node.slow
         self.sim.stats["slowNodes"] += node.slow
         self.sim.record("{} is {}", node.name, "slow" if node.slow else "no longer slow")
