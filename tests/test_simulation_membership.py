@@ -343,8 +343,9 @@ class MembershipPlantedViolationTests(SynchronousTestCase):
     def test_twoChangesUncommitted(self) -> None:
         """
         A leader that forgets its change in progress proposes a second one
-        before the first commits: two membership entries after the
-        committed log's end; caught.  Reference: dissertation section 4.2.
+        before the first commits; caught (and its log would hold two
+        membership entries after the committed log's end).  Reference:
+        dissertation section 4.2.
         """
         sim = calmSimulation(**TIMING)
         leader = leaderOf(sim)
@@ -357,9 +358,31 @@ class MembershipPlantedViolationTests(SynchronousTestCase):
                 failure = self.assertRaises(
                     SimulationError, leader.driver.proposeMembership, membership
                 )
-                self.assertCaught(failure, "more than one after the committed log's end")
+                self.assertCaught(failure, "is not committed")
             else:
                 leader.driver.proposeMembership(membership)
+
+    def test_changeBeforeOwnTermCommits(self) -> None:
+        """
+        A new leader that proposes a membership change before an entry of
+        its own term has committed (it may not know the newest committed
+        membership yet) is caught.  Reference: Ongaro, raft-dev, 2015,
+        the fix to single-server changes.
+        """
+        sim = calmSimulation(**TIMING)
+        old = leaderOf(sim)
+        sim.crash(old, "planted: the leader goes, so that another is elected")
+        sim.runUntil(lambda: sim.leader() not in (None, old), limitMs=2000)
+        new = leaderOf(sim)
+        core = new.core
+        self.assertNotEqual(core.log.term(core.commitIndex), core.currentTerm)
+        joiner = joinNode(sim)
+        host, port = addressOf(joiner)
+        membership = core.membership.adding(Member(joiner.name, host, port, False))
+        # planted: the proposal skips the core's checks
+        core._replicate([membership.encode()])
+        failure = self.assertRaises(SimulationError, new.driver._process, core._takeReady())
+        self.assertCaught(failure, "before it committed an entry of its term")
 
     def test_removedLeaderLeadsOn(self) -> None:
         """

@@ -103,7 +103,9 @@ everything any node ever logged, committed and applied:
     reference reply;
   - configurations: each node's membership is the newest in its log, else
     its snapshot's, else its bootstrap one; no log holds more than one
-    membership entry after the committed log; every snapshot records the
+    membership entry after the committed log; a leader proposes a change
+    only once an entry of its term and the change before are committed;
+    every snapshot records the
     committed membership of its index; a leader's commit is of its own
     term and held on disk by a majority of its membership's voters
     (learners, and a leader removing itself, do not count); a leader

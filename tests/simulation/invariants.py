@@ -224,7 +224,8 @@ class InvariantChecker:
     the others check a simulated node's disk and state machine too.  With
     membership changes (dissertation chapter 4), votes count against the
     candidate's own membership, and L{checkMembership},
-    L{checkLeaderCommit} and L{checkRole} check the configurations.
+    L{checkLeaderCommit}, L{checkProposals} and L{checkRole} check the
+    configurations.
 
     @ivar leaders: the leader of each term that had one.
     @ivar votes: whom each node granted its vote in each term.
@@ -363,6 +364,8 @@ class InvariantChecker:
             self.observeCommitted(node, entry)
         if advanced and led:
             self.checkLeaderCommit(node)
+        if core.role == LEADER and ready.entries:
+            self.checkProposals(node, ready.entries)
         self.checkRole(node)
         if (
             ready.truncateFrom is not None
@@ -389,6 +392,39 @@ class InvariantChecker:
                 f"removed it, {describeMembership(core.membership)} at index "
                 f"{core.membershipIndex}, committed"
             )
+
+    def checkProposals(self, node: SimNode, entries: list[Entry]) -> None:
+        """
+        A leader proposes a membership change only once it has committed an
+        entry of its own term (so it knows the newest committed membership:
+        Ongaro, raft-dev, 2015), and only once the change before it, in its
+        log, is committed (dissertation section 4.2).
+        """
+        core = node.core
+        log = core.log
+        for entry in entries:
+            if entry.term != core.currentTerm or not isMembershipCommand(entry.command):
+                continue
+            if log.term(core.commitIndex) != core.currentTerm:
+                self.fail(
+                    f"{node.name}, leader of term {core.currentTerm}, proposes "
+                    f"{describe(entry)} before it committed an entry of its term "
+                    f"(its commit index {core.commitIndex} is of an earlier term)"
+                )
+            before = next(
+                (
+                    index
+                    for index in range(entry.index - 1, log.snapshotIndex, -1)
+                    if isMembershipCommand(log.entry(index).command)
+                ),
+                0,
+            )
+            if before > core.commitIndex:
+                self.fail(
+                    f"{node.name}, leader of term {core.currentTerm}, proposes "
+                    f"{describe(entry)} while the change at {before} is not committed "
+                    f"(its commit index is {core.commitIndex})"
+                )
 
     def checkLeaderCommit(self, node: SimNode) -> None:
         """
