@@ -298,20 +298,17 @@ class InvariantChecker:
 
     def checkElected(self, node: CoreView) -> None:
         """
-        A leader is a voter of its membership (the newest in its log: a
-        learner, a removed server or one waiting to join never leads), and
-        holds the votes of a majority of that membership's voters for its
-        term, itself included (sections 5.2 and 4.1): grants counted from
-        another term, twice, or from servers that are not its voters, do
-        not make it one.
+        A leader may campaign (L{checkMayCampaign}: a learner, a removed server
+        or one waiting to join never leads, but a voter being removed may
+        until its removal commits), and holds the votes of a majority of
+        the voters of its membership (the newest in its log) for its term,
+        its own only if it is one of them (sections 5.2, 4.1 and 4.2.2):
+        grants counted from another term, twice, or from servers that are
+        not its voters, do not make it one.
         """
         core = node.core
         voters = core.membership.voters()
-        if node.name not in voters:
-            self.fail(
-                f"Election: {node.name} leads term {core.currentTerm} but is no voter of its "
-                f"membership {describeMembership(core.membership)}"
-            )
+        self.checkMayCampaign(node, f"leads term {core.currentTerm}")
         grants = [
             voter
             for (voter, term), candidate in self.votes.items()
@@ -320,20 +317,38 @@ class InvariantChecker:
             and voter != node.name
             and voter in voters
         ]
-        if 1 + len(grants) < majority(core.membership):
+        own = [node.name] if node.name in voters else []
+        if len(own) + len(grants) < majority(core.membership):
             self.fail(
                 f"Election: {node.name} leads term {core.currentTerm} with the votes of "
-                f"{sorted([node.name, *grants])} only, not of a majority of "
+                f"{sorted([*own, *grants])} only, not of a majority of "
                 f"{describeMembership(core.membership)}"
             )
 
+    def checkMayCampaign(self, node: CoreView, doing: str) -> None:
+        """
+        Only a voter of its own membership campaigns, or one whose removal
+        (or demotion) is not committed as far as it knows: the membership
+        before named it a voter, and the cluster may still need it until
+        the change commits (dissertation section 4.2.2, Figure 4.6).
+        """
+        core = node.core
+        if node.name in core.membership.voters():
+            return
+        if core.membershipIndex > core.commitIndex:
+            before = core.membershipAt(core.membershipIndex - 1)
+            if node.name in before.voters():
+                self.stats["campaignsOfServersBeingRemoved"] += 1
+                return
+        self.fail(
+            f"{node.name} {doing} but is no voter of its membership "
+            f"{describeMembership(core.membership)}, which is committed or did not "
+            "remove it"
+        )
+
     def observeCampaign(self, node: CoreView, request: RequestVote) -> None:
-        """A server asks for votes (or pre-votes) only as a voter of its own membership."""
-        if node.name not in node.core.membership.voters():
-            self.fail(
-                f"{node.name} sends {describe(request)} but is no voter of its membership "
-                f"{describeMembership(node.core.membership)}"
-            )
+        """A server asks for votes (or pre-votes) only if it may campaign."""
+        self.checkMayCampaign(node, f"sends {describe(request)}")
 
     def observeReady(self, node: SimNode, ready: Ready) -> None:
         """Check what C{node} just made durable, its role and its commits."""
@@ -376,16 +391,14 @@ class InvariantChecker:
 
     def checkRole(self, node: SimNode) -> None:
         """
-        Only a voter of its own membership campaigns, and a leader whose
-        removal (or demotion) is committed has stepped down (section 4.2.2).
+        Only a server that may campaign (L{checkMayCampaign}) campaigns, and
+        a leader whose removal (or demotion) is committed has stepped down
+        (section 4.2.2).
         """
         core = node.core
         voter = node.name in core.membership.voters()
         if core.role in (PRECANDIDATE, CANDIDATE) and not voter:
-            self.fail(
-                f"{node.name} is {core.role} in term {core.currentTerm} but no voter of its "
-                f"membership {describeMembership(core.membership)}"
-            )
+            self.checkMayCampaign(node, f"is {core.role} in term {core.currentTerm}")
         if core.role == LEADER and not voter and core.membershipIndex <= core.commitIndex:
             self.fail(
                 f"{node.name} still leads term {core.currentTerm} after the membership that "
