@@ -114,7 +114,11 @@ class Operator:
             return
         # What `members` would say: the leader's membership, or while no
         # node leads, that of the node most up to date.
-        running = [node for node in sim.nodes.values() if node.up and not node.silent]
+        running = [
+            node
+            for node in sim.nodes.values()
+            if node.up and not node.silent and node.core.membership.members
+        ]
         if not running:
             return
         leader = sim.leader() or max(
