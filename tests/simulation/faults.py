@@ -71,6 +71,8 @@ class FaultSchedule:
 
     def _fault_partition(self) -> None:
         names = list(self.sim.names)
+        if len(names) < 2:
+            return  # the others were removed and stopped
         self.sim.rng.shuffle(names)
         cut = self.sim.rng.randint(1, len(names) - 1)
         side, other = names[:cut], names[cut:]
@@ -81,6 +83,8 @@ class FaultSchedule:
         self.sim.record("partition {} | {}", sorted(side), sorted(other))
 
     def _fault_oneWay(self) -> None:
+        if len(self.sim.names) < 2:
+            return
         for _ in range(self.sim.rng.randint(1, len(self.sim.names) - 1)):
             a, b = self.sim.rng.sample(self.sim.names, 2)
             self.sim.network.blocked.add((a, b))
