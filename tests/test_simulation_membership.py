@@ -154,6 +154,34 @@ class MembershipScenarioTests(SynchronousTestCase):
         self.assertEqual(new.core.currentTerm, term + 1)
         finish(sim)
 
+    def test_leaderRemovingItselfFromTwoIsStillNeeded(self) -> None:
+        """
+        Of two voters, the leader removes itself while cut off from the
+        other, then crashes before the other holds the change: the other
+        cannot be elected without its vote, which it refuses for a shorter
+        log.  Restarted, the removed leader still campaigns, is elected by
+        the other's vote alone, commits its removal and hands over; the
+        cluster of one goes on.  (Found by the simulation: the cluster
+        never elected a leader again.)  Reference: dissertation section
+        4.2.2, Figure 4.6.
+        """
+        sim = calmSimulation(seed=8, **TIMING)
+        old = leaderOf(sim)
+        gone, other = followers(sim)
+        self.assertEqual(commandOf(sim, old, f"remove {gone.name}"), answers.OK)
+        term = old.core.currentTerm
+        isolate(sim, old.name)
+        self.assertEqual(send(sim, old, f"remove {old.name}"), [])
+        sim.crash(old, "crashes before the other holds its removal")
+        sim.restart(old)
+        sim.network.blocked.clear()
+        self.assertFalse(old.core.isVoter())
+        sim.runUntil(lambda: sim.leader() is other, limitMs=3000)
+        self.assertIs(sim.leader(), other)
+        self.assertIn(old.name, [name for t, name in sim.checker.leaders.items() if t > term])
+        self.assertEqual(committedMembership(sim).names(), (other.name,))
+        finish(sim)
+
     def test_addWhileLeaderCrashesMidCatchUp(self) -> None:
         """
         A new node is added: the leader commits it as a learner and starts

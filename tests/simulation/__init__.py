@@ -76,9 +76,10 @@ membership converges; removed nodes and nodes never added are left out.
 After every event L{InvariantChecker} checks, against a global record of
 everything any node ever logged, committed and applied:
 
-  - Election Safety: at most one leader per term, a voter of its own
-    membership (the newest in its log), elected by a majority of that
-    membership's voters; only such a voter campaigns;
+  - Election Safety: at most one leader per term, elected by a majority
+    of the voters of its own membership (the newest in its log); only
+    such a voter campaigns, or one whose removal is not committed yet
+    (dissertation section 4.2.2);
   - vote durability: no node grants votes to two candidates in one term,
     across restarts;
   - Log Matching (see L{InvariantChecker.checkEntries});

@@ -121,7 +121,7 @@ class SimulationOptions:
     #: many members and at least this many voters (the operator's bounds).
     maxJoiners: int = 3
     maxMembers: int = 6
-    minVoters: int = 2
+    minVoters: int = 1
 
 
 class Simulation:
