@@ -225,15 +225,17 @@ class Operator:
         self._send(leader, "members", "members", None)
 
     def _act_invalid(self, leader: SimNode, membership: Membership) -> None:
-        sim = self.sim
-        member = sim.rng.choice(membership.members)
-        text = sim.rng.choice(
+        """
+        A command no cluster takes, whatever its membership (the operator's
+        view may be stale, so "a name taken" is not one of them).
+        """
+        text = self.sim.rng.choice(
             (
-                f"add {member.name} 127.0.0.1 19999",
-                f"add-learner x{len(sim.addresses)} {member.host} {member.port}",
+                "add bad!name 127.0.0.1 10100",
+                "add-learner n99 127.0.0.1 0",
                 "remove nosuchnode",
                 "transfer-leader nosuchnode",
-                "add n99 127.0.0.1 0",
+                "transfer-leader n1 n2",
                 "remove",
             )
         )

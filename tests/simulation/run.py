@@ -454,10 +454,13 @@ class Simulation:
         """
         Whether every member of the leader's membership (voter or learner)
         is up and holds the leader's log, commit index and state; nodes
-        removed, or that joined but were never added, are left out.
+        removed, or that joined but were never added, are left out.  An
+        operator's command may still wait for its answer: a transfer is
+        answered within L{txraft.admin.TRANSFER_SECONDS}, a catch-up within
+        L{txraft.admin.CATCH_UP_SECONDS}, longer than a run lasts.
         """
         leader = self.leader()
-        if leader is None or self.workload.busy() or self.operator.busy():
+        if leader is None or self.workload.busy():
             return False
         core = leader.core
         members = [self.nodes.get(name) for name in core.membership.names()]
