@@ -124,6 +124,12 @@ class MembershipScenarioTests(SynchronousTestCase):
         Reference: dissertation section 4.2.2, 3.10.
         """
         sim = calmSimulation(seed=2, **TIMING)
+        # No client writes meanwhile: the followers then hold the leader's
+        # whole log when the change commits, and the leader hands over at
+        # once (with a write after the change, the next leader would be
+        # elected after a timeout instead).
+        sim.workload.stopped = True
+        sim.runUntil(lambda: not sim.workload.busy(), limitMs=3000)
         old = leaderOf(sim)
         term = old.core.currentTerm
         isolate(sim, old.name)
@@ -236,7 +242,7 @@ class MembershipScenarioTests(SynchronousTestCase):
         target = followers(sim)[0]
         results = send(sim, leader, f"transfer-leader {target.name}")
         sim.crash(target, "the transfer's target crashes")
-        self.assertEqual(send(sim, leader, "set x during"), [answers.TRANSFERRING])
+        self.assertEqual(send(sim, leader, "set probe during"), [answers.TRANSFERRING])
         sim.runUntil(lambda: bool(results), limitMs=2000)
         self.assertEqual(
             results,
@@ -247,7 +253,7 @@ class MembershipScenarioTests(SynchronousTestCase):
             ],
         )
         self.assertEqual((leader.core.role, leader.core.currentTerm), (LEADER, term))
-        self.assertEqual(commandOf(sim, leader, "set x after"), answers.OK)
+        self.assertEqual(commandOf(sim, leader, "set probe after"), answers.OK)
         finish(sim)
 
     def test_transferTargetCrashesWhileCampaigning(self) -> None:
@@ -258,7 +264,8 @@ class MembershipScenarioTests(SynchronousTestCase):
         elected after a timeout, and the operator is never told C{OK}.
         Reference: dissertation section 3.10.
         """
-        sim = calmSimulation(seed=4, **TIMING)
+        # The target stays down until the faults stop (at 5 s).
+        sim = calmSimulation(seed=4, downMs=(4000, 4000), **TIMING)
         leader = leaderOf(sim)
         target = followers(sim)[0]
         results = send(sim, leader, f"transfer-leader {target.name}")
@@ -321,8 +328,11 @@ class MembershipPlantedViolationTests(SynchronousTestCase):
         self.assertIn(words, failure.problem)
 
     def withLearners(self, count: int) -> Simulation:
-        """A calm three-node cluster with C{count} learners added and caught up."""
-        sim = calmSimulation(**TIMING)
+        """
+        A calm three-node cluster with C{count} learners added and caught
+        up; a node that crashes stays down for four seconds.
+        """
+        sim = calmSimulation(downMs=(4000, 4000), **TIMING)
         for _ in range(count):
             joiner = joinNode(sim)
             command = addCommand(joiner, "add-learner")
@@ -347,7 +357,7 @@ class MembershipPlantedViolationTests(SynchronousTestCase):
         for node in followers(sim):
             if leader.core.membership.isVoter(node.name):
                 sim.crash(node, "planted: two voters down")
-        failure = self.assertRaises(SimulationError, commandOf, sim, leader, "set x 1")
+        failure = self.assertRaises(SimulationError, commandOf, sim, leader, "set probe 1")
         self.assertCaught(failure, "of the voters")
 
     def test_learnerVotesElectALeader(self) -> None:
