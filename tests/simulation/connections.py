@@ -536,7 +536,9 @@ class Connections:
         if not up:
             return
         target = sim.rng.choice(up)
-        claimed = sim.rng.choice([name for name in sim.names if name != target.name])
+        # Any name ever given to a node: one stopped for good is as good a
+        # disguise, and may be the only other one left.
+        claimed = sim.rng.choice([name for name in sim.addresses if name != target.name])
         connection = self._newConnection(claimed, target.name, 0)
         connection.forged = True
         connection.initiating = Initiator(
