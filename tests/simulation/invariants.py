@@ -308,7 +308,9 @@ class InvariantChecker:
         """
         core = node.core
         voters = core.membership.voters()
-        self.checkMayCampaign(node, f"leads term {core.currentTerm}")
+        if node.name not in voters:
+            self.checkMayCampaign(node, f"leads term {core.currentTerm}")
+            self.stats["leadersBeingRemoved"] += 1
         grants = [
             voter
             for (voter, term), candidate in self.votes.items()
@@ -338,7 +340,6 @@ class InvariantChecker:
         if core.membershipIndex > core.commitIndex:
             before = core.membershipAt(core.membershipIndex - 1)
             if node.name in before.voters():
-                self.stats["campaignsOfServersBeingRemoved"] += 1
                 return
         self.fail(
             f"{node.name} {doing} but is no voter of its membership "
