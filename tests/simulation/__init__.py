@@ -68,8 +68,11 @@ membership (C{RaftNode(join=True)}, a config holding their own line) and
 are added, as voters (caught up, then promoted) or as learners; learners
 are promoted; members are removed, the leader among them, and then stopped
 for good or left running; leadership is handed over, to a named voter or
-to the most up-to-date one.  The network routes by name, to nodes of the
-first config and to those that joined.  Each C{OK} must be true of the
+to the most up-to-date one, and the leader's machine is restarted as a
+planned restart does (it hands over first, L{RaftNode.handOver}).  A node
+that joined restarts with or without C{join} once its disk holds data.
+The network routes by name, to nodes of the first config and to those
+that joined.  Each C{OK} must be true of the
 committed log.  Once the faults stop, every member of the leader's
 membership converges; removed nodes and nodes never added are left out.
 
