@@ -169,7 +169,9 @@ class Operator:
         self._act_grow(leader, membership, learner=True)
 
     def _act_promote(self, leader: SimNode, membership: Membership) -> None:
-        learners = [m for m in membership.members if not m.voter]
+        # A stale view may still hold a learner removed since: `add` would
+        # add it again, and it may be stopped for good.
+        learners = [m for m in membership.members if not m.voter and m.name not in self.removed]
         if not learners:
             return self._act_grow(leader, membership, learner=True)
         member = self.sim.rng.choice(learners)
