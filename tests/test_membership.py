@@ -361,6 +361,75 @@ class ClusterChangeTests(SynchronousTestCase):
             self.assertEqual(net["a"].tick().messages, [])
         self.assertEqual(net["a"].role, FOLLOWER)
 
+    def test_removedLeaderStepsDownOnAnswerOfLaggingFollower(self) -> None:
+        """
+        A leader that removed itself may commit the change on the answer of
+        a follower it still has entries to send (a late answer, while it
+        probes that follower): it steps down there and then, and sends
+        that follower nothing more as a leader; the up-to-date voter is
+        told to take over.  (Found by the simulation with membership
+        changes, C{Simulation(217, authenticate=False, membership=True)}:
+        the leader went on to send to the follower whose progress it had
+        just dropped, and the step raised KeyError.)
+        Reference: dissertation section 4.2.2.
+        """
+        a = makeCore("a", THREE_NAMES)
+        makeLeader(a)
+        for peer in ("b", "c"):
+            a.step(peer, AppendEntriesResponse(a.currentTerm, True, matchIndex=1))
+        self.assertEqual(a.commitIndex, 1)
+        (removal,) = a.changeMembership(voters("b", "c")).entries
+        (write,) = a.propose(["set x 1"]).entries
+        a.step("c", AppendEntriesResponse(a.currentTerm, True, matchIndex=write.index))
+        # b refuses an append (its answers were lost), so a probes it again...
+        a.step(
+            "b",
+            AppendEntriesResponse(
+                a.currentTerm, False, rejectedIndex=removal.index, hintIndex=1, hintTerm=1
+            ),
+        )
+        self.assertTrue(a.progress("b").probing)
+        # ...when b's late answer to the removal arrives, and commits it.
+        ready = a.step("b", AppendEntriesResponse(a.currentTerm, True, matchIndex=removal.index))
+        self.assertEqual(a.role, FOLLOWER)
+        self.assertEqual([e.index for e in ready.committed], [removal.index])
+        self.assertEqual([(peer, m.timeoutNow) for peer, m in ready.messages], [("c", True)])
+
+    def test_removedLeaderStillNeededUntilCommit(self) -> None:
+        """
+        A leader that removes itself from two servers and loses its
+        leadership before the other holds the change is still needed: the
+        other cannot win without its vote, which it refuses for a shorter
+        log.  So it campaigns, without counting its own vote, leads again,
+        commits the change with the other's copy, and hands over to it.
+        (Found by the simulation with membership changes and one voter
+        allowed: the cluster never elected a leader again.)
+        Reference: dissertation section 4.2.2 and Figure 4.6 ("a server
+        that is not part of its own latest configuration should still start
+        new elections, as it might still be needed until the Cnew entry is
+        committed").
+        """
+        net = RaftNetwork(("a", "b"), preVote=True, checkQuorum=True)
+        electedWithNoop(net)
+        net.cut("a", "b")
+        entry = change(net, "a", voters("b"))
+        net.crash("a")
+        a = net.restart("a")
+        net.heal()
+        self.assertFalse(a.isVoter())
+        self.assertLess(a.commitIndex, entry.index)
+        for _ in range(200):
+            net.tick()
+            net.deliver()
+            if net.leader() == "b":
+                break
+        self.assertEqual(net.leader(), "b")
+        self.assertIn("a", net.leaders.values())
+        self.assertGreaterEqual(net["b"].commitIndex, entry.index)
+        self.assertEqual(net["b"].membership, voters("b"))
+        for _ in range(100):
+            self.assertEqual(a.tick().messages, [])
+
     def test_removedLeaderDoesNotCountItself(self) -> None:
         """
         A leader removing itself from a cluster of three needs both other

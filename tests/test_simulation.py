@@ -7,10 +7,14 @@ message loss, duplication, reordering and delay (on a keyed cluster: broken
 connections, late lines, injected copies of sealed lines, impostors),
 symmetric and one-way partitions, leader isolation, crashes (some in the
 middle of a series of durable writes) and restarts, failing disks, slow and
-paused nodes, with snapshots and log compaction, and clients that retry.
-After every event the safety properties of Figure 3 of the Raft paper are
-checked; once the faults stop a write must commit and the nodes must
-converge; the clients' history must be linearizable.
+paused nodes, with snapshots and log compaction, and clients that retry;
+one seed in L{MEMBERSHIP_EVERY} also has an operator adding, promoting and
+removing nodes (the leader too) and handing leadership over
+(L{tests.simulation.operator}).  After every event the safety properties
+of Figure 3 of the Raft paper, and their extensions to configurations, are
+checked; once the faults stop a write must commit and the members must
+converge; the clients' history must be linearizable.  Scripted membership
+scenarios are in L{tests.test_simulation_membership}.
 
 How many seeds: C{--seeds N} or C{TXRAFT_SEEDS=N} runs N per batch;
 C{TXRAFT_SEED=S} runs seed S alone (a failure prints that command).
@@ -67,6 +71,16 @@ DEFAULT_FIVE_NODE_SEEDS = 200
 #: A batch of at least this many seeds sees every kind of fault, and checks that it did.
 COVERAGE_SEEDS = 50
 
+#: One seed in this many of each batch runs with an operator changing the
+#: membership (L{tests.simulation.operator}) among the faults; each such
+#: run costs about 1.4 times another.
+MEMBERSHIP_EVERY = 3
+
+
+def withMembership(seed: int) -> bool:
+    """Whether the batches run C{seed} with membership changes."""
+    return seed % MEMBERSHIP_EVERY == 0
+
 
 #: Seeds that fail because of a known, not yet fixed bug, by cluster size,
 #: with the test that keeps each as a strict expected failure; they are
@@ -102,6 +116,15 @@ COVERED = (
     "restartsFromSnapshot",
     "diskFailures",
     "rejoins",
+    # Membership changes: committed additions (as learners), promotions and
+    # removals (a leader's own among them), nodes that joined, and
+    # transfers that ended with the new leader leading.
+    "nodesJoined",
+    "membersAdded",
+    "learnersPromoted",
+    "membersRemoved",
+    "leadersRemoved",
+    "transfersDone",
 )
 
 #: What a keyed batch must have seen besides: handshakes; connections
@@ -207,7 +230,9 @@ class ClusterSimulationTests(SynchronousTestCase):
         totals: Counter[str] = Counter()
         failures = []
         for seed in seeds:
-            sim = Simulation(seed, nodes=nodes, authenticate=authenticate)
+            sim = Simulation(
+                seed, nodes=nodes, authenticate=authenticate, membership=withMembership(seed)
+            )
             try:
                 totals.update(sim.run())
             except SimulationError as failure:
@@ -280,23 +305,29 @@ class DeterminismTests(SynchronousTestCase):
         """
         Two runs of one seed handle the same events in the same order and
         give the same history, committed log and statistics; another seed
-        gives another run.
+        gives another run; so do runs with membership changes.
         """
         first, second, other = Simulation(11), Simulation(11), Simulation(12)
         for sim in (first, second, other):
             sim.run()
         self.assertEqual(first.digest(), second.digest())
         self.assertNotEqual(first.digest(), other.digest())
+        changing = [Simulation(11, membership=True) for _ in range(2)]
+        for sim in changing:
+            sim.run()
+        self.assertEqual(changing[0].digest(), changing[1].digest())
+        self.assertNotEqual(changing[0].digest(), first.digest())
 
     def test_sameSeedInAnotherProcess(self) -> None:
         """
         A seed replays identically in a fresh interpreter with a different
-        string hash seed: nothing in the run depends on set or hash order.
+        string hash seed: nothing in the run depends on set or hash order
+        (the run changes the membership, whose voters are a set of names).
         """
         script = (
             "import hashlib, sys\n"
             "from tests.simulation import Simulation\n"
-            "sim = Simulation(23, nodes=5)\n"
+            "sim = Simulation(23, nodes=5, membership=True)\n"
             "sim.run()\n"
             "sys.stdout.write(hashlib.sha256(repr(sim.digest()).encode()).hexdigest())\n"
         )
@@ -310,7 +341,7 @@ class DeterminismTests(SynchronousTestCase):
             check=True,
             text=True,
         ).stdout
-        sim = Simulation(23, nodes=5)
+        sim = Simulation(23, nodes=5, membership=True)
         sim.run()
         self.assertEqual(output, hashlib.sha256(repr(sim.digest()).encode()).hexdigest())
 

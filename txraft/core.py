@@ -362,7 +362,7 @@ class RaftCore:
                 if self.checkQuorum:
                     self._checkQuorum()
         elif self._electionElapsed >= self._electionTimeout:
-            if not self.isVoter():
+            if not self.isVoter() and not self._stillNeeded():
                 # A learner, a removed server or one waiting to join never
                 # campaigns: it cannot win, and must not disturb anyone.
                 self._resetElectionTimer()
@@ -707,6 +707,22 @@ class RaftCore:
             )
             self._becomeFollower(self.currentTerm, None)
 
+    def _stillNeeded(self) -> bool:
+        """
+        Whether this server, no voter of its newest membership, must still
+        campaign: that membership is not committed as far as it knows, and
+        the one before named it a voter.  Until the change commits the
+        others may need it to elect anyone, since it may hold the only copy
+        of the change (dissertation section 4.2.2 and Figure 4.6: a leader
+        that removed itself from two servers, and stepped down before the
+        other got the change, refuses that other its vote for a shorter
+        log).  Its own vote does not count (L{_countVotes}).
+        """
+        if self.membershipIndex <= self.commitIndex:
+            return False
+        before = self.membershipAt(self.membershipIndex - 1)
+        return before.isVoter(self.name)
+
     def _countVotes(self) -> int:
         """The grants from voters of the newest membership (section 4.1)."""
         return sum(granted for name, granted in self._votes.items() if name in self._voters)
@@ -921,6 +937,8 @@ class RaftCore:
             if response.matchIndex > progress.matchIndex:
                 progress.matchIndex = response.matchIndex
                 self._maybeCommit()
+                if self.role != LEADER:
+                    return  # it committed its own removal and stepped down
             progress.nextIndex = max(progress.nextIndex, progress.matchIndex + 1)
             if progress.probing:
                 progress.probing = progress.probeSent = False

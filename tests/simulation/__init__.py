@@ -16,7 +16,8 @@ rejoin) is the one that runs in production.  An L{INodeObserver}
 The package has one module per job: L{clock} (simulated time),
 L{network}, L{connections} (a keyed cluster's authenticated connections),
 L{disk} (stores that crash or fail), L{nodes}, L{clients}, L{faults} (the
-schedule), L{invariants} (the checks) and L{run} (one run).
+schedule), L{operator} (membership changes), L{invariants} (the checks)
+and L{run} (one run).
 
 A run is of a keyed cluster unless C{authenticate=False}: as in
 production, each node sends its requests to a peer over its own
@@ -60,10 +61,28 @@ one whose outcome is unknown (leadership lost, commit timeout, disk
 failure, lost connection) is recorded as such and retried later, possibly
 at another node, as a new operation.
 
+With C{membership=True} an operator (L{operator}) changes the cluster
+while the faults go on, with the operators' commands of L{txraft.admin}
+sent as clients' requests: new nodes start with an empty disk and no
+membership (C{RaftNode(join=True)}, a config holding their own line) and
+are added, as voters (caught up, then promoted) or as learners; learners
+are promoted; members are removed, the leader among them, and then stopped
+for good or left running; leadership is handed over, to a named voter or
+to the most up-to-date one, and the leader's machine is restarted as a
+planned restart does (it hands over first, L{RaftNode.handOver}).  A node
+that joined restarts with or without C{join} once its disk holds data.
+The network routes by name, to nodes of the first config and to those
+that joined.  Each C{OK} must be true of the
+committed log.  Once the faults stop, every member of the leader's
+membership converges; removed nodes and nodes never added are left out.
+
 After every event L{InvariantChecker} checks, against a global record of
 everything any node ever logged, committed and applied:
 
-  - Election Safety: at most one leader per term;
+  - Election Safety: at most one leader per term, elected by a majority
+    of the voters of its own membership (the newest in its log); only
+    such a voter campaigns, or one whose removal is not committed yet
+    (dissertation section 4.2.2);
   - vote durability: no node grants votes to two candidates in one term,
     across restarts;
   - Log Matching (see L{InvariantChecker.checkEntries});
@@ -85,7 +104,16 @@ everything any node ever logged, committed and applied:
     of commitIndex and what was applied before), and the state machine
     equals a replay of the committed log up to lastApplied (by a reference
     model, not by L{KeyValueStore}), each applied entry giving the
-    reference reply.
+    reference reply;
+  - configurations: each node's membership is the newest in its log, else
+    its snapshot's, else its bootstrap one; no log holds more than one
+    membership entry after the committed log; a leader proposes a change
+    only once an entry of its term and the change before are committed;
+    every snapshot records the
+    committed membership of its index; a leader's commit is of its own
+    term and held on disk by a majority of its membership's voters
+    (learners, and a leader removing itself, do not count); a leader
+    whose removal committed has stepped down.
 
 Once the faults stop (every link healed, drops and duplicates off, disks
 working, slow and crashed nodes back), a client write must commit within

@@ -8,6 +8,7 @@ operation whose outcome it does not know as that same operation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -55,10 +56,14 @@ class SimClient:
     A client issuing one operation at a time, following redirects, retrying.
 
     @ivar numbered: it numbers its requests; C{seq} is its current one's SEQ.
+    @ivar onReply: who takes its answers (with the request id, the answer
+        line or L{None} for a closed connection, and the node's name), if
+        not the workload: the operator's client (L{tests.simulation.operator}).
     """
 
     name: str
     numbered: bool = False
+    onReply: Callable[[int, str | None, str], None] | None = None
     seq: int = 0
     generation: int = 0
     target: str | None = None
@@ -233,9 +238,11 @@ class Workload:
             self._reply(client, requestId, None, node.name)
 
     def _reply(self, client: SimClient, requestId: int, text: str | None, nodeName: str) -> None:
-        self.sim.events.after(
-            self.sim.network.delay(), self._receive, client, requestId, text, nodeName
-        )
+        delay = self.sim.network.delay()
+        if client.onReply is not None:
+            self.sim.events.after(delay, client.onReply, requestId, text, nodeName)
+            return
+        self.sim.events.after(delay, self._receive, client, requestId, text, nodeName)
 
     def _answerTimeout(self, client: SimClient, requestId: int) -> None:
         sim = self.sim

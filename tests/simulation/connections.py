@@ -451,7 +451,10 @@ class Connections:
             else:
                 self._atInitiator(connection, line, forged)
             return
-        node = sim.nodes[name]
+        node = sim.node(name)
+        if node is None:
+            self.close(connection, name, "no such process (yet)")
+            return
         incarnation = connection.incarnations.get(name, node.incarnation)
         if not node.up or incarnation != node.incarnation:
             self.close(connection, name, "no process to take it")
@@ -533,7 +536,9 @@ class Connections:
         if not up:
             return
         target = sim.rng.choice(up)
-        claimed = sim.rng.choice([name for name in sim.names if name != target.name])
+        # Any name ever given to a node: one stopped for good is as good a
+        # disguise, and may be the only other one left.
+        claimed = sim.rng.choice([name for name in sim.addresses if name != target.name])
         connection = self._newConnection(claimed, target.name, 0)
         connection.forged = True
         connection.initiating = Initiator(

@@ -71,6 +71,8 @@ class FaultSchedule:
 
     def _fault_partition(self) -> None:
         names = list(self.sim.names)
+        if len(names) < 2:
+            return  # the others were removed and stopped
         self.sim.rng.shuffle(names)
         cut = self.sim.rng.randint(1, len(names) - 1)
         side, other = names[:cut], names[cut:]
@@ -81,6 +83,8 @@ class FaultSchedule:
         self.sim.record("partition {} | {}", sorted(side), sorted(other))
 
     def _fault_oneWay(self) -> None:
+        if len(self.sim.names) < 2:
+            return
         for _ in range(self.sim.rng.randint(1, len(self.sim.names) - 1)):
             a, b = self.sim.rng.sample(self.sim.names, 2)
             self.sim.network.blocked.add((a, b))
@@ -143,7 +147,7 @@ class FaultSchedule:
         )
 
     def _fault_restart(self) -> None:
-        down = [node for node in self.sim.nodes.values() if not node.up]
+        down = [node for node in self.sim.nodes.values() if not node.up and not node.retired]
         if down:
             self.sim.restart(self.sim.rng.choice(down))
 
@@ -171,7 +175,7 @@ class FaultSchedule:
         connections.impostor()
 
     def _fault_slow(self) -> None:
-        node = self.sim.rng.choice(list(self.sim.nodes.values()))
+        node = self.sim.rng.choice([n for n in self.sim.nodes.values() if not n.retired])
         node.slow = not node.slow
         self.sim.stats["slowNodes"] += node.slow
         self.sim.record("{} is {}", node.name, "slow" if node.slow else "no longer slow")

@@ -12,8 +12,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from txraft.core import LEADER, NOOP, RaftCore, Ready
+from txraft.core import CANDIDATE, LEADER, NOOP, PRECANDIDATE, RaftCore, Ready
 from txraft.kv import KeyValueStore
+from txraft.membership import Membership, isMembershipCommand, parseMembership
 from txraft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -36,14 +37,30 @@ def isPreVote(message: Message) -> bool:
     return bool(getattr(message, "preVote", False))
 
 
+def describeMembership(membership: Membership) -> str:
+    """A membership in a few characters: its names, learners marked C{~}."""
+    names = [("" if m.voter else "~") + m.name for m in membership.members]
+    return "{" + " ".join(names) + "}"
+
+
+def describeCommand(command: str) -> str:
+    """A log entry's command for a trace line; a membership as its names."""
+    if isMembershipCommand(command):
+        return "membership " + describeMembership(parseMembership(command))
+    return repr(command)
+
+
 def describe(value: object) -> str:
     """A compact text for a trace line."""
     if isinstance(value, AppendEntries):
-        shown = ", ".join(f"{e.index}/{e.term} {e.command!r}" for e in value.entries[:3])
+        shown = ", ".join(
+            f"{e.index}/{e.term} {describeCommand(e.command)}" for e in value.entries[:3]
+        )
         more = f", +{len(value.entries) - 3}" if len(value.entries) > 3 else ""
         return (
             f"AppendEntries(t{value.term} prev {value.prevLogIndex}/{value.prevLogTerm} "
-            f"[{shown}{more}] commit {value.leaderCommit})"
+            f"[{shown}{more}] commit {value.leaderCommit}"
+            f"{' timeoutNow' if value.timeoutNow else ''})"
         )
     if isinstance(value, AppendEntriesResponse):
         if value.success:
@@ -54,7 +71,8 @@ def describe(value: object) -> str:
         )
     if isinstance(value, RequestVote):
         kind = "PreVote" if isPreVote(value) else "RequestVote"
-        return f"{kind}(t{value.term} last {value.lastLogIndex}/{value.lastLogTerm})"
+        transfer = " transfer" if value.transfer else ""
+        return f"{kind}(t{value.term} last {value.lastLogIndex}/{value.lastLogTerm}{transfer})"
     if isinstance(value, RequestVoteResponse):
         kind = "PreVoteAnswer" if isPreVote(value) else "Vote"
         return f"{kind}(t{value.term} {'granted' if value.voteGranted else 'refused'})"
@@ -70,7 +88,9 @@ def describe(value: object) -> str:
             f"next {value.nextOffset} match {value.matchIndex})"
         )
     if isinstance(value, Entry):
-        return f"{value.index}/{value.term} {value.command!r}"
+        return f"{value.index}/{value.term} {describeCommand(value.command)}"
+    if isinstance(value, Membership):
+        return describeMembership(value)
     return str(value)
 
 
@@ -79,7 +99,7 @@ def referenceApply(state: dict[str, str], command: str) -> tuple[dict[str, str],
     The key-value semantics, written independently of L{KeyValueStore}:
     the state after C{command} and its reply (L{None} for a no-op).
     """
-    if command == NOOP:
+    if command == NOOP or isMembershipCommand(command):
         return state, None
     name, _, rest = command.partition(" ")
     if name == "set":
@@ -167,6 +187,22 @@ def sessionView(store: KeyValueStore) -> SessionView:
     return {c: (seq, index) for c, seq, index, _ in store.sessions.capture()}
 
 
+def majority(membership: Membership) -> int:
+    """How many voters of C{membership} make a majority of them."""
+    return len(membership.voters()) // 2 + 1
+
+
+def holdsDurably(node: SimNode, index: int, term: int) -> bool:
+    """Whether C{node}'s disk holds the entry C{index}/C{term}, or a snapshot past it."""
+    saved = node.snapshotStore.snapshot
+    if saved is not None and saved.index >= index:
+        return saved.index > index or saved.term == term
+    durable = node.logStore.durable
+    if not durable or not durable[0].index <= index <= durable[-1].index:
+        return False
+    return durable[index - durable[0].index].term == term
+
+
 class CoreView(Protocol):
     """
     What the checks need of a node: its name, whether it runs, and its
@@ -185,7 +221,11 @@ class InvariantChecker:
     Safety (L{observeRole}), Log Matching (L{checkEntries}), Leader
     Completeness and the safety of commits (L{observeCommitted}) need only
     a L{CoreView}, and are shared with the core tests' L{tests.raftnet};
-    the others check a simulated node's disk and state machine too.
+    the others check a simulated node's disk and state machine too.  With
+    membership changes (dissertation chapter 4), votes count against the
+    candidate's own membership, and L{checkMembership},
+    L{checkLeaderCommit}, L{checkProposals} and L{checkRole} check the
+    configurations.
 
     @ivar leaders: the leader of each term that had one.
     @ivar votes: whom each node granted its vote in each term.
@@ -199,6 +239,10 @@ class InvariantChecker:
     @ivar sessions: the reference client sessions, and C{sessionViews} what
         they were after each committed index.
     @ivar replies: the reference reply of each committed entry.
+    @ivar memberships: each committed membership entry's index and
+        membership, in log order (L{txraft.membership}).
+    @ivar bootstrap: the membership the cluster starts with, if known: the
+        one before the first committed membership entry.
     """
 
     def __init__(
@@ -222,6 +266,8 @@ class InvariantChecker:
         self.sessions = ReferenceSessions(stats)
         self.sessionViews: list[SessionView] = [{}]
         self.replies: list[str | None] = [None]
+        self.memberships: list[tuple[int, Membership]] = []
+        self.bootstrap: Membership | None = None
         self.nodes: list[Any] = []
 
     # -- per-event checks ---------------------------------------------------------
@@ -252,21 +298,58 @@ class InvariantChecker:
 
     def checkElected(self, node: CoreView) -> None:
         """
-        A leader holds the votes of a majority for its term, itself
-        included (section 5.2): grants it counted from another term, or
-        twice, do not make it one.
+        A leader may campaign (L{checkMayCampaign}: a learner, a removed server
+        or one waiting to join never leads, but a voter being removed may
+        until its removal commits), and holds the votes of a majority of
+        the voters of its membership (the newest in its log) for its term,
+        its own only if it is one of them (sections 5.2, 4.1 and 4.2.2):
+        grants counted from another term, twice, or from servers that are
+        not its voters, do not make it one.
         """
         core = node.core
+        voters = core.membership.voters()
+        if node.name not in voters:
+            self.checkMayCampaign(node, f"leads term {core.currentTerm}")
+            self.stats["leadersBeingRemoved"] += 1
         grants = [
             voter
             for (voter, term), candidate in self.votes.items()
-            if term == core.currentTerm and candidate == node.name and voter != node.name
+            if term == core.currentTerm
+            and candidate == node.name
+            and voter != node.name
+            and voter in voters
         ]
-        if 1 + len(grants) < core.quorum():
+        own = [node.name] if node.name in voters else []
+        if len(own) + len(grants) < majority(core.membership):
             self.fail(
                 f"Election: {node.name} leads term {core.currentTerm} with the votes of "
-                f"{sorted([node.name, *grants])} only, not of a majority"
+                f"{sorted([*own, *grants])} only, not of a majority of "
+                f"{describeMembership(core.membership)}"
             )
+
+    def checkMayCampaign(self, node: CoreView, doing: str) -> None:
+        """
+        Only a voter of its own membership campaigns, or one whose removal
+        (or demotion) is not committed as far as it knows: the membership
+        before named it a voter, and the cluster may still need it until
+        the change commits (dissertation section 4.2.2, Figure 4.6).
+        """
+        core = node.core
+        if node.name in core.membership.voters():
+            return
+        if core.membershipIndex > core.commitIndex:
+            before = core.membershipAt(core.membershipIndex - 1)
+            if node.name in before.voters():
+                return
+        self.fail(
+            f"{node.name} {doing} but is no voter of its membership "
+            f"{describeMembership(core.membership)}, which is committed or did not "
+            "remove it"
+        )
+
+    def observeCampaign(self, node: CoreView, request: RequestVote) -> None:
+        """A server asks for votes (or pre-votes) only if it may campaign."""
+        self.checkMayCampaign(node, f"sends {describe(request)}")
 
     def observeReady(self, node: SimNode, ready: Ready) -> None:
         """Check what C{node} just made durable, its role and its commits."""
@@ -277,8 +360,15 @@ class InvariantChecker:
                 f"commitIndex of {node.name} (incarnation {node.incarnation}) went back "
                 f"from {node.commitSeen} to {core.commitIndex}"
             )
+        # A leader's own commit (also the one after which a removed leader
+        # steps down, in the same step): its role before or after it.
+        led = core.role == LEADER or (node.role == LEADER and node.term == core.currentTerm)
+        advanced = core.commitIndex > node.commitSeen
         node.commitSeen = core.commitIndex
-        if ready.truncateFrom is not None or ready.entries or ready.snapshot is not None:
+        logChanged = (
+            ready.truncateFrom is not None or bool(ready.entries) or ready.snapshot is not None
+        )
+        if logChanged:
             first = [e.index for e in ready.entries[:1]]
             if ready.truncateFrom is not None:
                 first.append(ready.truncateFrom)
@@ -288,6 +378,135 @@ class InvariantChecker:
             self.checkDurable(node, full=False)
         for entry in ready.committed:
             self.observeCommitted(node, entry)
+        if advanced and led:
+            self.checkLeaderCommit(node)
+        if core.role == LEADER and ready.entries:
+            self.checkProposals(node, ready.entries)
+        self.checkRole(node)
+        if (
+            ready.truncateFrom is not None
+            or ready.snapshot is not None
+            or any(isMembershipCommand(e.command) for e in ready.entries)
+        ):
+            self.checkMembership(node)
+
+    def checkRole(self, node: SimNode) -> None:
+        """
+        Only a server that may campaign (L{checkMayCampaign}) campaigns, and
+        a leader whose removal (or demotion) is committed has stepped down
+        (section 4.2.2).
+        """
+        core = node.core
+        voter = node.name in core.membership.voters()
+        if core.role in (PRECANDIDATE, CANDIDATE) and not voter:
+            self.checkMayCampaign(node, f"is {core.role} in term {core.currentTerm}")
+        if core.role == LEADER and not voter and core.membershipIndex <= core.commitIndex:
+            self.fail(
+                f"{node.name} still leads term {core.currentTerm} after the membership that "
+                f"removed it, {describeMembership(core.membership)} at index "
+                f"{core.membershipIndex}, committed"
+            )
+
+    def checkProposals(self, node: SimNode, entries: list[Entry]) -> None:
+        """
+        A leader proposes a membership change only once it has committed an
+        entry of its own term (so it knows the newest committed membership:
+        Ongaro, raft-dev, 2015), and only once the change before it, in its
+        log, is committed (dissertation section 4.2).
+        """
+        core = node.core
+        log = core.log
+        for entry in entries:
+            if entry.term != core.currentTerm or not isMembershipCommand(entry.command):
+                continue
+            if log.term(core.commitIndex) != core.currentTerm:
+                self.fail(
+                    f"{node.name}, leader of term {core.currentTerm}, proposes "
+                    f"{describe(entry)} before it committed an entry of its term "
+                    f"(its commit index {core.commitIndex} is of an earlier term)"
+                )
+            before = next(
+                (
+                    index
+                    for index in range(entry.index - 1, log.snapshotIndex, -1)
+                    if isMembershipCommand(log.entry(index).command)
+                ),
+                0,
+            )
+            if before > core.commitIndex:
+                self.fail(
+                    f"{node.name}, leader of term {core.currentTerm}, proposes "
+                    f"{describe(entry)} while the change at {before} is not committed "
+                    f"(its commit index is {core.commitIndex})"
+                )
+
+    def checkLeaderCommit(self, node: SimNode) -> None:
+        """
+        A leader just advanced its commit index: the entry there is of its
+        term (section 5.4.2), and the voters of its membership that hold it
+        on disk (in their log, or under their snapshot) are a majority of
+        them.  A learner's copy, or the leader's own when it removed
+        itself, does not count (sections 4.2.1 and 4.2.2).
+        """
+        core = node.core
+        index = core.commitIndex
+        term = core.log.term(index)
+        if term != core.currentTerm:
+            self.fail(
+                f"{node.name}, leader of term {core.currentTerm}, commits up to {index}, "
+                f"an entry of term {term}"
+            )
+        nodes = {other.name: other for other in self.nodes}
+        voters = sorted(core.membership.voters())
+        holders = [
+            name for name in voters if name in nodes and holdsDurably(nodes[name], index, term)
+        ]
+        if len(holders) < majority(core.membership):
+            self.fail(
+                f"{node.name}, leader of term {core.currentTerm}, commits up to {index}/{term}, "
+                f"which only {holders} of the voters {voters} hold on disk"
+            )
+
+    def checkMembership(self, node: SimNode) -> None:
+        """
+        A node's membership is the newest one its log holds, committed or
+        not, else its snapshot's, else its bootstrap one (section 4.1); and
+        no log holds more than one membership entry after the committed
+        log: a leader proposes a change only once the one before it
+        committed, and a log is a prefix of some leader's log.
+        """
+        core = node.core
+        log = core.log
+        found: tuple[int, Membership] | None = None
+        pending = []
+        for index in range(log.snapshotIndex + 1, log.lastIndex + 1):
+            command = log.entry(index).command
+            if isMembershipCommand(command):
+                found = (index, parseMembership(command))
+                if index > len(self.committed):
+                    pending.append(index)
+        if found is None:
+            saved = node.snapshotStore.snapshot
+            if saved is not None and saved.membership:
+                found = (log.snapshotIndex, parseMembership(saved.membership))
+            else:
+                found = (log.snapshotIndex, node.bootstrap)
+        # A membership from the snapshot or the bootstrap has no entry in
+        # the log: its index is at most the snapshot's.
+        index = core.membershipIndex
+        if found[0] == log.snapshotIndex and index <= log.snapshotIndex:
+            index = found[0]
+        if (index, core.membership) != found:
+            self.fail(
+                f"{node.name} runs with the membership {describeMembership(core.membership)} "
+                f"of index {core.membershipIndex}, but the newest in its log, snapshot or "
+                f"bootstrap is {describeMembership(found[1])} of index {found[0]}"
+            )
+        if len(pending) > 1:
+            self.fail(
+                f"{node.name}'s log holds membership entries at {pending}, more than one "
+                f"after the committed log's end {len(self.committed)}"
+            )
 
     def observeCommitted(self, node: CoreView, entry: Entry) -> None:
         """C{node} committed C{entry}: it must agree with every earlier commit."""
@@ -305,6 +524,8 @@ class InvariantChecker:
         self.committed.append(entry)
         self.committedCommands.add(entry.command)
         self.commitTerms.append(term)
+        if isMembershipCommand(entry.command):
+            self._membershipCommitted(entry)
         if self.replay:
             state, reply = self.sessions.apply(self.states[-1], entry.command, index)
             self.states.append(state)
@@ -320,6 +541,37 @@ class InvariantChecker:
                         f"Leader Completeness: {describe(entry)} committed in term {term} "
                         f"is missing from {other.name}, leader of term {core.currentTerm}"
                     )
+
+    def _membershipCommitted(self, entry: Entry) -> None:
+        """Record a committed membership, and count what changed."""
+        membership = parseMembership(entry.command)
+        before = self.memberships[-1][1] if self.memberships else self.bootstrap
+        self.memberships.append((entry.index, membership))
+        if before is None:
+            return
+        old = {m.name: m for m in before.members}
+        new = {m.name: m for m in membership.members}
+        for name in new.keys() - old.keys():
+            self.stats["membersAdded"] += 1
+            self.stats["votersAdded" if new[name].voter else "learnersAdded"] += 1
+        for name in old.keys() - new.keys():
+            self.stats["membersRemoved"] += 1
+            if self.leaders.get(entry.term) == name:
+                self.stats["leadersRemoved"] += 1
+        for name in old.keys() & new.keys():
+            if new[name].voter and not old[name].voter:
+                self.stats["learnersPromoted"] += 1
+            elif old[name].voter and not new[name].voter:
+                self.stats["votersDemoted"] += 1
+
+    def membershipAt(self, index: int) -> Membership | None:
+        """The newest committed membership at or before C{index} (L{None}: the bootstrap one)."""
+        found = None
+        for at, membership in self.memberships:
+            if at > index:
+                break
+            found = membership
+        return found
 
     def observeApplied(self, node: SimNode, results: list[tuple[Entry, str | None]]) -> None:
         """C{node} executed C{results}: same entries, replies and state as the replay."""
@@ -359,6 +611,14 @@ class InvariantChecker:
             self.fail(
                 f"Exactly once: {node.name}'s snapshot up to {index} holds the sessions "
                 f"{sessions}; the replay of the committed log gives {self.sessionViews[index]}"
+            )
+        membership = parseMembership(snapshot.membership) if snapshot.membership else None
+        if membership != self.membershipAt(index):
+            expected = self.membershipAt(index)
+            self.fail(
+                f"{node.name}'s snapshot up to {index} records the membership "
+                f"{snapshot.membership!r}; the committed log's is "
+                f"{describeMembership(expected) if expected else 'the bootstrap one'}"
             )
 
     # -- the checks ---------------------------------------------------------------
@@ -475,6 +735,8 @@ class InvariantChecker:
         if core.snapshot is not None:
             self.observeSnapshot(node, core.snapshot)
         self.checkApplied(node)
+        self.checkRole(node)
+        self.checkMembership(node)
         if core.role == LEADER:
             if self.leaders.get(core.currentTerm) != node.name:
                 self.fail(

@@ -16,6 +16,7 @@ from tests.simulation.invariants import isPreVote
 from txraft.messages import (
     REQUESTS,
     Message,
+    RequestVote,
     RequestVoteResponse,
     formatMessage,
     parseMessage,
@@ -88,7 +89,8 @@ class Network:
         """A message's delay, longer to or from a slow node."""
         rng = self.sim.rng
         delay = rng.randint(1, self.maxDelayMs)
-        if any(self.sim.nodes[name].slow for name in names):
+        nodes = [self.sim.node(name) for name in names]
+        if any(node is not None and node.slow for node in nodes):
             delay += rng.randint(10, 80)
         return delay
 
@@ -128,6 +130,8 @@ class Network:
     def sent(self, node: SimNode, dst: str, message: Message) -> None:
         """Count a message C{node} sends; a vote it grants is checked as it is cast."""
         self.sim.stats["messages"] += 1
+        if isinstance(message, RequestVote):
+            self.sim.checker.observeCampaign(node, message)
         if (
             isinstance(message, RequestVoteResponse)
             and message.voteGranted
@@ -168,10 +172,10 @@ class Network:
 
     def _deliver(self, envelope: Envelope) -> None:
         sim = self.sim
-        node = sim.nodes[envelope.dst]
+        node = sim.node(envelope.dst)
         src, message = envelope.src, envelope.message
-        if not node.up or node.silent or (envelope.src, envelope.dst) in self.blocked:
-            return
+        if node is None or not node.up or node.silent or (src, envelope.dst) in self.blocked:
+            return  # no process there (a node not started yet, or stopped)
         if (
             envelope.requesterIncarnation is not None
             and envelope.requesterIncarnation != node.incarnation

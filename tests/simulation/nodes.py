@@ -14,10 +14,12 @@ from zope.interface import implementer
 
 from tests.simulation.clock import NodeClock
 from tests.simulation.disk import Disk, SimLogStore, SimSnapshotStore, SimStateStore
+from txraft.config import ClusterConfig
 from txraft.core import MAX_APPEND_BYTES, RaftCore, Ready
 from txraft.interfaces import INodeObserver
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
+from txraft.membership import Membership
 from txraft.messages import Message, Snapshot
 from txraft.node import NullObserver, RaftNode
 from txraft.snapshotting import inBackground
@@ -40,11 +42,30 @@ class SimNode:
         answered, by (client name, request id): a crash closes them all.
     @ivar commitSeen: the highest commitIndex of the current core.
     @ivar appliedSeen: the highest lastApplied of the current process.
+    @ivar config: the cluster config its process is given: the cluster's,
+        and for a node that joins later its own line too (where it listens).
+    @ivar joined: it was started to join a running cluster.
+    @ivar join: its process runs with C{RaftNode(join=True)}: no membership
+        until its data directory holds one.  A node that joined always
+        starts so the first time; restarted with data, with or without.
+    @ivar bootstrap: the membership its core starts from while its log and
+        snapshot hold none: the config's, or none with C{join}.
+    @ivar retired: it was removed from the cluster and stopped for good.
     """
 
-    def __init__(self, simulation: Simulation, name: str) -> None:
+    def __init__(
+        self,
+        simulation: Simulation,
+        name: str,
+        config: ClusterConfig | None = None,
+        join: bool = False,
+    ) -> None:
         self.sim = simulation
         self.name = name
+        self.config = config if config is not None else simulation.config
+        self.joined = join
+        self.setJoin(join)
+        self.retired = False
         self.disk = Disk(lambda: simulation.now)
         self.logStore = SimLogStore(self.disk)
         self.stateStore = SimStateStore(self.disk)
@@ -68,6 +89,15 @@ class SimNode:
         self.term = 0
         #: Set while a peer's response is stepped: the core must not reply to it.
         self.steppingResponse = False
+
+    def setJoin(self, join: bool) -> None:
+        """Start the next process with C{RaftNode(join=join)}."""
+        self.join = join
+        self.bootstrap = Membership() if join else Membership.fromConfig(self.config)
+
+    def hasData(self) -> bool:
+        """Whether its disk holds a log entry or a snapshot."""
+        return bool(self.logStore.durable) or self.snapshotStore.snapshot is not None
 
     @property
     def silent(self) -> bool:
@@ -98,7 +128,7 @@ class SimNode:
         try:
             self.driver = RaftNode(
                 self.name,
-                sim.config,
+                self.config,
                 self.logManager,
                 self.clock,
                 self._send,
@@ -112,6 +142,7 @@ class SimNode:
                 diskRetrySeconds=options.diskRetryMs / 1000,
                 onFatal=lambda reason: sim.fail(f"{self.name} stops: {reason}"),
                 observer=NodeObserver(self),
+                join=self.join,
             )
         finally:
             self.disk.quiet = False
@@ -193,6 +224,7 @@ class NodeObserver(NullObserver):
         self.sim.checker.observeSnapshot(node, snapshot)
         self.sim.checker.checkEntries(node, 1)
         self.sim.checker.checkDurable(node, full=True)
+        self.sim.checker.checkMembership(node)
 
     def diskFailed(self, error: str) -> None:
         """A write failed (or the power did: then the process is about to end)."""

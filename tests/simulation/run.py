@@ -18,11 +18,13 @@ import txraft.core
 from tests.simulation.clients import Workload
 from tests.simulation.clock import EventQueue
 from tests.simulation.faults import FAULT_WEIGHTS, FaultSchedule
-from tests.simulation.invariants import InvariantChecker, describe
+from tests.simulation.invariants import InvariantChecker, describe, describeMembership
 from tests.simulation.network import Network
 from tests.simulation.nodes import SimNode
+from tests.simulation.operator import Operator
 from txraft.config import ClusterConfig, NodeAddress
 from txraft.core import LEADER
+from txraft.membership import Membership
 from txraft.messages import Entry
 
 #: How to rerun one seed on its own.
@@ -38,8 +40,9 @@ class SimulationError(AssertionError):
         self.replay = REPLAY.format(seed=simulation.seed)
         super().__init__(
             f"txraft simulation failed: seed {simulation.seed}, "
-            f"{len(simulation.names)} nodes, "
-            f"{'keyed' if simulation.options.authenticate else 'unkeyed'}, "
+            f"{simulation.options.nodes} nodes, "
+            f"{'keyed' if simulation.options.authenticate else 'unkeyed'}"
+            f"{', with membership changes' if simulation.options.membership else ''}, "
             f"at {simulation.now} ms (event {simulation.steps})\n"
             f"{problem}\n"
             f"Replay this seed alone with:\n    {self.replay}\n"
@@ -107,6 +110,18 @@ class SimulationOptions:
     traceLength: int = 200
     #: Every this many events, check every node's whole state (besides per-event checks).
     fullCheckEvery: int = 200
+    #: An operator changes the membership during the faults: new nodes join
+    #: and are added (as voters or learners), learners are promoted, members
+    #: (the leader too) are removed, leadership is handed over
+    #: (L{tests.simulation.operator}).
+    membership: bool = False
+    #: Time between two of the operator's commands.
+    operatorEveryMs: tuple[int, int] = (100, 500)
+    #: At most this many nodes join a run, and the cluster has at most this
+    #: many members and at least this many voters (the operator's bounds).
+    maxJoiners: int = 3
+    maxMembers: int = 6
+    minVoters: int = 1
 
 
 class Simulation:
@@ -117,6 +132,11 @@ class Simulation:
     @ivar stats: counts of what happened (faults, messages, operations).
     @ivar lostWrites: for each crash that lost unsynced log changes, the
         node and the entries lost.
+    @ivar config: the cluster config the first nodes start with.
+    @ivar names: the nodes that run or will run again: the first ones and
+        those that joined, but not those stopped for good.
+    @ivar nodes: every node that ever ran, by name.
+    @ivar addresses: where every node ever named listens (or will).
     """
 
     def __init__(self, seed: int, options: SimulationOptions | None = None, **kw: Any) -> None:
@@ -129,17 +149,20 @@ class Simulation:
         self.config = ClusterConfig(
             tuple(NodeAddress(name, "127.0.0.1", 10000 + i) for i, name in enumerate(self.names))
         )
+        self.addresses = {address.name: address for address in self.config.nodes}
         self.events = EventQueue()
         self.trace: deque[tuple[int, str, tuple[Any, ...]]] = deque(
             maxlen=self.options.traceLength
         )
         self.stats: Counter[str] = Counter()
         self.checker = InvariantChecker(self.fail, self.stats)
+        self.checker.bootstrap = Membership.fromConfig(self.config)
         self.network = Network(self)
         self.nodes = {name: SimNode(self, name) for name in self.names}
         self.checker.nodes = list(self.nodes.values())
         self.workload = Workload(self)
         self.faults = FaultSchedule(self)
+        self.operator = Operator(self)
         self.lostWrites: list[tuple[str, list[Entry]]] = []
         self.healedAt: int | None = None
         self.convergedAt: int | None = None
@@ -201,6 +224,8 @@ class Simulation:
             self.events.at(self.rng.randrange(options.tickMs), self._tick, node)
         self.workload.start()
         self.faults.start()
+        if options.membership:
+            self.operator.start()
         self.events.at(options.faultMs, self.heal)
 
     def runUntil(self, done: Callable[[], bool], limitMs: int | None = None) -> None:
@@ -277,6 +302,44 @@ class Simulation:
 
     # -- node processes -----------------------------------------------------------------
 
+    def node(self, name: str) -> SimNode | None:
+        """The node called C{name}, if it was ever started."""
+        return self.nodes.get(name)
+
+    def newAddress(self) -> NodeAddress:
+        """Name a node that will join, and say where it will listen."""
+        number = len(self.addresses) + 1
+        address = NodeAddress(f"n{number}", "127.0.0.1", 10000 + number - 1)
+        self.addresses[address.name] = address
+        return address
+
+    def launch(self, address: NodeAddress) -> SimNode:
+        """
+        Start a node that joins the running cluster: an empty disk, a config
+        of the cluster's nodes and its own line, and no membership until a
+        leader brings it one (C{RaftNode(join=True)}).
+        """
+        config = ClusterConfig((*self.config.nodes, address))
+        node = SimNode(self, address.name, config=config, join=True)
+        self.nodes[address.name] = node
+        self.names = (*self.names, address.name)
+        self.checker.nodes.append(node)
+        node.start()
+        self.stats["nodesJoined"] += 1
+        self.record("{} starts, to join the cluster", address.name)
+        self.events.after(self.rng.randrange(self.options.tickMs), self._tick, node)
+        return node
+
+    def retire(self, node: SimNode) -> None:
+        """Stop a node removed from the cluster for good (it is never restarted)."""
+        if node.retired:
+            return
+        if node.up:
+            self.crash(node, "removed from the cluster: stopped for good")
+        node.retired = True
+        self.names = tuple(name for name in self.names if name != node.name)
+        self.stats["removedNodesStopped"] += 1
+
     def _tick(self, node: SimNode) -> None:
         self.events.after(node.tickMs, self._tick, node)
         if not node.up or node.silent:
@@ -321,9 +384,12 @@ class Simulation:
         self.events.after(self.rng.randint(*self.options.downMs), self.restart, node)
 
     def restart(self, node: SimNode) -> None:
-        """Start a crashed node's process again from its disk."""
-        if node.up:
+        """Start a crashed node's process again from its disk (unless it was retired)."""
+        if node.up or node.retired:
             return
+        if node.joined and node.hasData():
+            # Its data directory holds its membership: --join or not.
+            node.setJoin(self.rng.random() < 0.5)
         node.start()
         self.stats["restarts"] += 1
         if node.core.log.snapshotIndex:
@@ -344,7 +410,7 @@ class Simulation:
         self.healedAt = self.now
         self.network.blocked.clear()
         self.network.calm()
-        for node in self.nodes.values():
+        for node in list(self.nodes.values()):
             node.slow = False
             node.disk.crashAfter = node.disk.failingUntil = 0
             if not node.up:
@@ -385,20 +451,29 @@ class Simulation:
         self.events.after(self.options.tickMs, self._checkConvergence)
 
     def converged(self) -> bool:
-        """Whether every node is up and holds the leader's log, commit index and state."""
+        """
+        Whether every member of the leader's membership (voter or learner)
+        is up and holds the leader's log, commit index and state; nodes
+        removed, or that joined but were never added, are left out.  An
+        operator's command may still wait for its answer: a transfer is
+        answered within L{txraft.admin.TRANSFER_SECONDS}, a catch-up within
+        L{txraft.admin.CATCH_UP_SECONDS}, longer than a run lasts.
+        """
         leader = self.leader()
         if leader is None or self.workload.busy():
             return False
         core = leader.core
+        members = [self.nodes.get(name) for name in core.membership.names()]
         return all(
-            node.up
+            node is not None
+            and node.up
             and not node.silent
             and not node.paused()
             and node.core.currentTerm == core.currentTerm
             and node.core.log.lastIndex == core.log.lastIndex
             and node.core.commitIndex == core.log.lastIndex
             and node.stateMachine.data == leader.stateMachine.data
-            for node in self.nodes.values()
+            for node in members
         )
 
     def describeNodes(self) -> str:
@@ -407,6 +482,11 @@ class Simulation:
             f"{n.name} {'down' if not n.up else 'silent' if n.silent else n.core.role} term "
             f"{n.core.currentTerm} snapshot {n.core.log.snapshotIndex} last "
             f"{n.core.log.lastIndex} commit {n.core.commitIndex}"
+            + (
+                f" members {describeMembership(n.core.membership)}"
+                if self.options.membership
+                else ""
+            )
             for n in self.nodes.values()
         )
 
