@@ -356,7 +356,8 @@ def _addHTTP(service: RaftService, metrics: NodeMetrics, options: Options, react
 
     def addresses() -> dict[str, tuple[str, int]]:
         members = {m.name: (m.host, m.port) for m in node.core.membership.members}
-        return {own.name: (own.host, own.port), **members}
+        members.setdefault(own.name, (own.host, own.port))
+        return members
 
     survey = ClusterSurvey(node.name, addresses, node.status, reactor, tls=options.tls)
     site = makeSite(node.status, metrics.registry, survey, MAX_LAG)
