@@ -485,7 +485,7 @@ class Options(cli.Options):
             f"Seconds to wait for each answer, retries included (default "
             f"{DEFAULT_TIMEOUT:g}; for add {OPERATOR_TIMEOUTS['add']:g}, for backup "
             f"{OPERATOR_TIMEOUTS['backup']:g}, for the other operators' commands "
-            f"{OPERATOR_TIMEOUTS['remove']:g}).",
+            f"{OPERATOR_TIMEOUTS['remove']:g})",
             cli.number("timeout"),
         ],
         [
