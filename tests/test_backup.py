@@ -7,7 +7,6 @@ by the production driver (L{RaftNode}) on a L{Clock}.
 from __future__ import annotations
 
 import base64
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -17,12 +16,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tests.helpers import makeConfig
+from tests.test_node import buildNode as buildNodeOf
 from txraft import answers
 from txraft.admin import AdminError, encodeBackup, inThreads, parseAdmin
 from txraft.core import LEADER
 from txraft.kv import KeyValueStore
-from txraft.logmanager import LogManager
 from txraft.membership import Membership
 from txraft.messages import (
     AppendEntries,
@@ -35,7 +33,6 @@ from txraft.messages import (
 )
 from txraft.node import RaftNode
 from txraft.snapshots import decodeSnapshot
-from txraft.storage import MemoryLogStore, MemoryStateStore
 
 
 class LaterRunner:
@@ -62,19 +59,8 @@ class LaterRunner:
 def buildNode(
     names: tuple[str, ...] = ("s1",), background: Callable[..., Any] | None = None
 ) -> tuple[RaftNode, Clock, list[tuple[str, Message]]]:
-    """Node s1 of a cluster of C{names} on memory stores, its clock, and what it sent."""
-    clock = Clock()
-    sent: list[tuple[str, Message]] = []
-    node = RaftNode(
-        "s1",
-        makeConfig(names),
-        LogManager(MemoryLogStore(), MemoryStateStore(), KeyValueStore()),
-        clock,
-        lambda peer, message: sent.append((peer, message)),
-        electionTicks=(10, 20),
-        heartbeatTicks=3,
-        rng=random.Random(7),
-    )
+    """L{tests.test_node.buildNode}, its backups run by C{background}."""
+    node, clock, sent = buildNodeOf(names)
     if background is not None:
         node.admin.background = background
     return node, clock, sent

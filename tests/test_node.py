@@ -100,6 +100,21 @@ def buildNode(
     return node, clock, sent
 
 
+def heldWrites() -> tuple[list[defer.Deferred[Any]], Callable[[Callable[[], Any]], Any]]:
+    """
+    A background runner for snapshots that holds each write until the test
+    fires its Deferred, and the list of those Deferreds.
+    """
+    writes: list[defer.Deferred[Any]] = []
+
+    def background(work: Callable[[], Any]) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        writes.append(d)
+        return d.addCallback(lambda _: work())
+
+    return writes, background
+
+
 class InterfaceTests(SynchronousTestCase):
     """Every side of each seam provides the interface it is written against."""
 
@@ -631,12 +646,7 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
 
     def test_oneSnapshotAtATime(self) -> None:
         """While a snapshot is being written, no other one starts."""
-        writes: list[defer.Deferred[Any]] = []
-
-        def background(work: Callable[[], Any]) -> defer.Deferred[Any]:
-            d: defer.Deferred[Any] = defer.Deferred()
-            writes.append(d)
-            return d.addCallback(lambda _: work())
+        writes, background = heldWrites()
 
         node, clock, _ = buildNode(snapshotEntries=1, snapshotter=inBackground(background))
         electSingleNode(node)
@@ -651,12 +661,7 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
         from its leader is dropped when the write ends: the leader's stays
         the node's snapshot, and the log is not compacted to the older one.
         """
-        writes: list[defer.Deferred[Any]] = []
-
-        def background(work: Callable[[], Any]) -> defer.Deferred[Any]:
-            d: defer.Deferred[Any] = defer.Deferred()
-            writes.append(d)
-            return d.addCallback(lambda _: work())
+        writes, background = heldWrites()
 
         node, clock, _ = buildNode(
             ("s1", "s2", "s3"), snapshotEntries=2, snapshotter=inBackground(background)
@@ -675,12 +680,7 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
     def test_snapshotTimeReported(self) -> None:
         """The observer hears how long a snapshot took, from its start to its compaction."""
         observer = EventObserver()
-        writes: list[defer.Deferred[Any]] = []
-
-        def background(work: Callable[[], Any]) -> defer.Deferred[Any]:
-            d: defer.Deferred[Any] = defer.Deferred()
-            writes.append(d)
-            return d.addCallback(lambda _: work())
+        writes, background = heldWrites()
 
         node, clock, _ = buildNode(
             observer=observer, snapshotEntries=2, snapshotter=inBackground(background)
