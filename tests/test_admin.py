@@ -134,6 +134,17 @@ class ParseTests(SynchronousTestCase):
             self.assertIsNone(parseAdmin(text))
 
 
+class TickCountTests(SynchronousTestCase):
+    """The driver counts ticks: a new server's catch-up rounds are measured in them."""
+
+    def test_counted(self) -> None:
+        """Every tick the node is told of counts, however they come."""
+        node = DriverCluster().nodes["s1"]
+        node.ticks(3)
+        node.ticks(2)
+        self.assertEqual(node.tickCount, 5)
+
+
 class MembersTests(SynchronousTestCase):
     """C{members}: the leader's newest membership, as JSON."""
 
