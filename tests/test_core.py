@@ -891,6 +891,17 @@ class LeaderReplicationTests(SynchronousTestCase):
         ready = core.propose(["set k 4"])
         self.assertEqual([e.index for e in appendsIn(ready)["b"].entries], [5])
 
+    def test_answerFromANonMemberIgnored(self) -> None:
+        """
+        An answer to AppendEntries from a server the leader does not
+        replicate to (one removed from the membership, say) changes nothing
+        and sends nothing.
+        """
+        core = makeCore()
+        makeLeader(core)
+        ready = core.step("d", AppendEntriesResponse(core.currentTerm, True, matchIndex=1))
+        self.assertEqual((ready.messages, core.commitIndex), ([], 0))
+
     def test_probeAfterRejection(self) -> None:
         """
         After a refusal the leader sends one probe at the hinted index and
@@ -1809,6 +1820,34 @@ class SnapshotTests(SynchronousTestCase):
         for _ in range(core.heartbeatTicks):
             sent += chunks(core.tick())
         self.assertEqual(sent, [0])
+
+    def test_unansweredChunkResentAfterAWholeInterval(self) -> None:
+        """
+        A chunk still unanswered at the first heartbeat after it went may
+        just be slow: it is sent again at the next heartbeat, a whole
+        interval later, not at once.  Reference: dissertation section
+        5.1.1 (one chunk at a time).
+        """
+        self.patch(txraft.core, "SNAPSHOT_CHUNK_BYTES", 64)
+        core = makeCore(terms=[1] * 5)
+        makeLeader(core)
+        core.step("b", AppendEntriesResponse(core.currentTerm, True, matchIndex=6))
+        core.log.compact(6)
+        core.snapshot = Snapshot(6, core.currentTerm, b"x" * 200)
+        core.progress("c").nextIndex = 1
+
+        def heartbeatChunks() -> list[int]:
+            sent = []
+            for _ in range(core.heartbeatTicks):
+                ready = core.tick()
+                sent += [m.offset for p, m in ready.messages if isinstance(m, InstallSnapshot)]
+            return sent
+
+        for _ in range(3):
+            if heartbeatChunks() == [0]:
+                break
+        self.assertEqual(heartbeatChunks(), [])
+        self.assertEqual(heartbeatChunks(), [0])
 
     def test_slowAnswersDoNotMultiplyChunks(self) -> None:
         """
