@@ -150,6 +150,7 @@ class RaftNetwork:
         heartbeatTicks: int = 3,
         seed: int = 0,
         maxAppendBytes: int | None = None,
+        maxInflightAppends: int | None = None,
         logs: dict[str, Sequence[Entry]] | None = None,
         hardStates: dict[str, HardState] | None = None,
         preVote: bool = False,
@@ -168,6 +169,8 @@ class RaftNetwork:
         self.heartbeatTicks = heartbeatTicks
         self.seed = seed
         self.maxAppendBytes = maxAppendBytes
+        if maxInflightAppends is not None:
+            self.coreOptions["maxInflightAppends"] = maxInflightAppends
         self.disks = {
             name: Disk((hardStates or {}).get(name, HardState()), list((logs or {}).get(name, ())))
             for name in self.names

@@ -64,6 +64,7 @@ def makeCore(
     terms: Sequence[int] = (),
     hardState: HardState | None = None,
     maxAppendBytes: int | None = None,
+    maxInflightAppends: int | None = None,
     preVote: bool = False,
     checkQuorum: bool = False,
 ) -> RaftCore:
@@ -74,6 +75,8 @@ def makeCore(
     extra: dict[str, object] = {"preVote": preVote, "checkQuorum": checkQuorum}
     if maxAppendBytes is not None:
         extra["maxAppendBytes"] = maxAppendBytes
+    if maxInflightAppends is not None:
+        extra["maxInflightAppends"] = maxInflightAppends
     return RaftCore(
         name,
         names,
@@ -814,6 +817,90 @@ class LeaderReplicationTests(SynchronousTestCase):
         net.deliver()
         self.assertEqual(entriesOf(net["c"]), entriesOf(net["a"]))
         self.assertEqual(net["c"].commitIndex, 31)
+
+    def test_atMostAWindowOfAppendsOut(self) -> None:
+        """
+        A leader never has more than maxInflightAppends appends with entries
+        out to one follower, unanswered: proposals beyond wait.  A heartbeat
+        still goes out while the window is full, without entries, and each
+        answer frees a place at once: the next append carries every entry
+        that waited.  (etcd's MaxInflightMsgs; the heartbeats are what keeps
+        the follower's election timer from running out.)
+        """
+        core = makeCore(terms=[1], hardState=HardState(1, None), maxInflightAppends=2)
+        self.assertEqual(RaftCore("a").maxInflightAppends, txraft.core.MAX_INFLIGHT_APPENDS)
+        makeLeader(core)  # term 2, its no-op at index 2
+        core.step("b", AppendEntriesResponse(2, True, matchIndex=2))
+        sent = [appendsIn(core.propose([f"set k {n}"])).get("b") for n in range(4)]
+        self.assertEqual(
+            [m and [e.index for e in m.entries] for m in sent], [[3], [4], None, None]
+        )
+        self.assertEqual(core.progress("b").inflight, [3, 4])
+        for _ in range(core.heartbeatTicks - 1):
+            self.assertEqual(appendsIn(core.tick()), {})
+        heartbeat = appendsIn(core.tick())["b"]
+        self.assertEqual(heartbeat, AppendEntries(2, 4, 2, (), 2))
+        ready = core.step("b", AppendEntriesResponse(2, True, matchIndex=3))
+        self.assertEqual(
+            appendsIn(ready)["b"], AppendEntries(2, 4, 2, tuple(entriesOf(core)[4:]), 3)
+        )
+        self.assertEqual(core.progress("b").inflight, [4, 6])
+        # An answer covering every append out empties the window.
+        core.step("b", AppendEntriesResponse(2, True, matchIndex=6))
+        self.assertEqual(core.progress("b").inflight, [])
+
+    def test_heartbeatFindsLostAppends(self) -> None:
+        """
+        When every append of a full window is lost, the next heartbeat (sent
+        from where the lost ones ended) is refused, and the follower gets
+        every entry it missed from the probe that follows.
+        """
+        net = RaftNetwork(THREE, maxInflightAppends=2)
+        net.elect("a")
+        net.deliver()
+        for number in range(5):
+            net.propose("a", [f"set k {number}"])
+        self.assertEqual(len([e for e in net.queue if e.dst == "c"]), 2)
+        net.drop(lambda e: e.dst == "c")
+        net.deliver()
+        self.assertEqual(net["a"].commitIndex, 6)
+        net.tick("a", times=net.heartbeatTicks)
+        net.deliver()
+        self.assertEqual(entriesOf(net["c"]), entriesOf(net["a"]))
+        self.assertEqual(net["c"].commitIndex, 6)
+
+    def test_refusalEmptiesTheWindow(self) -> None:
+        """
+        The appends out after one the follower refused will be refused too,
+        or are stale: after a refusal they take no place in the window, so
+        once the probe lands the leader sends a whole window again.
+        """
+        core = makeCore(
+            terms=[1], hardState=HardState(1, None), maxInflightAppends=2, maxAppendBytes=1
+        )
+        makeLeader(core)  # term 2, its no-op at index 2
+        core.step("b", AppendEntriesResponse(2, True, matchIndex=2))
+        for number in range(4):
+            core.propose([f"set k {number}"])  # 3 and 4 go, 5 and 6 wait
+        # b lost entry 3: it refuses the append of entry 4.
+        core.step("b", AppendEntriesResponse(2, False, rejectedIndex=3, hintIndex=2, hintTerm=2))
+        self.assertEqual(core.progress("b").inflight, [])
+        # The probe carries one entry (maxAppendBytes), and its answer sends the next.
+        ready = core.step("b", AppendEntriesResponse(2, True, matchIndex=3))
+        self.assertEqual([e.index for e in appendsIn(ready)["b"].entries], [4])
+        ready = core.propose(["set k 4"])
+        self.assertEqual([e.index for e in appendsIn(ready)["b"].entries], [5])
+
+    def test_answerFromANonMemberIgnored(self) -> None:
+        """
+        An answer to AppendEntries from a server the leader does not
+        replicate to (one removed from the membership, say) changes nothing
+        and sends nothing.
+        """
+        core = makeCore()
+        makeLeader(core)
+        ready = core.step("d", AppendEntriesResponse(core.currentTerm, True, matchIndex=1))
+        self.assertEqual((ready.messages, core.commitIndex), ([], 0))
 
     def test_probeAfterRejection(self) -> None:
         """
@@ -1657,6 +1744,28 @@ class SnapshotTests(SynchronousTestCase):
         self.assertEqual(net[lagging].log.snapshotIndex, net[leader].log.snapshotIndex)
         self.assertEqual(net[lagging].log.lastIndex, net[leader].log.lastIndex)
 
+    def test_entriesFollowASnapshotAtOnce(self) -> None:
+        """
+        A follower whose window of appends was full when the leader
+        compacted past it gets the snapshot, and the answer that installs it
+        brings the entries after it at once: the appends out before it take
+        no place in the window.
+        """
+        net = RaftNetwork(THREE, maxInflightAppends=1)
+        net.elect("a")
+        net.deliver()
+        [first] = net.propose("a", ["set k 1"])
+        net.drop(lambda e: e.dst == "c")
+        net.propose("a", ["set k 2"])
+        net.deliver()
+        self.assertEqual(net["a"].progress("c").inflight, [first.index])
+        net.compact("a", net["a"].commitIndex)
+        [later] = net.propose("a", ["set k 3"])
+        while not net.count("a", "c", InstallSnapshot):
+            net.tick("a")
+        net.deliver()
+        self.assertEqual(net["c"].log.lastIndex, later.index)
+
     def test_oneChunkInFlight(self) -> None:
         """
         While a chunk is unanswered, new proposals do not send the follower
@@ -1711,6 +1820,34 @@ class SnapshotTests(SynchronousTestCase):
         for _ in range(core.heartbeatTicks):
             sent += chunks(core.tick())
         self.assertEqual(sent, [0])
+
+    def test_unansweredChunkResentAfterAWholeInterval(self) -> None:
+        """
+        A chunk still unanswered at the first heartbeat after it went may
+        just be slow: it is sent again at the next heartbeat, a whole
+        interval later, not at once.  Reference: dissertation section
+        5.1.1 (one chunk at a time).
+        """
+        self.patch(txraft.core, "SNAPSHOT_CHUNK_BYTES", 64)
+        core = makeCore(terms=[1] * 5)
+        makeLeader(core)
+        core.step("b", AppendEntriesResponse(core.currentTerm, True, matchIndex=6))
+        core.log.compact(6)
+        core.snapshot = Snapshot(6, core.currentTerm, b"x" * 200)
+        core.progress("c").nextIndex = 1
+
+        def heartbeatChunks() -> list[int]:
+            sent = []
+            for _ in range(core.heartbeatTicks):
+                ready = core.tick()
+                sent += [m.offset for p, m in ready.messages if isinstance(m, InstallSnapshot)]
+            return sent
+
+        for _ in range(3):
+            if heartbeatChunks() == [0]:
+                break
+        self.assertEqual(heartbeatChunks(), [])
+        self.assertEqual(heartbeatChunks(), [0])
 
     def test_slowAnswersDoNotMultiplyChunks(self) -> None:
         """

@@ -30,6 +30,7 @@ from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import (
     AppendEntries,
+    AppendEntriesResponse,
     Entry,
     InstallSnapshot,
     InstallSnapshotResponse,
@@ -38,7 +39,7 @@ from txraft.messages import (
     RequestVoteResponse,
     Snapshot,
 )
-from txraft.node import NullObserver, RaftNode
+from txraft.node import MAX_BACKLOG, NullObserver, RaftNode
 from txraft.snapshotting import inBackground
 from txraft.storage import MemoryLogStore, MemoryStateStore, StorageError
 
@@ -217,6 +218,77 @@ def electS1(node: RaftNode, sent: list[tuple[str, Message]]) -> None:
         for ask in asks:
             node.peerResponse("s2", RequestVoteResponse(ask.term, True, preVote=ask.preVote))
     raise AssertionError("s1 was not elected")
+
+
+class BacklogTests(SynchronousTestCase):
+    """
+    A leader that holds too many client requests says so, and when it has
+    drained, so that its clients' connections stop reading meanwhile.
+    """
+
+    def test_overloadedUntilDrainedToHalf(self) -> None:
+        """
+        With C{maxBacklog} requests unanswered the node is overloaded: the
+        Deferred it gives fires once it holds half as many, as commands are
+        applied (not at the next tick), and not before; it fires in the
+        reactor's next turn, so that the turn that answered the requests
+        does not also read as many new ones.
+        """
+        self.assertEqual(buildNode()[0].maxBacklog, MAX_BACKLOG)
+        raft, clock, sent = buildNode(("s1", "s2", "s3"), maxBacklog=4)
+        electS1(raft, sent)
+        term = raft.core.currentTerm
+        for number in range(3):
+            raft.clientRequest("c1", f"set k{number} v")
+        self.assertIsNone(raft.overloaded())
+        raft.clientRequest("c1", "set k3 v")
+        drained = raft.overloaded()
+        clock.advance(0)
+        self.assertNoResult(drained)
+        raft.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=2))
+        self.assertEqual(raft.backlog(), 3)
+        self.assertNoResult(drained)
+        # Still overloaded while above half, though below the bound.
+        later = raft.overloaded()
+        raft.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=3))
+        self.assertNoResult(drained)
+        clock.advance(0)
+        self.assertIsNone(self.successResultOf(drained))
+        self.assertIsNone(self.successResultOf(later))
+        self.assertIsNone(raft.overloaded())
+
+    def test_commandsAndReadsCount(self) -> None:
+        """
+        The backlog counts commands and reads, both before this turn's group
+        commit takes them and after, while they wait to commit or for their
+        leader's confirmation.
+        """
+        raft, clock, sent = buildNode(("s1", "s2", "s3"))
+        electS1(raft, sent)
+        raft.clientRequest(None, "set a 1")
+        raft.clientRequest(None, "set b 1")
+        raft.clientRequest(None, "get a")
+        self.assertEqual(raft.backlog(), 3)
+        clock.advance(0)
+        self.assertEqual(raft.backlog(), 3)
+
+    def test_diskFailureDrains(self) -> None:
+        """
+        A node whose disk fails answers every request it held, and so is
+        no longer overloaded: its connections read again (and get told).
+        """
+        raft, clock, _ = buildNode(maxBacklog=1)
+        electSingleNode(raft)
+
+        def failing(ready: object) -> None:
+            raise OSError("no space left on device")
+
+        raft.logManager.persist = failing  # type: ignore[method-assign]
+        raft.clientRequest("c1", "set a 1")
+        drained = raft.overloaded()
+        clock.advance(0)
+        self.assertTrue(raft.silent)
+        self.assertIsNone(self.successResultOf(drained))
 
 
 class AnswerTests(SynchronousTestCase):

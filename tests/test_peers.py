@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from txraft import peers
 from txraft.config import NodeAddress
 from txraft.interfaces import IResponseHandler
 from txraft.messages import (
@@ -183,6 +184,7 @@ class RequestTimeoutTests(SynchronousTestCase):
         self.clock.advance(0.9)
         self.assertFalse(self.transport.disconnecting)
         self.clock.advance(0.2)
+        self.clock.advance(peers.TIMEOUT_GRACE)
         self.assertTrue(self.transport.disconnected)
         self.protocol.connectionLost(Failure(ConnectionLost()))
         self.failureResultOf(d, ConnectionLost)
@@ -201,11 +203,36 @@ class RequestTimeoutTests(SynchronousTestCase):
         self.assertFalse(self.transport.disconnecting)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_answerWaitingWhenTimeRunsOut(self) -> None:
+        """
+        When the time runs out while this node was too busy to read, the
+        connection is dropped only if no line comes within the grace that
+        follows (the reactor reads what came meanwhile): an answer that was
+        waiting keeps it open, and the clock starts again for the requests
+        still unanswered.
+        """
+        protocol = self.connect()
+        first = protocol.sendRequest(RequestVote(2, 1, 1))
+        protocol.sendRequest(RequestVote(2, 1, 1))
+        self.clock.advance(1.0)
+        self.assertFalse(self.transport.disconnecting)
+        self.answer(RequestVoteResponse(2, True))
+        self.clock.advance(peers.TIMEOUT_GRACE)
+        self.assertFalse(self.transport.disconnecting)
+        self.successResultOf(first)
+        self.clock.advance(0.5)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.6)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(2 * peers.TIMEOUT_GRACE)
+        self.assertTrue(self.transport.disconnected)
+
     def test_unansweredHandshakeAborts(self) -> None:
         """A peer that never answers the handshake is dropped after the timeout."""
         self.connect(b"k" * 32)
         self.assertTrue(self.transport.value().startswith(b"s1@AUTH1 "))
         self.clock.advance(1.1)
+        self.clock.advance(peers.TIMEOUT_GRACE)
         self.assertTrue(self.transport.disconnected)
 
     def test_lostConnectionStopsTheClock(self) -> None:

@@ -59,6 +59,8 @@ class FakeNode:
         self.seqs: list[int | None] = []
         self.peerRequests: list[tuple[str, Message]] = []
         self.answers: list[str | defer.Deferred[str]] = []
+        #: What L{overloaded} gives: L{None}, or a Deferred that fires once drained.
+        self.drained: defer.Deferred[None] | None = None
 
     def isPeer(self, name: str) -> bool:
         """s2 and s3 are peers."""
@@ -73,6 +75,10 @@ class FakeNode:
         if self.answers:
             return self.answers.pop(0)
         return f"OK {text}"
+
+    def overloaded(self) -> defer.Deferred[None] | None:
+        """L{drained}: overloaded while it is set."""
+        return self.drained
 
     def peerRequest(self, sender: str, message: Message) -> Message:
         """Record a peer request and grant it."""
@@ -803,6 +809,35 @@ class StrangerLimitTests(SynchronousTestCase):
             d.callback("OK")
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual(len(node.clientRequests), len(pending))
+
+    def test_pausedWhileNodeOverloaded(self) -> None:
+        """
+        A client request that leaves the node overloaded is the last one the
+        connection reads: the lines already received wait unparsed until
+        the node has drained, then they are read and answered in order.
+        """
+        node, protocol_, transport = self.connect()
+        node.answers = ["OK a"]
+        node.drained = drained = defer.Deferred()
+        protocol_.dataReceived(b"get a\nget b\nget c\n")
+        self.assertEqual(node.clientRequests, [(None, "get a")])
+        self.assertEqual(transport.producerState, "paused")
+        node.drained = None
+        drained.callback(None)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual([text for _, text in node.clientRequests], ["get a", "get b", "get c"])
+        self.assertEqual(transport.value(), b"OK a\nOK get b\nOK get c\n")
+
+    def test_peerLinesReadWhileNodeOverloaded(self) -> None:
+        """
+        Peer lines do not wait for an overloaded node to drain: its
+        heartbeats, their answers and votes must get through.
+        """
+        node, protocol_, transport = self.connect()
+        node.drained = defer.Deferred()
+        protocol_.dataReceived(VOTE_REQUEST.encode() + b"\n" + VOTE_REQUEST.encode() + b"\n")
+        self.assertEqual(len(node.peerRequests), 2)
+        self.assertEqual(transport.producerState, "producing")
 
     def test_pausedWhileClientDoesNotRead(self) -> None:
         """

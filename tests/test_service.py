@@ -8,6 +8,7 @@ L{LoopbackClusterTests} runs three nodes over real loopback TCP.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -94,6 +95,20 @@ class SingleNodeTests(SynchronousTestCase):
         advanceUntil(self.reactor, lambda: self.service.node.core.role == LEADER)
         self.reactor.advance(0)
         self.logStore.events.clear()
+
+    def test_startupObjectsLeftToReferenceCounting(self) -> None:
+        """
+        Whatever exists once a node has started is exempt from the cyclic
+        garbage collector (C{gc.freeze}): a full collection no longer walks
+        the tens of thousands of objects of its startup, which under load
+        stalled the event loop long enough to lose the leadership.
+        """
+        marker: list[object] = []
+        service = buildService(makeConfig(["s1"], [10001]), "s1", MemoryReactorClock())
+        self.assertTrue(any(o is marker for o in gc.get_objects()))
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertFalse(any(o is marker for o in gc.get_objects()))
 
     def test_listensOnConfiguredAddress(self) -> None:
         """

@@ -81,6 +81,13 @@ FRESH = HardState()
 #: AppendEntries carries at most this many bytes of commands (at least one entry).
 MAX_APPEND_BYTES = 512 * 1024
 
+#: A leader has at most this many AppendEntries carrying entries out to one
+#: follower, unanswered (etcd's MaxInflightMsgs).  Entries proposed while the
+#: window is full wait, and go together in the append sent when an answer
+#: frees a place: a slow follower is not sent megabytes it cannot yet read,
+#: which would hold up the heartbeats behind them.
+MAX_INFLIGHT_APPENDS = 4
+
 #: InstallSnapshot carries at most this many bytes of snapshot.
 SNAPSHOT_CHUNK_BYTES = 256 * 1024
 
@@ -184,13 +191,17 @@ class Progress:
     (or the next heartbeat) before sending another, because it does not yet
     know where the follower's log matches.  Once an append succeeds it
     switches to pipelining: new entries are sent as soon as they are
-    proposed, and ``nextIndex`` advances optimistically.
+    proposed, and ``nextIndex`` advances optimistically, as long as fewer
+    than the core's C{maxInflightAppends} appends with entries are out.
     """
 
     nextIndex: int
     matchIndex: int = 0
     probing: bool = True
     probeSent: bool = False
+    #: While pipelining: the last index of each append with entries sent and
+    #: not yet known to have landed, oldest first.
+    inflight: list[int] = attrs.Factory(list)
     #: Whether the follower answered since the leader's last quorum check.
     recentActive: bool = False
     #: The snapshot being sent to a follower that needs entries the leader
@@ -254,6 +265,7 @@ class RaftCore:
         heartbeatTicks: int = 10,
         rng: random.Random | None = None,
         maxAppendBytes: int = MAX_APPEND_BYTES,
+        maxInflightAppends: int = MAX_INFLIGHT_APPENDS,
         preVote: bool = True,
         checkQuorum: bool = True,
         logger: CoreLogger | None = None,
@@ -277,6 +289,10 @@ class RaftCore:
         @param heartbeatTicks: how often a leader sends AppendEntries to an
             idle follower; must be well below C{electionTicks[0]}.
         @param rng: the source of randomized timeouts (seed it in tests).
+        @param maxAppendBytes: the most bytes of commands one AppendEntries
+            carries (at least one entry).
+        @param maxInflightAppends: the most AppendEntries with entries out
+            to one follower, unanswered (L{MAX_INFLIGHT_APPENDS}).
         @param preVote: run a pre-vote round before each election, so that a
             server that cannot win (one rejoining after a partition, say)
             does not bump everyone's term and depose a healthy leader
@@ -323,6 +339,7 @@ class RaftCore:
         self.electionTicks = electionTicks
         self.heartbeatTicks = heartbeatTicks
         self.maxAppendBytes = maxAppendBytes
+        self.maxInflightAppends = maxInflightAppends
         self.preVote = preVote
         self.checkQuorum = checkQuorum
         self._rng = rng if rng is not None else random.Random()
@@ -895,7 +912,10 @@ class RaftCore:
         """
         Send C{peer} the entries from its nextIndex on (possibly none), or
         the snapshot if those entries are compacted away.  A heartbeat also
-        retries a probe or a snapshot chunk whose answer never came.
+        retries a probe or a snapshot chunk whose answer never came.  While
+        the window of appends out is full, only a heartbeat goes, without
+        entries: it keeps the follower's timer reset, and its answer says
+        whether the appends out have landed.
         """
         progress = self._progress[peer]
         if progress.probing and progress.probeSent and not heartbeat:
@@ -908,8 +928,15 @@ class RaftCore:
                 return
             self._sendSnapshotChunk(peer, progress)
             return
+        full = not progress.probing and len(progress.inflight) >= self.maxInflightAppends
+        if full and not heartbeat:
+            return
         prevIndex = progress.nextIndex - 1
-        entries = self.log.slice(progress.nextIndex, self.log.lastIndex + 1, self.maxAppendBytes)
+        entries = (
+            []
+            if full
+            else self.log.slice(progress.nextIndex, self.log.lastIndex + 1, self.maxAppendBytes)
+        )
         message = AppendEntries(
             self.currentTerm,
             prevIndex,
@@ -923,6 +950,7 @@ class RaftCore:
             progress.probeSent = True
         elif entries:
             progress.nextIndex = entries[-1].index + 1
+            progress.inflight.append(entries[-1].index)
 
     def _handleAppendResponse(self, peer: str, response: AppendEntriesResponse) -> None:
         progress = self._progress.get(peer)
@@ -939,6 +967,8 @@ class RaftCore:
                 self._maybeCommit()
                 if self.role != LEADER:
                     return  # it committed its own removal and stepped down
+            # The appends out up to what the follower now holds have landed.
+            progress.inflight = [i for i in progress.inflight if i > progress.matchIndex]
             progress.nextIndex = max(progress.nextIndex, progress.matchIndex + 1)
             if progress.probing:
                 progress.probing = progress.probeSent = False
@@ -950,6 +980,8 @@ class RaftCore:
                 return
             resume = self.log.findConflictByTerm(response.hintIndex, response.hintTerm) + 1
             progress.nextIndex = max(min(resume, response.rejectedIndex), progress.matchIndex + 1)
+            # The appends out after the refused one will be refused too.
+            progress.inflight = []
             progress.probing = True
             progress.probeSent = False
         if progress.nextIndex <= self.log.lastIndex:
@@ -976,6 +1008,7 @@ class RaftCore:
         )
         self._ready.messages.append((peer, message))
         progress.probing = progress.probeSent = True
+        progress.inflight = []
         progress.chunkOverdue = False
 
     def _handleSnapshotResponse(self, peer: str, response: InstallSnapshotResponse) -> None:

@@ -42,6 +42,13 @@ class IRequestHandler(Interface):
         however often it is sent (see L{txraft.sessions}).
         """
 
+    def overloaded() -> object | None:
+        """
+        L{None} while the node takes more client requests; when it holds too
+        many unanswered, a Deferred that fires once it has drained: until
+        then the listening side reads no more requests.
+        """
+
 
 class IResponseHandler(Interface):
     """What a peer link needs of its node: where the peer's responses go."""

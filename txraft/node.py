@@ -69,11 +69,25 @@ DISK_RETRY_SECONDS = 1.0
 #: The read a L{RaftNode.readBarrier} waits for; its value is dropped.
 BARRIER_READ = "get _"
 
+#: A leader holding this many client requests unanswered (commands taken and
+#: not yet applied, reads not yet answered) is overloaded: its clients'
+#: connections stop reading (L{RaftNode.overloaded}) until it is down to half
+#: as many.  A flood of requests then waits in the clients' sockets, not in
+#: the node's memory, and no turn of its event loop takes so long that its
+#: heartbeats starve: work per turn grows with the requests taken in it.
+MAX_BACKLOG = 512
+
 #: Sends one message to the named peer; delivery is not guaranteed.
 Send = Callable[[str, Message], None]
 
 #: Told the node's newest membership whenever it changes.
 MembershipListener = Callable[[Membership], None]
+
+
+def _fireAll(deferreds: list[defer.Deferred[None]]) -> None:
+    """Fire each of C{deferreds} with L{None}."""
+    for d in deferreds:
+        d.callback(None)
 
 
 @implementer(INodeObserver)
@@ -154,6 +168,7 @@ class RaftNode:
         observer: INodeObserver | None = None,
         join: bool = False,
         onMembership: MembershipListener | None = None,
+        maxBacklog: int = MAX_BACKLOG,
     ) -> None:
         """
         Recover the node's state through C{logManager} and start a core.
@@ -182,6 +197,8 @@ class RaftNode:
         @param onMembership: told the newest membership whenever it changes
             after the node started, which has C{core.membership} (the
             service keeps a link to every member).
+        @param maxBacklog: how many client requests the node holds
+            unanswered before it is L{overloaded}.
         """
         self.name = name
         self.config = config
@@ -218,6 +235,9 @@ class RaftNode:
         self._readBatch: list[tuple[int, PendingRead]] = []
         self._reads = ReadQueue()
         self._snapshotting = False
+        self.maxBacklog = maxBacklog
+        # Fired once an overloaded node has drained to half its maxBacklog.
+        self._drained: list[defer.Deferred[None]] | None = None
         self.leaderCommit = 0
         hardState, entries = logManager.recover()
         self.core = self._newCore(hardState, entries)
@@ -381,6 +401,36 @@ class RaftNode:
         self._readBatch.append((len(self._batch), read))
         self._flushSoon()
         return read.answer
+
+    def backlog(self) -> int:
+        """How many client requests this node holds unanswered."""
+        return len(self._batch) + len(self._waiting) + len(self._readBatch) + len(self._reads)
+
+    def overloaded(self) -> defer.Deferred[None] | None:
+        """
+        L{None} while this node takes more client requests; once it holds
+        C{maxBacklog} of them unanswered, a Deferred that fires when it is
+        down to half as many.  Meanwhile the listening side reads no more
+        requests (flow control, as for a client that reads no answers).
+        """
+        if self._drained is None and self.backlog() < self.maxBacklog:
+            return None
+        if self._drained is None:
+            self._drained = []
+        d: defer.Deferred[None] = defer.Deferred()
+        self._drained.append(d)
+        return d
+
+    def _checkDrained(self) -> None:
+        """
+        Tell the connections that wait for it that an overloaded node has
+        drained, at the next turn of the reactor: the turn that answered
+        the requests does not also read as many new ones.
+        """
+        if self._drained is None or 2 * self.backlog() > self.maxBacklog:
+            return
+        drained, self._drained = self._drained, None
+        self.clock.callLater(0, _fireAll, drained)
 
     def refusal(self) -> str | None:
         """Why this node cannot take a client's command now, if it cannot."""
@@ -575,6 +625,7 @@ class RaftNode:
         self._noticeMembership()
         self._maybeSnapshot()
         self.admin.check()
+        self._checkDrained()
 
     def _noticeMembership(self) -> None:
         """Tell the listener when the newest membership changed."""
@@ -706,6 +757,7 @@ class RaftNode:
         for _, read in reads:
             read.answer.callback(answer)
         self._reads.fail(answer)
+        self._checkDrained()
 
     def _failWaiting(self, answer: str) -> None:
         waiting, self._waiting = self._waiting, {}

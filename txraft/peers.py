@@ -42,6 +42,11 @@ MAX_IN_FLIGHT = 256
 #: when it connects.
 BACKLOG = 4
 
+#: Once a request's time ran out, how long more its answer is awaited before
+#: the connection is dropped: a turn of the reactor, which reads whatever
+#: came while this node was too busy to (seconds).
+TIMEOUT_GRACE = 0.01
+
 
 class PeerLink:
     """
@@ -226,6 +231,8 @@ class PeerClientProtocol(LineReceiver, TimeoutMixin):
         )
         self._confirming = False
         self._session: Session | None = None
+        #: The time for an answer ran out, and no line has come since.
+        self._overdue = False
         #: Called with this protocol when its connection is up (and
         #: authenticated, on a keyed cluster), and when it is lost.
         self.onConnectionMade: Callable[[PeerClientProtocol], None] | None = None
@@ -282,6 +289,7 @@ class PeerClientProtocol(LineReceiver, TimeoutMixin):
 
     def lineReceived(self, line: bytes) -> None:
         """Fire the oldest request's Deferred with this response (or failure)."""
+        self._overdue = False
         line = line.removesuffix(b"\r")
         if self._initiator is not None:
             self._handshake(line)
@@ -321,7 +329,20 @@ class PeerClientProtocol(LineReceiver, TimeoutMixin):
         return self._clock.callLater(period, func)
 
     def timeoutConnection(self) -> None:
-        """The peer left a request or the handshake unanswered too long: drop it."""
+        """
+        A request or the handshake went unanswered too long.  This node may
+        itself have been too busy to read (a long turn of its event loop),
+        with the answer already in its socket: the connection is dropped
+        only if no line comes within L{TIMEOUT_GRACE} more, so that a node's
+        own stall is not taken for its peer's silence.
+        """
+        self._overdue = True
+        self.callLater(TIMEOUT_GRACE, self._dropIfStillOverdue)
+
+    def _dropIfStillOverdue(self) -> None:
+        """Drop the connection if still no answer came (L{timeoutConnection})."""
+        if not self._overdue:
+            return
         self.log.info(
             "no answer from {peer} in {seconds}s; reconnecting",
             peer=self.peerName,

@@ -90,8 +90,8 @@ class NodeProtocol(LineReceiver):
     A client that pipelines requests without reading the answers is not
     read from (Twisted's producer/consumer flow control) while
     L{MAX_PENDING} answers are pending or the transport's write buffer is
-    full; one that stops in the middle of a line is closed after
-    C{idleTimeout} seconds.
+    full, nor is any client while the node is overloaded; one that stops in
+    the middle of a line is closed after C{idleTimeout} seconds.
     """
 
     delimiter = b"\n"
@@ -128,7 +128,8 @@ class NodeProtocol(LineReceiver):
         self._slots: deque[list[str | None]] = deque()
         self._closing = False
         #: Why reading is paused: "answers" (too many pending), "writes"
-        #: (the transport's buffer is full).
+        #: (the transport's buffer is full), "backlog" (the node holds too
+        #: many requests of all its clients).
         self._pauses: set[str] = set()
         #: The client's end of input came while reading was paused.
         self._eof = False
@@ -179,7 +180,20 @@ class NodeProtocol(LineReceiver):
             return answers.error(str(e))
         if self._needsProof() and request.command.split(" ", 1)[0] in ADMIN_COMMANDS:
             return NOT_AUTHORIZED
-        return self.node.clientRequest(request.clientId, request.command, seq=request.seq)
+        answer = self.node.clientRequest(request.clientId, request.command, seq=request.seq)
+        self._holdWhileOverloaded()
+        return answer
+
+    def _holdWhileOverloaded(self) -> None:
+        """
+        Read no more requests while the node holds too many unanswered from
+        all its clients; read again once it has drained.  Peer lines never
+        wait for this: heartbeats and votes must get through.
+        """
+        drained = self.node.overloaded()
+        if drained is not None:
+            self._pause("backlog")
+            drained.addCallback(lambda _: self._resume("backlog"))
 
     def _lacksCertificate(self) -> bool:
         """Whether peer lines need a certificate this connection did not present."""

@@ -52,6 +52,10 @@ class ReadQueue:
         """Whether any read waits for its answer."""
         return bool(self._reads)
 
+    def __len__(self) -> int:
+        """How many reads wait for their answer."""
+        return len(self._reads)
+
     def add(self, read: PendingRead, index: int) -> None:
         """Queue C{read} to be answered with the state at C{index}."""
         read.index = index

@@ -6,6 +6,7 @@ its L{RaftNode}.
 
 from __future__ import annotations
 
+import gc
 import random
 import socket
 from collections.abc import Iterable
@@ -182,7 +183,16 @@ class RaftService(MultiService):
         reactor.stop()
 
     def startService(self) -> None:
-        """Listen, connect to peers, start the clock."""
+        """
+        Listen, connect to peers, start the clock; and exempt every object
+        that exists by then (modules, classes, functions, the recovered
+        state: tens of thousands, none of them garbage) from Python's
+        cyclic garbage collector.  Each full collection otherwise walks them
+        all, which under load stalled the event loop for hundreds of
+        milliseconds, long enough for followers to elect another leader: it
+        writes to every object it visits, so while a snapshot's forked child
+        shares the node's memory, each page it touches is copied.
+        """
         try:
             if self.tls is None:
                 tcp: IReactorTCP = self.reactor  # type: ignore[assignment]
@@ -204,6 +214,7 @@ class RaftService(MultiService):
             ) from None
         super().startService()
         self._ticker.start(self.tickSeconds, now=False)
+        gc.freeze()
         self.log.info(
             "node {name} listening on {host}:{port}",
             name=self.name,
