@@ -392,6 +392,22 @@ class DriverMembershipTests(SynchronousTestCase):
             answers.redirect(leader.name, address.host, address.port),
         )
 
+    def test_redirectFromTheConfigBeforeTheMembership(self) -> None:
+        """
+        A joining node that hears from a leader before it holds the entry
+        naming it redirects to the leader's line of its own config file.
+        """
+        cluster = DriverCluster()
+        joining = cluster.nodes["s4"]
+        leader = cluster.elected()
+        self.assertEqual(cluster.ask(leader, "add-learner s4 127.0.0.1 10003"), answers.OK)
+        self.assertEqual(joining.core.membership, Membership())
+        address = CONFIG.node(leader.name)
+        self.assertEqual(
+            cluster.ask(joining, "get a"),
+            answers.redirect(leader.name, address.host, address.port),
+        )
+
     def test_statusNamesLearners(self) -> None:
         """C{status} lists every member's address and which of them are learners."""
         cluster = DriverCluster()
