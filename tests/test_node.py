@@ -257,6 +257,12 @@ class BacklogTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(later))
         self.assertIsNone(raft.overloaded())
 
+    def test_notOverloadedAtStart(self) -> None:
+        """A node that has just started holds no request, and takes them."""
+        raft, _, _ = buildNode()
+        self.assertIsNone(raft.overloaded())
+        self.assertEqual(raft.backlog(), 0)
+
     def test_commandsAndReadsCount(self) -> None:
         """
         The backlog counts commands and reads, both before this turn's group
