@@ -35,6 +35,7 @@ from txraft.messages import (
     AppendEntriesResponse,
     Entry,
     InstallSnapshot,
+    InstallSnapshotResponse,
     RequestVote,
     RequestVoteResponse,
 )
@@ -688,3 +689,100 @@ class MoreRuleTests(SynchronousTestCase):
             net.tick("a")
             net.deliver()
         self.assertEqual(net.leader(), "b")
+
+
+class SnapshotMembershipTests(SynchronousTestCase):
+    """
+    A follower installing a snapshot keeps the membership entries of the
+    log it keeps after the snapshot, and only those (dissertation sections
+    4.1 and 5.3).
+    """
+
+    def test_matchingSuffixKeepsItsMembership(self) -> None:
+        """
+        A snapshot whose last entry the follower holds leaves the entries
+        after it, so a membership entry among them stays the newest; the
+        membership as of the snapshot's own index is the snapshot's.
+        """
+        core = makeCore("b", terms=[1])
+        grown = withLearner(voters("a", "b", "c"), "d")
+        entries = (Entry(2, 1, "set x 1"), Entry(3, 1, grown.encode()))
+        core.step("a", AppendEntries(1, 1, 1, entries, 1))
+        then = voters("a", "b", "c")
+        ready = core.step(
+            "a", InstallSnapshot(1, 2, 1, 0, b"x", done=True, membership=then.encode())
+        )
+        self.assertIsNotNone(ready.snapshot)
+        self.assertEqual((core.log.snapshotIndex, core.log.lastIndex), (2, 3))
+        self.assertEqual((core.membership, core.membershipIndex), (grown, 3))
+        self.assertEqual(core.membershipAt(2), then)
+        error = self.assertRaises(ValueError, core.membershipAt, 1)
+        self.assertEqual(str(error), "entry 1 is before the snapshot")
+
+    def test_conflictingSuffixTakesItsMembershipAlong(self) -> None:
+        """
+        A snapshot that conflicts with the follower's log replaces all of
+        it: a membership entry after the snapshot's index goes too.
+        """
+        core = makeCore("b", terms=[1])
+        stale = withLearner(voters("a", "b", "c"), "d")
+        entries = (Entry(2, 1, "set x 1"), Entry(3, 1, stale.encode()))
+        core.step("c", AppendEntries(1, 1, 1, entries, 1))
+        current = voters("a", "b")
+        core.step("a", InstallSnapshot(2, 2, 2, 0, b"x", done=True, membership=current.encode()))
+        self.assertEqual(core.log.lastIndex, 2)
+        self.assertEqual((core.membership, core.membershipIndex), (current, 2))
+
+    def test_snapshotWithInvalidMembershipRefused(self) -> None:
+        """
+        A snapshot whose membership does not parse is not installed; the
+        follower answers that it holds none of it, so the leader starts over.
+        """
+        core = makeCore("b", terms=[1])
+        ready = core.step(
+            "a", InstallSnapshot(1, 5, 1, 0, b"x", done=True, membership="membership boss a a 1")
+        )
+        self.assertIsNone(ready.snapshot)
+        self.assertEqual(ready.reply, InstallSnapshotResponse(1, 5, 0))
+        self.assertEqual((core.log.snapshotIndex, core.membership), (0, voters("a", "b", "c")))
+
+    def test_leaderIgnoresSnapshotAnswerOfStranger(self) -> None:
+        """A leader ignores an InstallSnapshot answer from a server it does not replicate to."""
+        core = makeCore()
+        makeLeader(core)
+        ready = core.step("d", InstallSnapshotResponse(core.currentTerm, 5, 0, matchIndex=5))
+        self.assertEqual((ready.messages, core.role, core.commitIndex), ([], LEADER, 0))
+
+    def test_removedServerStillNeededWhenChangesAreAdjacent(self) -> None:
+        """
+        A server added by one change and removed by the very next entry
+        still campaigns while the removal is uncommitted: the membership
+        before the removal, at the entry just before it, names it a voter
+        (section 4.2.2).
+        """
+        core = RaftCore("c", membership=voters("a", "b"), preVote=False)
+        entries = (
+            Entry(1, 1, "noop"),
+            Entry(2, 1, voters("a", "b", "c").encode()),
+            Entry(3, 1, voters("a", "b").encode()),
+        )
+        core.step("a", AppendEntries(1, 0, 0, entries, 2))
+        self.assertEqual((core.isVoter(), core.commitIndex), (False, 2))
+        for _ in range(2 * core.electionTicks[1]):
+            core.tick()
+        self.assertEqual(core.role, CANDIDATE)
+
+    def test_timeoutNowIsAFullHeartbeat(self) -> None:
+        """
+        TimeoutNow carries what every heartbeat carries: the leader's commit
+        index and its read round, which the target's answer confirms.
+        """
+        net = RaftNetwork(THREE_NAMES)
+        a = electedWithNoop(net)
+        net.handle("a", a.read(["r"]))
+        (readRound,) = {e.message.readRound for e in net.queue if e.dst == "b"}
+        self.assertGreater(readRound, 0)
+        ready = a.transferLeadership("b")
+        ((peer, message),) = ready.messages
+        self.assertEqual((peer, message.timeoutNow), ("b", True))
+        self.assertEqual((message.leaderCommit, message.readRound), (a.commitIndex, readRound))
