@@ -355,6 +355,25 @@ class DriverMembershipTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(batched), answers.TRANSFERRING)
         self.assertEqual(leader.core.log.lastIndex, lastIndex)
 
+    def test_readBatchedWithRefusedCommandsReadsNow(self) -> None:
+        """
+        A read that came after commands the transfer refused waits for no
+        entry of theirs: none was proposed.  It is answered once a majority
+        confirms the leader, with the state as it was.
+        """
+        cluster = DriverCluster()
+        leader = cluster.elected()
+        self.assertEqual(cluster.ask(leader, "set a 1"), answers.OK)
+        target = next(n for n in ("s1", "s2", "s3") if cluster.nodes[n] is not leader)
+        cluster.down.add(target)
+        refused = leader.clientRequest(None, "set a 2")
+        read = leader.clientRequest(None, "get a")
+        leader.transferLeadership(target)
+        cluster.run(0.05)
+        self.assertEqual(self.successResultOf(refused), answers.TRANSFERRING)
+        self.assertEqual(leader.core.leadTransferee, target)
+        self.assertEqual(self.successResultOf(read), "OK 1")
+
     def test_redirectToAMemberNotInTheConfig(self) -> None:
         """
         A follower redirects to its leader's address from the membership,

@@ -78,6 +78,12 @@ NOOP = "noop"
 #: The term and vote of a server that has never run.
 FRESH = HardState()
 
+#: The default election timeout's range, in ticks: each timeout is drawn from it.
+ELECTION_TICKS = (40, 80)
+
+#: The default heartbeat interval, in ticks: well below the election timeout.
+HEARTBEAT_TICKS = 10
+
 #: AppendEntries carries at most this many bytes of commands (at least one entry).
 MAX_APPEND_BYTES = 512 * 1024
 
@@ -261,8 +267,8 @@ class RaftCore:
         snapshot: Snapshot | None = None,
         entries: Sequence[Entry] = (),
         commitIndex: int = 0,
-        electionTicks: tuple[int, int] = (40, 80),
-        heartbeatTicks: int = 10,
+        electionTicks: tuple[int, int] = ELECTION_TICKS,
+        heartbeatTicks: int = HEARTBEAT_TICKS,
         rng: random.Random | None = None,
         maxAppendBytes: int = MAX_APPEND_BYTES,
         maxInflightAppends: int = MAX_INFLIGHT_APPENDS,

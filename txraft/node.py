@@ -34,7 +34,15 @@ from zope.interface import implementer
 from txraft import answers
 from txraft.admin import NOT_NUMBERED, AdminError, Administrator, parseAdmin
 from txraft.config import ClusterConfig, ConfigError
-from txraft.core import FOLLOWER, LEADER, MAX_APPEND_BYTES, RaftCore, Ready
+from txraft.core import (
+    ELECTION_TICKS,
+    FOLLOWER,
+    HEARTBEAT_TICKS,
+    LEADER,
+    MAX_APPEND_BYTES,
+    RaftCore,
+    Ready,
+)
 from txraft.interfaces import INodeObserver, IRequestHandler, IResponseHandler
 from txraft.kv import READS, CommandError, parseCommand
 from txraft.logmanager import LogManager
@@ -156,8 +164,8 @@ class RaftNode:
         clock: IReactorTime,
         send: Send,
         *,
-        electionTicks: tuple[int, int] = (40, 80),
-        heartbeatTicks: int = 10,
+        electionTicks: tuple[int, int] = ELECTION_TICKS,
+        heartbeatTicks: int = HEARTBEAT_TICKS,
         rng: random.Random | None = None,
         maxAppendBytes: int = MAX_APPEND_BYTES,
         snapshotEntries: int | None = SNAPSHOT_ENTRIES,

@@ -20,6 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from txraft.config import ClusterConfig, NodeAddress
+from txraft.core import ELECTION_TICKS, HEARTBEAT_TICKS
 from txraft.interfaces import INodeObserver
 from txraft.logmanager import LogManager
 from txraft.membership import Membership
@@ -67,8 +68,8 @@ class RaftService(MultiService):
         reactor: IReactorTime,
         *,
         tickSeconds: float = 0.01,
-        electionTicks: tuple[int, int] = (40, 80),
-        heartbeatTicks: int = 10,
+        electionTicks: tuple[int, int] = ELECTION_TICKS,
+        heartbeatTicks: int = HEARTBEAT_TICKS,
         rng: random.Random | None = None,
         snapshotEntries: int = SNAPSHOT_ENTRIES,
         snapshotter: Snapshotter | None = None,
