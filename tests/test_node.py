@@ -696,6 +696,18 @@ class RejoinTests(SynchronousTestCase):
         self.assertTrue(node.silent)
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_stopWhileDiskFailedRetriesNothing(self) -> None:
+        """
+        Stopping a node whose disk failed cancels its retry; stopping it
+        again (a service stopping after a fatal error) does no harm.
+        """
+        node, clock, _ = self.failDisk()
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        node.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        node.stop()
+        self.assertEqual((node.silent, clock.getDelayedCalls()), (True, []))
+
     def test_defaultFatalRaises(self) -> None:
         """Without an C{onFatal}, corrupt data raises L{StorageError} with its reason."""
         node, _, _ = buildNode()
