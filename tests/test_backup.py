@@ -17,9 +17,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tests.test_node import buildNode as buildNodeOf
+from tests.test_node import electS1 as electS1Of
+from tests.test_node import electSingleNode as electSingle
 from txraft import answers
 from txraft.admin import AdminError, encodeBackup, inThreads, parseAdmin
-from txraft.core import LEADER
 from txraft.kv import KeyValueStore
 from txraft.membership import Membership
 from txraft.messages import (
@@ -27,8 +28,6 @@ from txraft.messages import (
     AppendEntriesResponse,
     Entry,
     Message,
-    RequestVote,
-    RequestVoteResponse,
     Snapshot,
 )
 from txraft.node import RaftNode
@@ -66,13 +65,6 @@ def buildNode(
     return node, clock, sent
 
 
-def electSingle(node: RaftNode) -> None:
-    """Tick a one-node cluster's driver until it leads."""
-    for _ in range(21):
-        node.ticks(1)
-    assert node.core.role == LEADER
-
-
 def answerAppends(node: RaftNode, sent: list[tuple[str, Message]], peer: str = "s2") -> None:
     """Let C{peer} accept every AppendEntries s1 sent it (one majority of three)."""
     appends = [m for p, m in sent if p == peer and isinstance(m, AppendEntries)]
@@ -84,16 +76,9 @@ def answerAppends(node: RaftNode, sent: list[tuple[str, Message]], peer: str = "
 
 def electS1(node: RaftNode, sent: list[tuple[str, Message]]) -> None:
     """Make s1 of three the leader (s2 votes for it) and commit its no-op."""
-    for _ in range(100):
-        node.ticks(1)
-        if node.core.role == LEADER:
-            break
-        asks = [m for p, m in sent if p == "s2" and isinstance(m, RequestVote)]
-        sent.clear()
-        for ask in asks:
-            node.peerResponse("s2", RequestVoteResponse(ask.term, True, preVote=ask.preVote))
+    electS1Of(node, sent)
     answerAppends(node, sent)
-    assert node.core.role == LEADER and node.core.commitIndex == node.core.log.lastIndex
+    assert node.core.commitIndex == node.core.log.lastIndex
 
 
 def decodeAnswer(answer: str) -> Snapshot:
