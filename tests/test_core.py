@@ -1789,12 +1789,11 @@ class SnapshotTests(SynchronousTestCase):
             net.deliver(hold=chunk)
         self.assertEqual(net.count(leader, lagging, InstallSnapshot), 1)
 
-    def test_followerThatLostTheStartGetsItAtTheNextHeartbeat(self) -> None:
+    def leaderOwingSnapshotToC(self) -> RaftCore:
         """
-        A follower that answers a chunk by asking for another offset (it
-        restarted, and lost what it had) is not sent a second stream at
-        once, but the chunk it asks for goes at the very next heartbeat.
-        Reference: dissertation section 5.1.1.
+        A leader of term 2 whose log was compacted to a snapshot of 200
+        bytes at index 6 (four 64-byte chunks), which c, knowing nothing,
+        needs.
         """
         self.patch(txraft.core, "SNAPSHOT_CHUNK_BYTES", 64)
         core = makeCore(terms=[1] * 5)
@@ -1803,6 +1802,16 @@ class SnapshotTests(SynchronousTestCase):
         core.log.compact(6)
         core.snapshot = Snapshot(6, core.currentTerm, b"x" * 200)
         core.progress("c").nextIndex = 1
+        return core
+
+    def test_followerThatLostTheStartGetsItAtTheNextHeartbeat(self) -> None:
+        """
+        A follower that answers a chunk by asking for another offset (it
+        restarted, and lost what it had) is not sent a second stream at
+        once, but the chunk it asks for goes at the very next heartbeat.
+        Reference: dissertation section 5.1.1.
+        """
+        core = self.leaderOwingSnapshotToC()
 
         def chunks(ready: Ready) -> list[int]:
             return [
@@ -1828,13 +1837,7 @@ class SnapshotTests(SynchronousTestCase):
         interval later, not at once.  Reference: dissertation section
         5.1.1 (one chunk at a time).
         """
-        self.patch(txraft.core, "SNAPSHOT_CHUNK_BYTES", 64)
-        core = makeCore(terms=[1] * 5)
-        makeLeader(core)
-        core.step("b", AppendEntriesResponse(core.currentTerm, True, matchIndex=6))
-        core.log.compact(6)
-        core.snapshot = Snapshot(6, core.currentTerm, b"x" * 200)
-        core.progress("c").nextIndex = 1
+        core = self.leaderOwingSnapshotToC()
 
         def heartbeatChunks() -> list[int]:
             sent = []
