@@ -19,9 +19,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.helpers import temporaryDirectory
 from txraft import tap
 from txraft.auth import readKeyFile, writeKeyFile
+from txraft.core import MAX_INFLIGHT_APPENDS
 from txraft.membership import Membership
 from txraft.metrics import NodeMetrics
-from txraft.node import NullObserver
+from txraft.node import MAX_BACKLOG, NullObserver
 from txraft.service import RaftService
 from txraft.web import HTTPService
 
@@ -156,7 +157,13 @@ class OptionsTests(SynchronousTestCase):
 
     def test_nonNumericNamesOption(self) -> None:
         """A value that is not a number is refused naming its option."""
-        for option in ("--heartbeat", "--snapshot-entries", "--max-connections"):
+        for option in (
+            "--heartbeat",
+            "--snapshot-entries",
+            "--max-connections",
+            "--max-backlog",
+            "--max-inflight",
+        ):
             with self.subTest(option=option):
                 self.assertUsageError(
                     ["--name", "s1", option, "fast"],
@@ -367,6 +374,25 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(service.node.core.heartbeatTicks, 10)
         self.assertTrue(os.path.exists(os.path.join(self.dataDir, "s2.log")))
         self.assertIs(service.reactor, reactor)
+
+    def test_flowControlOptions(self) -> None:
+        """
+        --max-backlog and --max-inflight reach the node and its core;
+        without them the node takes the defaults, and zero is refused.
+        """
+        service = self.makeService(
+            self.options("s2", "--max-backlog", "64", "--max-inflight", "2")
+        )
+        self.assertEqual((service.node.maxBacklog, service.node.core.maxInflightAppends), (64, 2))
+        service = self.makeService(self.options("s3"))
+        self.assertEqual(
+            (service.node.maxBacklog, service.node.core.maxInflightAppends),
+            (MAX_BACKLOG, MAX_INFLIGHT_APPENDS),
+        )
+        for option in ("--max-backlog", "--max-inflight"):
+            with self.subTest(option=option):
+                error = self.assertRaises(usage.UsageError, self.options, "s2", option, "0")
+                self.assertEqual(str(error), f"{option} must be at least 1")
 
     def test_keyedService(self) -> None:
         """

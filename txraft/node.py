@@ -40,6 +40,7 @@ from txraft.core import (
     HEARTBEAT_TICKS,
     LEADER,
     MAX_APPEND_BYTES,
+    MAX_INFLIGHT_APPENDS,
     RaftCore,
     Ready,
 )
@@ -177,6 +178,7 @@ class RaftNode:
         join: bool = False,
         onMembership: MembershipListener | None = None,
         maxBacklog: int = MAX_BACKLOG,
+        maxInflightAppends: int = MAX_INFLIGHT_APPENDS,
     ) -> None:
         """
         Recover the node's state through C{logManager} and start a core.
@@ -187,7 +189,7 @@ class RaftNode:
             the time of commit deadlines.
         @param send: how to send a message to a peer.
         @param electionTicks: see L{RaftCore}; so are C{heartbeatTicks},
-            C{rng} and C{maxAppendBytes}.
+            C{rng}, C{maxAppendBytes} and C{maxInflightAppends}.
         @param snapshotEntries: how many applied entries trigger a snapshot
             (L{None}: never).
         @param snapshotter: how to serialize and write a snapshot (default:
@@ -218,6 +220,7 @@ class RaftNode:
             "heartbeatTicks": heartbeatTicks,
             "rng": rng,
             "maxAppendBytes": maxAppendBytes,
+            "maxInflightAppends": maxInflightAppends,
         }
         self.snapshotEntries = snapshotEntries
         self._snapshotter = snapshotter or inBackground(defer.maybeDeferred)

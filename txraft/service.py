@@ -20,12 +20,12 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from txraft.config import ClusterConfig, NodeAddress
-from txraft.core import ELECTION_TICKS, HEARTBEAT_TICKS
+from txraft.core import ELECTION_TICKS, HEARTBEAT_TICKS, MAX_INFLIGHT_APPENDS
 from txraft.interfaces import INodeObserver
 from txraft.logmanager import LogManager
 from txraft.membership import Membership
 from txraft.messages import Message
-from txraft.node import SNAPSHOT_ENTRIES, RaftNode
+from txraft.node import MAX_BACKLOG, SNAPSHOT_ENTRIES, RaftNode
 from txraft.peers import PeerLink
 from txraft.protocol import NodeFactory
 from txraft.snapshotting import Snapshotter
@@ -78,6 +78,8 @@ class RaftService(MultiService):
         tls: TLSConfig | None = None,
         observer: INodeObserver | None = None,
         join: bool = False,
+        maxBacklog: int = MAX_BACKLOG,
+        maxInflightAppends: int = MAX_INFLIGHT_APPENDS,
     ) -> None:
         """
         @param reactor: the reactor to listen, connect and keep time on.
@@ -95,6 +97,7 @@ class RaftService(MultiService):
         @param join: without a membership in the data directory, wait to be
             added to a running cluster instead of starting one from
             C{config} (L{RaftNode}'s C{join}).
+        @param maxBacklog: see L{RaftNode}; so is C{maxInflightAppends}.
         """
         super().__init__()
         self.name = name
@@ -123,6 +126,8 @@ class RaftService(MultiService):
             observer=observer,
             join=join,
             onMembership=self._followMembership,
+            maxBacklog=maxBacklog,
+            maxInflightAppends=maxInflightAppends,
         )
         self._ticker = LoopingCall.withCount(self.node.ticks)
         self._ticker.clock = reactor

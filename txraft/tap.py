@@ -20,9 +20,11 @@ from twisted.python import usage
 from txraft import cli
 from txraft.auth import KeyFileError, readKeyFile
 from txraft.config import ClusterConfig, ConfigError, loadConfig
+from txraft.core import MAX_INFLIGHT_APPENDS
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import NAME_PATTERN
+from txraft.node import MAX_BACKLOG
 from txraft.service import SNAPSHOT_ENTRIES, RaftService
 from txraft.snapshots import FileSnapshotStore
 from txraft.snapshotting import inBackground, inChild
@@ -160,6 +162,21 @@ class Options(cli.Options):
             cli.wholeNumber("max-connections"),
         ],
         [
+            "max-backlog",
+            None,
+            MAX_BACKLOG,
+            "Stop reading clients while this many of their requests are unanswered, "
+            "until half are.",
+            cli.wholeNumber("max-backlog"),
+        ],
+        [
+            "max-inflight",
+            None,
+            MAX_INFLIGHT_APPENDS,
+            "The most AppendEntries with entries a leader has unanswered per follower.",
+            cli.wholeNumber("max-inflight"),
+        ],
+        [
             "http",
             None,
             None,
@@ -198,8 +215,9 @@ class Options(cli.Options):
             )
         if self["snapshot-entries"] < 1:
             raise usage.UsageError("--snapshot-entries must be at least 1")
-        if self["max-connections"] < 1:
-            raise usage.UsageError("--max-connections must be at least 1")
+        for option in ("max-connections", "max-backlog", "max-inflight"):
+            if self[option] < 1:
+                raise usage.UsageError(f"--{option} must be at least 1")
         if self["snapshot-writer"] not in ("fork", "thread"):
             raise usage.UsageError(
                 f"--snapshot-writer must be fork or thread, not {self['snapshot-writer']!r}"
@@ -327,6 +345,8 @@ def makeService(options: Options) -> IService:
             ),
             clusterKey=options.clusterKey,
             maxConnections=options["max-connections"],
+            maxBacklog=options["max-backlog"],
+            maxInflightAppends=options["max-inflight"],
             tls=options.tls,
             observer=metrics,
             join=options["join"],
