@@ -316,6 +316,45 @@ class MembershipScenarioTests(SynchronousTestCase):
         self.assertTrue(stale.up)
         finish(sim)
 
+    def test_removedLeaderWithConflictingLogAddedAgain(self) -> None:
+        """
+        A leader cut off with entries nobody else has is removed by the
+        leader the others elect, which goes on writing and compacting its
+        log.  The old leader keeps running on its old data.  Added again
+        under its old name and address, it gets the snapshot, gives up its
+        uncommitted entries, and becomes a voter again: every member ends
+        with the same log and state, the clients' history stays
+        linearizable.  Reference: dissertation sections 4.1, 4.2.2 and 5.3.
+        """
+        sim = calmSimulation(seed=3, nodes=5, snapshotEntries=8, **TIMING)
+        old = leaderOf(sim)
+        isolate(sim, old.name)
+        lost = send(sim, old, "set orphan 1")
+        sim.runUntil(lambda: sim.leader() not in (None, old), limitMs=2000)
+        (orphan,) = [
+            e.index
+            for e in old.core.log.slice(1, old.core.log.lastIndex + 1)
+            if "orphan" in e.command
+        ]
+        new = leaderOf(sim)
+        sim.runUntil(lambda: new.core.log.term(new.core.commitIndex) == new.core.currentTerm)
+        self.assertEqual(commandOf(sim, new, f"remove {old.name}"), answers.OK)
+        # The new leader compacts past all of the old one's log: only a
+        # snapshot can bring it back.
+        stale = old.core.log.lastIndex
+        sim.runUntil(lambda: new.core.log.snapshotIndex > stale, limitMs=3000)
+        self.assertGreater(new.core.log.snapshotIndex, stale)
+        self.assertLess(old.core.log.term(orphan), new.core.currentTerm)
+        sim.network.blocked.clear()
+        installed = sim.stats["snapshotsInstalled"]
+        self.assertEqual(commandOf(sim, leaderOf(sim), addCommand(old)), answers.OK)
+        self.assertGreater(sim.stats["snapshotsInstalled"], installed)
+        self.assertTrue(committedMembership(sim).isVoter(old.name))
+        self.assertNotEqual(lost, [answers.OK])
+        finish(sim)
+        self.assertGreater(old.core.log.snapshotIndex, orphan)
+        self.assertNotIn("orphan", old.stateMachine.data)
+
 
 class MembershipPlantedViolationTests(SynchronousTestCase):
     """

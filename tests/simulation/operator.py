@@ -12,7 +12,8 @@ when it surely did not run.  It grows the cluster (a new node starts with
 C{RaftNode(join=True)} and an empty disk, before or after the C{add}),
 adds learners, promotes them (C{add} of a learner), removes a member (now
 and then the leader itself) and then stops it for good or leaves it
-running, and hands leadership over, with or without a name.  Now and then
+running, adds one left running again (its old log and all), and hands
+leadership over, with or without a name.  Now and then
 it sends a command that must be refused, or restarts the leader's machine
 as a planned restart does (the leader hands over first).
 
@@ -50,6 +51,9 @@ OPERATOR_WEIGHTS: dict[str, int] = {
     "restart": 2,
 }
 
+#: The statistic an C{OK} to each kind of addition counts in.
+ADDED_STATS = {"grow": "adminAdded", "promote": "adminPromoted", "readd": "adminReadded"}
+
 #: How many times the operator sends a command that surely did not run.
 MAX_ATTEMPTS = 8
 
@@ -83,7 +87,9 @@ class Operator:
 
     @ivar request: the command waiting for its answer, if any.
     @ivar removed: the nodes a committed membership no longer holds
-        because the operator removed them: they are never added again.
+        because the operator removed them.
+    @ivar keptRunning: those of them left running on their old data, which
+        the operator may add again (C{readd}) under their old name.
     """
 
     def __init__(self, simulation: Simulation) -> None:
@@ -91,6 +97,7 @@ class Operator:
         self.client = SimClient("admin", onReply=self._receive)
         self.request: AdminRequest | None = None
         self.removed: set[str] = set()
+        self.keptRunning: set[str] = set()
         #: The term, and the leader, of the node that answered last, when it did.
         self.answerView: tuple[int, str | None] = (0, None)
 
@@ -143,6 +150,15 @@ class Operator:
         sim = self.sim
         options = sim.options
         waiting = self._joiners(membership)
+        readdable = sorted(n for n in self.keptRunning if membership.member(n) is None)
+        if readdable and not learner:
+            # A removed node that kept running still holds its old log, maybe
+            # with entries nobody else has: added again, it must give them up.
+            address = sim.addresses[sim.rng.choice(readdable)]
+            self._send(
+                leader, f"add {address.name} {address.host} {address.port}", "readd", address.name
+            )
+            return
         if waiting:
             # Its add did not go through: the operator tries again.
             address = sim.addresses[sim.rng.choice(waiting)]
@@ -376,13 +392,15 @@ class Operator:
             if not listed or any(item["name"] not in sim.addresses for item in listed):
                 sim.fail(f"members answered {text!r}")
             sim.stats["membersListed"] += 1
-        elif request.kind in ("grow", "promote"):
+        elif request.kind in ("grow", "promote", "readd"):
             if not any(m.isVoter(subject or "") for m in after):
                 sim.fail(
                     f"the operator was told OK for {request.text!r}, but no membership "
                     f"committed since makes {subject} a voter"
                 )
-            sim.stats["adminAdded" if request.kind == "grow" else "adminPromoted"] += 1
+            sim.stats[ADDED_STATS[request.kind]] += 1
+            self.removed.discard(subject or "")
+            self.keptRunning.discard(subject or "")
         elif request.kind == "addLearner":
             if not any(
                 (member := m.member(subject or "")) is not None and not member.voter for m in after
@@ -422,5 +440,6 @@ class Operator:
         if sim.rng.random() < 0.5:
             sim.events.after(sim.rng.randint(0, 400), sim.retire, node)
         else:
+            self.keptRunning.add(name)
             sim.stats["removedNodesKeptRunning"] += 1
             sim.record("{} was removed and keeps running", name)
