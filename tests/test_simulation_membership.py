@@ -16,6 +16,9 @@ Reference: dissertation chapter 4 and section 3.10.
 
 from __future__ import annotations
 
+import base64
+
+from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.simulation import SimNode, Simulation, SimulationError
@@ -23,7 +26,9 @@ from tests.test_simulation import calmSimulation, followers
 from txraft import answers
 from txraft.core import CANDIDATE, FOLLOWER, LEADER, RaftCore
 from txraft.membership import Member, Membership
-from txraft.messages import Message, RequestVote
+from txraft.messages import Message, RequestVote, Snapshot
+from txraft.node import RaftNode
+from txraft.snapshots import decodeSnapshot
 
 #: Election timeouts long enough (150 to 300 ms) for a partition to heal
 #: before anyone times out; heartbeats every 30 ms.
@@ -102,6 +107,32 @@ def recordCampaigns(sim: Simulation, node: SimNode) -> list[RequestVote]:
 
     sim.network.sent = recording  # type: ignore[method-assign]
     return campaigns
+
+
+def backupOf(answer: str) -> Snapshot:
+    """The snapshot an C{OK BASE64} answer to C{backup} carries."""
+    value = answers.okValue(answer)
+    assert value is not None, answer
+    return decodeSnapshot(base64.b64decode(value, validate=True), "the backup")
+
+
+def deposedLeader(sim: Simulation) -> tuple[SimNode, int]:
+    """
+    Cut the leader off until the others elect another, which commits
+    writes the old one never sees; return the old leader, still leading
+    as far as it knows (its CheckQuorum, which would soon make it step
+    down, is off: it has not noticed yet), and how long the committed log
+    was by then.
+    """
+    old = leaderOf(sim)
+    old.core.checkQuorum = False
+    isolate(sim, old.name)
+    sim.runUntil(lambda: sim.leader() not in (None, old), limitMs=2000)
+    new = leaderOf(sim)
+    known = new.core.commitIndex
+    sim.runUntil(lambda: new.core.commitIndex > known + 2, limitMs=2000)
+    assert old.core.role == LEADER and old.core.commitIndex < new.core.commitIndex
+    return old, len(sim.checker.committed)
 
 
 def finish(sim: Simulation) -> None:
@@ -355,6 +386,24 @@ class MembershipScenarioTests(SynchronousTestCase):
         self.assertGreater(old.core.log.snapshotIndex, orphan)
         self.assertNotIn("orphan", old.stateMachine.data)
 
+    def test_backupOfDeposedLeaderRefused(self) -> None:
+        """
+        A leader cut off while the others elect another cannot confirm its
+        leadership, so it takes no backup; the new leader's backup holds
+        every write committed before it was asked for, and the replay of
+        the committed log up to its index.
+        """
+        sim = calmSimulation(**TIMING)
+        old, committed = deposedLeader(sim)
+        answer = commandOf(sim, old, "backup")
+        self.assertFalse(answers.isSuccess(answer), answer)
+        sim.checker.observeBackup(
+            old.name, backupOf(commandOf(sim, leaderOf(sim), "backup")), committed
+        )
+        self.assertEqual(sim.stats["backupsChecked"], 1)
+        sim.network.blocked.clear()
+        finish(sim)
+
 
 class MembershipPlantedViolationTests(SynchronousTestCase):
     """
@@ -485,3 +534,19 @@ class MembershipPlantedViolationTests(SynchronousTestCase):
         joinNode(sim)
         failure = self.assertRaises(SimulationError, sim.runUntil, lambda: False, 2000)
         self.assertCaught(failure, "no voter of its membership")
+
+    def test_backupWithoutBarrier(self) -> None:
+        """
+        A backup taken without confirming leadership first (no read
+        barrier) on a leader the others replaced misses writes committed
+        before it was asked for; caught.  Reference: dissertation section
+        6.4 (a read, and so a backup, must not return stale data).
+        """
+        sim = calmSimulation(**TIMING)
+        old, committed = deposedLeader(sim)
+        self.patch(RaftNode, "readBarrier", lambda node: defer.succeed(answers.OK))
+        stale = backupOf(commandOf(sim, old, "backup"))
+        failure = self.assertRaises(
+            SimulationError, sim.checker.observeBackup, old.name, stale, committed
+        )
+        self.assertCaught(failure, "committed before the backup was asked for")

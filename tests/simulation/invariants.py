@@ -594,24 +594,8 @@ class InvariantChecker:
 
     def observeSnapshot(self, node: SimNode, snapshot: Snapshot) -> None:
         """A snapshot taken or installed is the committed log's replay up to its index."""
+        self._checkReplayed(f"{node.name}'s snapshot", snapshot)
         index = snapshot.index
-        if index > len(self.committed) or self.committed[index - 1].term != snapshot.term:
-            self.fail(
-                f"State Machine Safety: {node.name} holds a snapshot up to {index}/"
-                f"{snapshot.term}, which is not a committed entry"
-            )
-        mapLine, _, sessionsLine = snapshot.data.partition(b"\n")
-        if json.loads(mapLine) != self.states[index]:
-            self.fail(
-                f"{node.name}'s snapshot up to {index} holds {snapshot.data!r}; the replay "
-                f"of the committed log gives {self.states[index]}"
-            )
-        sessions = json.loads(sessionsLine) if sessionsLine else []
-        if {c: (seq, last) for c, seq, last, _ in sessions} != self.sessionViews[index]:
-            self.fail(
-                f"Exactly once: {node.name}'s snapshot up to {index} holds the sessions "
-                f"{sessions}; the replay of the committed log gives {self.sessionViews[index]}"
-            )
         membership = parseMembership(snapshot.membership) if snapshot.membership else None
         if membership != self.membershipAt(index):
             expected = self.membershipAt(index)
@@ -619,6 +603,48 @@ class InvariantChecker:
                 f"{node.name}'s snapshot up to {index} records the membership "
                 f"{snapshot.membership!r}; the committed log's is "
                 f"{describeMembership(expected) if expected else 'the bootstrap one'}"
+            )
+
+    def observeBackup(self, node: str, snapshot: Snapshot, committedBefore: int) -> None:
+        """
+        A backup C{node} answered holds the committed log's replay up to its
+        index, which is past every entry committed before it was asked for,
+        and names the membership as of that index (the bootstrap one too).
+        """
+        if snapshot.index < committedBefore:
+            self.fail(
+                f"{node}'s backup ends at {snapshot.index}, before entry {committedBefore}, "
+                "committed before the backup was asked for"
+            )
+        self._checkReplayed(f"{node}'s backup", snapshot)
+        expected = self.membershipAt(snapshot.index) or self.bootstrap
+        if parseMembership(snapshot.membership) != expected:
+            self.fail(
+                f"{node}'s backup up to {snapshot.index} names the membership "
+                f"{snapshot.membership!r}; the committed log's is "
+                f"{describeMembership(expected) if expected else None}"
+            )
+        self.stats["backupsChecked"] += 1
+
+    def _checkReplayed(self, what: str, snapshot: Snapshot) -> None:
+        """C{snapshot}'s map and sessions are the replay of the committed log up to its index."""
+        index = snapshot.index
+        if index > len(self.committed) or self.committed[index - 1].term != snapshot.term:
+            self.fail(
+                f"State Machine Safety: {what} up to {index}/{snapshot.term} "
+                "is not of a committed entry"
+            )
+        mapLine, _, sessionsLine = snapshot.data.partition(b"\n")
+        if json.loads(mapLine) != self.states[index]:
+            self.fail(
+                f"{what} up to {index} holds {snapshot.data!r}; the replay "
+                f"of the committed log gives {self.states[index]}"
+            )
+        sessions = json.loads(sessionsLine) if sessionsLine else []
+        if {c: (seq, last) for c, seq, last, _ in sessions} != self.sessionViews[index]:
+            self.fail(
+                f"Exactly once: {what} up to {index} holds the sessions "
+                f"{sessions}; the replay of the committed log gives {self.sessionViews[index]}"
             )
 
     # -- the checks ---------------------------------------------------------------

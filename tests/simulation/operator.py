@@ -2,7 +2,7 @@
 The operator of a simulated cluster: membership changes and leadership
 transfers during the faults, sent as the operators' commands of
 L{txraft.admin} (C{add}, C{add-learner}, C{remove}, C{transfer-leader},
-C{members}) through the path every client request takes
+C{members}, C{backup}) through the path every client request takes
 (L{txraft.node.RaftNode.clientRequest}).
 
 The operator decides what to do from what it can see of the cluster (the
@@ -20,11 +20,13 @@ as a planned restart does (the leader hands over first).
 Every C{OK} it gets is checked against the committed log: an C{add}
 answered C{OK} made its node a voter in a committed membership, a
 C{remove} took it out of one, a C{transfer-leader} saw the new leader
-elected.
+elected, a C{backup} holds the replay of the committed log up to an
+index past all that was committed when it was asked for.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import TYPE_CHECKING
 
@@ -34,6 +36,7 @@ from tests.simulation.clients import CONNECTION_REFUSED, NOT_EXECUTED, SimClient
 from txraft import answers
 from txraft.admin import CATCH_UP_SECONDS, IN_PROGRESS, TRANSFER_SECONDS
 from txraft.membership import Membership
+from txraft.snapshots import decodeSnapshot
 
 if TYPE_CHECKING:
     from tests.simulation.nodes import SimNode
@@ -47,6 +50,7 @@ OPERATOR_WEIGHTS: dict[str, int] = {
     "shrink": 4,
     "transfer": 3,
     "members": 1,
+    "backup": 1,
     "invalid": 1,
     "restart": 2,
 }
@@ -239,6 +243,9 @@ class Operator:
 
         leader.driver.handOver().addCallback(handedOver)
 
+    def _act_backup(self, leader: SimNode, membership: Membership) -> None:
+        self._send(leader, "backup", "backup", None)
+
     def _act_members(self, leader: SimNode, membership: Membership) -> None:
         self._send(leader, "members", "members", None)
 
@@ -387,6 +394,10 @@ class Operator:
         subject = request.subject
         if request.kind == "invalid":
             sim.fail(f"the operator's invalid {request.text!r} was answered {text!r}")
+        elif request.kind == "backup":
+            value = answers.okValue(text) or ""
+            snapshot = decodeSnapshot(base64.b64decode(value, validate=True), "the backup")
+            checker.observeBackup(nodeName, snapshot, request.committedBefore)
         elif request.kind == "members":
             listed = json.loads(answers.okValue(text) or "null")
             if not listed or any(item["name"] not in sim.addresses for item in listed):
