@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import random
+import socket
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -1057,6 +1058,36 @@ class LoopbackClusterTests(TestCase):
         address = config.node(words[1])
         self.assertEqual(words[2:], [address.host, str(address.port)])
         return words[1]
+
+    @defer.inlineCallbacks
+    def test_linesGoOutAtOnce(self) -> Generator[defer.Deferred[object], object, None]:
+        """
+        Every connection a node has, to its peers and from them and from
+        clients, has Nagle's algorithm off: no line waits for the
+        acknowledgement of the one before.
+        """
+        self.startCluster()
+        yield self.connectClient(self.services["s1"])
+        links = yield self.waitFor(
+            lambda: (
+                all(
+                    link.protocol is not None
+                    for service in self.services.values()
+                    for link in service._links.values()
+                )
+                and [
+                    link.protocol
+                    for service in self.services.values()
+                    for link in service._links.values()
+                ]
+            ),
+            "every peer link",
+        )
+        accepted = [p for service in self.services.values() for p in service._factory.accepted]
+        self.assertEqual((len(links), len(accepted)), (6, 7))
+        for protocol in [*links, *accepted]:
+            handle = protocol.transport.getHandle()
+            self.assertTrue(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
     @defer.inlineCallbacks
     def test_failoverAndCatchUp(self) -> Generator[defer.Deferred[object], object, None]:

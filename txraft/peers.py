@@ -28,7 +28,7 @@ from txraft.auth import AuthError, Initiator, Session
 from txraft.config import NodeAddress
 from txraft.interfaces import IResponseHandler
 from txraft.messages import Message, MessageError, formatMessage, parseMessage, splitSender
-from txraft.protocol import CONNECTION_DONE, MAX_LINE
+from txraft.protocol import CONNECTION_DONE, MAX_LINE, sendAtOnce
 
 if TYPE_CHECKING:
     from txraft.tls import TLSConfig
@@ -242,6 +242,7 @@ class PeerClientProtocol(LineReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         """Start the handshake, or tell whoever owns this link that it is up."""
+        sendAtOnce(self.transport)
         if self._initiator is not None:
             self._awaitAnswer(True)
             super().sendLine(self._initiator.hello().encode("utf-8"))
