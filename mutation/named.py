@@ -1,8 +1,9 @@
 """
 The planted bugs that once survived the whole suite (issue 12), kept as a
 check that they still die: each is planted in a scratch copy of the
-repository, then its named test and the simulation (at its default seed
-count) must both fail, and the seeds that catch it are printed.
+repository, then its named test and the simulation (its batches at their
+default seed counts, in order) must both fail, and the first seed that
+catches it is printed, with its batch.
 
     python mutation/named.py
 
@@ -24,7 +25,9 @@ from pathlib import Path
 import attrs
 
 ROOT = Path(__file__).resolve().parent.parent
-SIMULATION = ("tests/test_simulation.py", "-k", "ClusterSimulationTests")
+#: The simulation's batches at their default seed counts, stopping at the first
+#: failing seed (C{TXRAFT_FIRST_FAILURE}) of the first batch that has one.
+SIMULATION = ("-x", "tests/test_simulation.py", "-k", "ClusterSimulationTests")
 
 
 @attrs.frozen
@@ -89,7 +92,7 @@ BUGS = (
 
 def pytest(tree: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     """Run pytest on C{tree} with its own copy of txraft first on the path."""
-    environment = dict(os.environ, PYTHONPATH=str(tree))
+    environment = dict(os.environ, PYTHONPATH=str(tree), TXRAFT_FIRST_FAILURE="1")
     environment.pop("TXRAFT_SEEDS", None)
     environment.pop("TXRAFT_SEED", None)
     return subprocess.run(
@@ -126,15 +129,18 @@ def check(bug: PlantedBug) -> bool:
             print(f"    simulation: cannot meet it: {bug.unreachable}")
             return bool(test.returncode)
         simulation = pytest(tree, *SIMULATION)
-    # pytest shows each failing batch's message twice; keep each once.
+    # pytest shows a failing batch's message twice; keep it once.
     batches = {
-        (n, total): seeds
-        for n, total, seeds in re.findall(
-            r"(\d+) of (\d+) seeds failed: \[([^\]]*)", simulation.stdout
+        (ran or total, total, seeds)
+        for ran, total, seeds in re.findall(
+            r"\d+ of (?:the first (\d+) of )?(\d+) seeds failed: \[([^\]]*)", simulation.stdout
         )
     }
+    batch = re.search(r"FAILED \S+::(test_\w+)", simulation.stdout)
     caught = "; ".join(
-        f"{n} of {total} seeds, first {seeds[:40]}" for (n, total), seeds in batches.items()
+        f"seed {seeds} of {batch.group(1) if batch else '?'}, the first to fail "
+        f"({ran} of its {total} seeds run)"
+        for ran, total, seeds in sorted(batches)
     )
     print(f"    simulation: {caught or 'PASSES'}")
     return bool(test.returncode) and simulation.returncode != 0
