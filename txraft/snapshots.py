@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import NamedTuple
 
 from zope.interface import implementer
 
@@ -48,6 +49,9 @@ MAGIC = b"txraft-snapshot"
 VERSION = 2
 #: The version before the membership line; still read.
 VERSION_WITHOUT_MEMBERSHIP = 1
+#: How much of a staged snapshot is read first, for its header and
+#: membership lines (more is read if they are longer).
+HEAD_BYTES = 64 * 1024
 
 
 def checksum(index: int, term: int, data: bytes, membership: bytes | None = None) -> str:
@@ -83,26 +87,56 @@ def decodeSnapshot(contents: bytes, source: str) -> Snapshot:
     @raise StorageError: naming C{source}, if the header is malformed or the
         data's length or checksum do not match it.
     """
-    header, newline, data = contents.partition(b"\n")
-    fields = header.split(b" ")
-    if not newline or len(fields) != 6 or fields[0] != MAGIC:
+    header = _decodeHeader(contents, source)
+    return _checked(header, contents[header.dataOffset :], source)
+
+
+class _Header(NamedTuple):
+    """What a snapshot file's first lines say, and where its data starts."""
+
+    index: int
+    term: int
+    length: int
+    digest: bytes
+    membership: bytes | None
+    dataOffset: int
+
+
+def _decodeHeader(contents: bytes, source: str) -> _Header:
+    """
+    Parse the header line (and the membership line, in a version 2 file)
+    at the start of C{contents}, which need hold no more of the file.  No
+    slice of the data is taken: it may be tens of megabytes, and copying it
+    holds the GIL.
+    """
+    newline = contents.find(b"\n")
+    fields = contents[: max(newline, 0)].split(b" ")
+    if newline < 0 or len(fields) != 6 or fields[0] != MAGIC:
         raise StorageError(f"{source}: not a txraft snapshot; refusing to start")
     try:
         version, index, term, length = (int(f) for f in fields[1:5])
     except ValueError:
         raise StorageError(f"{source}: malformed snapshot header; refusing to start") from None
     membership = None
+    offset = newline + 1
     if version == VERSION:
-        membership, newline, data = data.partition(b"\n")
-        if not newline:
+        newline = contents.find(b"\n", offset)
+        if newline < 0:
             raise StorageError(f"{source}: snapshot is truncated or malformed; refusing to start")
+        membership, offset = contents[offset:newline], newline + 1
     elif version != VERSION_WITHOUT_MEMBERSHIP:
         raise StorageError(
             f"{source}: snapshot version {version} is not {VERSION}; refusing to start"
         )
-    if index < 1 or term < 1 or length != len(data):
+    return _Header(index, term, length, fields[5], membership, offset)
+
+
+def _checked(header: _Header, data: bytes, source: str) -> Snapshot:
+    """The snapshot of C{header} and C{data}, once they are found to match."""
+    index, term, membership = header.index, header.term, header.membership
+    if index < 1 or term < 1 or header.length != len(data):
         raise StorageError(f"{source}: snapshot is truncated or malformed; refusing to start")
-    if checksum(index, term, data, membership).encode("ascii") != fields[5]:
+    if checksum(index, term, data, membership).encode("ascii") != header.digest:
         raise StorageError(f"{source}: snapshot checksum does not match; refusing to start")
     try:
         text = (membership or b"").decode("utf-8")
@@ -111,6 +145,18 @@ def decodeSnapshot(contents: bytes, source: str) -> Snapshot:
             f"{source}: snapshot membership is not UTF-8; refusing to start"
         ) from None
     return Snapshot(index, term, data, text)
+
+
+def _readFrom(fs: OSFileSystem, fd: int, offset: int, size: int) -> bytes:
+    """The bytes of C{fd} from C{offset} to C{size}: one read, unless it comes short."""
+    chunks = []
+    while offset < size:
+        chunk = fs.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @implementer(ISnapshotStore)
@@ -160,10 +206,28 @@ class FileSnapshotStore:
         @raise StorageError: if the file is not a whole, valid snapshot.
         """
         assert isinstance(staged, str)
-        contents = readWholeFile(self._fs, staged)
-        if contents is None:
-            raise StorageError(f"{staged}: the staged snapshot is missing")
-        return decodeSnapshot(contents, staged)
+        fs = self._fs
+        try:
+            fd = fs.open(staged, os.O_RDONLY)
+        except FileNotFoundError:
+            raise StorageError(f"{staged}: the staged snapshot is missing") from None
+        try:
+            size = fs.size(fd)
+            # The header and membership lines first, then the data on its
+            # own: a million keys make tens of megabytes, which a slice of
+            # the whole file would copy holding the GIL, stalling the event
+            # loop meanwhile; a read fills its bytes with the GIL released.
+            head = b""
+            while head.count(b"\n") < 2 and len(head) < size:
+                more = fs.pread(fd, min(size, max(HEAD_BYTES, 2 * len(head))), 0)
+                if len(more) <= len(head):
+                    break
+                head = more
+            header = _decodeHeader(head, staged)
+            data = _readFrom(fs, fd, header.dataOffset, size)
+        finally:
+            fs.close(fd)
+        return _checked(header, data, staged)
 
     def commit(self, staged: object) -> None:
         """Rename the staged file over the snapshot and fsync the directory."""
