@@ -11,7 +11,10 @@ snapshots are taken all along as the map grows), and keeps going for
 C{--linger} seconds, while another connection asks C{status} back to back.
 C{status} is answered on the event loop without touching the log, so the
 longest wait for one is the longest stall.  It prints, per writer, the
-longest and the 99th-percentile wait and the snapshots taken.
+longest and the 99th-percentile wait and the snapshots taken, with what
+else shared the machine: the load average at the end of each run, and how
+long the node waited for a core while it was runnable (Linux's
+C{/proc/PID/schedstat}): on a busy machine, part of each stall.
 
     python bench/snapshotstall.py [--keys N] [--writers fork,thread,none]
 """
@@ -19,6 +22,7 @@ longest and the 99th-percentile wait and the snapshots taken.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -101,6 +105,18 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def waitedForACore(pid: int) -> float:
+    """
+    Seconds process C{pid}'s main thread has waited, runnable, for a core
+    (0 where Linux's schedstat is not there to say).
+    """
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def run(writer: str, options: Options) -> dict[str, float]:
     """Measure one snapshot writer on a fresh node."""
     args = ["--snapshot-writer", "fork" if writer == "none" else writer]
@@ -111,19 +127,27 @@ def run(writer: str, options: Options) -> dict[str, float]:
     with LocalCluster(names=("s1",), extraArgs=args) as cluster:
         cluster.startAll()
         cluster.waitForLeader(30)
+        process = cluster.nodes["s1"].process
+        assert process is not None
         probe = Probe(cluster)
         probe.start()
+        waited = waitedForACore(process.pid)
         filling = time.perf_counter()
         fill(cluster, options["keys"], options["connections"], options["window"])
-        print(f"{writer}: {options['keys']:,} keys in {time.perf_counter() - filling:.1f} s")
+        seconds = time.perf_counter() - filling
+        print(f"{writer}: {options['keys']:,} keys in {seconds:.1f} s")
         time.sleep(options["linger"])
         probe.stopping.set()
         probe.join()
+        waited = waitedForACore(process.pid) - waited
     return {
         "max": max(probe.waits) * 1000,
         "p99": percentile(probe.waits, 0.99) * 1000,
         "probes": len(probe.waits),
         "snapshotIndex": probe.snapshotIndex,
+        "fill": seconds,
+        "waited": waited,
+        "load": os.getloadavg()[0],
     }
 
 
@@ -138,12 +162,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     writers = [w for w in options["writers"].split(",") if w]
     results = {writer: run(writer, options) for writer in writers}
     print(f"\n{options['keys']:,} keys, {time.strftime('%Y-%m-%d %H:%M')}, one run")
-    print(f"{'writer':<8}{'longest ms':>12}{'p99 ms':>10}{'probes':>9}{'last snapshot':>15}")
+    print(
+        f"{'writer':<8}{'longest ms':>12}{'p99 ms':>10}{'probes':>9}{'last snapshot':>15}"
+        f"{'fill s':>8}{'waited s':>10}{'load':>6}"
+    )
     for writer, r in results.items():
         print(
             f"{writer:<8}{r['max']:>12.1f}{r['p99']:>10.1f}{r['probes']:>9}"
-            f"{r['snapshotIndex']:>15,}"
+            f"{r['snapshotIndex']:>15,}{r['fill']:>8.1f}{r['waited']:>10.1f}{r['load']:>6.1f}"
         )
+    print("waited: seconds the node was runnable but waited for a core; load: 1-minute average")
 
 
 if __name__ == "__main__":
