@@ -245,6 +245,21 @@ class NewestMembershipTests(SynchronousTestCase):
         core.step("a", AppendEntries(2, 1, 1, (Entry(2, 2, "set x 1"),), 1))
         self.assertEqual((core.membership, core.membershipIndex), (voters("a", "b", "c"), 0))
 
+    def test_overwrittenChangeFallsBackToTheOneBefore(self) -> None:
+        """
+        A membership entry overwritten by a new leader gives way to the
+        membership entry before it, which came in an earlier append, not to
+        the bootstrap membership.
+        """
+        core = makeCore("b", terms=[1])
+        grown = withLearner(voters("a", "b", "c"), "d")
+        core.step("a", AppendEntries(1, 1, 1, (Entry(2, 1, grown.encode()),), 2))
+        promoted = grown.promoting("d")
+        core.step("a", AppendEntries(1, 2, 1, (Entry(3, 1, promoted.encode()),), 2))
+        self.assertEqual((core.membership, core.membershipIndex), (promoted, 3))
+        core.step("c", AppendEntries(2, 2, 1, (Entry(3, 2, "set x 1"),), 2))
+        self.assertEqual((core.membership, core.membershipIndex), (grown, 2))
+
     def test_recoveredFromLog(self) -> None:
         """A core started from a log takes the newest membership entry in it."""
         shrunk = voters("a", "b")
@@ -514,7 +529,8 @@ class TransferTests(SynchronousTestCase):
         electedWithNoop(net)
         net.handle("a", net["a"].transferLeadership("b"))
         self.assertEqual(net["a"].leadTransferee, "b")
-        self.assertRaises(TransferringError, net["a"].propose, ["set x 1"])
+        error = self.assertRaises(TransferringError, net["a"].propose, ["set x 1"])
+        self.assertEqual(error.args, ("b",))
         error = self.assertRaises(TransferringError, net["a"].changeMembership, voters("a", "b"))
         self.assertEqual(error.args, ("b",))
         net.deliver()
