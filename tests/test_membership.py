@@ -573,6 +573,10 @@ class TransferTests(SynchronousTestCase):
         self.assertIsNone(net["a"].leadTransferee)
         net.propose("a", ["set x 1"])
 
+    def test_nobodyToHandOverToAtFirst(self) -> None:
+        """A core that never led hands over to nobody: C{leadTransferee} is L{None}."""
+        self.assertIsNone(makeCore().leadTransferee)
+
     def test_onlyToAnotherVoter(self) -> None:
         """The target must be another voter: not the leader, a learner, or a stranger."""
         core = makeCore()
