@@ -11,6 +11,7 @@ import random
 from twisted.trial.unittest import SynchronousTestCase
 
 from txraft.kv import Command, CommandError, KeyValueStore, parseCommand
+from txraft.sessions import SessionTable
 
 
 class ParseCommandTests(SynchronousTestCase):
@@ -314,6 +315,35 @@ class SnapshotTests(SynchronousTestCase):
         other.restore(serialize())
         self.assertEqual(other.data, {"a": "1"})
 
+    def test_numberedOutsideALog(self) -> None:
+        """
+        A numbered command applied outside a log (no index given) is
+        recorded at index 0, which the snapshot carries.
+        """
+        store = KeyValueStore()
+        self.assertEqual(store.apply("c1#1@set a 1"), "OK")
+        self.assertEqual(store.sessions.lastIndex("c1"), 0)
+        self.assertEqual(store.capture()(), b'{"a":"1"}\n[["c1",1,0,["OK"]]]')
+
+    def test_restoreKeepsTheWindow(self) -> None:
+        """
+        A store restored from a snapshot keeps its own bound on the answers
+        kept per client: once a later request pushes an answer out of the
+        window, a retry of it is told its answer is no longer kept.
+        """
+        store = KeyValueStore(SessionTable(maxSessions=3, window=3))
+        for seq in range(1, 6):
+            store.apply(f"c1#{seq}@set k{seq} {seq}", seq)
+        restored = KeyValueStore(SessionTable(maxSessions=3, window=3))
+        restored.restore(store.capture()())
+        self.assertEqual(restored.apply("c1#5@set k5 5", 6), "OK")
+        for seq in range(6, 8):
+            restored.apply(f"c1#{seq}@set k{seq} {seq}", seq + 1)
+        self.assertEqual(
+            restored.apply("c1#4@set k4 4", 9),
+            "ERROR session expired: the answer to SEQ 4 is no longer kept (only the last 3)",
+        )
+
     def test_restoreRejectsOtherData(self) -> None:
         """Data that is not a JSON object of strings is refused and changes nothing."""
         store = KeyValueStore()
@@ -346,6 +376,25 @@ class ExactAnswerTests(SynchronousTestCase):
         """Between C{set} and its key only spaces are skipped, as between words elsewhere."""
         self.assertEqual(parseCommand(" \tset  a 1"), Command("set", "a", "1"))
         self.assertEqual(parseCommand("set \u2003a 1"), Command("set", "\u2003a", "1"))
+        self.assertEqual(parseCommand("set XaX 1"), Command("set", "XaX", "1"))
+
+    def test_onlyBlanksBeforeTheCommand(self) -> None:
+        """
+        Only spaces and tabs are skipped before the command word: any other
+        character is part of it, so C{Xset} is no C{set}.
+        """
+        error = self.assertRaises(CommandError, parseCommand, " \tXset a 1")
+        self.assertEqual(str(error), "unknown command 'Xset'")
+
+    def test_notARead(self) -> None:
+        """
+        A command that changes the map is no read, and L{KeyValueStore.read}
+        says so, naming it; the map is not changed.
+        """
+        store = KeyValueStore()
+        error = self.assertRaises(CommandError, store.read, "set a 1")
+        self.assertEqual(str(error), "set is not a read")
+        self.assertEqual(store.data, {})
 
     def test_snapshotIsUTF8(self) -> None:
         """A snapshot holds non-ASCII text as UTF-8, not as JSON escapes."""
