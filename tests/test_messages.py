@@ -153,6 +153,7 @@ class ExactLineTests(SynchronousTestCase):
         """Each refused body gets the reason a peer reads after C{ERROR}."""
         for text, reason in [
             ("Frob {}", "unknown RPC 'Frob'"),
+            ("F" * 50 + " {}", f"unknown RPC {'F' * 40!r}"),
             ("RequestVote {", "RequestVote: body is not valid JSON"),
             ("RequestVote []", "RequestVote: body is not a JSON object"),
             (
@@ -351,7 +352,8 @@ class MalformedTests(SynchronousTestCase):
         """
         self.assertRejected(
             'AppendEntries {"term":1,"prevLogIndex":0,"prevLogTerm":0,'
-            '"entries":[[1,1,"set a \\ud800"]],"leaderCommit":0}'
+            '"entries":[[1,1,"set a \\ud800"]],"leaderCommit":0}',
+            "AppendEntries: commands must be valid Unicode",
         )
 
     def test_snapshotDataIsBase64(self) -> None:
