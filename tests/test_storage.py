@@ -37,7 +37,9 @@ from txraft.storage import (
     OSFileSystem,
     StorageError,
     formatEntry,
+    fsyncDirectory,
     lockDataDirectory,
+    readWholeFile,
     removeLeftover,
     scanLog,
     writeWholeFile,
@@ -103,6 +105,68 @@ class RecordingFileSystem(OSFileSystem):
 def lineEnds(data: bytes) -> list[int]:
     """The offset just after each newline in C{data}."""
     return [i + 1 for i, byte in enumerate(data) if byte == ord("\n")]
+
+
+class ReadRecordingFileSystem(OSFileSystem):
+    """The real system calls, with each C{pread}'s count and offset recorded in C{reads}."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[int, int]] = []
+
+    def pread(self, fd: int, count: int, offset: int) -> bytes:
+        """Record, then read."""
+        self.reads.append((count, offset))
+        return super().pread(fd, count, offset)
+
+
+class LowDescriptorFileSystem(OSFileSystem):
+    """
+    The real system calls, but handing out the lowest free descriptor
+    numbers from 0, as a process started with its standard input closed
+    gets them; C{descriptors} maps each open one to the real one.
+    """
+
+    def __init__(self) -> None:
+        self.descriptors: dict[int, int] = {}
+
+    def closeAll(self) -> None:
+        """Close whatever is still open."""
+        for fd in list(self.descriptors):
+            self.close(fd)
+
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        """Open, and number the descriptor from 0."""
+        fd = min(set(range(len(self.descriptors) + 1)) - set(self.descriptors))
+        self.descriptors[fd] = super().open(path, flags, mode)
+        return fd
+
+    def close(self, fd: int) -> None:
+        """Close the real descriptor."""
+        super().close(self.descriptors.pop(fd))
+
+    def size(self, fd: int) -> int:
+        """The size of the real descriptor's file."""
+        return super().size(self.descriptors[fd])
+
+    def pread(self, fd: int, count: int, offset: int) -> bytes:
+        """Read the real descriptor."""
+        return super().pread(self.descriptors[fd], count, offset)
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        """Write the real descriptor."""
+        return super().pwrite(self.descriptors[fd], data, offset)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        """Truncate the real descriptor's file."""
+        super().ftruncate(self.descriptors[fd], length)
+
+    def fsync(self, fd: int) -> None:
+        """fsync the real descriptor."""
+        super().fsync(self.descriptors[fd])
+
+    def fdatasync(self, fd: int) -> None:
+        """fdatasync the real descriptor."""
+        super().fdatasync(self.descriptors[fd])
 
 
 class FileLogStoreTests(SynchronousTestCase):
@@ -377,6 +441,23 @@ class FileLogStoreTests(SynchronousTestCase):
         """
         self.assertCorrupt(b"1 0 noop\n", 1, "term 0")
 
+    def test_corruptLineQuoted(self) -> None:
+        """
+        The reason for refusing a corrupt line quotes its first 60 bytes,
+        enough to find it without flooding the log, and says when the line
+        is not UTF-8.
+        """
+        for bad, problem in [
+            (b"2 x " + b"y" * 100, ""),
+            (b"2 1 set a " + b"\xff" * 100, " (not UTF-8)"),
+        ]:
+            self.writeFile(b"1 1 noop\n" + bad + b"\n3 1 noop\n")
+            error = self.assertRaises(StorageError, self.openStore().load)
+            self.assertEqual(
+                str(error),
+                f"{self.path}:2: corrupt log line {bad[:60]!r}{problem}; refusing to start",
+            )
+
     def writeBatches(self, fileSystem: OSFileSystem | None = None) -> FileLogStore:
         """
         Append and sync L{BATCHES} one by one through a fresh store; return
@@ -451,10 +532,43 @@ class FileLogStoreTests(SynchronousTestCase):
         self.patch(txraft.storage, "MAX_UNSYNCED_BYTES", 40)
         damaged = LOG_DATA.replace(b"4 2 set b", b"4 2 \x00\x00\x00 b")
         self.assertGreater(len(LOG_DATA) - LOG_DATA.index(b"4 2 set b"), 40)
-        self.assertCorrupt(damaged, 4, "too far back to be a torn write")
+        start = LOG_DATA.index(b"4 2 set b")
+        raw = damaged[start : damaged.index(b"\n", start)]
+        self.assertCorrupt(
+            damaged,
+            4,
+            f"{self.path}:4: corrupt log line {raw!r}, with NUL bytes "
+            f"{len(LOG_DATA) - start} bytes before the end of the file: "
+            "too far back to be a torn write; refusing to start",
+        )
         tail = LOG_DATA.replace(b"6 3 set", b"6 3 \x00\x00\x00")
         self.writeFile(tail)
         self.assertEqual(len(self.openStore().load()), 5)
+
+    def test_zeroesJustWithinUnsyncedBytes(self) -> None:
+        """
+        A line with NUL bytes that starts exactly L{MAX_UNSYNCED_BYTES}
+        before the end of the file may be where the last unsynced write
+        began: it is a torn write, dropped with what follows it.
+        """
+        start = LOG_DATA.index(b"4 2 set b")
+        self.patch(txraft.storage, "MAX_UNSYNCED_BYTES", len(LOG_DATA) - start)
+        self.writeFile(LOG_DATA.replace(b"4 2 set b", b"4 2 \x00\x00\x00 b"))
+        self.assertEqual(self.openStore().load(), BATCHES[0] + BATCHES[1][:1])
+        self.assertEqual(self.readFile(), LOG_DATA[:start])
+
+    def test_zeroedTailThenAppend(self) -> None:
+        """
+        After a last line with NUL bytes is dropped, new entries land right
+        after the last whole line, so the file reloads cleanly.
+        """
+        start = LOG_DATA.index(b"7 3 delete a")
+        self.writeFile(LOG_DATA[:start] + b"7 3 \x00\x00\x00\x00te a\n")
+        store = self.openStore()
+        self.assertEqual(store.load(), BATCHES[0] + BATCHES[1] + BATCHES[2][:1])
+        store.append([Entry(7, 4, "set c 3")])
+        store.sync()
+        self.assertEqual(self.readFile(), LOG_DATA[:start] + b"7 4 set c 3\n")
 
     def test_zeroesInLongLastLine(self) -> None:
         """
@@ -511,15 +625,24 @@ class FileLogStoreTests(SynchronousTestCase):
     def test_discontinuousAppendRefused(self) -> None:
         """
         Entries that would leave a gap, repeat an index or lower the term
-        are refused before anything is written: the file would not load.
+        are refused before anything is written, naming the entry: the file
+        would not load.  Term 0 is no term at all, even for a first entry.
         """
         store = self.openStore()
         store.load()
-        store.append(ENTRIES[:2])
-        for entries in [[Entry(4, 1, "x")], [Entry(2, 1, "x")], [Entry(3, 0, "x")]]:
-            self.assertRaises(ValueError, store.append, entries)
+        error = self.assertRaises(ValueError, store.append, [Entry(1, 0, "x")])
+        self.assertEqual(str(error), "entry 1: index and term must be positive")
+        store.append(ENTRIES)
+        for entries in [
+            [Entry(5, 2, "x")],
+            [Entry(3, 2, "x")],
+            [Entry(4, 1, "x")],
+            [Entry(4, 2, "x"), Entry(5, 1, "x")],
+        ]:
+            error = self.assertRaises(ValueError, store.append, entries)
+            self.assertEqual(str(error), f"entry {entries[-1].index} does not continue the log")
         store.sync()
-        self.assertEqual(self.openStore().load(), ENTRIES[:2])
+        self.assertEqual(self.openStore().load(), ENTRIES)
 
     def test_writeBeforeLoadRefused(self) -> None:
         """
@@ -528,7 +651,8 @@ class FileLogStoreTests(SynchronousTestCase):
         """
         self.writeFile(b"1 1 noop\n")
         store = self.openStore()
-        self.assertRaises(StorageError, store.append, [Entry(2, 1, "x")])
+        error = self.assertRaises(StorageError, store.append, [Entry(2, 1, "x")])
+        self.assertEqual(str(error), f"{self.path}: load() the log before changing it")
         self.assertRaises(StorageError, store.truncateFrom, 1)
         self.assertEqual(self.readFile(), b"1 1 noop\n")
 
@@ -591,6 +715,65 @@ class FileLogStoreTests(SynchronousTestCase):
                 unsynced = 0
         self.assertGreater(fileSystem.names().count("fdatasync"), 3)
         self.assertEqual(self.openStore().load(), entries)
+
+    def test_appendFillsPiecesToTheLimit(self) -> None:
+        """
+        Each write of an append holds as many lines as keep the unsynced
+        bytes within L{MAX_UNSYNCED_BYTES}, the limit itself included, and
+        only bytes written since the last fsync count.
+        """
+        self.patch(txraft.storage, "MAX_UNSYNCED_BYTES", 100)
+        fileSystem = RecordingFileSystem()
+        store = FileLogStore(self.path, fileSystem=fileSystem)
+        self.addCleanup(store.close)
+        store.load()
+        entries = [Entry(i, 1, "set k " + "v" * 39) for i in range(1, 7)]
+        lines = [formatEntry(entry) for entry in entries]
+        self.assertEqual({len(line) for line in lines}, {50})
+        fileSystem.calls.clear()
+        store.append(entries[:4])
+        self.assertEqual(
+            fileSystem.calls,
+            [
+                ("pwrite", (lines[0] + lines[1], 0)),
+                ("fdatasync", None),
+                ("pwrite", (lines[2] + lines[3], 100)),
+            ],
+        )
+        store.sync()
+        fileSystem.calls.clear()
+        store.append(entries[4:])
+        self.assertEqual(fileSystem.calls, [("pwrite", (lines[4] + lines[5], 200))])
+
+    def test_failedFirstLoadRewritesEverything(self) -> None:
+        """
+        A store whose first load failed to fsync knows no byte of the file
+        to be durable: the next load writes all of it again, then fsyncs.
+        """
+        self.writeFile(LOG_DATA)
+        fileSystem = RecordingFileSystem()
+        store = FileLogStore(self.path, fileSystem=fileSystem)
+        self.addCleanup(store.close)
+        failures = [OSError(errno.EIO, os.strerror(errno.EIO))]
+        real = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            if failures:
+                raise failures.pop()
+            real(fd)
+
+        self.patch(os, "fdatasync", fdatasync)
+        self.assertRaises(OSError, store.load)
+        fileSystem.calls.clear()
+        self.assertEqual(store.load(), [entry for batch in BATCHES for entry in batch])
+        self.assertEqual(
+            fileSystem.calls,
+            [
+                ("pwrite", (LOG_DATA, 0)),
+                ("ftruncate", len(LOG_DATA)),
+                ("fdatasync", None),
+            ],
+        )
 
     def test_defaultUnsyncedLimit(self) -> None:
         """
@@ -703,7 +886,8 @@ class FileLogStoreTests(SynchronousTestCase):
 
         self.patch(os, "ftruncate", ftruncate)
         self.assertRaises(OSError, store.truncateFrom, 3)
-        self.assertRaises(StorageError, store.append, [Entry(3, 4, "x")])
+        error = self.assertRaises(StorageError, store.append, [Entry(3, 4, "x")])
+        self.assertEqual(str(error), f"{self.path}: an earlier write failed; load() it again")
         other = FileLogStore(self.path)
         self.addCleanup(other.close)
         self.assertEqual(other.load(), [entry for batch in BATCHES for entry in batch])
@@ -711,13 +895,35 @@ class FileLogStoreTests(SynchronousTestCase):
     def test_closeTwice(self) -> None:
         """
         Closing a closed store does nothing; writing to it fails with
-        L{OSError}.
+        L{OSError} C{EBADF}, saying that the log is closed and naming it.
         """
         store = FileLogStore(self.path)
         store.load()
         store.close()
         store.close()
-        self.assertRaises(OSError, store.sync)
+        for write in [store.sync, lambda: store.append([Entry(1, 1, "noop")])]:
+            error = self.assertRaises(OSError, write)
+            self.assertEqual(
+                (error.errno, error.strerror, error.filename),
+                (errno.EBADF, "the log is closed", self.path),
+            )
+
+    def test_descriptorZero(self) -> None:
+        """
+        A log opened as descriptor 0 (the first one a daemon started with
+        its standard input closed gets) is written, synced and closed like
+        any other.
+        """
+        fileSystem = LowDescriptorFileSystem()
+        self.addCleanup(fileSystem.closeAll)
+        store = FileLogStore(self.path, fileSystem=fileSystem)
+        self.assertEqual(list(fileSystem.descriptors), [0])
+        store.load()
+        store.append(ENTRIES)
+        store.sync()
+        store.close()
+        self.assertEqual(fileSystem.descriptors, {})
+        self.assertEqual(self.readFile(), b"1 1 noop\n2 1 set a 1\n3 2 set b two words\n")
 
 
 class FileLogCompactionTests(SynchronousTestCase):
@@ -770,6 +976,45 @@ class FileLogCompactionTests(SynchronousTestCase):
         self.assertEqual(self.load(3), [self.entries[3], Entry(5, 3, "set k5 again")])
         self.assertEqual(os.listdir(self.directory), ["s1.log"])
 
+    def test_compactFirstEntry(self) -> None:
+        """Compacting up to the first entry drops that one line."""
+        store = self.openStore()
+        store.compact(1)
+        self.assertEqual(self.lines()[0], "2 1 set k2 2")
+        self.assertEqual(self.load(1), self.entries[1:])
+
+    def test_compactReadsOnlyTheTail(self) -> None:
+        """
+        Compacting reads the lines it keeps, in one read of just their
+        bytes, not the whole log.
+        """
+        size = os.path.getsize(self.path)
+        fileSystem = ReadRecordingFileSystem()
+        store = FileLogStore(self.path, fileSystem=fileSystem)
+        self.addCleanup(store.close)
+        store.load()
+        fileSystem.reads.clear()
+        store.compact(3)
+        tail = os.path.getsize(self.path)
+        self.assertEqual(fileSystem.reads, [(tail, size - tail)])
+
+    def test_compactionLeavesNothingToRedo(self) -> None:
+        """
+        A compaction fsyncs the new file, renames it over the log and
+        fsyncs the directory; once that succeeded the next load has only
+        the file to fsync, not the directory again.
+        """
+        fileSystem = RecordingFileSystem()
+        store = FileLogStore(self.path, fileSystem=fileSystem)
+        self.addCleanup(store.close)
+        store.load()
+        fileSystem.calls.clear()
+        store.compact(3)
+        self.assertEqual(fileSystem.names(), ["pwrite", "fdatasync", "replace", "fsyncDirectory"])
+        fileSystem.calls.clear()
+        self.assertEqual(store.load(3), self.entries[3:])
+        self.assertEqual(fileSystem.names(), ["fdatasync"])
+
     def test_compactEverything(self) -> None:
         """
         Compacting past the last entry empties the file; the next entry is
@@ -799,6 +1044,21 @@ class FileLogCompactionTests(SynchronousTestCase):
         self.assertEqual(self.load(2), self.entries[2:])
         self.assertEqual(self.lines()[0], "3 2 set k3 3")
 
+    def test_loadLogStartingAtSnapshotEnd(self) -> None:
+        """
+        A log whose first entry is the snapshot's last (a crash came between
+        saving the snapshot and compacting) loses that one line on load,
+        and goes on from the entry after it.
+        """
+        self.openStore().compact(2)
+        store = FileLogStore(self.path)
+        self.addCleanup(store.close)
+        self.assertEqual(store.load(3), self.entries[3:])
+        self.assertEqual(self.lines(), ["4 2 set k4 4", "5 2 set k5 5"])
+        store.append([Entry(6, 2, "set k6 6")])
+        store.sync()
+        self.assertEqual(self.load(3), [*self.entries[3:], Entry(6, 2, "set k6 6")])
+
     def test_loadAfterEnd(self) -> None:
         """
         A snapshot past the whole log (installed from a leader) leaves an
@@ -822,7 +1082,8 @@ class FileLogCompactionTests(SynchronousTestCase):
         """Entries a snapshot covers cannot be truncated: they are committed."""
         store = self.openStore()
         store.compact(3)
-        self.assertRaises(ValueError, store.truncateFrom, 3)
+        error = self.assertRaises(ValueError, store.truncateFrom, 3)
+        self.assertEqual(str(error), "entry 3 is compacted away")
 
     def test_leftoverCompactionFileIgnored(self) -> None:
         """
@@ -903,7 +1164,7 @@ class FileStateStoreTests(SynchronousTestCase):
     def test_permissionDenied(self) -> None:
         """
         A save that may not create its temporary file (C{EACCES}) raises
-        L{PermissionError} naming the state file and leaves the old state.
+        L{PermissionError} naming that file and leaves the old state.
         """
         self.store.save(HardState(3, "s1"))
         real = os.open
@@ -915,7 +1176,7 @@ class FileStateStoreTests(SynchronousTestCase):
 
         self.patch(os, "open", deny)
         error = self.assertRaises(PermissionError, self.store.save, HardState(4, None))
-        self.assertIn("s1.state", str(error))
+        self.assertEqual(error.filename, self.path + ".tmp")
         self.assertEqual(FileStateStore(self.path).load(), HardState(3, "s1"))
 
     def test_diskFull(self) -> None:
@@ -937,6 +1198,9 @@ class FileStateStoreTests(SynchronousTestCase):
         self.patch(os, "pwrite", pwrite)
         error = self.assertRaises(OSError, self.store.save, HardState(4, None))
         self.assertEqual((error.errno, error.filename), (errno.ENOSPC, self.path))
+        self.assertEqual(
+            str(error), f"[Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}: {self.path!r}"
+        )
         self.assertEqual(FileStateStore(self.path).load(), HardState(3, "s1"))
         full[0] = False
         self.store.save(HardState(4, None))
@@ -1085,6 +1349,20 @@ class MemoryLogStoreTests(SynchronousTestCase):
         store.sync()
         self.assertEqual(store.load(), ENTRIES)
 
+    def test_gapAfterSnapshotRefused(self) -> None:
+        """
+        Like the file's, a log that starts after the entry following the
+        snapshot has lost entries: loading refuses, saying where the
+        snapshot ends.
+        """
+        store = MemoryLogStore()
+        store.append(ENTRIES)
+        store.sync()
+        store.compact(2)
+        error = self.assertRaises(StorageError, store.load, 1)
+        self.assertEqual(str(error), "the log starts after the snapshot's end 1")
+        self.assertEqual(store.load(2), ENTRIES[2:])
+
     def test_memoryStateStore(self) -> None:
         """
         L{MemoryStateStore} starts at term 0 with no vote and returns what
@@ -1170,6 +1448,80 @@ class FileHelperTests(SynchronousTestCase):
         writeWholeFile(OSFileSystem(), path, [b"one ", b"two ", b"three"])
         with open(path, "rb") as f:
             self.assertEqual(f.read(), b"one two three")
+
+    def test_readWholeFileInShortReads(self) -> None:
+        """
+        A file whose reads come back short (as C{pread} may) is read whole,
+        each piece right after the one before.
+        """
+
+        class ShortReads(OSFileSystem):
+            def pread(self, fd: int, count: int, offset: int) -> bytes:
+                return super().pread(fd, min(count, 3), offset)
+
+        path = os.path.join(temporaryDirectory(self), "f")
+        with open(path, "wb") as f:
+            f.write(LOG_DATA)
+        self.assertEqual(readWholeFile(ShortReads(), path), LOG_DATA)
+
+    def test_readWholeFileThatShrank(self) -> None:
+        """
+        A file that turns out shorter than its size said (cut while it was
+        read) reads as what is there.
+        """
+
+        class Shrunk(OSFileSystem):
+            def size(self, fd: int) -> int:
+                return super().size(fd) + 10
+
+        path = os.path.join(temporaryDirectory(self), "f")
+        with open(path, "wb") as f:
+            f.write(LOG_DATA)
+        self.assertEqual(readWholeFile(Shrunk(), path), LOG_DATA)
+
+    def test_fdatasyncWithoutFdatasync(self) -> None:
+        """
+        Where the system has no C{fdatasync} (macOS), the log is made
+        durable with C{fsync} instead.
+        """
+        real = os.fdatasync
+        del os.fdatasync
+        self.addCleanup(setattr, os, "fdatasync", real)
+        synced = []
+        self.patch(os, "fsync", synced.append)
+        fd = os.open(temporaryDirectory(self), os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        OSFileSystem().fdatasync(fd)
+        self.assertEqual(synced, [fd])
+
+    def test_fsyncDirectoryOfAFile(self) -> None:
+        """
+        Asked to fsync the directory of a path that is a file, the file
+        system refuses rather than fsync the file and leave its name
+        unsynced.
+        """
+        path = os.path.join(temporaryDirectory(self), "f")
+        with open(path, "wb"):
+            pass
+        self.assertRaises(NotADirectoryError, OSFileSystem().fsyncDirectory, path)
+        self.assertRaises(NotADirectoryError, fsyncDirectory, path)
+
+    def test_fsyncDirectory(self) -> None:
+        """
+        L{fsyncDirectory} fsyncs the directory itself, which is what makes
+        the creation or renaming of a file in it durable.
+        """
+        directory = temporaryDirectory(self)
+        synced = []
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            synced.append(os.fstat(fd).st_ino)
+            real(fd)
+
+        self.patch(os, "fsync", fsync)
+        fsyncDirectory(directory)
+        self.assertEqual(synced, [os.stat(directory).st_ino])
 
     def test_formatEntryRefusesWhatCannotBeStored(self) -> None:
         """
