@@ -401,7 +401,6 @@ class FileLogStore:
         self._failed = False
         if entries and entries[0].index <= after:
             self.compact(after)
-        self._first = max(self._first, after + 1)
         return [entry for entry in entries if entry.index > after]
 
     @property
@@ -467,7 +466,7 @@ class FileLogStore:
         start = self._offsets[keep] if keep < len(self._offsets) else self._size
         fs = self._fs
         with self._writing():
-            tail = _readAll(fs, self._fd, start)[: self._size - start]
+            tail = _readAll(fs, self._fd, start)
             fd = fs.open(self._compacting, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 _writeAll(fs, fd, tail, 0)
