@@ -392,9 +392,11 @@ class FileLogStoreTests(SynchronousTestCase):
 
     def test_emptyLineInMiddle(self) -> None:
         """
-        An empty line is corruption.
+        An empty line is corruption, the first line too: a line that ends
+        with its newline is whole, not torn.
         """
         self.assertCorrupt(b"1 1 noop\n\n2 1 set a 1\n", 2, "corrupt log line")
+        self.assertCorrupt(b"\n1 1 noop\n2 1 set a 1\n", 1, "corrupt log line b''")
 
     def test_nonUtf8Line(self) -> None:
         """
@@ -1058,6 +1060,51 @@ class FileLogCompactionTests(SynchronousTestCase):
         store.append([Entry(6, 2, "set k6 6")])
         store.sync()
         self.assertEqual(self.load(3), [*self.entries[3:], Entry(6, 2, "set k6 6")])
+
+    def test_emptyLogAfterSnapshot(self) -> None:
+        """
+        An empty log loaded after a snapshot (all of it compacted away)
+        continues right after the snapshot's last entry.
+        """
+        store = self.openStore()
+        store.compact(5)
+        store.close()
+        store = self.openStore(5)
+        self.assertRaises(ValueError, store.append, [Entry(5, 3, "x")])
+        store.append([Entry(6, 3, "set k6 6")])
+        store.sync()
+        self.assertEqual(self.lines(), ["6 3 set k6 6"])
+
+    def test_loadFinishesAFailedCompaction(self) -> None:
+        """
+        A compaction that renamed its file over the log but failed to
+        fsync the directory leaves the store refusing writes; the next load
+        fsyncs the directory, and once that is done no later load does it
+        again.
+        """
+
+        failures: list[OSError] = []
+
+        class FailingDirectorySync(RecordingFileSystem):
+            def fsyncDirectory(self, path: str) -> None:
+                super().fsyncDirectory(path)
+                if failures:
+                    raise failures.pop()
+
+        fileSystem = FailingDirectorySync()
+        store = FileLogStore(self.path, fileSystem=fileSystem)
+        self.addCleanup(store.close)
+        store.load()
+        failures.append(OSError(errno.EIO, os.strerror(errno.EIO)))
+        self.assertRaises(OSError, store.compact, 3)
+        self.assertEqual(self.lines(), ["4 2 set k4 4", "5 2 set k5 5"])
+        self.assertRaises(StorageError, store.append, [Entry(6, 2, "x")])
+        fileSystem.calls.clear()
+        self.assertEqual(store.load(3), self.entries[3:])
+        self.assertEqual(fileSystem.names()[-2:], ["fdatasync", "fsyncDirectory"])
+        fileSystem.calls.clear()
+        self.assertEqual(store.load(3), self.entries[3:])
+        self.assertEqual(fileSystem.names(), ["fdatasync"])
 
     def test_loadAfterEnd(self) -> None:
         """
