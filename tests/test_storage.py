@@ -1471,6 +1471,17 @@ class FileModeTests(SynchronousTestCase):
             dict.fromkeys(["s1.lock", "s1.log", "s1.snapshot", "s1.state"], oct(0o644)),
         )
 
+    def test_openCreatesAs0644ByDefault(self) -> None:
+        """
+        L{OSFileSystem.open} creates a file C{rw-r--r--} when no mode is
+        given, like the mode every store passes.
+        """
+        self.addCleanup(os.umask, os.umask(0o022))
+        path = os.path.join(temporaryDirectory(self), "f")
+        fileSystem = OSFileSystem()
+        fileSystem.close(fileSystem.open(path, os.O_WRONLY | os.O_CREAT))
+        self.assertEqual(oct(os.stat(path).st_mode & 0o777), oct(0o644))
+
 
 class FileHelperTests(SynchronousTestCase):
     """The small functions the file stores are built of."""
