@@ -196,6 +196,16 @@ class ExactLineTests(SynchronousTestCase):
                 '"leaderCommit":0}',
                 "AppendEntries: prevLogTerm is after term",
             ),
+            (
+                'InstallSnapshot {"term":2,"lastIncludedIndex":1,"lastIncludedTerm":1,'
+                '"offset":0,"data":"","membership":"voters s1\\nvoters s2"}',
+                "InstallSnapshot: membership must be a string of one line",
+            ),
+            (
+                'InstallSnapshot {"term":2,"lastIncludedIndex":1,"lastIncludedTerm":1,'
+                '"offset":0,"data":"","membership":7}',
+                "InstallSnapshot: membership must be a string of one line",
+            ),
         ]:
             error = self.assertRaises(MessageError, parseMessage, text)
             self.assertEqual(str(error), reason)
