@@ -432,17 +432,19 @@ class ObserverEventTests(SynchronousTestCase):
 
     def test_everyAnswerIsCounted(self) -> None:
         """
-        C{status}, a bad line and a command on a node without a leader are
-        each reported with a bounded command word and their answer's kind.
+        C{status}, a numbered C{status} (refused), a bad line and a command
+        on a node without a leader are each reported with a bounded command
+        word and their answer's kind.
         """
         observer = EventObserver()
         node, _, _ = buildNode(("s1", "s2", "s3"), observer=observer)
         node.clientRequest(None, "status")
+        node.clientRequest("c1", "status", seq=1)
         node.clientRequest(None, "frob x")
         node.clientRequest(None, "get a")
         self.assertEqual(
             [event[1:3] for event in observer.events if event[0] == "answered"],
-            [("status", "ok"), ("invalid", "error"), ("get", "unavailable")],
+            [("status", "ok"), ("status", "error"), ("invalid", "error"), ("get", "unavailable")],
         )
 
 
