@@ -71,17 +71,21 @@ class InChildTests(TestCase):
         manager.commitSnapshot(snapshot, staged)
         self.assertEqual(store.load(), snapshot)
 
-    @inlineCallbacks
-    def test_childFailureReported(self) -> Deferred[None]:  # type: ignore[misc]
-        """A child that cannot write the snapshot fails the Deferred, naming its exit code."""
-        directory = temporaryDirectory(self)
+    def brokenManager(self) -> LogManager:
+        """A LogManager over a snapshot file, whose state machine cannot be serialized."""
         manager = LogManager(
             MemoryLogStore(),
             MemoryStateStore(),
             BrokenStore(),
-            FileSnapshotStore(os.path.join(directory, "s1.snapshot")),
+            FileSnapshotStore(os.path.join(temporaryDirectory(self), "s1.snapshot")),
         )
         manager.apply([Entry(1, 1, "set a 1")])
+        return manager
+
+    @inlineCallbacks
+    def test_childFailureReported(self) -> Deferred[None]:  # type: ignore[misc]
+        """A child that cannot write the snapshot fails the Deferred, naming its exit code."""
+        manager = self.brokenManager()
         failure = yield self.assertFailure(
             inChild(reactor, threads.deferToThread)(manager), SnapshotChildError
         )
@@ -107,14 +111,7 @@ class InChildTests(TestCase):
     @inlineCallbacks
     def test_collectionBackAfterAFailedChild(self) -> Deferred[None]:  # type: ignore[misc]
         """A child that fails turns the collector back on all the same."""
-        directory = temporaryDirectory(self)
-        manager = LogManager(
-            MemoryLogStore(),
-            MemoryStateStore(),
-            BrokenStore(),
-            FileSnapshotStore(os.path.join(directory, "s1.snapshot")),
-        )
-        manager.apply([Entry(1, 1, "set a 1")])
+        manager = self.brokenManager()
         taking = inChild(reactor, threads.deferToThread)(manager)
         self.assertFalse(gc.isenabled())
         yield self.assertFailure(taking, SnapshotChildError)

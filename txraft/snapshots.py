@@ -40,6 +40,7 @@ from txraft.messages import Snapshot
 from txraft.storage import (
     OSFileSystem,
     StorageError,
+    readAll,
     readWholeFile,
     removeLeftover,
     writeWholeFile,
@@ -147,18 +148,6 @@ def _checked(header: _Header, data: bytes, source: str) -> Snapshot:
     return Snapshot(index, term, data, text)
 
 
-def _readFrom(fs: OSFileSystem, fd: int, offset: int, size: int) -> bytes:
-    """The bytes of C{fd} from C{offset} to C{size}: one read, unless it comes short."""
-    chunks = []
-    while offset < size:
-        chunk = fs.pread(fd, size - offset, offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        offset += len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 @implementer(ISnapshotStore)
 class FileSnapshotStore:
     """
@@ -224,7 +213,7 @@ class FileSnapshotStore:
                     break
                 head = more
             header = _decodeHeader(head, staged)
-            data = _readFrom(fs, fd, header.dataOffset, size)
+            data = readAll(fs, fd, header.dataOffset)
         finally:
             fs.close(fd)
         return _checked(header, data, staged)

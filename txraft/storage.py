@@ -179,7 +179,12 @@ def removeLeftover(fileSystem: OSFileSystem, path: str) -> bool:
     return True
 
 
-def _readAll(fileSystem: OSFileSystem, fd: int, offset: int = 0) -> bytes:
+def readAll(fileSystem: OSFileSystem, fd: int, offset: int = 0) -> bytes:
+    """
+    The bytes of C{fd} from C{offset} to its end, in one read unless the
+    read comes short; a read fills its bytes with the GIL released, and a
+    single chunk is returned as it is, not copied.
+    """
     size = fileSystem.size(fd)
     chunks = []
     while offset < size:
@@ -206,7 +211,7 @@ def readWholeFile(fileSystem: OSFileSystem, path: str) -> bytes | None:
     except FileNotFoundError:
         return None
     try:
-        return _readAll(fileSystem, fd)
+        return readAll(fileSystem, fd)
     finally:
         fileSystem.close(fd)
 
@@ -364,7 +369,7 @@ class FileLogStore:
         """
         fs = self._fs
         with self._writing(loading=True):
-            data = _readAll(fs, self._fd)
+            data = readAll(fs, self._fd)
         scanned = scanLog(data, self.path)
         if scanned.tornLine is not None:
             log.warn(
@@ -466,7 +471,7 @@ class FileLogStore:
         start = self._offsets[keep] if keep < len(self._offsets) else self._size
         fs = self._fs
         with self._writing():
-            tail = _readAll(fs, self._fd, start)
+            tail = readAll(fs, self._fd, start)
             fd = fs.open(self._compacting, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 _writeAll(fs, fd, tail, 0)
@@ -558,7 +563,7 @@ class FileStateStore:
         except FileNotFoundError:
             return HardState()
         try:
-            data = _readAll(fs, fd)
+            data = readAll(fs, fd)
         finally:
             fs.close(fd)
         fs.fsyncDirectory(self._directory)
