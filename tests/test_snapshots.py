@@ -31,6 +31,27 @@ SNAPSHOT = Snapshot(
 )
 
 
+def damagedCopies(good: bytes) -> list[bytes]:
+    """
+    Copies of the snapshot file C{good} (of L{SNAPSHOT}) with its header,
+    length, checksum, version, index, term or membership not holding.
+    """
+    return [
+        good[:-1],
+        good + b"x",
+        good[:-2] + b"!}",
+        b"not a snapshot\n{}",
+        good.replace(b"txraft-snapshot 2", b"txraft-snapshot 9"),
+        good.replace(b"txraft-snapshot 2", b"txraft-snapshot 1"),
+        good.replace(b"learner s2", b"voter s2"),
+        good.split(b"\n")[0] + b"\n",
+        good.replace(b" 42 ", b" x "),
+        good.replace(b" 42 7 ", b" 43 7 "),
+        good.replace(b" 42 7 ", b" 42 6 "),
+        good.split(b"\n")[0],
+    ]
+
+
 class PreadRecorder(OSFileSystem):
     """The real system calls, with each C{pread}'s count and offset recorded in C{preads}."""
 
@@ -125,22 +146,7 @@ class FileSnapshotStoreTests(SynchronousTestCase):
         The checksum covers the header's index and term and the membership
         too.
         """
-        good = encodeSnapshot(SNAPSHOT)
-        damaged = [
-            good[:-1],
-            good + b"x",
-            good[:-2] + b"!}",
-            b"not a snapshot\n{}",
-            good.replace(b"txraft-snapshot 2", b"txraft-snapshot 9"),
-            good.replace(b"txraft-snapshot 2", b"txraft-snapshot 1"),
-            good.replace(b"learner s2", b"voter s2"),
-            good.split(b"\n")[0] + b"\n",
-            good.replace(b" 42 ", b" x "),
-            good.replace(b" 42 7 ", b" 43 7 "),
-            good.replace(b" 42 7 ", b" 42 6 "),
-            good.split(b"\n")[0],
-        ]
-        for contents in damaged:
+        for contents in damagedCopies(encodeSnapshot(SNAPSHOT)):
             with open(self.path, "wb") as f:
                 f.write(contents)
             error = self.assertRaises(StorageError, self.store.load)
@@ -181,18 +187,7 @@ class FileSnapshotStoreTests(SynchronousTestCase):
         staged = self.store.staging
         error = self.assertRaises(StorageError, self.store.readStaged, staged)
         self.assertIn(staged, str(error))
-        good = encodeSnapshot(SNAPSHOT)
-        damaged = [
-            good[:-1],
-            good + b"x",
-            good[:-2] + b"!}",
-            b"not a snapshot\n{}",
-            good.replace(b"learner s2", b"voter s2"),
-            good.split(b"\n")[0] + b"\n",
-            good.split(b"\n")[0],
-            b"",
-        ]
-        for contents in damaged:
+        for contents in [*damagedCopies(encodeSnapshot(SNAPSHOT)), b""]:
             with open(staged, "wb") as f:
                 f.write(contents)
             error = self.assertRaises(StorageError, self.store.readStaged, staged)
