@@ -1,9 +1,9 @@
 """
-The planted bugs that once survived the whole suite (issue 12), kept as a
-check that they still die: each is planted in a scratch copy of the
-repository, then its named test and the simulation (its batches at their
-default seed counts, in order) must both fail, and the first seed that
-catches it is printed, with its batch.
+The planted bugs that once survived the whole suite (issue 12), and those
+of safety rules added since, kept as a check that they still die: each is
+planted in a scratch copy of the repository, then its named test and the
+simulation (its batches at their default seed counts, in order) must both
+fail, and the first seed that catches it is printed, with its batch.
 
     python mutation/named.py
 
@@ -71,6 +71,13 @@ BUGS = (
         "if term == entry.term:",
         "if True:",
         "tests/test_node.py::AnswerTests::test_overwrittenEntryIsNotAnswered",
+    ),
+    PlantedBug(
+        "a leader counts its own entries before they are durable (section 10.2.1)",
+        "txraft/core.py",
+        "matched.append(self.durableIndex)",
+        "matched.append(self.log.lastIndex)",
+        "tests/test_core.py::DurableLeaderTests::test_leaderCountsItselfOnlyOnceDurable",
     ),
     PlantedBug(
         "a follower commits up to its last index, not the last new entry",

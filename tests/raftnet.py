@@ -429,6 +429,9 @@ class RaftNetwork:
             self._installApplied(name, decodeApplied(ready.snapshot.data))
         self._apply(name, ready.committed)
         self._check(name, ready)
+        if ready.entries:
+            core = self.cores[name]
+            self.handle(name, core.persisted(core.log.lastIndex))
 
     def _installApplied(self, name: str, entries: list[Entry]) -> None:
         """A snapshot replaces C{name}'s state machine: it must hold what others applied."""

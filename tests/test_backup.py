@@ -77,6 +77,7 @@ def answerAppends(node: RaftNode, sent: list[tuple[str, Message]], peer: str = "
 def electS1(node: RaftNode, sent: list[tuple[str, Message]]) -> None:
     """Make s1 of three the leader (s2 votes for it) and commit its no-op."""
     electS1Of(node, sent)
+    node.clock.advance(0)  # type: ignore[attr-defined]  # its no-op's fsync
     answerAppends(node, sent)
     assert node.core.commitIndex == node.core.log.lastIndex
 

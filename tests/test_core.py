@@ -99,11 +99,16 @@ def ticksUntil(core: RaftCore, role: str, limit: int = 1000) -> tuple[int, Ready
 
 
 def makeLeader(core: RaftCore) -> Ready:
-    """Let C{core} time out and receive every vote; return the L{Ready} that made it leader."""
+    """
+    Let C{core} time out and receive every vote; return the L{Ready} that
+    made it leader.  Its no-op is then durable (L{RaftCore.persisted}), as
+    the driver's next turn makes it.
+    """
     ticksUntil(core, CANDIDATE)
     for peer in core.peers:
         ready = core.step(peer, RequestVoteResponse(core.currentTerm, True))
         if core.role == LEADER:
+            core.persisted(core.log.lastIndex)
             return ready
     raise AssertionError("no majority")
 
@@ -297,16 +302,18 @@ class ElectionTests(SynchronousTestCase):
     def test_singleNodeCluster(self) -> None:
         """
         A cluster of one is its own majority: it elects itself on its first
-        timeout and commits each proposal in the L{Ready} of the proposal.
-        Reference: section 5.2, 5.3.
+        timeout and commits each proposal as soon as the driver has made it
+        durable (L{RaftCore.persisted}).  Reference: section 5.2, 5.3.
         """
         core = makeCore(names=("a",))
         _, ready = ticksUntil(core, LEADER)
         self.assertEqual(ready.messages, [])
-        self.assertEqual(ready.committed, [Entry(1, 1, NOOP)])
+        self.assertEqual(ready.committed, [])
+        self.assertEqual(core.persisted(1).committed, [Entry(1, 1, NOOP)])
         ready = core.propose(["set x 1", "set y 2"])
         self.assertEqual(ready.entries, [Entry(2, 1, "set x 1"), Entry(3, 1, "set y 2")])
-        self.assertEqual(ready.committed, ready.entries)
+        self.assertEqual(ready.committed, [])
+        self.assertEqual(core.persisted(3).committed, ready.entries)
         self.assertEqual(core.commitIndex, 3)
         for _ in range(50):
             self.assertEqual(core.tick(), Ready())
@@ -832,6 +839,7 @@ class LeaderReplicationTests(SynchronousTestCase):
         makeLeader(core)  # term 2, its no-op at index 2
         core.step("b", AppendEntriesResponse(2, True, matchIndex=2))
         sent = [appendsIn(core.propose([f"set k {n}"])).get("b") for n in range(4)]
+        core.persisted(6)
         self.assertEqual(
             [m and [e.index for e in m.entries] for m in sent], [[3], [4], None, None]
         )
@@ -973,6 +981,7 @@ class LeaderTests(SynchronousTestCase):
         for peer in ("b", "c"):
             core.step(peer, RequestVoteResponse(core.currentTerm, True))
         self.assertEqual(core.role, LEADER)
+        core.persisted(1)
         term = core.currentTerm
         core.step("b", AppendEntriesResponse(term, True, matchIndex=1))
         self.assertEqual(core.commitIndex, 0)
@@ -1103,6 +1112,103 @@ class LeaderTests(SynchronousTestCase):
         self.assertEqual(net["s1"].commitIndex, 0)
         self.assertEqual(len(net.committedLog), 1)
         return net
+
+
+class DurableLeaderTests(SynchronousTestCase):
+    """
+    A leader writes its log in parallel with sending it: it counts itself
+    in a majority only for the entries its driver has said are durable
+    (L{RaftCore.persisted}).  Reference: dissertation section 10.2.1.
+    """
+
+    def test_leaderCountsItselfOnlyOnceDurable(self) -> None:
+        """
+        With one follower's acknowledgment, a leader's entry commits only
+        once the leader's own copy is durable.
+        """
+        core = makeCore()
+        makeLeader(core)  # term 1, its no-op at index 1, durable
+        entry = core.propose(["set x 1"]).entries[0]
+        core.step("b", AppendEntriesResponse(1, True, matchIndex=2))
+        # Only the no-op, durable here and on b.
+        self.assertEqual(core.commitIndex, 1)
+        self.assertEqual(core.persisted(2).committed, [entry])
+        self.assertEqual(core.commitIndex, 2)
+
+    def test_followersAloneMakeAMajority(self) -> None:
+        """
+        Followers that hold an entry durably commit it without the leader's
+        own fsync: a slow disk on the leader does not hold the cluster up.
+        """
+        core = makeCore()
+        makeLeader(core)
+        core.propose(["set x 1"])
+        core.step("b", AppendEntriesResponse(1, True, matchIndex=2))
+        self.assertEqual(core.commitIndex, 1)
+        core.step("c", AppendEntriesResponse(1, True, matchIndex=2))
+        self.assertEqual(core.commitIndex, 2)
+        self.assertEqual(core.durableIndex, 1)
+
+    def test_durableIndexNeverGoesBackNorPastTheLog(self) -> None:
+        """
+        An older C{persisted} arriving late changes nothing, and one past
+        the log's end counts only what the log holds.
+        """
+        core = makeCore(names=("a",))
+        ticksUntil(core, LEADER)
+        core.propose(["set x 1", "set y 2"])
+        core.persisted(3)
+        core.persisted(2)
+        self.assertEqual(core.durableIndex, 3)
+        core.persisted(9)
+        self.assertEqual((core.durableIndex, core.commitIndex), (3, 3))
+
+    def test_onlyALeadersMessagesGoBeforeItsFsync(self) -> None:
+        """
+        A leader's messages may go out before its new entries are durable;
+        a follower's acknowledgment may not, nor anything sent with a term,
+        vote, truncation or snapshot to persist.
+        """
+        leader = makeCore()
+        self.assertTrue(makeLeader(leader).syncAfterSend)
+        self.assertTrue(leader.propose(["set x 1"]).syncAfterSend)
+        follower = makeCore("b")
+        ready = follower.step("a", AppendEntries(1, 0, 0, (Entry(1, 1, NOOP),), 0))
+        self.assertEqual(len(ready.entries), 1)
+        self.assertFalse(ready.syncAfterSend)
+        entries = [Entry(1, 1, NOOP)]
+        for other in (
+            Ready(entries=entries, hardState=HardState(1)),
+            Ready(entries=entries, truncateFrom=1),
+            Ready(entries=entries, snapshot=Snapshot(1, 1, b"[]")),
+            Ready(reply=AppendEntriesResponse(1, True, matchIndex=1)),
+        ):
+            self.assertFalse(other.syncAfterSend, other)
+        self.assertTrue(Ready(entries=entries).syncAfterSend)
+
+    def test_loadedLogIsDurable(self) -> None:
+        """What a core starts with came from its disk."""
+        self.assertEqual(makeCore(terms=[1, 1, 2]).durableIndex, 3)
+
+    def test_truncationForgetsDurability(self) -> None:
+        """
+        Entries a follower drops are no longer durable ones: its durable
+        index falls back to before them until the driver says again.
+        """
+        core = makeCore(terms=[1, 1, 1])
+        ready = core.step("b", AppendEntries(2, 1, 1, (Entry(2, 2, "set x 1"),), 1))
+        self.assertEqual(ready.truncateFrom, 2)
+        self.assertEqual(core.durableIndex, 1)
+        core.persisted(2)
+        self.assertEqual(core.durableIndex, 2)
+
+    def test_snapshotReplacingTheLogForgetsDurability(self) -> None:
+        """A snapshot that replaces the whole log leaves nothing durable beyond its end."""
+        core = makeCore(terms=[1, 1, 1, 1, 1, 1])
+        core.step("b", AppendEntries(3, 0, 0, (), 0))
+        data = encodeApplied(makeEntries([1, 3, 3, 3]))
+        core.step("b", InstallSnapshot(3, 4, 3, 0, data, done=True))
+        self.assertEqual(core.durableIndex, 4)
 
 
 class CommitAndApplyTests(SynchronousTestCase):

@@ -92,6 +92,37 @@ class PersistTests(SynchronousTestCase):
         self.manager.persist(Ready())
         self.assertEqual(self.events, [])
 
+    def test_writtenWithoutSync(self) -> None:
+        """
+        A leader's entries persisted without C{sync} are written, not
+        synced, and the manager says so until L{LogManager.sync}; a crash
+        meanwhile loses them.
+        """
+        self.manager.persist(Ready(entries=ENTRIES[:1]))
+        self.manager.persist(Ready(entries=ENTRIES[1:3]), sync=False)
+        self.assertTrue(self.manager.unsynced)
+        self.assertEqual(self.events[-1], ("append", ENTRIES[1:3]))
+        self.logStore.crash()
+        self.assertEqual(self.logStore.load(), ENTRIES[:1])
+        self.manager.persist(Ready(entries=ENTRIES[1:3]), sync=False)
+        self.manager.sync()
+        self.assertFalse(self.manager.unsynced)
+        self.logStore.crash()
+        self.assertEqual(self.logStore.load(), ENTRIES[:3])
+
+    def test_syncedReadyTakesEarlierWritesAlong(self) -> None:
+        """
+        A Ready persisted with C{sync}, even one that only saves a term,
+        makes the entries written before it without a sync durable too:
+        what follows it may acknowledge them.
+        """
+        self.manager.persist(Ready(entries=ENTRIES[:2]), sync=False)
+        self.manager.persist(Ready(hardState=HardState(5, None)))
+        self.assertEqual(self.events[-1], ("sync", None))
+        self.assertFalse(self.manager.unsynced)
+        self.logStore.crash()
+        self.assertEqual(self.logStore.load(), ENTRIES[:2])
+
     def test_storageFailurePropagates(self) -> None:
         """
         An L{OSError} from a store propagates: the node must not go on as if

@@ -191,6 +191,7 @@ class ChangeRuleTests(SynchronousTestCase):
         makeLeader(core)
         core.step("b", AppendEntriesResponse(core.currentTerm, True, matchIndex=1))
         core.changeMembership(withLearner(voters("a", "b", "c"), "d"))
+        core.persisted(2)
         error = self.assertRaises(
             ChangeInProgressError, core.changeMembership, voters("a", "b", "c")
         )
@@ -623,6 +624,7 @@ class MoreRuleTests(SynchronousTestCase):
         core = makeCore("a", ("a",))
         while core.role != LEADER:
             core.tick()
+        core.persisted(1)
         self.assertEqual(core.commitIndex, 1)
         alone = Membership((Member("a", "a", 1, voter=False),))
         error = self.assertRaises(MembershipError, core.changeMembership, alone)

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from tests.helpers import makeConfig
+from tests.helpers import RecordingLogStore, makeConfig
 from tests.simulation import Simulation
 from tests.simulation.clock import NodeClock
 from tests.simulation.nodes import NodeObserver
@@ -220,6 +220,116 @@ def electS1(node: RaftNode, sent: list[tuple[str, Message]]) -> None:
     raise AssertionError("s1 was not elected")
 
 
+class ParallelWriteTests(SynchronousTestCase):
+    """
+    A leader sends its new entries to its followers before its own fsync,
+    which comes at the next turn of the reactor.  Reference: dissertation
+    section 10.2.1.
+    """
+
+    def setUp(self) -> None:
+        """s1 leads three nodes; its log store and its sends record, in one list."""
+        self.events: list[tuple[str, object]] = []
+        self.sent: list[tuple[str, Message]] = []
+        self.clock = Clock()
+        self.logStore = RecordingLogStore(self.events)
+
+        def send(peer: str, message: Message) -> None:
+            self.sent.append((peer, message))
+            self.events.append(("send", peer))
+
+        self.node = RaftNode(
+            "s1",
+            makeConfig(("s1", "s2", "s3")),
+            LogManager(self.logStore, MemoryStateStore(), KeyValueStore()),
+            self.clock,
+            send,
+            electionTicks=(10, 20),
+            heartbeatTicks=3,
+            rng=random.Random(7),
+        )
+        electS1(self.node, self.sent)
+
+    def settle(self) -> None:
+        """Let s1 sync its no-op and both followers acknowledge it."""
+        self.clock.advance(0)
+        term = self.node.core.currentTerm
+        for peer in ("s2", "s3"):
+            self.node.peerResponse(peer, AppendEntriesResponse(term, True, matchIndex=1))
+        self.events.clear()
+
+    def test_replyWaitsForWrittenEntries(self) -> None:
+        """
+        A leader deposed before its fsync ran syncs what it wrote before it
+        answers anyone: its answer says how far its log matches.
+        """
+        term = self.node.core.currentTerm
+        self.assertTrue(self.node.logManager.unsynced)
+        reply = self.node.peerRequest("s2", AppendEntries(term + 1, 1, term, (), 0))
+        self.assertEqual(reply, AppendEntriesResponse(term + 1, True, matchIndex=1))
+        self.assertEqual(self.logStore.durable, [Entry(1, term, "noop")])
+        self.assertEqual(self.node.core.durableIndex, 1)
+
+    def test_onlyALeadersMessagesGoFirst(self) -> None:
+        """
+        Any answer, even one that persists nothing (a pre-vote's), waits
+        for what the node wrote: only a leader's own messages go out before
+        its log is durable.
+        """
+        term = self.node.core.currentTerm
+        self.node.peerRequest("s3", RequestVote(term + 1, 1, term, preVote=True))
+        self.assertFalse(self.node.logManager.unsynced)
+        self.assertEqual(self.logStore.durable, [Entry(1, term, "noop")])
+
+    def test_sendsBeforeItsFsync(self) -> None:
+        """The entries are written, sent to both followers, then synced."""
+        self.settle()
+        self.node.clientRequest("c1", "set a 1")
+        self.clock.advance(0)
+        term = self.node.core.currentTerm
+        self.assertEqual(
+            self.events,
+            [
+                ("append", [Entry(2, term, "set a 1")]),
+                ("send", "s2"),
+                ("send", "s3"),
+                ("sync", None),
+            ],
+        )
+        self.assertEqual(self.node.core.durableIndex, 2)
+
+    def test_fsyncFailureAfterSending(self) -> None:
+        """
+        A leader whose fsync fails after it sent the entries answers its
+        client that its disk failed, never C{OK}, and falls silent.
+        """
+        self.settle()
+        answer = self.node.clientRequest("c1", "set a 1")
+
+        def failingSync() -> None:
+            raise OSError("no space left on device")
+
+        self.logStore.sync = failingSync  # type: ignore[method-assign]
+        self.clock.advance(0)
+        self.assertTrue(self.node.silent)
+        self.assertEqual(self.successResultOf(answer), answers.DISK_FAILED)
+        self.assertEqual(self.node.core.durableIndex, 1)
+
+    def test_answeredOnceDurableOnAMajority(self) -> None:
+        """
+        The command is answered once the leader's copy is durable and one
+        follower's acknowledgment came; the leader's own fsync ran once.
+        """
+        self.settle()
+        answer = self.node.clientRequest("c1", "set a 1")
+        self.clock.advance(0)
+        self.assertNoResult(answer)
+        term = self.node.core.currentTerm
+        self.node.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=2))
+        self.assertEqual(self.successResultOf(answer), "OK")
+        self.assertEqual(self.events.count(("sync", None)), 1)
+
+
 class BacklogTests(SynchronousTestCase):
     """
     A leader that holds too many client requests says so, and when it has
@@ -286,7 +396,7 @@ class BacklogTests(SynchronousTestCase):
         raft, clock, _ = buildNode(maxBacklog=1)
         electSingleNode(raft)
 
-        def failing(ready: object) -> None:
+        def failing(ready: object, sync: bool = True) -> None:
             raise OSError("no space left on device")
 
         raft.logManager.persist = failing  # type: ignore[method-assign]
@@ -343,7 +453,7 @@ class DiskFailureTests(SynchronousTestCase):
         applied = {f"k{i}": str(i) for i in range(1, 6)}
         self.assertEqual(node.logManager.stateMachine.data, applied)
 
-        def diskFull(ready: object) -> None:
+        def diskFull(ready: object, sync: bool = True) -> None:
             raise OSError("no space left on device")
 
         node.logManager.persist = diskFull  # type: ignore[method-assign]
@@ -613,9 +723,8 @@ class SnapshotPolicyTests(SynchronousTestCase):
 
     def test_retriedAfterAFailedWrite(self) -> None:
         """
-        A snapshot whose write fails is logged, and the next one is taken
-        once enough entries are applied again.  Reference: dissertation
-        section 5.1.
+        A snapshot whose write fails is logged, and taken again at the
+        next Ready.  Reference: dissertation section 5.1.
         """
         attempts: list[str] = []
 
@@ -634,7 +743,8 @@ class SnapshotPolicyTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         node.clientRequest("c1", "set b 2")
         clock.advance(0)
-        self.assertEqual((len(attempts), node.core.log.snapshotIndex), (2, 3))
+        # The proposal's Ready, before its entry is durable and applied.
+        self.assertEqual((len(attempts), node.core.log.snapshotIndex), (2, 2))
 
 
 class RejoinTests(SynchronousTestCase):
@@ -646,7 +756,7 @@ class RejoinTests(SynchronousTestCase):
         node, clock, _ = buildNode(onFatal=fatal.append)
         electSingleNode(node)
 
-        def diskFull(ready: object) -> None:
+        def diskFull(ready: object, sync: bool = True) -> None:
             raise OSError("no space left on device")
 
         node.logManager.persist = diskFull  # type: ignore[method-assign]
@@ -827,7 +937,7 @@ class MoreDriverTests(SynchronousTestCase):
         node, clock, _ = buildNode(observer=observer, onFatal=lambda reason: None)
         electSingleNode(node)
 
-        def failing(ready: object) -> None:
+        def failing(ready: object, sync: bool = True) -> None:
             raise OSError()
 
         node.logManager.persist = failing  # type: ignore[method-assign]

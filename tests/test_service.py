@@ -351,6 +351,7 @@ class ThreeNodeTests(SynchronousTestCase):
         self.assertEqual(self.service.node.core.role, CANDIDATE)
         self.service.node.peerResponse("s2", RequestVoteResponse(term, True))
         self.assertEqual(self.service.node.core.role, LEADER)
+        self.reactor.advance(0)  # the turn that makes its no-op durable
         self.service.node.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=1))
         self.assertEqual(self.service.node.core.commitIndex, 1)
         return term
@@ -662,6 +663,7 @@ class WiredPeerTests(SynchronousTestCase):
         for name in ["s2", "s3"]:
             self.answer(name, RequestVoteResponse(term, True))
         self.assertEqual(self.service.node.core.role, LEADER)
+        self.reactor.advance(0)  # the turn that makes its no-op durable
         for name in ["s2", "s3"]:
             [line] = self.sent(name)
             self.assertTrue(line.startswith("s1@AppendEntries "), line)
@@ -688,6 +690,7 @@ class WiredPeerTests(SynchronousTestCase):
         node.dataReceived(b"".join(b"set k%d %d\n" % (i, i) for i in range(5)))
         self.logStore.events.clear()
         self.reactor.advance(0)
+        # Sent before the leader's own fsync (dissertation section 10.2.1).
         self.assertEqual([name for name, _ in self.logStore.events], ["append", "sync"])
         for name in ["s2", "s3"]:
             [line] = self.sent(name)

@@ -209,6 +209,9 @@ class MembershipScenarioTests(SynchronousTestCase):
         term = old.core.currentTerm
         isolate(sim, old.name)
         self.assertEqual(send(sim, old, f"remove {old.name}"), [])
+        # Its next turn makes the removal durable (it sent it first: 10.2.1).
+        store = old.logStore
+        sim.runUntil(lambda: store.durable == store.entries, limitMs=100)
         sim.crash(old, "crashes before the other holds its removal")
         sim.restart(old)
         sim.network.blocked.clear()

@@ -110,6 +110,7 @@ class NodeSiteTests(SynchronousTestCase):
         node.peerResponse("s2", RequestVoteResponse(term, True, preVote=True))
         self.assertEqual(node.core.role, CANDIDATE)
         node.peerResponse("s2", RequestVoteResponse(term, True))
+        self.reactor.advance(0)  # the turn that makes its no-op durable
         node.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=1))
         self.assertEqual((node.core.role, node.core.commitIndex), (LEADER, 1))
         return term

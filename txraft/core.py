@@ -162,7 +162,13 @@ class Ready:
       1. persist: save C{hardState} if not L{None}; drop log entries from
          C{truncateFrom} on if not L{None}; if C{snapshot} is not L{None},
          save it and drop the log entries it covers; append C{entries};
-         fsync;
+         fsync, then tell the core with L{RaftCore.persisted}.  When
+         C{syncAfterSend} is set (a leader's, with nothing but entries to
+         persist), the fsync may wait until after step 2, or be shared with
+         later Readies; any other Ready waits for every entry written
+         before it to be durable.  The leader counts itself in a majority
+         only for entries it was told are durable (dissertation section
+         10.2.1, writing the log in parallel with sending it);
       2. send C{reply} (if any) back to the peer whose request was stepped,
          and each C{(peer, message)} in C{messages};
       3. if C{snapshot} is not L{None}, reset the state machine to it; then
@@ -179,6 +185,17 @@ class Ready:
     snapshot: Snapshot | None = None
     #: The contexts of the reads (L{RaftCore.read}) whose leader was confirmed.
     reads: list[object] = attrs.Factory(list)
+
+    @property
+    def syncAfterSend(self) -> bool:
+        """
+        Whether C{messages} may go out before the log is durable, C{entries}
+        and those of earlier Readies: they are a leader's (a C{reply}
+        acknowledges what its sender holds), and nothing else is to be
+        persisted (a term, a vote, a truncation or a snapshot must be
+        durable before anyone hears of it).
+        """
+        return not (self.hardState or self.truncateFrom is not None or self.snapshot or self.reply)
 
     @property
     def needsSync(self) -> bool:
@@ -365,6 +382,9 @@ class RaftCore:
         self.leadTransferee: str | None = None
         self._transferElapsed = 0
         self._persisted = hardState
+        #: The last index of this server's log known to be on its disk (the
+        #: driver says so through L{persisted}); what it loaded was.
+        self.durableIndex = self.log.lastIndex
         self._ready = Ready()
         self._resetElectionTimer()
 
@@ -435,6 +455,17 @@ class RaftCore:
                 self._handleAppendResponse(peer, message)
             else:
                 self._handleSnapshotResponse(peer, message)
+        return self._takeReady()
+
+    def persisted(self, index: int) -> Ready:
+        """
+        The driver made this server's log durable up to C{index} (its
+        fsync of the entries of earlier Readies returned).  A leader may
+        now count itself for them, and commit.
+        """
+        self.durableIndex = max(self.durableIndex, min(index, self.log.lastIndex))
+        if self.role == LEADER:
+            self._maybeCommit()
         return self._takeReady()
 
     def propose(self, commands: Sequence[str]) -> Ready:
@@ -868,6 +899,7 @@ class RaftCore:
         self._baseMembership = membership if membership is not None else self._bootstrap
         self._memberships = [(i, m) for i, m in self._memberships if i > snapshot.index]
         self.log.restore(snapshot.index, snapshot.term)
+        self.durableIndex = min(self.durableIndex, self.log.lastIndex)
         if self.log.lastIndex == snapshot.index:
             self._memberships = []
         self._membershipChanged()
@@ -1051,7 +1083,8 @@ class RaftCore:
         """
         matched = [self._progress[peer].matchIndex for peer in self._voterPeers()]
         if self.isVoter():
-            matched.append(self.log.lastIndex)
+            # Only what is on this leader's disk counts (section 10.2.1).
+            matched.append(self.durableIndex)
         matched.sort(reverse=True)
         candidate = matched[self.quorum() - 1]
         if candidate > self.commitIndex and self.log.term(candidate) == self.currentTerm:
@@ -1120,6 +1153,7 @@ class RaftCore:
 
     def _truncateFrom(self, index: int) -> None:
         self.log.truncateFrom(index)
+        self.durableIndex = min(self.durableIndex, index - 1)
         if self._memberships and self._memberships[-1][0] >= index:
             # The newest membership is in the log, committed or not: one that
             # goes with its entry gives way to the one before (section 4.1).

@@ -60,6 +60,8 @@ class LogManager(Service):
         self.lastAppliedTerm = 0
         self.membership = ""
         self.dataDirectoryLock = dataDirectoryLock
+        #: Whether log entries were written and not yet fsynced (L{persist}).
+        self.unsynced = False
 
     def recover(self) -> tuple[HardState, list[Entry]]:
         """
@@ -105,11 +107,16 @@ class LogManager(Service):
             )
         return hardState, entries
 
-    def persist(self, ready: Ready) -> None:
+    def persist(self, ready: Ready, sync: bool = True) -> None:
         """
         Make C{ready}'s term, vote and log changes durable (step 1 of the
         L{Ready} contract).  Raises whatever the disk raises: a node that
         cannot persist must not go on acting as if it had.
+
+        @param sync: fsync the log now, with whatever earlier calls wrote
+            without; if not (only for a Ready whose C{syncAfterSend} is
+            set), its entries are written but not durable until L{sync}
+            (meanwhile C{unsynced} is set).
         """
         if ready.hardState is not None:
             self.stateStore.save(ready.hardState)
@@ -127,8 +134,15 @@ class LogManager(Service):
             self.snapshot = ready.snapshot
         if ready.entries:
             self.logStore.append(ready.entries)
-        if ready.truncateFrom is not None or ready.entries:
-            self.logStore.sync()
+        if not sync:
+            self.unsynced = self.unsynced or bool(ready.entries)
+        elif ready.truncateFrom is not None or ready.entries or self.unsynced:
+            self.sync()
+
+    def sync(self) -> None:
+        """Make every entry written so far durable (after L{persist} without C{sync})."""
+        self.logStore.sync()
+        self.unsynced = False
 
     def apply(self, entries: list[Entry]) -> list[tuple[Entry, str | None]]:
         """

@@ -238,6 +238,8 @@ class RaftNode:
         # Client commands that arrived in this reactor turn, not yet proposed.
         self._batch: list[tuple[str, defer.Deferred[str]]] = []
         self._flushCall: IDelayedCall | None = None
+        # The fsync of a leader's own entries, written and sent but not yet durable.
+        self._syncCall: IDelayedCall | None = None
         # Client commands proposed and not yet applied, by log index (so in
         # proposal order): (term, time proposed, Deferred of the answer).
         self._waiting: dict[int, tuple[int, float, defer.Deferred[str]]] = {}
@@ -593,14 +595,20 @@ class RaftNode:
         if self.silent:
             return
         wasLeading = bool(self._waiting)
-        if ready.needsSync:
+        durable = None
+        later = ready.syncAfterSend
+        if ready.needsSync or (self.logManager.unsynced and not later):
             started = self.clock.seconds()
             try:
-                self.logManager.persist(ready)
+                self.logManager.persist(ready, sync=not later)
             except Exception as e:
                 self._storageFailed(e)
                 return
-            self.observer.synced(self.clock.seconds() - started)
+            if self.logManager.unsynced:
+                self._syncSoon()
+            else:
+                self.observer.synced(self.clock.seconds() - started)
+                durable = self.core.log.lastIndex
         self.observer.persisted(ready)
         self._noticeLeader()
         for peer, message in ready.messages:
@@ -637,6 +645,32 @@ class RaftNode:
         self._maybeSnapshot()
         self.admin.check()
         self._checkDrained()
+        if durable is not None and durable > self.core.durableIndex:
+            self._process(self.core.persisted(durable))
+
+    def _syncSoon(self) -> None:
+        """
+        Make a leader's new entries durable at the next turn of the
+        reactor: the AppendEntries carrying them go out first, so the
+        followers write them while this node does (dissertation section
+        10.2.1), and every batch proposed meanwhile shares the fsync.
+        """
+        if self._syncCall is None:
+            self._syncCall = self.clock.callLater(0, self._syncLog)
+
+    def _syncLog(self) -> None:
+        """fsync the log, then let the core count this node for what it holds."""
+        self._syncCall = None
+        if self.silent or not self.logManager.unsynced:
+            return
+        started = self.clock.seconds()
+        try:
+            self.logManager.sync()
+        except Exception as e:
+            self._storageFailed(e)
+            return
+        self.observer.synced(self.clock.seconds() - started)
+        self._process(self.core.persisted(self.core.log.lastIndex))
 
     def _noticeMembership(self) -> None:
         """Tell the listener when the newest membership changed."""
@@ -757,9 +791,10 @@ class RaftNode:
         no more messages sent; every client still waiting gets C{answer}.
         """
         self.silent = True
-        if self._flushCall is not None and self._flushCall.active():
-            self._flushCall.cancel()
-        self._flushCall = None
+        for call in (self._flushCall, self._syncCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._flushCall = self._syncCall = None
         batch, self._batch = self._batch, []
         for _, d in batch:
             d.callback(answer)

@@ -361,8 +361,11 @@ class InvariantChecker:
                 f"from {node.commitSeen} to {core.commitIndex}"
             )
         # A leader's own commit (also the one after which a removed leader
-        # steps down, in the same step): its role before or after it.
-        led = core.role == LEADER or (node.role == LEADER and node.term == core.currentTerm)
+        # steps down, in the same step).  A server elected in this step
+        # commits nothing of its own in it (it counts itself only once its
+        # no-op is durable, in a later step); a commit index it learned as a
+        # follower first (a TimeoutNow's, say) is its predecessor's.
+        led = node.role == LEADER and node.term == core.currentTerm
         advanced = core.commitIndex > node.commitSeen
         node.commitSeen = core.commitIndex
         logChanged = (
@@ -688,20 +691,32 @@ class InvariantChecker:
                 )
 
     def checkDurable(self, node: SimNode, full: bool) -> None:
-        """The durable log (and snapshot) is the core's: it persisted every Ready."""
-        log = node.core.log
+        """
+        The log written (and the snapshot) is the core's: the node wrote
+        every Ready.  What is durable of it reaches at least what the core
+        counts as durable; only a leader's newest entries may wait for the
+        fsync of its next turn (dissertation section 10.2.1).
+        """
+        core = node.core
+        log = core.log
         base = log.snapshotIndex
-        durable = node.logStore.durable
-        same = len(durable) == log.lastIndex - base and (
-            not durable or durable[-1] == log.entry(log.lastIndex)
+        written, durable = node.logStore.entries, node.logStore.durable
+        same = len(written) == log.lastIndex - base and (
+            not written or written[-1] == log.entry(log.lastIndex)
         )
         if same and full:
             saved = node.snapshotStore.snapshot
-            same = durable == log.slice(base + 1, log.lastIndex + 1) and base == (
+            same = written == log.slice(base + 1, log.lastIndex + 1) and base == (
                 saved.index if saved else 0
             )
         if not same:
-            self.fail(f"{node.name}: the durable log differs from the core's log")
+            self.fail(f"{node.name}: the log written differs from the core's log")
+        kept = len(durable)
+        if kept < core.durableIndex - base or (kept and durable[-1] != written[kept - 1]):
+            self.fail(
+                f"{node.name}: counts its log durable up to {core.durableIndex}, "
+                f"but its disk holds {kept} entries after {base} ({describe(durable[-1:])})"
+            )
 
     def checkApplied(self, node: SimNode) -> None:
         """
