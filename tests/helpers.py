@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -18,6 +19,7 @@ from txraft.config import ClusterConfig, parseConfig
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import Entry, HardState
+from txraft.node import RaftNode
 from txraft.service import RaftService
 from txraft.storage import MemoryLogStore, MemoryStateStore
 
@@ -98,6 +100,26 @@ class RecordingStateStore(MemoryStateStore):
             raise OSError(5, "Input/output error")
         self.events.append(("save", state))
         super().save(state)
+
+
+def clientRequest(
+    node: RaftNode, clientId: str | None, text: str, seq: int | None = None
+) -> str | defer.Deferred[str]:
+    """
+    C{node}'s answer to a client's request (L{RaftNode.submit}): the line,
+    if it came at once, else a Deferred of it.
+    """
+    given: list[str] = []
+    waiting: defer.Deferred[str] = defer.Deferred()
+
+    def respond(answer: str) -> None:
+        if given:
+            raise AssertionError(f"answered twice: {given[0]!r}, then {answer!r}")
+        given.append(answer)
+        waiting.callback(answer)
+
+    node.submit(clientId, text, seq, respond)
+    return given[0] if given else waiting
 
 
 def buildService(

@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import makeConfig
+from tests.helpers import clientRequest, makeConfig
 from txraft import answers
 from txraft.admin import CATCH_UP_SECONDS, parseAdmin
 from txraft.core import LEADER
@@ -105,7 +105,7 @@ class DriverCluster:
 
     def ask(self, node: RaftNode, text: str, seconds: float = 5.0) -> str:
         """Send C{text} to C{node}; run until it is answered (at most C{seconds})."""
-        answer = node.clientRequest(None, text)
+        answer = clientRequest(node, None, text)
         if isinstance(answer, str):
             return answer
         results: list[str] = []
@@ -168,7 +168,7 @@ class MembersTests(SynchronousTestCase):
         cluster = DriverCluster()
         leader = cluster.elected()
         self.assertEqual(
-            leader.clientRequest("c1", "members", seq=1), "ERROR operators' commands take no SEQ"
+            clientRequest(leader, "c1", "members", seq=1), "ERROR operators' commands take no SEQ"
         )
 
 
@@ -223,7 +223,7 @@ class AddTests(SynchronousTestCase):
         """While one change is under way, another is refused and changes nothing."""
         cluster = DriverCluster()
         leader = cluster.elected()
-        first = leader.clientRequest(None, "add-learner s4 127.0.0.1 10003")
+        first = clientRequest(leader, None, "add-learner s4 127.0.0.1 10003")
         self.assertIsInstance(first, defer.Deferred)
         lastIndex = leader.core.log.lastIndex
         for text in ("remove s3", "add s5 127.0.0.1 10004", "transfer-leader s2"):
@@ -273,7 +273,7 @@ class TransferTests(SynchronousTestCase):
         cluster = DriverCluster()
         leader = cluster.elected()
         target = next(n for n in ("s1", "s2", "s3") if cluster.nodes[n] is not leader)
-        pending = leader.clientRequest(None, f"transfer-leader {target}")
+        pending = clientRequest(leader, None, f"transfer-leader {target}")
         self.assertEqual(cluster.ask(leader, "set a 1"), answers.TRANSFERRING)
         cluster.run(0.2)
         self.assertEqual(self.successResultOf(pending), answers.OK)
@@ -347,7 +347,7 @@ class DriverMembershipTests(SynchronousTestCase):
         """
         cluster = DriverCluster()
         leader = cluster.elected()
-        batched = leader.clientRequest(None, "set a 1")
+        batched = clientRequest(leader, None, "set a 1")
         target = next(n for n in ("s1", "s2", "s3") if cluster.nodes[n] is not leader)
         leader.transferLeadership(target)
         lastIndex = leader.core.log.lastIndex
@@ -366,8 +366,8 @@ class DriverMembershipTests(SynchronousTestCase):
         self.assertEqual(cluster.ask(leader, "set a 1"), answers.OK)
         target = next(n for n in ("s1", "s2", "s3") if cluster.nodes[n] is not leader)
         cluster.down.add(target)
-        refused = leader.clientRequest(None, "set a 2")
-        read = leader.clientRequest(None, "get a")
+        refused = clientRequest(leader, None, "set a 2")
+        read = clientRequest(leader, None, "get a")
         leader.transferLeadership(target)
         cluster.run(0.05)
         self.assertEqual(self.successResultOf(refused), answers.TRANSFERRING)

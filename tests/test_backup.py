@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from tests.helpers import clientRequest
 from tests.test_node import buildNode as buildNodeOf
 from tests.test_node import electS1 as electS1Of
 from tests.test_node import electSingleNode as electSingle
@@ -108,10 +109,10 @@ class BackupTests(SynchronousTestCase):
         """
         node, clock, _ = buildNode()
         electSingle(node)
-        node.clientRequest("c1", "set a 1", seq=1)
-        node.clientRequest(None, "set b two words")
+        clientRequest(node, "c1", "set a 1", seq=1)
+        clientRequest(node, None, "set b two words")
         clock.advance(0)
-        answer = node.clientRequest(None, "backup")
+        answer = clientRequest(node, None, "backup")
         clock.advance(0)
         snapshot = decodeAnswer(self.successResultOf(answer))
         manager = node.logManager
@@ -139,10 +140,10 @@ class BackupTests(SynchronousTestCase):
         that knows none C{UNAVAILABLE}, as for any other command.
         """
         node, _, _ = buildNode(("s1", "s2", "s3"))
-        self.assertEqual(node.clientRequest(None, "backup"), answers.NO_LEADER)
+        self.assertEqual(clientRequest(node, None, "backup"), answers.NO_LEADER)
         node.peerRequest("s2", AppendEntries(1, 0, 0, (Entry(1, 1, "set a 1"),), 1))
         self.assertEqual(
-            node.clientRequest(None, "backup"), answers.redirect("s2", "127.0.0.1", 10001)
+            clientRequest(node, None, "backup"), answers.redirect("s2", "127.0.0.1", 10001)
         )
 
     def test_waitsForTheReadIndex(self) -> None:
@@ -154,11 +155,11 @@ class BackupTests(SynchronousTestCase):
         """
         node, clock, sent = buildNode(("s1", "s2", "s3"))
         electS1(node, sent)
-        write = node.clientRequest(None, "set a 1")
+        write = clientRequest(node, None, "set a 1")
         clock.advance(0)
         answerAppends(node, sent)
         self.assertEqual(self.successResultOf(write), answers.OK)
-        answer = node.clientRequest(None, "backup")
+        answer = clientRequest(node, None, "backup")
         clock.advance(0)
         self.assertNoResult(answer)
         answerAppends(node, sent)
@@ -171,7 +172,7 @@ class BackupTests(SynchronousTestCase):
         runner = LaterRunner()
         node, clock, sent = buildNode(("s1", "s2", "s3"), background=runner)
         electS1(node, sent)
-        answer = node.clientRequest(None, "backup")
+        answer = clientRequest(node, None, "backup")
         clock.advance(0)
         term = node.core.currentTerm + 1
         node.peerRequest("s2", AppendEntries(term, 0, 0, (), 0))
@@ -187,13 +188,13 @@ class BackupTests(SynchronousTestCase):
         runner = LaterRunner()
         node, clock, _ = buildNode(background=runner)
         electSingle(node)
-        node.clientRequest(None, "set a 1")
+        clientRequest(node, None, "set a 1")
         clock.advance(0)
         index = node.logManager.lastApplied
-        answer = node.clientRequest(None, "backup")
+        answer = clientRequest(node, None, "backup")
         clock.advance(0)
         self.assertEqual(len(runner.pending), 1)
-        node.clientRequest(None, "set a 2")
+        clientRequest(node, None, "set a 2")
         clock.advance(0)
         self.assertGreater(node.logManager.lastApplied, index)
         self.assertNoResult(answer)
@@ -210,11 +211,11 @@ class BackupTests(SynchronousTestCase):
         runner = LaterRunner()
         node, clock, _ = buildNode(background=runner)
         electSingle(node)
-        first = node.clientRequest(None, "backup")
-        second = node.clientRequest(None, "backup")
+        first = clientRequest(node, None, "backup")
+        second = clientRequest(node, None, "backup")
         clock.advance(0)
         self.assertEqual(len(runner.pending), 1)
-        node.clientRequest(None, "set a 1")
+        clientRequest(node, None, "set a 1")
         clock.advance(0)
         runner.runNext()
         self.assertEqual(restored(decodeAnswer(self.successResultOf(first))).data, {})
@@ -231,11 +232,11 @@ class BackupTests(SynchronousTestCase):
 
         node, clock, _ = buildNode(background=failing)
         electSingle(node)
-        answer = node.clientRequest(None, "backup")
+        answer = clientRequest(node, None, "backup")
         clock.advance(0)
         self.assertEqual(self.successResultOf(answer), "ERROR backup failed: out of memory")
         self.assertEqual(len(self.flushLoggedErrors(MemoryError)), 1)
-        second = node.clientRequest(None, "backup")
+        second = clientRequest(node, None, "backup")
         node.admin.background = defer.maybeDeferred
         clock.advance(0)
         self.assertTrue(self.successResultOf(second).startswith("OK "))
@@ -245,7 +246,7 @@ class BackupTests(SynchronousTestCase):
         self.assertRaisesRegex(AdminError, "backup takes no arguments", parseAdmin, "backup x")
         node, _, _ = buildNode()
         electSingle(node)
-        self.assertTrue(node.clientRequest("c1", "backup", seq=1).startswith("ERROR "))
+        self.assertTrue(clientRequest(node, "c1", "backup", seq=1).startswith("ERROR "))
 
 
 @implementer(IReactorThreads)

@@ -35,6 +35,7 @@ from tests.helpers import (
     RecordingStateStore,
     advanceUntil,
     buildService,
+    clientRequest,
     makeConfig,
     temporaryDirectory,
 )
@@ -1457,12 +1458,12 @@ class DiskFailureServiceTests(SynchronousTestCase):
         self.follow()
         self.fail()
         self.service.node.peerRequest("s2", AppendEntries(1, 2, 1, (Entry(3, 1, "x"),), 2))
-        self.assertTrue(self.service.node.clientRequest(None, "status").startswith("OK {"))
+        self.assertTrue(clientRequest(self.service.node, None, "status").startswith("OK {"))
         self.assertEqual(
-            self.service.node.clientRequest(None, "get a"), "REDIRECT s2 127.0.0.1 10001"
+            clientRequest(self.service.node, None, "get a"), "REDIRECT s2 127.0.0.1 10001"
         )
         self.assertEqual(
-            self.service.node.clientRequest(None, "bogus"), "ERROR unknown command 'bogus'"
+            clientRequest(self.service.node, None, "bogus"), "ERROR unknown command 'bogus'"
         )
 
     def test_leaderDiskFails(self) -> None:
@@ -1479,10 +1480,10 @@ class DiskFailureServiceTests(SynchronousTestCase):
         advanceUntil(self.reactor, lambda: service.node.core.role == LEADER)
         self.reactor.advance(0)
         self.logStore.failWrites = True
-        waiting = service.node.clientRequest(None, "set a 1")
+        waiting = clientRequest(service.node, None, "set a 1")
         self.reactor.advance(0)
         self.assertEqual(self.successResultOf(waiting), DISK_FAILED)
-        self.assertEqual(service.node.clientRequest(None, "get a"), DISK_FAILED)
+        self.assertEqual(clientRequest(service.node, None, "get a"), DISK_FAILED)
         status = service.node.status()
         self.assertEqual((status["role"], status["leader"]), (FOLLOWER, None))
 
@@ -1645,7 +1646,7 @@ class FileDiskFailureTests(SynchronousTestCase):
 
     def request(self, text: str) -> str:
         """Send C{text} as a client and return the answer."""
-        result = self.service.node.clientRequest(None, text)
+        result = clientRequest(self.service.node, None, text)
         self.reactor.advance(0)
         return result if isinstance(result, str) else self.successResultOf(result)
 

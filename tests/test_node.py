@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from tests.helpers import RecordingLogStore, makeConfig
+from tests.helpers import RecordingLogStore, clientRequest, makeConfig
 from tests.simulation import Simulation
 from tests.simulation.clock import NodeClock
 from tests.simulation.nodes import NodeObserver
@@ -164,7 +164,7 @@ class DriverTests(SynchronousTestCase):
         for _ in range(20):
             node.ticks(1)
         self.assertEqual(node.core.role, LEADER)
-        answer = node.clientRequest("c1", "set a 1")
+        answer = clientRequest(node, "c1", "set a 1")
         self.assertNoResult(answer)
         clock.advance(0)
         self.assertEqual(self.successResultOf(answer), answers.OK)
@@ -200,7 +200,7 @@ class DriverTests(SynchronousTestCase):
         self.assertIsInstance(node.core, RaftCore)
         for _ in range(20):
             node.ticks(1)
-        node.clientRequest("c1", "set a 1")
+        clientRequest(node, "c1", "set a 1")
         clock.advance(0)
         self.assertEqual(observer.steps[0], "coreStarted")
         self.assertEqual(observer.steps[-2:], ["persisted", "applied"])
@@ -218,6 +218,46 @@ def electS1(node: RaftNode, sent: list[tuple[str, Message]]) -> None:
         for ask in asks:
             node.peerResponse("s2", RequestVoteResponse(ask.term, True, preVote=ask.preVote))
     raise AssertionError("s1 was not elected")
+
+
+class SubmitTests(SynchronousTestCase):
+    """How a client's request reaches the node and its answer comes back."""
+
+    def test_failedAdministrativeCommand(self) -> None:
+        """
+        An operator's command whose work fails unexpectedly is answered
+        C{ERROR internal error} once, and the failure is logged.
+        """
+        node, _, _ = buildNode()
+        electSingleNode(node)
+        failing: defer.Deferred[str] = defer.Deferred()
+        node.admin.execute = lambda command: failing  # type: ignore[method-assign]
+        given: list[str] = []
+        node.submit(None, "members", None, given.append)
+        self.assertEqual(given, [])
+        failing.errback(RuntimeError("boom"))
+        self.assertEqual(given, ["ERROR internal error"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_answerThatFailsIsGivenOnce(self) -> None:
+        """
+        When passing an operator's answer on fails, the failure is logged
+        and the request is not answered a second time.
+        """
+        node, _, _ = buildNode()
+        electSingleNode(node)
+        later: defer.Deferred[str] = defer.Deferred()
+        node.admin.execute = lambda command: later  # type: ignore[method-assign]
+        given: list[str] = []
+
+        def respond(answer: str) -> None:
+            given.append(answer)
+            raise RuntimeError("the connection is gone")
+
+        node.submit(None, "members", None, respond)
+        later.callback("OK members")
+        self.assertEqual(given, ["OK members"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class ParallelWriteTests(SynchronousTestCase):
@@ -284,7 +324,7 @@ class ParallelWriteTests(SynchronousTestCase):
     def test_sendsBeforeItsFsync(self) -> None:
         """The entries are written, sent to both followers, then synced."""
         self.settle()
-        self.node.clientRequest("c1", "set a 1")
+        clientRequest(self.node, "c1", "set a 1")
         self.clock.advance(0)
         term = self.node.core.currentTerm
         self.assertEqual(
@@ -304,7 +344,7 @@ class ParallelWriteTests(SynchronousTestCase):
         client that its disk failed, never C{OK}, and falls silent.
         """
         self.settle()
-        answer = self.node.clientRequest("c1", "set a 1")
+        answer = clientRequest(self.node, "c1", "set a 1")
 
         def failingSync() -> None:
             raise OSError("no space left on device")
@@ -321,7 +361,7 @@ class ParallelWriteTests(SynchronousTestCase):
         follower's acknowledgment came; the leader's own fsync ran once.
         """
         self.settle()
-        answer = self.node.clientRequest("c1", "set a 1")
+        answer = clientRequest(self.node, "c1", "set a 1")
         self.clock.advance(0)
         self.assertNoResult(answer)
         term = self.node.core.currentTerm
@@ -349,9 +389,9 @@ class BacklogTests(SynchronousTestCase):
         electS1(raft, sent)
         term = raft.core.currentTerm
         for number in range(3):
-            raft.clientRequest("c1", f"set k{number} v")
+            clientRequest(raft, "c1", f"set k{number} v")
         self.assertIsNone(raft.overloaded())
-        raft.clientRequest("c1", "set k3 v")
+        clientRequest(raft, "c1", "set k3 v")
         drained = raft.overloaded()
         clock.advance(0)
         self.assertNoResult(drained)
@@ -381,9 +421,9 @@ class BacklogTests(SynchronousTestCase):
         """
         raft, clock, sent = buildNode(("s1", "s2", "s3"))
         electS1(raft, sent)
-        raft.clientRequest(None, "set a 1")
-        raft.clientRequest(None, "set b 1")
-        raft.clientRequest(None, "get a")
+        clientRequest(raft, None, "set a 1")
+        clientRequest(raft, None, "set b 1")
+        clientRequest(raft, None, "get a")
         self.assertEqual(raft.backlog(), 3)
         clock.advance(0)
         self.assertEqual(raft.backlog(), 3)
@@ -400,7 +440,7 @@ class BacklogTests(SynchronousTestCase):
             raise OSError("no space left on device")
 
         raft.logManager.persist = failing  # type: ignore[method-assign]
-        raft.clientRequest("c1", "set a 1")
+        clientRequest(raft, "c1", "set a 1")
         drained = raft.overloaded()
         clock.advance(0)
         self.assertTrue(raft.silent)
@@ -422,7 +462,7 @@ class AnswerTests(SynchronousTestCase):
         node, clock, sent = buildNode(("s1", "s2", "s3"))
         electS1(node, sent)
         term = node.core.currentTerm
-        answer = node.clientRequest("c1", "set a mine")
+        answer = clientRequest(node, "c1", "set a mine")
         clock.advance(0)
         index = node.core.log.lastIndex
         self.assertEqual(node.core.log.term(index), term)
@@ -528,7 +568,7 @@ class ObserverEventTests(SynchronousTestCase):
         self.assertIn(("leaderChanged", "s1", 1), observer.events)
         self.assertIn(("synced", 0.0), observer.events)
         clock.advance(1)
-        answer = node.clientRequest("c1", "set a 1")
+        answer = clientRequest(node, "c1", "set a 1")
         clock.advance(0.25)
         self.assertEqual(self.successResultOf(answer), answers.OK)
         self.assertEqual(
@@ -548,10 +588,10 @@ class ObserverEventTests(SynchronousTestCase):
         """
         observer = EventObserver()
         node, _, _ = buildNode(("s1", "s2", "s3"), observer=observer)
-        node.clientRequest(None, "status")
-        node.clientRequest("c1", "status", seq=1)
-        node.clientRequest(None, "frob x")
-        node.clientRequest(None, "get a")
+        clientRequest(node, None, "status")
+        clientRequest(node, "c1", "status", seq=1)
+        clientRequest(node, None, "frob x")
+        clientRequest(node, None, "get a")
         self.assertEqual(
             [event[1:3] for event in observer.events if event[0] == "answered"],
             [("status", "ok"), ("status", "error"), ("invalid", "error"), ("get", "unavailable")],
@@ -587,7 +627,7 @@ class ReadBarrierTests(SynchronousTestCase):
         """
         node, clock, _ = buildNode()
         electSingleNode(node)
-        write = node.clientRequest(None, "set a 1")
+        write = clientRequest(node, None, "set a 1")
         barrier = node.readBarrier()
         self.assertNoResult(barrier)
         clock.advance(0)
@@ -648,7 +688,7 @@ class LogTests(SynchronousTestCase):
         node, clock, sent = buildNode(("s1", "s2", "s3"))
         electS1(node, sent)
         with capturedLogs() as events:
-            answer = node.clientRequest("c1", "set a 1")
+            answer = clientRequest(node, "c1", "set a 1")
             clock.advance(0)
             clock.advance(node.commitTimeout + 1)
             node.ticks(1)
@@ -671,7 +711,7 @@ class LogTests(SynchronousTestCase):
         """
         node, clock, sent = buildNode(("s1", "s2", "s3"))
         electS1(node, sent)
-        waiting = node.clientRequest("c1", "set a 1")
+        waiting = clientRequest(node, "c1", "set a 1")
         clock.advance(0)
         self.assertNoResult(waiting)
         node.stop()
@@ -697,7 +737,7 @@ class StatusTests(SynchronousTestCase):
         """
         node, clock, _ = buildNode()
         electSingleNode(node)
-        node.clientRequest("c1", "set a 1")
+        clientRequest(node, "c1", "set a 1")
         clock.advance(0)
         self.assertEqual(
             node.status(),
@@ -736,12 +776,12 @@ class SnapshotPolicyTests(SynchronousTestCase):
 
         node, clock, _ = buildNode(snapshotEntries=2, snapshotter=inBackground(background))
         electSingleNode(node)
-        node.clientRequest("c1", "set a 1")
+        clientRequest(node, "c1", "set a 1")
         clock.advance(0)
         # The no-op and the set: a snapshot is due, and its write fails.
         self.assertEqual((len(attempts), node.core.log.snapshotIndex), (1, 0))
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
-        node.clientRequest("c1", "set b 2")
+        clientRequest(node, "c1", "set b 2")
         clock.advance(0)
         # The proposal's Ready, before its entry is durable and applied.
         self.assertEqual((len(attempts), node.core.log.snapshotIndex), (2, 2))
@@ -760,7 +800,7 @@ class RejoinTests(SynchronousTestCase):
             raise OSError("no space left on device")
 
         node.logManager.persist = diskFull  # type: ignore[method-assign]
-        node.clientRequest("c1", "set a 1")
+        clientRequest(node, "c1", "set a 1")
         clock.advance(0)
         self.assertTrue(node.silent)
         del node.logManager.persist
@@ -840,7 +880,7 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
         electSingleNode(node)
         taken = []
         for i in range(4):
-            node.clientRequest("c1", f"set k{i} {i}")
+            clientRequest(node, "c1", f"set k{i} {i}")
             clock.advance(0)
             taken.append(node.core.log.snapshotIndex)
         # The no-op and the first set make 2; then every second entry.
@@ -853,7 +893,7 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
         node, clock, _ = buildNode(snapshotEntries=1, snapshotter=inBackground(background))
         electSingleNode(node)
         for i in range(3):
-            node.clientRequest("c1", f"set k{i} {i}")
+            clientRequest(node, "c1", f"set k{i} {i}")
             clock.advance(0)
         self.assertEqual(len(writes), 1)
 
@@ -889,7 +929,7 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
         )
         electSingleNode(node)
         clock.advance(10)
-        node.clientRequest("c1", "set a 1")
+        clientRequest(node, "c1", "set a 1")
         clock.advance(0)
         clock.advance(0.5)
         writes[0].callback(None)
@@ -908,7 +948,7 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
             raise OSError("no space left on device")
 
         node.logManager.commitSnapshot = diskFull  # type: ignore[method-assign]
-        node.clientRequest("c1", "set a 1")
+        clientRequest(node, "c1", "set a 1")
         clock.advance(0)
         self.assertTrue(node.silent)
         self.assertEqual(node.diskError, "no space left on device")
@@ -925,7 +965,7 @@ class MoreDriverTests(SynchronousTestCase):
         """
         node, clock, sent = buildNode(("s1", "s2", "s3"))
         electS1(node, sent)
-        answer = node.clientRequest("c1", "set a 1")
+        answer = clientRequest(node, "c1", "set a 1")
         clock.advance(0)
         clock.advance(node.commitTimeout)
         node.ticks(1)
@@ -941,7 +981,7 @@ class MoreDriverTests(SynchronousTestCase):
             raise OSError()
 
         node.logManager.persist = failing  # type: ignore[method-assign]
-        node.clientRequest("c1", "set a 1")
+        clientRequest(node, "c1", "set a 1")
         clock.advance(0)
         self.assertEqual(node.diskError, "OSError")
         self.assertIn(("diskFailed", "OSError"), observer.events)
@@ -962,7 +1002,7 @@ class MoreDriverTests(SynchronousTestCase):
         observer = EventObserver()
         node, clock, _ = buildNode(("s1", "s2", "s3"), observer=observer)
         node.ticks(1)
-        node.clientRequest("c1", "status")
+        clientRequest(node, "c1", "status")
         self.assertEqual([e for e in observer.events if e[0] == "leaderChanged"], [])
         node._storageFailed(OSError("I/O error"))
         clock.advance(node.diskRetrySeconds)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
@@ -58,7 +59,7 @@ class FakeNode:
         #: The SEQ of each client request, L{None} for an unnumbered one.
         self.seqs: list[int | None] = []
         self.peerRequests: list[tuple[str, Message]] = []
-        self.answers: list[str | defer.Deferred[str]] = []
+        self.answers: list[str | defer.Deferred[str] | Exception] = []
         #: What L{overloaded} gives: L{None}, or a Deferred that fires once drained.
         self.drained: defer.Deferred[None] | None = None
 
@@ -66,15 +67,26 @@ class FakeNode:
         """s2 and s3 are peers."""
         return name in ("s2", "s3")
 
-    def clientRequest(
-        self, clientId: str | None, text: str, seq: int | None = None
-    ) -> str | defer.Deferred[str]:
-        """Record and answer a client request."""
+    def submit(
+        self,
+        clientId: str | None,
+        text: str,
+        seq: int | None,
+        respond: Callable[[str], object],
+    ) -> None:
+        """
+        Record and answer a client request: at once, or when the Deferred
+        of C{answers} fires; an exception of C{answers} is raised.
+        """
         self.clientRequests.append((clientId, text))
         self.seqs.append(seq)
-        if self.answers:
-            return self.answers.pop(0)
-        return f"OK {text}"
+        answer = self.answers.pop(0) if self.answers else f"OK {text}"
+        if isinstance(answer, Exception):
+            raise answer
+        if isinstance(answer, defer.Deferred):
+            answer.addCallback(respond)
+        else:
+            respond(answer)
 
     def overloaded(self) -> defer.Deferred[None] | None:
         """L{drained}: overloaded while it is set."""
@@ -208,14 +220,14 @@ class NodeProtocolTests(SynchronousTestCase):
 
     def test_failedRequest(self) -> None:
         """
-        A request whose Deferred fails still gets one C{ERROR} line, in its
-        place, and the failure is logged.
+        A request the node fails on still gets one C{ERROR} line, in its
+        place, and the failure is logged; the connection goes on.
         """
-        failing: defer.Deferred[str] = defer.Deferred()
-        self.service.answers = [failing, "OK after"]
-        self.protocol.dataReceived(b"a\nb\n")
-        failing.errback(RuntimeError("boom"))
-        self.assertEqual(self.responses(), ["ERROR internal error", "OK after"])
+        later: defer.Deferred[str] = defer.Deferred()
+        self.service.answers = [later, RuntimeError("boom"), "OK after"]
+        self.protocol.dataReceived(b"a\nb\nc\n")
+        later.callback("OK first")
+        self.assertEqual(self.responses(), ["OK first", "ERROR internal error", "OK after"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_crlf(self) -> None:

@@ -8,8 +8,11 @@ linearizability under faults (tests/test_simulation.py).
 
 from __future__ import annotations
 
+from functools import partial
+
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.helpers import clientRequest
 from tests.test_core import FIVE, THREE, makeCore, makeLeader, ticksUntil
 from tests.test_node import buildNode, electS1
 from txraft import answers
@@ -25,6 +28,7 @@ from txraft.messages import (
 )
 from txraft.node import RaftNode
 from txraft.reads import PendingRead, ReadQueue
+from txraft.replies import Reply
 
 
 def leaderWithNoopCommitted(names: tuple[str, ...] = THREE) -> RaftCore:
@@ -234,10 +238,12 @@ class ReadQueueTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.queue = ReadQueue()
         self.state = {"applied": 0}
+        #: The answer given to each read, by its command.
+        self.given: dict[str, str] = {}
 
     def read(self, command: str, index: int, arrived: float = 0.0) -> PendingRead:
-        """Queue a read of C{command} at C{index}."""
-        read = PendingRead(command, arrived)
+        """Queue a read of C{command} at C{index}; its answer goes to C{given}."""
+        read = PendingRead(command, arrived, Reply(partial(self.given.__setitem__, command)))
         self.queue.add(read, index)
         return read
 
@@ -251,18 +257,18 @@ class ReadQueueTests(SynchronousTestCase):
         self.take(2)
         self.assertEqual(read.value, None)
         self.take(3)
-        self.assertNoResult(read.answer)
+        self.assertNotIn(read.command, self.given)
         self.queue.confirm([read])
-        self.assertEqual(self.successResultOf(read.answer), "get a at 3")
+        self.assertEqual(self.given[read.command], "get a at 3")
         self.assertFalse(self.queue)
 
     def test_confirmedFirst(self) -> None:
         """A confirmed read is answered as soon as its index is applied."""
         read = self.read("get a", 3)
         self.queue.confirm([read])
-        self.assertNoResult(read.answer)
+        self.assertNotIn(read.command, self.given)
         self.take(3)
-        self.assertEqual(self.successResultOf(read.answer), "get a at 3")
+        self.assertEqual(self.given[read.command], "get a at 3")
 
     def test_nextIndex(self) -> None:
         """The queue says which index the next read to take needs."""
@@ -278,25 +284,25 @@ class ReadQueueTests(SynchronousTestCase):
         kept, failed = self.read("r1", 1), self.read("r2", 1)
         self.queue.confirm([kept])
         self.queue.fail("lost", unconfirmedOnly=True)
-        self.assertEqual(self.successResultOf(failed.answer), "lost")
+        self.assertEqual(self.given[failed.command], "lost")
         self.take(1)
-        self.assertEqual(self.successResultOf(kept.answer), "r1 at 1")
+        self.assertEqual(self.given[kept.command], "r1 at 1")
 
     def test_failUntaken(self) -> None:
         """After a snapshot jumps past their index, reads not taken are failed."""
         taken, untaken = self.read("r1", 1), self.read("r2", 4)
         self.take(1)
         self.queue.failUntaken("jumped")
-        self.assertEqual(self.successResultOf(untaken.answer), "jumped")
+        self.assertEqual(self.given[untaken.command], "jumped")
         self.queue.confirm([taken])
-        self.assertEqual(self.successResultOf(taken.answer), "r1 at 1")
+        self.assertEqual(self.given[taken.command], "r1 at 1")
 
     def test_expire(self) -> None:
         """Reads that came at or before the deadline are answered; later ones wait."""
         early, late = self.read("r1", 1, arrived=1.0), self.read("r2", 1, arrived=2.0)
         self.queue.expire(1.0, "late")
-        self.assertEqual(self.successResultOf(early.answer), "late")
-        self.assertNoResult(late.answer)
+        self.assertEqual(self.given[early.command], "late")
+        self.assertNotIn(late.command, self.given)
 
 
 def acknowledge(node: RaftNode, sent: list[tuple[str, Message]], peer: str = "s2") -> None:
@@ -331,7 +337,7 @@ class DriverReadTests(SynchronousTestCase):
         node, clock, sent = buildNode(("s1", "s2", "s3"), **options)
         electS1(node, sent)
         acknowledge(node, sent)
-        node.clientRequest("c", "set a 1")
+        clientRequest(node, "c", "set a 1")
         clock.advance(0)
         acknowledge(node, sent)
         self.assertEqual(node.logManager.stateMachine.data, {"a": "1"})
@@ -342,7 +348,7 @@ class DriverReadTests(SynchronousTestCase):
         """A read appends nothing to the log and is answered once a follower confirms."""
         node, clock, sent = self.leader()
         lastIndex = node.core.log.lastIndex
-        answer = node.clientRequest("c", "get a")
+        answer = clientRequest(node, "c", "get a")
         clock.advance(0)
         self.assertNoResult(answer)
         acknowledge(node, sent)
@@ -356,7 +362,7 @@ class DriverReadTests(SynchronousTestCase):
         """
         node, clock, sent = self.leader()
         requests = ["set a 2", "get a", "set a 3", "show"]
-        results = [node.clientRequest("c", text) for text in requests]
+        results = [clientRequest(node, "c", text) for text in requests]
         clock.advance(0)
         acknowledge(node, sent)
         self.assertEqual(
@@ -370,7 +376,7 @@ class DriverReadTests(SynchronousTestCase):
         """
         node, clock, sent = buildNode(("s1", "s2", "s3"))
         electS1(node, sent)
-        answer = node.clientRequest("c", "get a")
+        answer = clientRequest(node, "c", "get a")
         clock.advance(0)
         confirmWithoutEntries(node)
         self.assertNoResult(answer)
@@ -380,7 +386,7 @@ class DriverReadTests(SynchronousTestCase):
     def test_leadershipLost(self) -> None:
         """A leader deposed before a majority confirmed it fails its reads, to be sent again."""
         node, clock, sent = self.leader()
-        answer = node.clientRequest("c", "get a")
+        answer = clientRequest(node, "c", "get a")
         clock.advance(0)
         node.peerRequest("s3", AppendEntries(node.core.currentTerm + 1, 0, 0, (), 0))
         self.assertEqual(self.successResultOf(answer), answers.READ_LEADERSHIP_LOST)
@@ -392,8 +398,8 @@ class DriverReadTests(SynchronousTestCase):
         round but holds no new entry, so the read waits for its index.
         """
         node, clock, sent = self.leader()
-        node.clientRequest("c", "set a 2")
-        answer = node.clientRequest("c", "get a")
+        clientRequest(node, "c", "set a 2")
+        answer = clientRequest(node, "c", "get a")
         clock.advance(0)
         confirmWithoutEntries(node)
         self.assertNoResult(answer)
@@ -432,12 +438,12 @@ class DriverReadTests(SynchronousTestCase):
         """A follower answers a read with a redirect to its leader, as any command."""
         node, clock, sent = buildNode(("s1", "s2", "s3"))
         node.peerRequest("s2", AppendEntries(1, 0, 0, (), 0))
-        self.assertTrue(node.clientRequest("c", "get a").startswith("REDIRECT s2 "))
+        self.assertTrue(clientRequest(node, "c", "get a").startswith("REDIRECT s2 "))
 
     def test_timeout(self) -> None:
         """A read no majority confirms within the commit timeout is answered so."""
         node, clock, sent = self.leader(commitTimeout=0.01)
-        answer = node.clientRequest("c", "get a")
+        answer = clientRequest(node, "c", "get a")
         clock.advance(0)
         clock.advance(0.02)
         node.ticks(1)
@@ -446,9 +452,9 @@ class DriverReadTests(SynchronousTestCase):
     def test_stopAnswersReads(self) -> None:
         """A node that stops answers every read still waiting."""
         node, clock, sent = self.leader()
-        waiting = node.clientRequest("c", "get a")
+        waiting = clientRequest(node, "c", "get a")
         clock.advance(0)
-        arriving = node.clientRequest("c", "get a")
+        arriving = clientRequest(node, "c", "get a")
         node.stop()
         self.assertEqual(self.successResultOf(waiting), answers.SHUTTING_DOWN)
         self.assertEqual(self.successResultOf(arriving), answers.SHUTTING_DOWN)

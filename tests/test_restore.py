@@ -14,7 +14,7 @@ import random
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import temporaryDirectory
+from tests.helpers import clientRequest, temporaryDirectory
 from txraft import answers
 from txraft.config import loadConfig
 from txraft.core import LEADER
@@ -239,8 +239,8 @@ class RestoredNodeTests(RestoreTestCase):
             node.ticks(1)
         self.assertEqual((node.core.role, node.core.currentTerm), (LEADER, 7))
         self.assertEqual(node.core.membership.encode(), "membership voter s1 127.0.0.1 20000")
-        greeting = node.clientRequest(None, "get greeting")
-        retry = node.clientRequest("c1", "set a 1", seq=1)
+        greeting = clientRequest(node, None, "get greeting")
+        retry = clientRequest(node, "c1", "set a 1", seq=1)
         clock.advance(0)
         self.assertEqual(self.successResultOf(greeting), "OK hello world")
         self.assertEqual(self.successResultOf(retry), answers.OK)

@@ -34,6 +34,7 @@ from tests.helpers import (
     RecordingStateStore,
     advanceUntil,
     buildService,
+    clientRequest,
     makeConfig,
     temporaryDirectory,
 )
@@ -148,7 +149,7 @@ class SingleNodeTests(SynchronousTestCase):
         """
         self.becomeLeader()
         seen = []
-        d = self.service.node.clientRequest(None, "set a 1")
+        d = clientRequest(self.service.node, None, "set a 1")
         d.addCallback(
             lambda reply: seen.append(
                 (
@@ -172,7 +173,7 @@ class SingleNodeTests(SynchronousTestCase):
         """
         self.becomeLeader()
         requests = ["get a", "set a x y", "get a", "set b 2", "show", "delete a", "delete a"]
-        results = [self.service.node.clientRequest("c1", text) for text in requests]
+        results = [clientRequest(self.service.node, "c1", text) for text in requests]
         self.reactor.advance(0)
         self.assertEqual(
             [self.successResultOf(d) for d in results],
@@ -207,7 +208,8 @@ class SingleNodeTests(SynchronousTestCase):
         """
         self.becomeLeader()
         self.assertEqual(
-            self.service.node.clientRequest(None, "set a"), "ERROR set needs a value after the key"
+            clientRequest(self.service.node, None, "set a"),
+            "ERROR set needs a value after the key",
         )
         self.reactor.advance(0)
         self.assertEqual(self.logStore.events, [])
@@ -217,7 +219,7 @@ class SingleNodeTests(SynchronousTestCase):
         C{status} is answered at once, by any node, with a JSON object of
         the node's name, role, term, leader, commitIndex and lastIndex.
         """
-        before = json.loads(self.service.node.clientRequest(None, "status").removeprefix("OK "))
+        before = json.loads(clientRequest(self.service.node, None, "status").removeprefix("OK "))
         self.assertEqual(
             {k: before[k] for k in ["name", "role", "term", "leader", "commitIndex", "lastIndex"]},
             {
@@ -230,9 +232,9 @@ class SingleNodeTests(SynchronousTestCase):
             },
         )
         self.becomeLeader()
-        self.service.node.clientRequest(None, "set a 1")
+        clientRequest(self.service.node, None, "set a 1")
         self.reactor.advance(0)
-        reply = self.service.node.clientRequest("c9", " status ")
+        reply = clientRequest(self.service.node, "c9", " status ")
         self.assertTrue(reply.startswith("OK {"), reply)
         after = json.loads(reply[3:])
         self.assertEqual(
@@ -253,7 +255,7 @@ class SingleNodeTests(SynchronousTestCase):
         fsync; a command in a later turn gets its own, and a read none.
         """
         self.becomeLeader()
-        results = [self.service.node.clientRequest(None, f"set k{i} {i}") for i in range(5)]
+        results = [clientRequest(self.service.node, None, f"set k{i} {i}") for i in range(5)]
         self.assertEqual(self.logStore.events, [])
         self.reactor.advance(0)
         [(append, entries), (sync, _)] = self.logStore.events
@@ -261,12 +263,12 @@ class SingleNodeTests(SynchronousTestCase):
         self.assertEqual([e.command for e in entries], [f"set k{i} {i}" for i in range(5)])
         self.assertEqual([self.successResultOf(d) for d in results], ["OK"] * 5)
         self.logStore.events.clear()
-        later = self.service.node.clientRequest(None, "delete k3")
+        later = clientRequest(self.service.node, None, "delete k3")
         self.reactor.advance(0)
         self.assertEqual(self.successResultOf(later), "OK")
         self.assertEqual([name for name, _ in self.logStore.events], ["append", "sync"])
         self.logStore.events.clear()
-        read = self.service.node.clientRequest(None, "get k4")
+        read = clientRequest(self.service.node, None, "get k4")
         self.reactor.advance(0)
         self.assertEqual(self.successResultOf(read), "OK 4")
         self.assertEqual(self.logStore.events, [])
@@ -280,13 +282,13 @@ class SingleNodeTests(SynchronousTestCase):
         """
         self.becomeLeader()
         self.logStore.failWrites = True
-        waiting = self.service.node.clientRequest(None, "set a 1")
+        waiting = clientRequest(self.service.node, None, "set a 1")
         self.reactor.advance(0)
         self.assertTrue(self.successResultOf(waiting).startswith("UNAVAILABLE "))
         self.assertFalse(self.reactor.hasStopped)
         self.assertIn("diskError", self.service.node.status())
         self.assertEqual(len(self.flushLoggedErrors()), 0)
-        later = self.service.node.clientRequest(None, "get a")
+        later = clientRequest(self.service.node, None, "get a")
         self.reactor.advance(0)
         answer = later if isinstance(later, str) else self.successResultOf(later)
         self.assertTrue(answer.startswith("UNAVAILABLE "), answer)
@@ -310,7 +312,7 @@ class SingleNodeTests(SynchronousTestCase):
         not yet proposed) still gets exactly one answer.
         """
         self.becomeLeader()
-        batched = self.service.node.clientRequest(None, "set a 1")
+        batched = clientRequest(self.service.node, None, "set a 1")
         self.service.stopService()
         self.reactor.advance(1)
         self.assertTrue(self.successResultOf(batched).startswith("UNAVAILABLE "))
@@ -364,14 +366,14 @@ class ThreeNodeTests(SynchronousTestCase):
         self.becomeLeader()
         self.assertEqual(sorted(self.service.linkedPeers()), ["s2", "s3"])
         node = self.service.node
-        added = node.clientRequest(None, "add-learner s4 127.0.0.1 10003")
+        added = clientRequest(node, None, "add-learner s4 127.0.0.1 10003")
         self.reactor.advance(0)
         self.assertEqual(self.service.linkedPeers()["s4"], NodeAddress("s4", "127.0.0.1", 10003))
         self.assertIn(("127.0.0.1", 10003), [(h, p) for h, p, *_ in self.reactor.tcpClients])
         term, index = node.core.currentTerm, node.core.log.lastIndex
         node.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=index))
         self.assertEqual(self.successResultOf(added), "OK")
-        removed = node.clientRequest(None, "remove s3")
+        removed = clientRequest(node, None, "remove s3")
         self.reactor.advance(0)
         self.assertEqual(sorted(self.service.linkedPeers()), ["s2", "s4"])
         node.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=index + 1))
@@ -392,7 +394,7 @@ class ThreeNodeTests(SynchronousTestCase):
         """
         for command in ["get a", "set a 1", "delete a", "show"]:
             self.assertEqual(
-                self.service.node.clientRequest(None, command), "UNAVAILABLE no leader known"
+                clientRequest(self.service.node, None, command), "UNAVAILABLE no leader known"
             )
         self.assertEqual(self.logStore.events, [])
 
@@ -403,7 +405,7 @@ class ThreeNodeTests(SynchronousTestCase):
         """
         self.service.node.peerRequest("s2", AppendEntries(1, 0, 0, (), 0))
         self.assertEqual(
-            self.service.node.clientRequest("c1", "get a"), "REDIRECT s2 127.0.0.1 10001"
+            clientRequest(self.service.node, "c1", "get a"), "REDIRECT s2 127.0.0.1 10001"
         )
         node, transport = connect(self.service)
         node.dataReceived(b"set a 1\nstatus\n")
@@ -419,7 +421,7 @@ class ThreeNodeTests(SynchronousTestCase):
         """
         advanceUntil(self.reactor, lambda: self.service.node.core.role == PRECANDIDATE)
         self.assertEqual(
-            self.service.node.clientRequest(None, "get a"), "UNAVAILABLE no leader known"
+            clientRequest(self.service.node, None, "get a"), "UNAVAILABLE no leader known"
         )
 
     def test_okOnlyAfterMajority(self) -> None:
@@ -452,7 +454,7 @@ class ThreeNodeTests(SynchronousTestCase):
         before commit}: the outcome is unknown (Reference: section 5.1).
         """
         term = self.becomeLeader()
-        waiting = self.service.node.clientRequest(None, "set a 1")
+        waiting = clientRequest(self.service.node, None, "set a 1")
         self.reactor.advance(0)
         self.assertNoResult(waiting)
         self.service.node.peerResponse("s3", AppendEntriesResponse(term + 1, False))
@@ -461,7 +463,7 @@ class ThreeNodeTests(SynchronousTestCase):
             self.successResultOf(waiting), "UNAVAILABLE leadership lost before commit"
         )
         self.assertEqual(
-            self.service.node.clientRequest(None, "get a"), "UNAVAILABLE no leader known"
+            clientRequest(self.service.node, None, "get a"), "UNAVAILABLE no leader known"
         )
 
     def test_stepDownToNewLeader(self) -> None:
@@ -488,7 +490,7 @@ class ThreeNodeTests(SynchronousTestCase):
         follower would answer them.
         """
         term = self.becomeLeader()
-        batched = self.service.node.clientRequest(None, "set a 1")
+        batched = clientRequest(self.service.node, None, "set a 1")
         self.service.node.peerRequest("s3", AppendEntries(term + 1, 1, term, (), 1))
         self.reactor.advance(0)
         self.assertEqual(self.successResultOf(batched), "REDIRECT s3 127.0.0.1 10002")
@@ -547,7 +549,7 @@ class ThreeNodeTests(SynchronousTestCase):
         C{UNAVAILABLE}.
         """
         self.becomeLeader()
-        waiting = self.service.node.clientRequest(None, "set a 1")
+        waiting = clientRequest(self.service.node, None, "set a 1")
         self.reactor.advance(0)
         stopped = self.service.stopService()
         self.assertNoResult(stopped)

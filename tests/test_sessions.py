@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import makeConfig
+from tests.helpers import clientRequest, makeConfig
 from tests.test_simulation import calmSimulation, followers
 from txraft import answers
 from txraft.core import LEADER
@@ -438,7 +438,7 @@ class DriverTests(SynchronousTestCase):
 
     def request(self, node: RaftNode, text: str, seq: int | None = None) -> str:
         """Client c's answer to C{text}, numbered C{seq}, once it is committed."""
-        answer = node.clientRequest("c", text, seq=seq)
+        answer = clientRequest(node, "c", text, seq=seq)
         self.clock.advance(0)
         return self.successResultOf(defer.maybeDeferred(lambda: answer))
 
@@ -508,7 +508,7 @@ class LeaderChangeTests(SynchronousTestCase):
 
     def submit(self, node: object, text: str, seq: int) -> list[str]:
         """Send client s9's C{text} numbered C{seq} to C{node}'s driver; its answer, to come."""
-        answer = node.driver.clientRequest("s9", text, seq=seq)  # type: ignore[attr-defined]
+        answer = clientRequest(node.driver, "s9", text, seq=seq)  # type: ignore[attr-defined]
         results: list[str] = []
         defer.maybeDeferred(lambda: answer).addCallback(results.append)
         return results
@@ -547,7 +547,7 @@ class LeaderChangeTests(SynchronousTestCase):
         retried = self.submit(newLeader, "delete k", 2)
         sim.runUntil(lambda: bool(retried), limitMs=1000)
         self.assertEqual(retried, ["OK"])
-        rewritten = newLeader.driver.clientRequest("other", "set k w")
+        rewritten = clientRequest(newLeader.driver, "other", "set k w")
         sim.runUntil(lambda: bool(rewritten.called), limitMs=1000)
         self.assertEqual(self.successResultOf(rewritten), "OK")
         retried = self.submit(newLeader, "delete k", 2)

@@ -39,6 +39,7 @@ from collections.abc import Callable
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.helpers import clientRequest
 from tests.simulation import (
     FAULT_WEIGHTS,
     REPLAY,
@@ -490,7 +491,7 @@ class DiskFailureTests(SynchronousTestCase):
 
 def answerOf(sim: Simulation, node: SimNode, client: str, command: str) -> str:
     """Send C{command} to C{node}'s driver and run the cluster until it is answered."""
-    answer = node.driver.clientRequest(client, command)
+    answer = clientRequest(node.driver, client, command)
     if isinstance(answer, str):
         return answer
     results: list[str] = []
@@ -745,7 +746,7 @@ class PlantedViolationTests(SynchronousTestCase):
     def test_driverAnswersBeforeCommit(self) -> None:
         """
         A driver that answers C{OK} to a C{set} as soon as the leader has
-        made it durable on its own disk, before a majority has it, tells
+        written it to its own log, before a majority has it, tells
         clients of writes that have not committed (and that a crash or a
         partition can lose); the simulation runs the production driver, so
         the planted bug is caught.  Reference: section 5.3 ("When the entry has been safely
@@ -756,10 +757,10 @@ class PlantedViolationTests(SynchronousTestCase):
 
         def answerEarly(node: RaftNode, ready: Ready) -> None:
             process(node, ready)
-            for index, (_, _, d) in list(node._waiting.items()):
+            for index, (_, _, reply) in list(node._waiting.items()):
                 if node.core.log.entry(index).command.startswith("set "):
                     del node._waiting[index]
-                    d.callback("OK")
+                    reply.give("OK")
 
         self.patch(RaftNode, "_process", answerEarly)
         self.assertSomeSeedCatches(Simulation, 20, "which never committed")

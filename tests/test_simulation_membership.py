@@ -21,6 +21,7 @@ import base64
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.helpers import clientRequest
 from tests.simulation import SimNode, Simulation, SimulationError
 from tests.test_simulation import calmSimulation, followers
 from txraft import answers
@@ -40,7 +41,7 @@ def send(sim: Simulation, node: SimNode, text: str) -> list[str]:
     Send the operator's command C{text} to C{node}, as a client's request;
     the list gets its answer when it comes (never, if the node crashes).
     """
-    answer = node.driver.clientRequest("operator", text)
+    answer = clientRequest(node.driver, "operator", text)
     results: list[str] = []
     if isinstance(answer, str):
         results.append(answer)

@@ -28,6 +28,7 @@ from tests.helpers import (
     TICK_SECONDS,
     RecordingLogStore,
     advanceUntil,
+    clientRequest,
     makeConfig,
 )
 from txraft.core import CANDIDATE, LEADER, PRECANDIDATE
@@ -162,7 +163,7 @@ class NodeSiteTests(SynchronousTestCase):
         """A leader whose disk fails turns C{503} and says it is the disk."""
         self.becomeLeader()
         self.logStore.failWrites = True
-        self.service.node.clientRequest("c1", "set a 1")
+        clientRequest(self.service.node, "c1", "set a 1")
         self.reactor.advance(0)
         code, document = self.health()
         self.assertEqual(code, 503)
@@ -186,8 +187,8 @@ class NodeSiteTests(SynchronousTestCase):
         snapshots.
         """
         term = self.becomeLeader()
-        self.service.node.clientRequest("c1", "set a 1")
-        self.service.node.clientRequest("c1", "frob")
+        clientRequest(self.service.node, "c1", "set a 1")
+        clientRequest(self.service.node, "c1", "frob")
         self.reactor.advance(0)
         self.service.node.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=2))
         values = self.metricValues()
@@ -247,7 +248,7 @@ class SnapshotMetricsTests(SynchronousTestCase):
         for _ in range(21):
             node.ticks(1)
         for i in range(3):
-            node.clientRequest("c1", f"set k{i} v")
+            clientRequest(node, "c1", f"set k{i} v")
         clock.advance(0)
         self.assertEqual(node.core.log.snapshotIndex, 4)
         self.assertEqual(metrics.registry.get_sample_value("txraft_snapshot_seconds_count"), 1)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from txraft.messages import Entry, HardState, Snapshot
 
 
@@ -34,12 +36,14 @@ class IRequestHandler(Interface):
         send back, or L{None} if this node cannot answer (it is not serving).
         """
 
-    def clientRequest(clientId: str | None, text: str, seq: int | None = None) -> object:
+    def submit(
+        clientId: str | None, text: str, seq: int | None, respond: Callable[[str], object]
+    ) -> None:
         """
-        Answer a client's request: the answer line now (a C{str}), or a
-        Deferred that fires with it once the command has run.  A request
-        numbered C{seq} (its client then has an ID) runs at most once
-        however often it is sent (see L{txraft.sessions}).
+        Answer a client's request: call C{respond} once with the answer
+        line, now or once the command has run.  A request numbered C{seq}
+        (its client then has an ID) runs at most once however often it is
+        sent (see L{txraft.sessions}).
         """
 
     def overloaded() -> object | None:

@@ -59,6 +59,7 @@ from txraft.messages import (
     Snapshot,
 )
 from txraft.reads import PendingRead, ReadQueue
+from txraft.replies import Reply
 from txraft.sessions import UNNUMBERED_ONLY, Numbered
 from txraft.snapshotting import Snapshotter, inBackground
 from txraft.storage import StorageError
@@ -236,13 +237,13 @@ class RaftNode:
         self.diskError: str | None = None
         self._diskRetry: IDelayedCall | None = None
         # Client commands that arrived in this reactor turn, not yet proposed.
-        self._batch: list[tuple[str, defer.Deferred[str]]] = []
+        self._batch: list[tuple[str, Reply]] = []
         self._flushCall: IDelayedCall | None = None
         # The fsync of a leader's own entries, written and sent but not yet durable.
         self._syncCall: IDelayedCall | None = None
         # Client commands proposed and not yet applied, by log index (so in
-        # proposal order): (term, time proposed, Deferred of the answer).
-        self._waiting: dict[int, tuple[int, float, defer.Deferred[str]]] = {}
+        # proposal order): (term, time proposed, the answer's L{Reply}).
+        self._waiting: dict[int, tuple[int, float, Reply]] = {}
         # Reads that arrived in this reactor turn, each with how many of
         # this turn's commands came before it; then those given to the core.
         self._readBatch: list[tuple[int, PendingRead]] = []
@@ -347,26 +348,48 @@ class RaftNode:
         if not self.silent:
             self._process(self.core.step(sender, message))
 
-    def clientRequest(
-        self, clientId: str | None, text: str, seq: int | None = None
-    ) -> str | defer.Deferred[str]:
+    def submit(
+        self,
+        clientId: str | None,
+        text: str,
+        seq: int | None,
+        respond: Callable[[str], object],
+    ) -> None:
         """
-        Answer a client's request line: C{status} here and now, commands
-        once committed and applied (on the leader), otherwise a redirect.
-        A numbered command goes to the log as C{CLIENTID#SEQ@COMMAND}, reads
-        too, so that the client's session records it (see L{txraft.sessions}).
-        The observer hears of every answer.
+        Answer a client's request line through C{respond}, called once:
+        C{status} here and now, commands once committed and applied (on the
+        leader), otherwise a redirect.  A numbered command goes to the log
+        as C{CLIENTID#SEQ@COMMAND}, reads too, so that the client's session
+        records it (see L{txraft.sessions}).  The observer hears of every
+        answer.
         """
         arrived = self.clock.seconds()
-        word, answer = self._dispatch(clientId, text, seq)
-        if isinstance(answer, defer.Deferred):
-            return answer.addCallback(self._answered, word, arrived)
-        return self._answered(answer, word, arrived)
+        word = "invalid"
+
+        def observed(answer: str) -> None:
+            self.observer.answered(word, answers.kind(answer), self.clock.seconds() - arrived)
+            respond(answer)
+
+        reply = Reply(observed)
+        word, answer = self._dispatch(clientId, text, seq, reply)
+        if isinstance(answer, str):
+            reply.give(answer)
+        elif answer is not None:
+            answer.addCallback(reply.give).addErrback(self._internalError, reply)
+
+    def _internalError(self, failure: Failure, reply: Reply) -> None:
+        """An administrative command failed unexpectedly: log it, and say so."""
+        self.log.failure("request failed", failure)
+        if not reply.called:
+            reply.give(answers.error("internal error"))
 
     def _dispatch(
-        self, clientId: str | None, text: str, seq: int | None
-    ) -> tuple[str, str | defer.Deferred[str]]:
-        """The command word of a request (C{invalid} if none), and its answer."""
+        self, clientId: str | None, text: str, seq: int | None, reply: Reply
+    ) -> tuple[str, str | defer.Deferred[str] | None]:
+        """
+        The command word of a request (C{invalid} if none), and its answer
+        now, or a Deferred of it, or L{None} once C{reply} waits for it.
+        """
         if text.strip() == "status":
             if seq is not None:
                 return "status", UNNUMBERED_ONLY
@@ -381,39 +404,37 @@ class RaftNode:
         assert command is not None
         if seq is not None and clientId is not None:
             # Numbered reads too go to the log, where the session records their SEQ.
-            return command.name, self._execute(Numbered(clientId, seq, command.text).text)
+            return command.name, self._execute(Numbered(clientId, seq, command.text).text, reply)
         if command.name in READS:
-            return command.name, self._read(command.text)
-        return command.name, self._execute(command.text)
+            return command.name, self._read(command.text, reply)
+        return command.name, self._execute(command.text, reply)
 
-    def _answered(self, answer: str, command: str, arrived: float) -> str:
-        self.observer.answered(command, answers.kind(answer), self.clock.seconds() - arrived)
-        return answer
-
-    def _execute(self, command: str) -> str | defer.Deferred[str]:
-        """Take a valid command to the log, if this node leads; else say who does."""
+    def _execute(self, command: str, reply: Reply) -> str | None:
+        """
+        Take a valid command to the log, C{reply} to wait for its answer,
+        if this node leads; else say who does.
+        """
         refusal = self.refusal()
         if refusal is not None:
             return refusal
         if self.core.leadTransferee is not None:
             return answers.TRANSFERRING
-        d: defer.Deferred[str] = defer.Deferred()
-        self._batch.append((command, d))
+        self._batch.append((command, reply))
         self._flushSoon()
-        return d
+        return None
 
-    def _read(self, command: str) -> str | defer.Deferred[str]:
+    def _read(self, command: str, reply: Reply) -> str | None:
         """
-        Answer a read without a log entry, if this node leads (the core's
-        L{RaftCore.read}); else say who does.
+        Answer a read without a log entry, through C{reply}, if this node
+        leads (the core's L{RaftCore.read}); else say who does.
         """
         refusal = self.refusal()
         if refusal is not None:
             return refusal
-        read = PendingRead(command, self.clock.seconds())
+        read = PendingRead(command, self.clock.seconds(), reply)
         self._readBatch.append((len(self._batch), read))
         self._flushSoon()
-        return read.answer
+        return None
 
     def backlog(self) -> int:
         """How many client requests this node holds unanswered."""
@@ -519,7 +540,9 @@ class RaftNode:
         answer is a read's: a success (L{answers.isSuccess}) once that
         holds, else why not (a redirect, C{UNAVAILABLE}).
         """
-        return self._read(BARRIER_READ)
+        d: defer.Deferred[str] = defer.Deferred()
+        refusal = self._read(BARRIER_READ, Reply(d.callback))
+        return d if refusal is None else refusal
 
     def handOver(self) -> defer.Deferred[None]:
         """
@@ -537,7 +560,7 @@ class RaftNode:
         ready = self.core.changeMembership(membership)
         (entry,) = ready.entries
         d: defer.Deferred[str | None] = defer.Deferred()
-        self._waiting[entry.index] = (entry.term, self.clock.seconds(), d)
+        self._waiting[entry.index] = (entry.term, self.clock.seconds(), Reply(d.callback))
         self._process(ready)
         return d
 
@@ -566,14 +589,14 @@ class RaftNode:
         reads, self._readBatch = self._readBatch, []
         if self.core.role != LEADER:
             answer = self.notLeader()
-            for _, d in batch:
-                d.callback(answer)
+            for _, reply in batch:
+                reply.give(answer)
             for _, read in reads:
-                read.answer.callback(answer)
+                read.answer.give(answer)
             return
         if batch and self.core.leadTransferee is not None:
-            for _, d in batch:
-                d.callback(answers.TRANSFERRING)
+            for _, reply in batch:
+                reply.give(answers.TRANSFERRING)
             batch, reads = [], [(0, read) for _, read in reads]
         # Each read reads the state right after the commands that came
         # before it, at least the commit index (the core's L{RaftCore.read}).
@@ -584,8 +607,8 @@ class RaftNode:
         if batch:
             ready = self.core.propose([text for text, _ in batch])
             now = self.clock.seconds()
-            for entry, (_, d) in zip(ready.entries, batch, strict=True):
-                self._waiting[entry.index] = (entry.term, now, d)
+            for entry, (_, reply) in zip(ready.entries, batch, strict=True):
+                self._waiting[entry.index] = (entry.term, now, reply)
             self._process(ready)
         if reads and not self.silent:
             self._process(self.core.read([read for _, read in reads]))
@@ -629,13 +652,13 @@ class RaftNode:
             waiter = self._waiting.pop(entry.index, None)
             if waiter is None:
                 continue
-            term, proposed, d = waiter
+            term, proposed, reply = waiter
             if term == entry.term:
                 self.observer.committed(now - proposed)
-                d.callback(result)
+                reply.give(result)
             else:
                 # Another leader's entry took this index: the command never ran.
-                d.callback(answers.OVERWRITTEN)
+                reply.give(answers.OVERWRITTEN)
         if wasLeading and self.core.role != LEADER:
             self._failWaiting(answers.LEADERSHIP_LOST)
         self._reads.confirm(ready.reads)
@@ -796,25 +819,25 @@ class RaftNode:
                 call.cancel()
         self._flushCall = self._syncCall = None
         batch, self._batch = self._batch, []
-        for _, d in batch:
-            d.callback(answer)
+        for _, reply in batch:
+            reply.give(answer)
         self._failWaiting(answer)
         reads, self._readBatch = self._readBatch, []
         for _, read in reads:
-            read.answer.callback(answer)
+            read.answer.give(answer)
         self._reads.fail(answer)
         self._checkDrained()
 
     def _failWaiting(self, answer: str) -> None:
         waiting, self._waiting = self._waiting, {}
-        for _, _, d in waiting.values():
-            d.callback(answer)
+        for _, _, reply in waiting.values():
+            reply.give(answer)
 
     def _expireWaiting(self) -> None:
         now = self.clock.seconds()
         self._reads.expire(now - self.commitTimeout, answers.READ_TIMEOUT)
         while self._waiting:
-            index, (_, proposed, d) = next(iter(self._waiting.items()))
+            index, (_, proposed, reply) = next(iter(self._waiting.items()))
             if proposed + self.commitTimeout > now:
                 return
             del self._waiting[index]
@@ -824,7 +847,7 @@ class RaftNode:
                 index=index,
                 timeout=self.commitTimeout,
             )
-            d.callback(answers.COMMIT_TIMEOUT)
+            reply.give(answers.COMMIT_TIMEOUT)
 
     # -- a failing disk ------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ client commands) taken, and from then on every line both ways carries a MAC.
 from __future__ import annotations
 
 from collections import deque
+from functools import partial
 
-from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -89,6 +89,7 @@ def sendAtOnce(transport: object) -> None:
 
 NOT_AUTHENTICATED = answers.error("not authenticated: peer lines need the cluster key handshake")
 NOT_AUTHORIZED = answers.error("not authorized")
+INTERNAL_ERROR = answers.error("internal error")
 NO_CERTIFICATE = answers.error("peer lines need a certificate signed by the cluster's CA")
 
 
@@ -174,14 +175,12 @@ class NodeProtocol(LineReceiver):
         self._slots.append(slot)
         if len(self._slots) >= MAX_PENDING:
             self._pause("answers")
-        result = self._dispatch(line)
-        if isinstance(result, defer.Deferred):
-            result.addErrback(self._internalError)
-            result.addCallback(self._fill, slot)
-        else:
-            self._fill(result, slot)
+        answer = self._dispatch(line, slot)
+        if answer is not None:
+            self._fill(answer, slot)
 
-    def _dispatch(self, line: bytes) -> str | defer.Deferred[str]:
+    def _dispatch(self, line: bytes, slot: list[str | None]) -> str | None:
+        """The answer to C{line}, or L{None} if the node will fill C{slot} with it."""
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
@@ -195,9 +194,16 @@ class NodeProtocol(LineReceiver):
             return answers.error(str(e))
         if self._needsProof() and request.command.split(" ", 1)[0] in ADMIN_COMMANDS:
             return NOT_AUTHORIZED
-        answer = self.node.clientRequest(request.clientId, request.command, seq=request.seq)
+        try:
+            self.node.submit(
+                request.clientId, request.command, request.seq, partial(self._fill, slot=slot)
+            )
+        except Exception:
+            self.log.failure("request failed")
+            if slot[0] is None:
+                return INTERNAL_ERROR
         self._holdWhileOverloaded()
-        return answer
+        return None
 
     def _holdWhileOverloaded(self) -> None:
         """
@@ -300,10 +306,6 @@ class NodeProtocol(LineReceiver):
         slot: list[str | None] = [None]
         self._slots.append(slot)
         self._fill(answer, slot)
-
-    def _internalError(self, failure: Failure) -> str:
-        self.log.failure("request failed", failure)
-        return "ERROR internal error"
 
     @staticmethod
     def _looksLikePeerLine(line: bytes) -> bool:

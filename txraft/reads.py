@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 import attrs
-from twisted.internet import defer
+
+from txraft.replies import Reply
 
 
 @attrs.define(eq=False)
@@ -26,7 +27,8 @@ class PendingRead:
     command: str
     #: When it came (the node's clock), for its deadline.
     arrived: float
-    answer: defer.Deferred[str] = attrs.Factory(defer.Deferred)
+    #: Where its answer goes.
+    answer: Reply
     #: The log index whose state it reads; set when it joins a L{ReadQueue}.
     index: int = 0
     #: The state machine's answer at C{index}, once taken.
@@ -97,7 +99,7 @@ class ReadQueue:
             if unconfirmedOnly and read.confirmed:
                 kept.append(read)
             else:
-                read.answer.callback(answer)
+                read.answer.give(answer)
         self._reads = kept
         self._answer()
 
@@ -108,7 +110,7 @@ class ReadQueue:
         """
         for read in self._unread:
             if not read.answer.called:
-                read.answer.callback(answer)
+                read.answer.give(answer)
         self._unread.clear()
         self._reads = deque(read for read in self._reads if not read.answer.called)
         self._answer()
@@ -116,7 +118,7 @@ class ReadQueue:
     def expire(self, deadline: float, answer: str) -> None:
         """Answer C{answer} to every read that came at or before C{deadline}."""
         while self._reads and self._reads[0].arrived <= deadline:
-            self._reads.popleft().answer.callback(answer)
+            self._reads.popleft().answer.give(answer)
         self._answer()
 
     def _answer(self) -> None:
@@ -127,5 +129,5 @@ class ReadQueue:
             if not read.answer.called:
                 if read.value is None:
                     return
-                read.answer.callback(read.value)
+                read.answer.give(read.value)
             reads.popleft()

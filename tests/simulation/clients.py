@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import attrs
-from twisted.internet import defer
 
 from txraft import answers
 from txraft.testing.linearizability import Operation, checkHistory
@@ -212,11 +211,9 @@ class Workload:
         if node.paused():
             self.sim.events.at(node.pausedUntil, self.arrive, node, client, requestId, text, seq)
             return
-        answer = node.driver.clientRequest(client.name, text, seq=seq)
-        if isinstance(answer, defer.Deferred):
-            answer.addCallback(lambda text: self.answer(node, client, requestId, text))
-        else:
-            self.answer(node, client, requestId, answer)
+        node.driver.submit(
+            client.name, text, seq, lambda answer: self.answer(node, client, requestId, answer)
+        )
 
     def answer(self, node: SimNode, client: SimClient, requestId: int, text: str) -> None:
         """C{node} sends the answer line C{text} back to a client."""

@@ -3,7 +3,7 @@ The operator of a simulated cluster: membership changes and leadership
 transfers during the faults, sent as the operators' commands of
 L{txraft.admin} (C{add}, C{add-learner}, C{remove}, C{transfer-leader},
 C{members}, C{backup}) through the path every client request takes
-(L{txraft.node.RaftNode.clientRequest}).
+(L{txraft.node.RaftNode.submit}).
 
 The operator decides what to do from what it can see of the cluster (the
 membership of the node that leads, as C{members} would tell it), sends the
@@ -312,11 +312,9 @@ class Operator:
         if node.paused():
             self.sim.events.at(node.pausedUntil, self._arrive, node, requestId)
             return
-        answer = node.driver.clientRequest(client.name, request.text)
-        if isinstance(answer, str):
-            self._answered(node, requestId, answer)
-        else:
-            answer.addCallback(lambda text: self._answered(node, requestId, text))
+        node.driver.submit(
+            client.name, request.text, None, lambda text: self._answered(node, requestId, text)
+        )
 
     def _answered(self, node: SimNode, requestId: int, text: str) -> None:
         """
