@@ -5,6 +5,7 @@ key-value state machine.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 
@@ -395,6 +396,41 @@ class ExactAnswerTests(SynchronousTestCase):
         error = self.assertRaises(CommandError, store.read, "set a 1")
         self.assertEqual(str(error), "set is not a read")
         self.assertEqual(store.data, {})
+
+    def test_readAnswersAsApply(self) -> None:
+        """
+        L{KeyValueStore.read} answers every text as L{KeyValueStore.apply}
+        would, the canonical C{get KEY} it takes without a second full
+        parse and the forms that are not: whitespace other than one space,
+        control characters, extra or missing arguments.
+        """
+        store = KeyValueStore()
+        for command in ("set a 1", "set \tb 2", "set c\u2003 3", "set dé 4"):
+            store.apply(command)
+        texts = [
+            "get a",
+            "get dé",
+            "get  a",
+            "get \ta",
+            "get a\t",
+            "get c\u2003",
+            "get a b",
+            "get",
+            "get ",
+            "get a\x01",
+            "show",
+            " get a",
+        ]
+        for text in texts:
+            try:
+                expected = KeyValueStore.apply(copy.deepcopy(store), text)
+            except CommandError as e:
+                expected = f"ERROR {e}"
+            try:
+                answer = store.read(text)
+            except CommandError as e:
+                answer = f"ERROR {e}"
+            self.assertEqual(answer, expected, text)
 
     def test_snapshotIsUTF8(self) -> None:
         """A snapshot holds non-ASCII text as UTF-8, not as JSON escapes."""

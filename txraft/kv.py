@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import NamedTuple
 
-import attrs
 from zope.interface import implementer
 
 from txraft.interfaces import IStateMachine
@@ -35,9 +35,11 @@ class CommandError(ValueError):
     """A request that is not a valid command; ``str()`` is the reason for the client."""
 
 
-@attrs.frozen
-class Command:
-    """A parsed command; C{text} is its canonical form, as stored in the log."""
+class Command(NamedTuple):
+    """
+    A parsed command; C{text} is its canonical form, as stored in the log.
+    (A named tuple: a leader parses one per request.)
+    """
 
     name: str
     key: str | None = None
@@ -46,7 +48,11 @@ class Command:
     @property
     def text(self) -> str:
         """The canonical one-line form, e.g. C{set b 5}."""
-        return " ".join(p for p in (self.name, self.key, self.value) if p is not None)
+        if self.value is not None:
+            return f"{self.name} {self.key} {self.value}"
+        if self.key is not None:
+            return f"{self.name} {self.key}"
+        return self.name
 
 
 def parseCommand(text: str) -> Command:
@@ -176,6 +182,10 @@ class KeyValueStore:
 
         @raise CommandError: if it is no valid read.
         """
+        name, _, key = commandText.partition(" ")
+        if name == "get" and key.isprintable() and key and " " not in key:
+            # The canonical form the driver passes: no second full parse.
+            return self._answerRead(Command("get", key))
         command = parseCommand(commandText)
         if command.name not in READS:
             raise CommandError(f"{command.name} is not a read")

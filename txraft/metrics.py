@@ -10,6 +10,7 @@ numbers apart.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from zope.interface import implementer
@@ -62,6 +63,8 @@ class NodeMetrics:
             ["command", "result"],
             registry=r,
         )
+        #: The counter of each (command, result) seen, found once.
+        self._requestCounters: dict[tuple[str, str], Any] = {}
         self._commitLatency = Histogram(
             "txraft_commit_latency_seconds",
             "From a leader proposing a client command to its applying it.",
@@ -134,7 +137,12 @@ class NodeMetrics:
 
     def answered(self, command: str, kind: str, seconds: float) -> None:
         """Count an answered request by command and answer kind."""
-        self._requests.labels(command=command, result=kind).inc()
+        counter = self._requestCounters.get((command, kind))
+        if counter is None:
+            # Looking a child up by its labels costs more than counting.
+            counter = self._requests.labels(command=command, result=kind)
+            self._requestCounters[command, kind] = counter
+        counter.inc()
 
     def snapshotTaken(self, seconds: float) -> None:
         """Time a snapshot."""
