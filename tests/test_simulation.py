@@ -117,6 +117,8 @@ COVERED = (
     "restartsFromSnapshot",
     "diskFailures",
     "rejoins",
+    # Admission control: an overloaded node stopped reading its clients.
+    "readingHeld",
     # Membership changes: committed additions (as learners), promotions and
     # removals (a leader's own among them), nodes that joined, and
     # transfers that ended with the new leader leading.
@@ -162,7 +164,7 @@ def calmSimulation(
     say otherwise), run until a leader has committed C{committed} entries
     and every follower holds them all.
     """
-    options = {"snapshotEntries": 0, **options}
+    options = {"snapshotEntries": 0, "maxBacklog": 0, **options}
     sim = Simulation(seed, nodes=nodes, faultMs=5000, faultWeights={}, **options)
     sim.start()
 
@@ -742,6 +744,17 @@ class PlantedViolationTests(SynchronousTestCase):
         failure = self.assertRaises(SimulationError, sim.finish)
         self.assertCaught(failure, sim, "not linearizable")
         self.assertIn("never written", failure.problem)
+
+    def test_overloadedNodeNeverDrains(self) -> None:
+        """
+        A driver that never says it has drained leaves the requests of an
+        overloaded node unread for good (its clients wait in their sockets,
+        as the listening protocol stops reading them): their clients get no
+        answer although the node stays up.  The simulation's clients wait
+        as the protocol does, so the planted bug is caught.
+        """
+        self.patch(RaftNode, "_checkDrained", lambda node: None)
+        self.assertSomeSeedCatches(Simulation, 20, "it stopped reading its clients")
 
     def test_driverAnswersBeforeCommit(self) -> None:
         """

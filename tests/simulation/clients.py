@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from tests.simulation.nodes import SimNode
     from tests.simulation.run import Simulation
 
+#: Why a node that stayed up did not answer, when it did not read the request.
+HELD = " (it stopped reading its clients: overloaded, and never drained)"
+
 #: What the simulation answers for a node whose process is down.
 CONNECTION_REFUSED = "UNAVAILABLE connection refused"
 
@@ -211,9 +214,39 @@ class Workload:
         if node.paused():
             self.sim.events.at(node.pausedUntil, self.arrive, node, client, requestId, text, seq)
             return
+        if node.readingHeld:
+            node.heldRequests.append((client, requestId, text, seq))
+            return
+        self._submit(node, client, requestId, text, seq)
+
+    def _submit(
+        self, node: SimNode, client: SimClient, requestId: int, text: str, seq: int | None
+    ) -> None:
+        """
+        Hand a request to C{node}'s driver, then stop reading its clients if
+        it is overloaded, as the listening protocol does
+        (L{txraft.node.RaftNode.overloaded}).
+        """
         node.driver.submit(
             client.name, text, seq, lambda answer: self.answer(node, client, requestId, answer)
         )
+        drained = node.driver.overloaded()
+        if drained is not None:
+            node.readingHeld = True
+            self.sim.stats["readingHeld"] += 1
+            drained.addCallback(
+                lambda _, incarnation=node.incarnation: self._readAgain(node, incarnation)
+            )
+
+    def _readAgain(self, node: SimNode, incarnation: int) -> None:
+        """C{node} drained: take the requests that waited, until it is overloaded again."""
+        if node.incarnation != incarnation or not node.up:
+            return
+        node.readingHeld = False
+        while node.heldRequests and not node.readingHeld:
+            client, requestId, text, seq = node.heldRequests.popleft()
+            if (client.name, requestId) in node.inbound:
+                self._submit(node, client, requestId, text, seq)
 
     def answer(self, node: SimNode, client: SimClient, requestId: int, text: str) -> None:
         """C{node} sends the answer line C{text} back to a client."""
@@ -250,6 +283,7 @@ class Workload:
             sim.fail(
                 f"{client.name}'s request to {node.name}, sent at {client.sentAt} ms, "
                 f"got no answer in {sim.options.answerTimeoutMs} ms though the node stayed up"
+                + (HELD if node.readingHeld else "")
             )
 
     def _receive(self, client: SimClient, requestId: int, text: str | None, nodeName: str) -> None:

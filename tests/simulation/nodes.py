@@ -7,6 +7,7 @@ L{NodeClock}, with a fresh L{LogManager} and L{KeyValueStore}.
 from __future__ import annotations
 
 import random
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -21,7 +22,7 @@ from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.membership import Membership
 from txraft.messages import Message, Snapshot
-from txraft.node import NullObserver, RaftNode
+from txraft.node import MAX_BACKLOG, NullObserver, RaftNode
 from txraft.snapshotting import inBackground
 
 if TYPE_CHECKING:
@@ -78,6 +79,12 @@ class SimNode:
         self.stateMachine: KeyValueStore = None  # type: ignore[assignment]
         self.clock: NodeClock = None  # type: ignore[assignment]
         self.inbound: dict[tuple[str, int], Any] = {}
+        #: Admission control: the node said it holds too many requests, so
+        #: its clients' requests wait (in their sockets, as the listening
+        #: protocol stops reading) until it has drained; those that came
+        #: meanwhile, in order.
+        self.readingHeld = False
+        self.heldRequests: deque[tuple[Any, int, str, int | None]] = deque()
         self.commitSeen = 0
         self.appliedSeen = 0
         self.pausedUntil = 0
@@ -115,6 +122,8 @@ class SimNode:
         self.incarnation += 1
         self.up = True
         self.inbound = {}
+        self.readingHeld = False
+        self.heldRequests = deque()
         self.pausedUntil = self.missedTicks = 0
         self.driver = None  # type: ignore[assignment]
         self.stateMachine = KeyValueStore()
@@ -139,6 +148,7 @@ class SimNode:
                 snapshotEntries=options.snapshotEntries or None,
                 snapshotter=inBackground(self._background),
                 commitTimeout=options.commitTimeoutMs / 1000,
+                maxBacklog=options.maxBacklog or MAX_BACKLOG,
                 diskRetrySeconds=options.diskRetryMs / 1000,
                 onFatal=lambda reason: sim.fail(f"{self.name} stops: {reason}"),
                 observer=NodeObserver(self),

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 import txraft.core
-from tests.simulation.clients import Workload
+from tests.simulation.clients import HELD, Workload
 from tests.simulation.clock import EventQueue
 from tests.simulation.faults import FAULT_WEIGHTS, FaultSchedule
 from tests.simulation.invariants import InvariantChecker, describe, describeMembership
@@ -82,6 +82,11 @@ class SimulationOptions:
     convergeMs: int = 2000
     #: The leader answers UNAVAILABLE for a command not applied this long after proposal.
     commitTimeoutMs: int = 1000
+    #: A node holding this many client requests stops reading more until it
+    #: holds half as many (C{--max-backlog}; 0: the node's default).  Drawn
+    #: small, from a generator of its own, so that seeds exercise admission
+    #: control and keep the rest of their schedule.
+    maxBacklog: int | None = None
     #: A node whose disk failed tries to rejoin this often (C{DISK_RETRY_SECONDS}).
     diskRetryMs: int = 300
     #: A node that stays up must answer every request within this time
@@ -188,6 +193,9 @@ class Simulation:
             snapshotEntries=draw(options.snapshotEntries, (0, 3, 8, 25)),
             snapshotChunkBytes=draw(options.snapshotChunkBytes, (0, 16, 64)),
             baseDelayMs=draw(options.baseDelayMs, (2, 5, 10)),
+            maxBacklog=options.maxBacklog
+            if options.maxBacklog is not None
+            else random.Random(f"backlog {self.seed}").choice((0, 2, 3)),
             answerTimeoutMs=options.answerTimeoutMs
             or options.commitTimeoutMs + 2 * options.pauseMs[1] + 1000,
         )
@@ -263,8 +271,14 @@ class Simulation:
                 self.crash(node, "power lost before a durable write")
 
     def finish(self) -> None:
-        """Final checks: every node's state, then the linearizability of the history."""
+        """
+        Final checks: no node stopped reading its clients for good, every
+        node's state, then the linearizability of the history.
+        """
         self.workload.finish()
+        for node in self.nodes.values():
+            if node.up and node.readingHeld:
+                self.fail(f"{node.name} holds {node.driver.backlog()} requests{HELD}")
         try:
             self.checker.checkAll()
             self.workload.checkLinearizable()
@@ -444,9 +458,11 @@ class Simulation:
             self.finished = True
             return
         if self.now - self.livenessAt > self.options.convergeMs:
+            held = [node.name for node in self.nodes.values() if node.up and node.readingHeld]
             self.fail(
                 f"Liveness: nodes did not converge within {self.options.convergeMs} ms "
                 f"of the liveness write: {self.describeNodes()}"
+                + (f"; {', '.join(held)}{HELD}" if held else "")
             )
         self.events.after(self.options.tickMs, self._checkConvergence)
 
