@@ -11,6 +11,7 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
+import txraft.kv
 from txraft.kv import Command, CommandError, KeyValueStore, parseCommand
 from txraft.sessions import SessionTable
 
@@ -431,6 +432,26 @@ class ExactAnswerTests(SynchronousTestCase):
             except CommandError as e:
                 answer = f"ERROR {e}"
             self.assertEqual(answer, expected, text)
+
+    def test_canonicalGetNotParsedAgain(self) -> None:
+        """
+        The driver validated a C{get} and passes its canonical form: that
+        one is answered without the full parser, which a leader would
+        otherwise run twice for every read.  A write is still no read.
+        """
+        store = KeyValueStore()
+        store.apply("set a 1")
+
+        def unused(text: str) -> None:
+            raise AssertionError(f"parsed {text!r} again")
+
+        self.patch(txraft.kv, "parseCommand", unused)
+        self.assertEqual(store.read("get a"), "OK 1")
+        self.assertEqual(store.read("get b"), "NOT_FOUND")
+        self.patch(txraft.kv, "parseCommand", parseCommand)
+        error = self.assertRaises(CommandError, store.read, "delete a")
+        self.assertEqual(str(error), "delete is not a read")
+        self.assertEqual(store.data, {"a": "1"})
 
     def test_snapshotIsUTF8(self) -> None:
         """A snapshot holds non-ASCII text as UTF-8, not as JSON escapes."""

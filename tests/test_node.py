@@ -309,6 +309,22 @@ class ParallelWriteTests(SynchronousTestCase):
         self.assertEqual(reply, AppendEntriesResponse(term + 1, True, matchIndex=1))
         self.assertEqual(self.logStore.durable, [Entry(1, term, "noop")])
         self.assertEqual(self.node.core.durableIndex, 1)
+        # The fsync due at the next turn finds nothing left to do.
+        self.clock.advance(0)
+        self.assertEqual(self.events.count(("sync", None)), 1)
+
+    def test_durableThroughAnotherReadyCommits(self) -> None:
+        """
+        Entries made durable by the fsync of another Ready (here the one
+        answering a pre-vote) count at once: the leader commits what a
+        follower holds too, and applies it.
+        """
+        term = self.node.core.currentTerm
+        self.node.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=1))
+        self.assertEqual(self.node.core.commitIndex, 0)
+        self.node.peerRequest("s3", RequestVote(term + 1, 1, term, preVote=True))
+        self.assertEqual(self.node.core.commitIndex, 1)
+        self.assertEqual(self.node.logManager.lastApplied, 1)
 
     def test_onlyALeadersMessagesGoFirst(self) -> None:
         """
@@ -352,6 +368,7 @@ class ParallelWriteTests(SynchronousTestCase):
         self.logStore.sync = failingSync  # type: ignore[method-assign]
         self.clock.advance(0)
         self.assertTrue(self.node.silent)
+        self.assertEqual(self.node.diskError, "no space left on device")
         self.assertEqual(self.successResultOf(answer), answers.DISK_FAILED)
         self.assertEqual(self.node.core.durableIndex, 1)
 
@@ -579,6 +596,20 @@ class ObserverEventTests(SynchronousTestCase):
         syncs = [event for event in observer.events if event[0] == "synced"]
         self.assertEqual(set(syncs), {("synced", 0.0)})
         self.assertGreater(len(syncs), 1)
+
+    def test_followerSyncs(self) -> None:
+        """
+        A follower tells of the sync of the entries it appends, timed (no
+        time passes on this clock), and of none when a heartbeat leaves
+        nothing to write.
+        """
+        observer = EventObserver()
+        node, clock, _ = buildNode(("s1", "s2", "s3"), observer=observer)
+        clock.advance(1)
+        node.peerRequest("s2", AppendEntries(1, 0, 0, (Entry(1, 1, "noop"),), 0))
+        self.assertEqual([e for e in observer.events if e[0] == "synced"], [("synced", 0.0)])
+        node.peerRequest("s2", AppendEntries(1, 1, 1, (), 1))
+        self.assertEqual([e for e in observer.events if e[0] == "synced"], [("synced", 0.0)])
 
     def test_everyAnswerIsCounted(self) -> None:
         """

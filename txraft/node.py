@@ -87,6 +87,9 @@ BARRIER_READ = "get _"
 #: heartbeats starve: work per turn grows with the requests taken in it.
 MAX_BACKLOG = 512
 
+#: A Ready with nothing to do (never to be changed).
+NOTHING = Ready()
+
 #: Sends one message to the named peer; delivery is not guaranteed.
 Send = Callable[[str, Message], None]
 
@@ -364,8 +367,8 @@ class RaftNode:
         answer.
         """
         arrived = self.clock.seconds()
-        word = "invalid"
 
+        # Called only once _dispatch below has named the command word.
         def observed(answer: str) -> None:
             self.observer.answered(word, answers.kind(answer), self.clock.seconds() - arrived)
             respond(answer)
@@ -669,7 +672,10 @@ class RaftNode:
         self.admin.check()
         self._checkDrained()
         if durable is not None and durable > self.core.durableIndex:
-            self._process(self.core.persisted(durable))
+            after = self.core.persisted(durable)
+            # A follower's is empty: skip the rounds of an empty Ready.
+            if after != NOTHING:
+                self._process(after)
 
     def _syncSoon(self) -> None:
         """
@@ -684,7 +690,8 @@ class RaftNode:
     def _syncLog(self) -> None:
         """fsync the log, then let the core count this node for what it holds."""
         self._syncCall = None
-        if self.silent or not self.logManager.unsynced:
+        if not self.logManager.unsynced:
+            # A Ready since made everything durable (falling silent cancels this call).
             return
         started = self.clock.seconds()
         try:
