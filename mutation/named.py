@@ -61,8 +61,8 @@ BUGS = (
     PlantedBug(
         "the driver answers OK before the entry commits",
         "txraft/node.py",
-        "            self._waiting[entry.index] = (entry.term, now, d)",
-        "            d.callback(answers.OK)",
+        "            self._waiting[entry.index] = (entry.term, now, reply)",
+        "            reply.give(answers.OK)",
         "tests/test_service.py",
     ),
     PlantedBug(
