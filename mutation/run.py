@@ -73,6 +73,8 @@ SAMPLE_TESTS = (
     "tests/test_reads.py",
     "tests/test_membership.py",
     "tests/test_admin.py",
+    "tests/test_service.py",
+    "tests/test_fuzz.py",
     "tests/test_simulation.py",
 )
 SAMPLE_SEEDS = 30
