@@ -113,8 +113,6 @@ def clientRequest(
     waiting: defer.Deferred[str] = defer.Deferred()
 
     def respond(answer: str) -> None:
-        if given:
-            raise AssertionError(f"answered twice: {given[0]!r}, then {answer!r}")
         given.append(answer)
         waiting.callback(answer)
 
