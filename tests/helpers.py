@@ -21,7 +21,7 @@ from txraft.logmanager import LogManager
 from txraft.messages import Entry, HardState
 from txraft.node import RaftNode
 from txraft.service import RaftService
-from txraft.storage import MemoryLogStore, MemoryStateStore
+from txraft.storage import MemoryLogStore, MemoryStateStore, OSFileSystem
 
 #: Timing used by service tests: short enough to elect in a few dozen ticks.
 TICK_SECONDS = 0.01
@@ -100,6 +100,18 @@ class RecordingStateStore(MemoryStateStore):
             raise OSError(5, "Input/output error")
         self.events.append(("save", state))
         super().save(state)
+
+
+class ReadRecordingFileSystem(OSFileSystem):
+    """The real system calls, with each C{pread}'s count and offset recorded in C{reads}."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[int, int]] = []
+
+    def pread(self, fd: int, count: int, offset: int) -> bytes:
+        """Record, then read."""
+        self.reads.append((count, offset))
+        return super().pread(fd, count, offset)
 
 
 def clientRequest(

@@ -12,6 +12,7 @@ import tempfile
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from tests.helpers import ReadRecordingFileSystem
 from txraft.interfaces import ISnapshotStore
 from txraft.messages import Snapshot
 from txraft.snapshots import (
@@ -21,7 +22,7 @@ from txraft.snapshots import (
     encodeHeader,
     encodeSnapshot,
 )
-from txraft.storage import OSFileSystem, StorageError
+from txraft.storage import StorageError
 
 SNAPSHOT = Snapshot(
     42,
@@ -50,18 +51,6 @@ def damagedCopies(good: bytes) -> list[bytes]:
         good.replace(b" 42 7 ", b" 42 6 "),
         good.split(b"\n")[0],
     ]
-
-
-class PreadRecorder(OSFileSystem):
-    """The real system calls, with each C{pread}'s count and offset recorded in C{preads}."""
-
-    def __init__(self) -> None:
-        self.preads: list[tuple[int, int]] = []
-
-    def pread(self, fd: int, count: int, offset: int) -> bytes:
-        """Record, then read."""
-        self.preads.append((count, offset))
-        return super().pread(fd, count, offset)
 
 
 class FileSnapshotStoreTests(SynchronousTestCase):
@@ -170,14 +159,14 @@ class FileSnapshotStoreTests(SynchronousTestCase):
         file, which for a million keys held the GIL for tens of
         milliseconds, stalling the node's event loop meanwhile.
         """
-        fileSystem = PreadRecorder()
+        fileSystem = ReadRecordingFileSystem()
         store = FileSnapshotStore(self.path, fileSystem=fileSystem)
         staged = store.stage(SNAPSHOT)
-        fileSystem.preads.clear()
+        fileSystem.reads.clear()
         self.assertEqual(store.readStaged(staged), SNAPSHOT)
         start = len(encodeHeader(SNAPSHOT))
-        self.assertEqual(fileSystem.preads[-1], (len(SNAPSHOT.data), start))
-        self.assertEqual([offset for _, offset in fileSystem.preads[:-1]], [0])
+        self.assertEqual(fileSystem.reads[-1], (len(SNAPSHOT.data), start))
+        self.assertEqual([offset for _, offset in fileSystem.reads[:-1]], [0])
 
     def test_stagedDamageRefused(self) -> None:
         """

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 import txraft.storage
-from tests.helpers import temporaryDirectory
+from tests.helpers import ReadRecordingFileSystem, temporaryDirectory
 from txraft.core import MAX_APPEND_BYTES
 from txraft.interfaces import ILogStore, IStateStore
 from txraft.messages import (
@@ -107,16 +107,12 @@ def lineEnds(data: bytes) -> list[int]:
     return [i + 1 for i, byte in enumerate(data) if byte == ord("\n")]
 
 
-class ReadRecordingFileSystem(OSFileSystem):
-    """The real system calls, with each C{pread}'s count and offset recorded in C{reads}."""
-
-    def __init__(self) -> None:
-        self.reads: list[tuple[int, int]] = []
-
-    def pread(self, fd: int, count: int, offset: int) -> bytes:
-        """Record, then read."""
-        self.reads.append((count, offset))
-        return super().pread(fd, count, offset)
+def openedStore(case: SynchronousTestCase, path: str, fileSystem: OSFileSystem) -> FileLogStore:
+    """A L{FileLogStore} of C{path} on C{fileSystem}, loaded, closed when C{case} ends."""
+    store = FileLogStore(path, fileSystem=fileSystem)
+    case.addCleanup(store.close)
+    store.load()
+    return store
 
 
 class LowDescriptorFileSystem(OSFileSystem):
@@ -465,9 +461,7 @@ class FileLogStoreTests(SynchronousTestCase):
         Append and sync L{BATCHES} one by one through a fresh store; return
         it.
         """
-        store = FileLogStore(self.path, fileSystem=fileSystem)
-        self.addCleanup(store.close)
-        store.load()
+        store = openedStore(self, self.path, fileSystem)
         for batch in BATCHES:
             store.append(batch)
             store.sync()
@@ -676,9 +670,7 @@ class FileLogStoreTests(SynchronousTestCase):
         """
         self.writeFile(LOG_DATA)
         fileSystem = RecordingFileSystem()
-        store = FileLogStore(self.path, fileSystem=fileSystem)
-        self.addCleanup(store.close)
-        store.load()
+        openedStore(self, self.path, fileSystem)
         self.assertEqual(fileSystem.names(), ["fsyncDirectory", "fdatasync"])
 
     def test_truncateIsSynced(self) -> None:
@@ -700,9 +692,7 @@ class FileLogStoreTests(SynchronousTestCase):
         """
         self.patch(txraft.storage, "MAX_UNSYNCED_BYTES", 30)
         fileSystem = RecordingFileSystem()
-        store = FileLogStore(self.path, fileSystem=fileSystem)
-        self.addCleanup(store.close)
-        store.load()
+        store = openedStore(self, self.path, fileSystem)
         entries = [Entry(i, 1, f"set k{i} {i}") for i in range(1, 8)]
         entries.append(Entry(8, 1, "set long " + "v" * 40))
         store.append(entries)
@@ -726,9 +716,7 @@ class FileLogStoreTests(SynchronousTestCase):
         """
         self.patch(txraft.storage, "MAX_UNSYNCED_BYTES", 100)
         fileSystem = RecordingFileSystem()
-        store = FileLogStore(self.path, fileSystem=fileSystem)
-        self.addCleanup(store.close)
-        store.load()
+        store = openedStore(self, self.path, fileSystem)
         entries = [Entry(i, 1, "set k " + "v" * 39) for i in range(1, 7)]
         lines = [formatEntry(entry) for entry in entries]
         self.assertEqual({len(line) for line in lines}, {50})
@@ -839,9 +827,7 @@ class FileLogStoreTests(SynchronousTestCase):
         fsyncs it, so it is truly durable before the node trusts it.
         """
         fileSystem = RecordingFileSystem()
-        store = FileLogStore(self.path, fileSystem=fileSystem)
-        self.addCleanup(store.close)
-        store.load()
+        store = openedStore(self, self.path, fileSystem)
         store.append(BATCHES[0])
         store.sync()
         store.append(BATCHES[1])
@@ -992,9 +978,7 @@ class FileLogCompactionTests(SynchronousTestCase):
         """
         size = os.path.getsize(self.path)
         fileSystem = ReadRecordingFileSystem()
-        store = FileLogStore(self.path, fileSystem=fileSystem)
-        self.addCleanup(store.close)
-        store.load()
+        store = openedStore(self, self.path, fileSystem)
         fileSystem.reads.clear()
         store.compact(3)
         tail = os.path.getsize(self.path)
@@ -1007,9 +991,7 @@ class FileLogCompactionTests(SynchronousTestCase):
         the file to fsync, not the directory again.
         """
         fileSystem = RecordingFileSystem()
-        store = FileLogStore(self.path, fileSystem=fileSystem)
-        self.addCleanup(store.close)
-        store.load()
+        store = openedStore(self, self.path, fileSystem)
         fileSystem.calls.clear()
         store.compact(3)
         self.assertEqual(fileSystem.names(), ["pwrite", "fdatasync", "replace", "fsyncDirectory"])
@@ -1092,9 +1074,7 @@ class FileLogCompactionTests(SynchronousTestCase):
                     raise failures.pop()
 
         fileSystem = FailingDirectorySync()
-        store = FileLogStore(self.path, fileSystem=fileSystem)
-        self.addCleanup(store.close)
-        store.load()
+        store = openedStore(self, self.path, fileSystem)
         failures.append(OSError(errno.EIO, os.strerror(errno.EIO)))
         self.assertRaises(OSError, store.compact, 3)
         self.assertEqual(self.lines(), ["4 2 set k4 4", "5 2 set k5 5"])
