@@ -264,6 +264,16 @@ class SimulatedFileSystem:
         del self.names[path]
         self.pendingNames.append(("unlink", path, None))
 
+    def link(self, source: str, destination: str) -> None:
+        """Give C{source}'s file a second name; durable after L{fsyncDirectory}."""
+        self._step("link")
+        if source not in self.names:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", source)
+        if destination in self.names:
+            raise FileExistsError(errno.EEXIST, "File exists", destination)
+        self.names[destination] = self.names[source]
+        self.pendingNames.append(("link", destination, self.names[source]))
+
     def fsyncDirectory(self, path: str) -> None:
         """Make every name change durable."""
         if path != DIRECTORY:
@@ -1125,8 +1135,8 @@ class SnapshotCrashTests(SynchronousTestCase):
         """
         A crash at any step of saving a snapshot leaves the old one or the
         new one, whole, never a torn or missing one: it is written to a
-        temporary file, fsynced, renamed into place and the directory
-        fsynced.
+        temporary file, fsynced, renamed into place (the old one keeping a
+        second name, removed later) and the directory fsynced.
         """
         old, new = kvSnapshot(5, 1, {"a": "1"}), kvSnapshot(9, 2, {"a": "2", "b": "x" * 40})
         for number in itertools.count():
@@ -1141,7 +1151,8 @@ class SnapshotCrashTests(SynchronousTestCase):
                     self.assertIn(loaded, (old, new))
                 continue
             self.assertEqual(
-                fs.calls, ["open", "pwrite", "pwrite", "fsync", "replace", "fsyncDirectory"]
+                fs.calls,
+                ["open", "pwrite", "pwrite", "fsync", "link", "replace", "fsyncDirectory"],
             )
             break
 
@@ -1153,7 +1164,7 @@ class SnapshotCrashTests(SynchronousTestCase):
         finds the same snapshot.
         """
         old, new = kvSnapshot(5, 1, {"a": "1"}), kvSnapshot(9, 2, {"a": "2"})
-        for number in range(6):
+        for number in range(7):
             fs = SimulatedFileSystem({SNAPSHOT: encodeSnapshot(old)})
             fs.crashAt = number
             store = FileSnapshotStore(SNAPSHOT, fileSystem=fs)  # type: ignore[arg-type]

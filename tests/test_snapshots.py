@@ -128,6 +128,37 @@ class FileSnapshotStoreTests(SynchronousTestCase):
         self.assertEqual(self.store.load(), SNAPSHOT)
         self.assertFalse(os.path.exists(self.path + ".tmp"))
 
+    def test_commitLeavesFreeingTheOldOneToTheNextWriter(self) -> None:
+        """
+        Committing a snapshot does not free the old one's blocks (on the
+        event loop): the old file keeps a second name, and whoever stages
+        the next snapshot (a forked child, a thread) removes it.  A restart
+        removes it too.
+        """
+        self.store.save(SNAPSHOT)
+        old = os.stat(self.path).st_ino
+        later = Snapshot(50, 8, b"{}")
+        self.store.commit(self.store.stage(later))
+        self.assertEqual(os.stat(self.store.retired).st_ino, old)
+        self.assertEqual(FileSnapshotStore(self.path).load(), later)
+        self.assertFalse(os.path.exists(self.store.retired))
+        self.store.commit(self.store.stage(Snapshot(60, 8, b"{}")))
+        self.store.stage(Snapshot(70, 8, b"{}"))
+        self.assertFalse(os.path.exists(self.store.retired))
+
+    def test_commitWithARetiredLeftover(self) -> None:
+        """
+        A retired file no staging removed (the last snapshot was installed
+        from the leader) is removed by the next commit, which retires the
+        snapshot it replaces in its place.
+        """
+        self.store.save(SNAPSHOT)
+        self.store.save(Snapshot(50, 8, b"{}"))
+        current = os.stat(self.path).st_ino
+        self.store.save(Snapshot(60, 8, b"{}"))
+        self.assertEqual(os.stat(self.store.retired).st_ino, current)
+        self.assertEqual(self.store.load(), Snapshot(60, 8, b"{}"))
+
     def test_damageRefused(self) -> None:
         """
         A snapshot whose header, length or checksum do not hold is refused

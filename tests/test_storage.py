@@ -30,6 +30,7 @@ from txraft.protocol import MAX_REQUEST
 from txraft.snapshots import FileSnapshotStore
 from txraft.storage import (
     MAX_UNSYNCED_BYTES,
+    SYNC_EVERY_BYTES,
     FileLogStore,
     FileStateStore,
     MemoryLogStore,
@@ -1486,6 +1487,39 @@ class FileHelperTests(SynchronousTestCase):
         writeWholeFile(OSFileSystem(), path, [b"one ", b"two ", b"three"])
         with open(path, "rb") as f:
             self.assertEqual(f.read(), b"one two three")
+
+    def test_writeWholeFileSyncsAsItGoes(self) -> None:
+        """
+        A file of several L{SYNC_EVERY_BYTES} is fdatasynced each time that
+        many more bytes were written, across parts, then fsynced whole: a
+        concurrent fsync of the log never waits for a whole snapshot.
+        """
+        calls: list[tuple[str, int]] = []
+
+        class Recording(OSFileSystem):
+            def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+                calls.append(("pwrite", offset + len(data)))
+                return super().pwrite(fd, data, offset)
+
+            def fdatasync(self, fd: int) -> None:
+                calls.append(("fdatasync", self.size(fd)))
+                super().fdatasync(fd)
+
+            def fsync(self, fd: int) -> None:
+                calls.append(("fsync", self.size(fd)))
+                super().fsync(fd)
+
+        every = SYNC_EVERY_BYTES
+        parts = [b"h" * 10, b"a" * (2 * every), b"b" * (every // 2)]
+        path = os.path.join(temporaryDirectory(self), "f")
+        writeWholeFile(Recording(), path, parts)
+        self.assertEqual(
+            [call for call in calls if call[0] != "pwrite"],
+            [("fdatasync", every), ("fdatasync", 2 * every), ("fsync", 10 + 5 * every // 2)],
+        )
+        self.assertEqual(max(end for kind, end in calls if kind == "pwrite"), 10 + 5 * every // 2)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"".join(parts))
 
     def test_readWholeFileInShortReads(self) -> None:
         """

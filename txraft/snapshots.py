@@ -25,6 +25,13 @@ over the old one and the directory fsynced, so a crash leaves either the
 old snapshot or the new one; one that fails its checksum was damaged after
 it was written, and the node refuses to start rather than start from a
 state it cannot trust.
+
+Renaming over the old snapshot would free its blocks in the rename itself,
+on the event loop: 10 to 14 ms for the 31 MB of a million keys on ext4.
+So the old file first gets a second name, C{NAME.snapshot.retired}, and
+the rename only drops one of its names; whoever writes the next snapshot
+(a forked child or a thread) removes the retired file first, and so pays
+for freeing it.
 """
 
 from __future__ import annotations
@@ -160,6 +167,8 @@ class FileSnapshotStore:
         self.path = path
         self.temporary = path + ".tmp"
         self.staging = path + ".staged"
+        #: The replaced snapshot, kept by a second name until the next one is written.
+        self.retired = path + ".retired"
         self._fs = fileSystem if fileSystem is not None else OSFileSystem()
         self._directory = os.path.dirname(os.path.abspath(path))
 
@@ -169,10 +178,12 @@ class FileSnapshotStore:
         process that renamed it into place may have died before fsyncing
         the directory, and the node is about to act on it (compacting the
         log it covers).  Leftover temporary files are removed: they are a
-        snapshot that was never put in place, never the current one.
+        snapshot that was never put in place, or one already replaced,
+        never the current one.
         """
         fs = self._fs
-        removed = [removeLeftover(fs, path) for path in (self.temporary, self.staging)]
+        leftovers = (self.temporary, self.staging, self.retired)
+        removed = [removeLeftover(fs, path) for path in leftovers]
         contents = readWholeFile(fs, self.path)
         snapshot = None if contents is None else decodeSnapshot(contents, self.path)
         if snapshot is not None or any(removed):
@@ -219,12 +230,25 @@ class FileSnapshotStore:
         return _checked(header, data, staged)
 
     def commit(self, staged: object) -> None:
-        """Rename the staged file over the snapshot and fsync the directory."""
+        """
+        Rename the staged file over the snapshot and fsync the directory.
+        The old snapshot keeps a second name (L{retired}), so that the
+        rename does not free its blocks: the next L{stage} removes it.
+        """
         assert isinstance(staged, str)
-        self._fs.replace(staged, self.path)
-        self._fs.fsyncDirectory(self._directory)
+        fs = self._fs
+        # Left over only if no snapshot was staged since the last commit
+        # (one installed from the leader): then it is freed here after all.
+        removeLeftover(fs, self.retired)
+        try:
+            fs.link(self.path, self.retired)
+        except FileNotFoundError:
+            pass  # the node's first snapshot
+        fs.replace(staged, self.path)
+        fs.fsyncDirectory(self._directory)
 
     def _write(self, snapshot: Snapshot, path: str) -> str:
+        removeLeftover(self._fs, self.retired)
         writeWholeFile(self._fs, path, [encodeHeader(snapshot), snapshot.data])
         return path
 

@@ -76,6 +76,15 @@ from txraft.messages import NAME_PATTERN, UNSTORABLE, Entry, HardState
 
 log = Logger()
 
+#: L{writeWholeFile} fdatasyncs a file it writes every this many bytes.  On
+#: ext4 an fsync commits the journal, which first writes out the data of
+#: every file whose blocks were allocated since the last commit: the log's
+#: fsync on the event loop waited for much of a snapshot of tens of
+#: megabytes being written meanwhile.  On this project's test machine the
+#: longest fdatasync of a small file while 31 MB were written took 15 to
+#: 18 ms when they were written at once, 7 to 11 ms in pieces of 4 MiB.
+SYNC_EVERY_BYTES = 4 * 1024 * 1024
+
 #: L{FileLogStore.append} fsyncs before its unsynced bytes would pass this
 #: (unless a single line is longer), which bounds how far from the end of
 #: the file recovery may find the damage of a torn write.
@@ -134,6 +143,10 @@ class OSFileSystem:
     def remove(self, path: str) -> None:
         """C{os.remove}; raises L{FileNotFoundError} if there is no such file."""
         os.remove(path)
+
+    def link(self, source: str, destination: str) -> None:
+        """C{os.link}: a second name for C{source}'s file."""
+        os.link(source, destination)
 
     def fsyncDirectory(self, path: str) -> None:
         """Make the creation, removal or renaming of files in C{path} durable."""
@@ -219,14 +232,23 @@ def readWholeFile(fileSystem: OSFileSystem, path: str) -> bytes | None:
 def writeWholeFile(fileSystem: OSFileSystem, path: str, parts: list[bytes]) -> None:
     """
     Create or empty C{path}, write C{parts} one after the other and fsync
-    it; its name is not durable until its directory is fsynced.
+    it; its name is not durable until its directory is fsynced.  A large
+    file is fdatasynced every L{SYNC_EVERY_BYTES} on the way.
     """
     fd = fileSystem.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        offset = 0
+        offset = unsynced = 0
         for part in parts:
-            _writeAll(fileSystem, fd, part, offset)
-            offset += len(part)
+            view = memoryview(part)
+            while view:
+                piece = view[: SYNC_EVERY_BYTES - unsynced]
+                _writeAll(fileSystem, fd, piece, offset)
+                offset += len(piece)
+                unsynced += len(piece)
+                view = view[len(piece) :]
+                if unsynced == SYNC_EVERY_BYTES:
+                    fileSystem.fdatasync(fd)
+                    unsynced = 0
         fileSystem.fsync(fd)
     finally:
         fileSystem.close(fd)
