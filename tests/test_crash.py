@@ -54,6 +54,7 @@ from txraft.messages import (
 )
 from txraft.node import DISK_RETRY_SECONDS
 from txraft.service import RaftService
+from txraft.shardedmap import ShardedMap, frozenJSON
 from txraft.snapshots import FileSnapshotStore, encodeSnapshot
 from txraft.storage import (
     FileLogStore,
@@ -749,9 +750,8 @@ EMPTY: Stored = (HardState(), None, [])
 
 
 def kvSnapshot(index: int, term: int, data: dict[str, str]) -> Snapshot:
-    """A snapshot of the key-value map C{data} as of entry C{index}."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return Snapshot(index, term, text.encode())
+    """A snapshot of the key-value map C{data} as of entry C{index}, as the store writes it."""
+    return Snapshot(index, term, b"".join(frozenJSON(ShardedMap(data).freeze())))
 
 
 def recoverStored(fileSystem: SimulatedFileSystem) -> Stored:

@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from txraft.interfaces import IStateMachine
 from txraft.sessions import SessionTable, parseNumbered
+from txraft.shardedmap import ShardedMap, frozenJSON
 
 #: Control characters other than tab cannot appear in commands: the log and
 #: the wire are line-based, and a stray carriage return would corrupt both.
@@ -87,8 +88,8 @@ def parseCommand(text: str) -> Command:
 @implementer(IStateMachine)
 class KeyValueStore:
     """
-    The replicated map and its client sessions; L{apply} and L{restore} are
-    their only ways to change.
+    The replicated map (a L{ShardedMap}) and its client sessions; L{apply}
+    and L{restore} are their only ways to change.
     """
 
     def __init__(self, sessions: SessionTable | None = None) -> None:
@@ -96,28 +97,30 @@ class KeyValueStore:
         @param sessions: the session table to start with (default: an empty
             one with the default bounds).
         """
-        self.data: dict[str, str] = {}
+        self.data = ShardedMap()
         self.sessions = sessions if sessions is not None else SessionTable()
 
     def capture(self) -> Callable[[], bytes]:
         """
         Freeze the current state and return a function that serializes it.
-        The freezing is a quick copy; the serializing, the slow part, can
-        run in another thread while this store goes on applying commands.
+        The freezing takes no time (L{ShardedMap.freeze}; the sessions are
+        copied, a bounded table); the serializing, the slow part, can run
+        in another thread while this store goes on applying commands, and
+        holds the GIL a shard at a time.
 
         The bytes are the map as one line of JSON, then, if any client has
         a session, a newline and the sessions as another (see
         L{SessionTable.capture}): a snapshot without sessions is the same
         as before they existed.
         """
-        frozen = dict(self.data)
+        frozen = self.data.freeze()
         sessions = self.sessions.capture()
 
         def serialize() -> bytes:
-            lines = [_dumps(frozen)]
+            parts = list(frozenJSON(frozen))
             if sessions:
-                lines.append(_dumps(sessions))
-            return "\n".join(lines).encode()
+                parts.append(b"\n" + _dumps(sessions).encode())
+            return b"".join(parts)
 
         return serialize
 
@@ -138,7 +141,7 @@ class KeyValueStore:
         sessions = SessionTable(self.sessions.maxSessions, self.sessions.window)
         if newline:
             sessions.restore(json.loads(sessionsLine))
-        self.data, self.sessions = state, sessions
+        self.data, self.sessions = ShardedMap(state), sessions
 
     def apply(self, commandText: str, index: int = 0) -> str:
         """
@@ -195,7 +198,7 @@ class KeyValueStore:
         if command.name == "get":
             value = self.data.get(command.key)
             return "NOT_FOUND" if value is None else f"OK {value}"
-        return "OK " + json.dumps(self.data, ensure_ascii=False, sort_keys=True)
+        return "OK " + json.dumps(self.data.toDict(), ensure_ascii=False, sort_keys=True)
 
 
 def _dumps(value: object) -> str:
