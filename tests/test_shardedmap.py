@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import zlib
+from types import MappingProxyType
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -76,7 +77,7 @@ class ShardedMapTests(SynchronousTestCase):
         m = ShardedMap({"a": "1"})
         self.assertRaises(KeyError, m.__getitem__, "b")
         self.assertRaises(KeyError, m.__delitem__, "b")
-        self.assertRaises(KeyError, m.pop, "b")
+        self.assertEqual(self.assertRaises(KeyError, m.pop, "b").args, ("b",))
         self.assertEqual(m.pop("a"), "1")
         self.assertNotIn(1, m)
 
@@ -89,6 +90,9 @@ class ShardedMapTests(SynchronousTestCase):
         self.assertNotEqual(m, ShardedMap({"a": "1"}))
         self.assertNotEqual(m, [("a", "1"), ("b", "2")])
         self.assertEqual(m, ShardedMap({"b": "2", "a": "1"}))
+        # A mapping that is no dict:
+        self.assertEqual(m, MappingProxyType({"b": "2", "a": "1"}))
+        self.assertNotEqual(m, MappingProxyType({"a": "1"}))
 
     def test_freezeKeepsTheItemsItWasTakenWith(self) -> None:
         """
@@ -109,6 +113,10 @@ class ShardedMapTests(SynchronousTestCase):
         unchanged = [i for i in range(SHARDS) if m._shards[i] is frozen[i]]
         changed = {shardOf(key) for key in ("a", "new", "b", "c")}
         self.assertEqual(set(range(SHARDS)) - set(unchanged), changed)
+        # Copied once: the next change writes the copy in place.
+        copy = m._shards[shardOf("a")]
+        m["a"] = "again"
+        self.assertIs(m._shards[shardOf("a")], copy)
 
     def test_freezeAgain(self) -> None:
         """
