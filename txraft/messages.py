@@ -202,6 +202,12 @@ _RECORDS: dict[str, type] = {
 #: The RPC names that mark a line as a peer line rather than a client command.
 RPC_NAMES = frozenset(_RECORDS)
 
+#: Each record's fields with their defaults, in order, for L{formatMessage}.
+_FIELDS: dict[type, tuple[tuple[str, object], ...]] = {
+    cls: tuple((field.name, field.default) for field in attrs.fields(cls))
+    for cls in _RECORDS.values()
+}
+
 
 def splitSender(line: str) -> tuple[str | None, str]:
     """
@@ -225,9 +231,12 @@ def formatMessage(sender: str, message: Message) -> str:
     Encode C{message} from C{sender} as one peer line (without the newline).
     Fields at their default value are left out, to keep lines short.
     """
-    fields = attrs.asdict(
-        message, recurse=False, filter=lambda field, value: value != field.default
-    )
+    # Not attrs.asdict with a filter: that took a tenth of a follower's time per append.
+    fields = {}
+    for name, default in _FIELDS[type(message)]:
+        value = getattr(message, name)
+        if value != default:
+            fields[name] = value
     if isinstance(message, AppendEntries):
         fields["entries"] = [[e.index, e.term, e.command] for e in message.entries]
     if isinstance(message, InstallSnapshot):
