@@ -53,14 +53,16 @@ class Options(usage.Options):
     ]
 
 
-def fill(cluster: LocalCluster, keys: int, connections: int, window: int) -> None:
-    """Set C{keys} distinct keys on the node, pipelined over a few connections."""
+def fill(
+    cluster: LocalCluster, keys: int, connections: int, window: int, node: str = "s1"
+) -> None:
+    """Set C{keys} distinct keys through C{node}, pipelined over a few connections."""
     lines = [f"set key{i:08d} value-{i:08d}" for i in range(keys)]
     share = -(-len(lines) // connections)
     errors: list[str] = []
 
     def push(part: Sequence[str]) -> None:
-        with cluster.connect("s1", timeout=60) as connection:
+        with cluster.connect(node, timeout=60) as connection:
             result = pipelinedConnection(connection, part, window)
         if result.errors:
             errors.append(f"{result.errors} errors, the first {result.firstError!r}")
@@ -78,17 +80,18 @@ def fill(cluster: LocalCluster, keys: int, connections: int, window: int) -> Non
 
 
 class Probe(threading.Thread):
-    """Asks node s1 for C{status} back to back, timing each answer, until stopped."""
+    """Asks a node for C{status} back to back, timing each answer, until stopped."""
 
-    def __init__(self, cluster: LocalCluster) -> None:
+    def __init__(self, cluster: LocalCluster, node: str = "s1") -> None:
         super().__init__(daemon=True)
-        self.connection = cluster.connect("s1", timeout=60)
+        self.connection = cluster.connect(node, timeout=60)
         self.waits: list[float] = []
         self.snapshotIndex = 0
+        self.applied = 0
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        """Ask, time, and note the node's snapshot index, until told to stop."""
+        """Ask, time, and note the node's snapshot and applied indexes, until told to stop."""
         with self.connection:
             while not self.stopping.is_set():
                 sent = time.perf_counter()
@@ -96,7 +99,9 @@ class Probe(threading.Thread):
                 self.waits.append(time.perf_counter() - sent)
                 value = answers.okValue(answer)
                 if value is not None:
-                    self.snapshotIndex = json.loads(value)["snapshotIndex"]
+                    status = json.loads(value)
+                    self.snapshotIndex = status["snapshotIndex"]
+                    self.applied = status["lastApplied"]
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
