@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from snapshotstall import Probe, fill, percentile
+from snapshotstall import Probe, fill
 from twisted.python import usage
 
 from txraft import answers
@@ -103,18 +103,9 @@ def run(options: Options) -> dict[str, float]:
                 )
             time.sleep(0.1)
         caughtUp = time.perf_counter() - started
-        probe.stopping.set()
-        probe.join()
+        seen = probe.finish()
         adding.join(options["timeout"])
-    return {
-        "max": max(probe.waits) * 1000,
-        "p99": percentile(probe.waits, 0.99) * 1000,
-        "probes": len(probe.waits),
-        "snapshotIndex": probe.snapshotIndex,
-        "fill": filled,
-        "caughtUp": caughtUp,
-        "load": os.getloadavg()[0],
-    }
+    return {**seen, "fill": filled, "caughtUp": caughtUp}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

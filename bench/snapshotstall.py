@@ -103,6 +103,18 @@ class Probe(threading.Thread):
                     self.snapshotIndex = status["snapshotIndex"]
                     self.applied = status["lastApplied"]
 
+    def finish(self) -> dict[str, float]:
+        """Stop asking; the longest and 99th-percentile waits (ms), and the rest seen."""
+        self.stopping.set()
+        self.join()
+        return {
+            "max": max(self.waits) * 1000,
+            "p99": percentile(self.waits, 0.99) * 1000,
+            "probes": len(self.waits),
+            "snapshotIndex": self.snapshotIndex,
+            "load": os.getloadavg()[0],
+        }
+
 
 def percentile(values: Sequence[float], fraction: float) -> float:
     """The C{fraction} quantile of C{values} (nearest rank)."""
@@ -142,18 +154,9 @@ def run(writer: str, options: Options) -> dict[str, float]:
         seconds = time.perf_counter() - filling
         print(f"{writer}: {options['keys']:,} keys in {seconds:.1f} s")
         time.sleep(options["linger"])
-        probe.stopping.set()
-        probe.join()
+        seen = probe.finish()
         waited = waitedForACore(process.pid) - waited
-    return {
-        "max": max(probe.waits) * 1000,
-        "p99": percentile(probe.waits, 0.99) * 1000,
-        "probes": len(probe.waits),
-        "snapshotIndex": probe.snapshotIndex,
-        "fill": seconds,
-        "waited": waited,
-        "load": os.getloadavg()[0],
-    }
+    return {**seen, "fill": seconds, "waited": waited}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
