@@ -62,6 +62,7 @@ NODE_FILES = (
     "{}.snapshot",
     "{}.snapshot.tmp",
     "{}.snapshot.staged",
+    "{}.snapshot.retired",
 )
 
 

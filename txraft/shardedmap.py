@@ -18,9 +18,9 @@ applied the same commands: shard by shard, each in insertion order.
 Shards also make a snapshot cheap to take.  L{ShardedMap.freeze} hands out
 the shards as they are, in no time, and marks them shared; the map copies
 a shared shard before its first change (copy on write, a shard at a time),
-so the frozen ones never change.  Another thread serializes them one shard
-at a time (L{frozenJSON}): no call holds the GIL for long, and the event
-loop goes on applying commands meanwhile.
+so the frozen ones never change.  A forked child or another thread
+serializes them one shard at a time (L{frozenJSON}), no call holding the
+GIL for long, while the event loop goes on applying commands.
 """
 
 from __future__ import annotations
