@@ -50,6 +50,9 @@ LEADER_NOT_READY = "UNAVAILABLE the leader has not yet committed an entry of its
 #: every such answer starts with this (see L{txraft.sessions}).
 SESSION_EXPIRED = "ERROR session expired"
 
+#: A request whose handling failed unexpectedly (a bug; the failure is logged).
+INTERNAL_ERROR = "ERROR internal error"
+
 #: C{UNAVAILABLE} answers after which the command surely did not run, so a
 #: client may send it again (as after a C{REDIRECT} or an C{ERROR}); every
 #: other C{UNAVAILABLE} leaves the outcome unknown.  A read changes nothing,

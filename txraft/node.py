@@ -384,7 +384,7 @@ class RaftNode:
         """An administrative command failed unexpectedly: log it, and say so."""
         self.log.failure("request failed", failure)
         if not reply.called:
-            reply.give(answers.error("internal error"))
+            reply.give(answers.INTERNAL_ERROR)
 
     def _dispatch(
         self, clientId: str | None, text: str, seq: int | None, reply: Reply

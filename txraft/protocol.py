@@ -89,7 +89,6 @@ def sendAtOnce(transport: object) -> None:
 
 NOT_AUTHENTICATED = answers.error("not authenticated: peer lines need the cluster key handshake")
 NOT_AUTHORIZED = answers.error("not authorized")
-INTERNAL_ERROR = answers.error("internal error")
 NO_CERTIFICATE = answers.error("peer lines need a certificate signed by the cluster's CA")
 
 
@@ -201,7 +200,7 @@ class NodeProtocol(LineReceiver):
         except Exception:
             self.log.failure("request failed")
             if slot[0] is None:
-                return INTERNAL_ERROR
+                return answers.INTERNAL_ERROR
         self._holdWhileOverloaded()
         return None
 
