@@ -12,7 +12,7 @@ import random
 from twisted.trial.unittest import SynchronousTestCase
 
 import txraft.kv
-from txraft.kv import Command, CommandError, KeyValueStore, parseCommand
+from txraft.kv import RESTORE_STEP_BYTES, Command, CommandError, KeyValueStore, parseCommand
 from txraft.sessions import SessionTable
 
 
@@ -353,6 +353,77 @@ class SnapshotTests(SynchronousTestCase):
         for data in [b"[]", b'{"a": 1}', b"not json", b'{"a": null}']:
             self.assertRaises(ValueError, store.restore, data)
         self.assertEqual(store.data, {"a": "1"})
+
+
+class RestoringTests(SynchronousTestCase):
+    """Restoring a large snapshot in steps, for an event loop to take one per turn."""
+
+    def bigStore(self, keys: int = 20_000) -> KeyValueStore:
+        """A store of C{keys} keys, and one client session."""
+        store = KeyValueStore()
+        for i in range(keys):
+            store.apply(f"set key{i:06} value{i:06}")
+        store.apply("c1#1@set last 1", keys + 1)
+        return store
+
+    def test_stepsOfBoundedSize(self) -> None:
+        """
+        Each step loads whole pieces until it has loaded at least
+        L{RESTORE_STEP_BYTES}, and no more than it needs: a map of 20,000
+        keys takes one step per 64 KiB of it.
+        """
+        data = self.bigStore().capture()()
+        mapLine = data.partition(b"\n")[0]
+        pieces = mapLine.count(b",\t") + 1
+        steps = sum(1 for _ in KeyValueStore().restoring(data))
+        self.assertGreater(pieces, steps)
+        self.assertEqual(steps, len(mapLine) // RESTORE_STEP_BYTES)
+
+    def test_unchangedUntilTheLastStep(self) -> None:
+        """
+        The store keeps its old map and sessions through every step; the
+        end of the last step puts the snapshot's in place, all at once.
+        """
+        source = self.bigStore()
+        store = KeyValueStore()
+        store.apply("c2#1@set old 1", 1)
+        steps = store.restoring(source.capture()())
+        for _ in steps:
+            self.assertEqual(store.data, {"old": "1"})
+            self.assertEqual(store.sessions.lastIndex("c2"), 1)
+        self.assertEqual(store.data, source.data)
+        self.assertEqual(store.capture()(), source.capture()())
+        self.assertEqual(store.apply("c1#1@set last 1", 9), "OK")
+
+    def test_abandonedStepsChangeNothing(self) -> None:
+        """Steps abandoned half way leave the store as it was."""
+        store = KeyValueStore()
+        store.apply("set old 1")
+        steps = store.restoring(self.bigStore().capture()())
+        next(steps)
+        next(steps)
+        steps.close()
+        self.assertEqual(store.data, {"old": "1"})
+
+    def test_badPieceFailsItsStep(self) -> None:
+        """
+        A piece that is not an object of strings fails the step that loads
+        it, with the same reason as a whole snapshot, and changes nothing.
+        """
+        data = self.bigStore().capture()()
+        bad = data.replace(b'"key019999":"value019999"', b'"key019999":19999')
+        store = KeyValueStore()
+        steps = store.restoring(bad)
+        error = self.assertRaises(ValueError, list, steps)
+        self.assertEqual(str(error), "a key-value snapshot is a JSON object of strings")
+        self.assertEqual(store.data, {})
+
+    def test_untabbedSnapshot(self) -> None:
+        """A snapshot written before pieces (one untabbed object) restores in one step."""
+        store = KeyValueStore()
+        old = json.dumps({f"k{i}": "v" * 40 for i in range(5000)}, separators=(",", ":"))
+        self.assertEqual(len(list(store.restoring(old.encode()))), 1)
+        self.assertEqual(len(store.data), 5000)
 
 
 class ExactAnswerTests(SynchronousTestCase):

@@ -78,13 +78,16 @@ class RecordingObserver(NullObserver):
 
 
 def buildNode(
-    names: tuple[str, ...] = ("s1",), observer: INodeObserver | None = None, **options: Any
+    names: tuple[str, ...] = ("s1",),
+    observer: INodeObserver | None = None,
+    clock: Clock | None = None,
+    **options: Any,
 ) -> tuple[RaftNode, Clock, list[tuple[str, Message]]]:
     """
-    A driver for s1 of a cluster of C{names}, its clock, and what it sent;
-    C{options} go to L{RaftNode}.
+    A driver for s1 of a cluster of C{names}, its clock (a new one unless
+    given), and what it sent; C{options} go to L{RaftNode}.
     """
-    clock = Clock()
+    clock = clock if clock is not None else Clock()
     sent: list[tuple[str, Message]] = []
     node = RaftNode(
         "s1",

@@ -62,6 +62,8 @@ class FakeNode:
         self.answers: list[str | defer.Deferred[str] | Exception] = []
         #: What L{overloaded} gives: L{None}, or a Deferred that fires once drained.
         self.drained: defer.Deferred[None] | None = None
+        #: What the next peer requests get, before the default grant.
+        self.peerReplies: list[Message | defer.Deferred[Message | None] | None] = []
 
     def isPeer(self, name: str) -> bool:
         """s2 and s3 are peers."""
@@ -92,9 +94,13 @@ class FakeNode:
         """L{drained}: overloaded while it is set."""
         return self.drained
 
-    def peerRequest(self, sender: str, message: Message) -> Message:
-        """Record a peer request and grant it."""
+    def peerRequest(
+        self, sender: str, message: Message
+    ) -> Message | defer.Deferred[Message | None] | None:
+        """Record a peer request; reply from C{peerReplies}, else grant it."""
         self.peerRequests.append((sender, message))
+        if self.peerReplies:
+            return self.peerReplies.pop(0)
         return RequestVoteResponse(message.term, True)
 
 
@@ -337,6 +343,33 @@ class NodeProtocolTests(SynchronousTestCase):
             self.responses(), ['s1@RequestVoteResponse {"term":3,"voteGranted":true}']
         )
         self.assertEqual(self.service.clientRequests, [])
+
+    def test_peerReplyLater(self) -> None:
+        """
+        A reply the node gives later (once its disk holds what it promises)
+        goes back when it comes, and the replies to the requests after it
+        wait for it: a peer reads its replies in the order it asked.  A
+        later L{None} is the answer of a node that stopped serving.
+        """
+        later: defer.Deferred[Message | None] = defer.Deferred()
+        never: defer.Deferred[Message | None] = defer.Deferred()
+        self.service.peerReplies = [later, never]
+        self.protocol.dataReceived(VOTE_REQUEST.encode() + b"\n")
+        self.protocol.dataReceived(VOTE_REQUEST.encode() + b"\n")
+        self.protocol.dataReceived(VOTE_REQUEST.encode() + b"\n")
+        self.assertEqual(self.responses(), [])
+        later.callback(RequestVoteResponse(3, False))
+        self.assertEqual(
+            self.responses(), ['s1@RequestVoteResponse {"term":3,"voteGranted":false}']
+        )
+        never.callback(None)
+        self.assertEqual(
+            self.responses()[1:],
+            [
+                "ERROR this node is not serving",
+                's1@RequestVoteResponse {"term":3,"voteGranted":true}',
+            ],
+        )
 
     def test_peerLineFromUnknownName(self) -> None:
         """

@@ -15,7 +15,15 @@ from types import MappingProxyType
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txraft.shardedmap import SHARDS, FrozenShards, ShardedMap, frozenJSON, shardOf
+from txraft.shardedmap import (
+    PIECE_ITEMS,
+    SHARDS,
+    FrozenShards,
+    ShardedMap,
+    frozenJSON,
+    jsonPieces,
+    shardOf,
+)
 
 #: Prints the JSON of a map filled in a fixed order, in a fresh interpreter.
 FILL_AND_PRINT = """
@@ -176,6 +184,61 @@ class ShardedMapTests(SynchronousTestCase):
         self.assertEqual(len(pieces), 2 + sum(1 for shard in m._shards if shard))
         biggest = max(len(shard) for shard in m._shards)
         self.assertLessEqual(max(piece.count(b":") for piece in pieces), biggest)
+
+    def test_largeShardInPieces(self) -> None:
+        """
+        A shard of more than L{PIECE_ITEMS} items is written in pieces of
+        at most that many, in its order: no piece grows with the map.
+        """
+        items = {f"k{i}": str(i) for i in range(2 * PIECE_ITEMS + 5)}
+        shards = ({}, items, {})
+        pieces = list(frozenJSON(shards))
+        self.assertEqual(len(pieces), 2 + 3)
+        self.assertEqual([piece.count(b":") for piece in pieces[1:-1]], [PIECE_ITEMS] * 2 + [5])
+        text = b"".join(pieces)
+        self.assertEqual(list(json.loads(text).items()), list(items.items()))
+        self.assertEqual(
+            [json.loads(piece) for piece in jsonPieces(text)],
+            [dict(list(items.items())[i : i + PIECE_ITEMS]) for i in (0, 4096, 8192)],
+        )
+
+    def test_tabsBetweenPieces(self) -> None:
+        """
+        A comma and a tab part two pieces, and a tab appears nowhere else,
+        not even where a key or value holds one (JSON escapes it): the line
+        splits into the objects it was written from.
+        """
+        m = ShardedMap({"a\tb": "c\td", "x": "y", "é": "\t"})
+        text = jsonOf(m)
+        self.assertEqual(text.count(b"\t"), 2)
+        self.assertEqual(text.count(b",\t"), 2)
+        pieces = list(jsonPieces(text))
+        self.assertEqual(
+            [json.loads(piece) for piece in pieces],
+            [dict(shard) for shard in m.freeze() if shard],
+        )
+        self.assertEqual(len(pieces), 3)
+
+    def test_jsonPiecesOfAnUntabbedLine(self) -> None:
+        """A line with no tab (a snapshot written before pieces, or an empty map) is one piece."""
+        for line in (b"{}", b'{"a":"1","b":"2"}'):
+            self.assertEqual(list(jsonPieces(line)), [line])
+
+    def test_jsonPiecesRefusesWhatIsNoSplitObject(self) -> None:
+        """A tabbed line that is not one object, or holds an empty piece, is refused."""
+        for line in (b'["a",\t"b"]', b'{"a":"1",\t}', b'{,\t"a":"1"}', b'{"a":"1",\t \t}'):
+            self.assertRaises(ValueError, list, jsonPieces(line))
+
+    def test_update(self) -> None:
+        """
+        L{ShardedMap.update} sets each key, overwriting what was there, and
+        copies a frozen shard before changing it.
+        """
+        m = ShardedMap({"a": "1", "b": "2"})
+        frozen = m.freeze()
+        m.update({"b": "3", "c": "4"})
+        self.assertEqual(m, {"a": "1", "b": "3", "c": "4"})
+        self.assertEqual(dictOf(frozen), {"a": "1", "b": "2"})
 
     def test_jsonTheSameInEveryProcess(self) -> None:
         """

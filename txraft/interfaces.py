@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from txraft.messages import Entry, HardState, Snapshot
 
@@ -33,7 +33,8 @@ class IRequestHandler(Interface):
     def peerRequest(sender: str, message: object) -> object | None:
         """
         Handle a peer's request message and return the response message to
-        send back, or L{None} if this node cannot answer (it is not serving).
+        send back, or L{None} if this node cannot answer (it is not serving);
+        or a Deferred of either, if the answer must wait (for the disk).
         """
 
     def submit(
@@ -90,11 +91,14 @@ class IStateMachine(Interface):
         another thread while commands go on being applied.
         """
 
-    def restore(data: bytes) -> None:
+    def restoring(data: bytes) -> Iterator[None]:
         """
-        Replace the whole state with one serialized by C{capture}.
+        Replace the whole state with one serialized by C{capture}, in
+        steps: each C{next()} does a few milliseconds of the work, and the
+        state changes, all at once, when the last one ends.  Abandoned
+        steps leave the state as it was.
 
-        @raise ValueError: if C{data} is not such a state.
+        @raise ValueError: (from a step) if C{data} is not such a state.
         """
 
 

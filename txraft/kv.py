@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from zope.interface import implementer
 
 from txraft.interfaces import IStateMachine
 from txraft.sessions import SessionTable, parseNumbered
-from txraft.shardedmap import ShardedMap, frozenJSON
+from txraft.shardedmap import ShardedMap, frozenJSON, jsonPieces
 
 #: Control characters other than tab cannot appear in commands: the log and
 #: the wire are line-based, and a stray carriage return would corrupt both.
@@ -30,6 +30,11 @@ _ARITY = {"get": 1, "delete": 1, "show": 0}
 #: The commands that only read the map: a leader answers them without a log
 #: entry (L{KeyValueStore.read}), unless they are numbered.
 READS = frozenset({"get", "show"})
+
+#: A step of L{KeyValueStore.restoring} loads whole pieces of a snapshot's
+#: map until it has loaded this many bytes: one piece of a large map (at
+#: most 4,096 keys), or many small ones; a few milliseconds.
+RESTORE_STEP_BYTES = 64 * 1024
 
 
 class CommandError(ValueError):
@@ -127,21 +132,43 @@ class KeyValueStore:
     def restore(self, data: bytes) -> None:
         """
         Replace the whole state with a snapshot made by L{capture}, or by a
-        txraft before sessions (the map alone).
+        txraft before sessions (the map alone), all at once.
 
         @raise ValueError: if C{data} is not such a snapshot.
         """
-        mapLine, newline, sessionsLine = data.partition(b"\n")
-        state = json.loads(mapLine)
-        valid = isinstance(state, dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in state.items()
-        )
-        if not valid:
-            raise ValueError("a key-value snapshot is a JSON object of strings")
+        for _ in self.restoring(data):
+            pass
+
+    def restoring(self, data: bytes) -> Iterator[None]:
+        """
+        L{restore} in steps, for an event loop to take one per turn: each
+        parses and loads about L{RESTORE_STEP_BYTES} of the map.  The
+        state is replaced, all at once, when the last step ends; until
+        then this store stays as it was, and stays so if the steps are
+        abandoned.
+
+        @raise ValueError: (from a step) if C{data} is not a snapshot.
+        """
+        newline = data.find(b"\n")
+        mapEnd = len(data) if newline < 0 else newline
+        restored = ShardedMap()
+        loaded = 0
+        for piece in jsonPieces(data, mapEnd):
+            state = json.loads(piece)
+            valid = isinstance(state, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in state.items()
+            )
+            if not valid:
+                raise ValueError("a key-value snapshot is a JSON object of strings")
+            restored.update(state)
+            loaded += len(piece)
+            if loaded >= RESTORE_STEP_BYTES:
+                loaded = 0
+                yield
         sessions = SessionTable(self.sessions.maxSessions, self.sessions.window)
-        if newline:
-            sessions.restore(json.loads(sessionsLine))
-        self.data, self.sessions = ShardedMap(state), sessions
+        if newline >= 0:
+            sessions.restore(json.loads(data[newline + 1 :]))
+        self.data, self.sessions = restored, sessions
 
     def apply(self, commandText: str, index: int = 0) -> str:
         """

@@ -9,7 +9,7 @@ committed commands in index order, exactly once.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from twisted.application.service import Service
 from twisted.logger import Logger
@@ -173,13 +173,24 @@ class LogManager(Service):
 
     def installSnapshot(self, snapshot: Snapshot) -> None:
         """
-        Reset the state machine to C{snapshot} (from the leader, or on
-        recovery).
+        Reset the state machine to C{snapshot} (on recovery), all at once.
 
         @raise StorageError: if it does not hold a valid state.
         """
+        for _ in self.installing(snapshot):
+            pass
+
+    def installing(self, snapshot: Snapshot) -> Iterator[None]:
+        """
+        Reset the state machine to C{snapshot} (from the leader) in steps,
+        for an event loop to take one per turn (L{IStateMachine.restoring}).
+        Until the last step ends, the state machine, L{lastApplied} and
+        L{membership} stay as they were.
+
+        @raise StorageError: (from a step) if it does not hold a valid state.
+        """
         try:
-            self.stateMachine.restore(snapshot.data)
+            yield from self.stateMachine.restoring(snapshot.data)
         except ValueError as e:
             raise StorageError(f"snapshot up to {snapshot.index} is unusable: {e}") from None
         self.lastApplied, self.lastAppliedTerm = snapshot.index, snapshot.term

@@ -27,6 +27,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import TaskStopped
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -44,6 +45,7 @@ from txraft.core import (
     RaftCore,
     Ready,
 )
+from txraft.installation import Installation
 from txraft.interfaces import INodeObserver, IRequestHandler, IResponseHandler
 from txraft.kv import READS, CommandError, parseCommand
 from txraft.logmanager import LogManager
@@ -61,7 +63,7 @@ from txraft.messages import (
 from txraft.reads import PendingRead, ReadQueue
 from txraft.replies import Reply
 from txraft.sessions import UNNUMBERED_ONLY, Numbered
-from txraft.snapshotting import Snapshotter, inBackground
+from txraft.snapshotting import Background, Snapshotter, inBackground
 from txraft.storage import StorageError
 
 #: A client command not committed this many seconds after it was proposed
@@ -183,6 +185,7 @@ class RaftNode:
         onMembership: MembershipListener | None = None,
         maxBacklog: int = MAX_BACKLOG,
         maxInflightAppends: int = MAX_INFLIGHT_APPENDS,
+        saveInBackground: Background | None = None,
     ) -> None:
         """
         Recover the node's state through C{logManager} and start a core.
@@ -213,6 +216,9 @@ class RaftNode:
             service keeps a link to every member).
         @param maxBacklog: how many client requests the node holds
             unanswered before it is L{overloaded}.
+        @param saveInBackground: runs the saving of a leader's snapshot off
+            the event loop (a thread pool), its Deferred firing on the loop
+            once the snapshot is durable (default: save it on the loop).
         """
         self.name = name
         self.config = config
@@ -251,6 +257,13 @@ class RaftNode:
         # this turn's commands came before it; then those given to the core.
         self._readBatch: list[tuple[int, PendingRead]] = []
         self._reads = ReadQueue()
+        # A leader's snapshot being loaded into the state machine.
+        self._installation: Installation | None = None
+        self._saveInBackground = saveInBackground
+        # A leader's snapshot being saved by _saveInBackground, and what
+        # waits for it: each function steps a held request or response.
+        self._saving: defer.Deferred[None] | None = None
+        self._held: list[Callable[[], None]] = []
         self._snapshotting = False
         self.maxBacklog = maxBacklog
         # Fired once an overloaded node has drained to half its maxBacklog.
@@ -293,7 +306,10 @@ class RaftNode:
         """
         self.tickCount += count
         for _ in range(min(count, self.core.heartbeatTicks)):
-            if self.silent:
+            if self.silent or self._saving is not None:
+                # While a snapshot is saved, time stands still for the core:
+                # its leader just spoke, and anything else it might send
+                # would wait for the disk anyway.
                 return
             self._process(self.core.tick())
         self._expireWaiting()
@@ -316,6 +332,8 @@ class RaftNode:
         """
         if self.silent:
             return None
+        if self._saving is not None:
+            return self._holdRequest(sender, message)
         ready = self.core.step(sender, message)
         reply = ready.reply
         if isinstance(message, AppendEntries) and self.core.leaderId == sender:
@@ -331,7 +349,48 @@ class RaftNode:
         elif isinstance(message, RequestVote) and isinstance(reply, RequestVoteResponse):
             self._logVote(sender, message, reply)
         self._process(ready)
+        if self._saving is not None:
+            # The reply promises what the disk does not hold yet: it goes
+            # first once it does, before the replies to what came after.
+            replied: defer.Deferred[Message | None] = defer.Deferred()
+            self._held.insert(0, lambda: replied.callback(None if self.silent else reply))
+            return replied
         return None if self.silent else reply
+
+    @property
+    def savingSnapshot(self) -> bool:
+        """
+        Whether a snapshot from the leader is being saved off the event
+        loop: until it is durable, the core is ahead of the disk, and the
+        node holds its peers' requests (L{saveInBackground}).
+        """
+        return self._saving is not None
+
+    @property
+    def installingSnapshot(self) -> bool:
+        """
+        Whether a snapshot from the leader is being saved or loaded: until
+        it is loaded, the node applies no entry (its C{lastApplied} stays
+        behind its commit index).
+        """
+        return self._saving is not None or self._installation is not None
+
+    def _holdRequest(self, sender: str, message: Message) -> defer.Deferred[Message | None]:
+        """
+        Step C{message} once the snapshot being saved is durable, after the
+        requests held before it, and fire with its reply.
+        """
+        answer: defer.Deferred[Message | None] = defer.Deferred()
+
+        def step() -> None:
+            reply = self.peerRequest(sender, message)
+            if isinstance(reply, defer.Deferred):
+                reply.chainDeferred(answer)
+            else:
+                answer.callback(reply)
+
+        self._held.append(step)
+        return answer
 
     def _logVote(self, candidate: str, request: RequestVote, reply: RequestVoteResponse) -> None:
         """Say which vote was granted or refused; pre-votes only at debug level."""
@@ -348,7 +407,11 @@ class RaftNode:
 
     def peerResponse(self, sender: str, message: Message) -> None:
         """Step a peer's response to one of our requests."""
-        if not self.silent:
+        if self.silent:
+            return
+        if self._saving is not None:
+            self._held.append(lambda: self.peerResponse(sender, message))
+        else:
             self._process(self.core.step(sender, message))
 
     def submit(
@@ -620,7 +683,9 @@ class RaftNode:
         """Carry out C{ready}: persist, send, apply (the reply is the caller's)."""
         if self.silent:
             return
-        wasLeading = bool(self._waiting)
+        if ready.snapshot is not None and self._saveInBackground is not None:
+            self._saveSnapshot(ready)
+            return
         durable = None
         later = ready.syncAfterSend
         if ready.needsSync or (self.logManager.unsynced and not later):
@@ -635,33 +700,25 @@ class RaftNode:
             else:
                 self.observer.synced(self.clock.seconds() - started)
                 durable = self.core.log.lastIndex
+        self._persisted(ready, durable)
+
+    def _persisted(self, ready: Ready, durable: int | None) -> None:
+        """
+        Carry out the rest of C{ready} once its changes are written (and
+        durable up to log index C{durable}, if not L{None}): send, apply.
+        """
+        wasLeading = bool(self._waiting)
         self.observer.persisted(ready)
         self._noticeLeader()
         for peer, message in ready.messages:
             self._send(peer, message)
         if ready.snapshot is not None:
             self._reads.failUntaken(answers.READ_LEADERSHIP_LOST)
-            self.logManager.installSnapshot(ready.snapshot)
-            self.observer.snapshotInstalled(ready.snapshot)
-            self.log.info(
-                "node {name} installed the leader's snapshot up to index {index}",
-                name=self.name,
-                index=ready.snapshot.index,
-            )
-        results = self._apply(ready.committed)
-        self.observer.applied(results)
-        now = self.clock.seconds()
-        for entry, result in results:
-            waiter = self._waiting.pop(entry.index, None)
-            if waiter is None:
-                continue
-            term, proposed, reply = waiter
-            if term == entry.term:
-                self.observer.committed(now - proposed)
-                reply.give(result)
-            else:
-                # Another leader's entry took this index: the command never ran.
-                reply.give(answers.OVERWRITTEN)
+            self._install(ready.snapshot)
+        if self._installation is not None:
+            self._installation.unapplied += ready.committed
+        else:
+            self._applyCommitted(ready.committed)
         if wasLeading and self.core.role != LEADER:
             self._failWaiting(answers.LEADERSHIP_LOST)
         self._reads.confirm(ready.reads)
@@ -677,6 +734,114 @@ class RaftNode:
             if after != NOTHING:
                 self._process(after)
 
+    def _applyCommitted(self, entries: list[Entry]) -> None:
+        """Apply committed C{entries} and answer the clients that wait for them."""
+        results = self._apply(entries)
+        self.observer.applied(results)
+        now = self.clock.seconds()
+        for entry, result in results:
+            waiter = self._waiting.pop(entry.index, None)
+            if waiter is None:
+                continue
+            term, proposed, reply = waiter
+            if term == entry.term:
+                self.observer.committed(now - proposed)
+                reply.give(result)
+            else:
+                # Another leader's entry took this index: the command never ran.
+                reply.give(answers.OVERWRITTEN)
+
+    def _install(self, snapshot: Snapshot) -> None:
+        """
+        Load the leader's C{snapshot}, which the core took and the disk
+        holds, into the state machine: a step per reactor turn if it is
+        large (L{Installation}), meanwhile applying nothing.
+        """
+        if self._installation is not None:
+            # The newer snapshot covers the older one and every entry waiting on it.
+            self._installation.cancel()
+            self._installation = None
+        installation = Installation(snapshot, self.logManager.installing(snapshot), self.clock)
+        loaded = installation.start()
+        if not loaded.called:
+            self._installation = installation
+        loaded.addCallbacks(self._installed, self._installFailed)
+
+    def _installed(self, installation: Installation) -> None:
+        """
+        The snapshot is loaded.  If that took more than the turn that began
+        it, apply the entries that waited for it.
+        """
+        self.observer.snapshotInstalled(installation.snapshot)
+        self.log.info(
+            "node {name} installed the leader's snapshot up to index {index}",
+            name=self.name,
+            index=installation.snapshot.index,
+        )
+        if self._installation is installation:
+            self._installation = None
+            self._applyCommitted(installation.unapplied)
+            self._maybeSnapshot()
+            self._checkDrained()
+
+    def _installFailed(self, failure: Failure) -> None:
+        """Loading a snapshot failed: it was cancelled, or it is unusable and the node stops."""
+        if failure.check(TaskStopped):
+            return
+        self._installation = None
+        error = failure.value
+        self.log.critical("the leader's snapshot is unusable, stopping node: {error}", error=error)
+        self._fallSilent(answers.SHUTTING_DOWN)
+        self._onFatal(str(error))
+
+    def _saveSnapshot(self, ready: Ready) -> None:
+        """
+        Persist C{ready}, which holds a snapshot from the leader, off the
+        event loop (a million keys take about 100 ms to checksum, write and
+        fsync), then carry it out.  Until then the core takes nothing: the
+        peers' requests and responses wait in order (L{_held}), and ticks
+        are dropped.
+        """
+        if self._installation is not None:
+            # The snapshot being saved covers the one being loaded.
+            self._installation.cancel()
+            self._installation = None
+        started = self.clock.seconds()
+        manager = self.logManager
+        saving = self._saveInBackground(lambda: manager.persist(ready))
+        self._saving = saving
+        saving.addCallbacks(
+            lambda _: self._snapshotPersisted(saving, ready, started),
+            lambda failure: self._snapshotNotPersisted(saving, failure),
+        )
+
+    def _snapshotPersisted(
+        self, saving: defer.Deferred[None], ready: Ready, started: float
+    ) -> None:
+        """The leader's snapshot is durable: carry out its Ready, then step what waited."""
+        if self._saving is not saving:
+            return
+        self._saving = None
+        if not self.silent:
+            self.observer.synced(self.clock.seconds() - started)
+            self._persisted(ready, self.core.log.lastIndex)
+        self._stepHeld()
+
+    def _snapshotNotPersisted(self, saving: defer.Deferred[None], failure: Failure) -> None:
+        """The leader's snapshot could not be saved: the disk failed."""
+        if self._saving is not saving:
+            return
+        self._saving = None
+        if self.silent:
+            self._stepHeld()
+        else:
+            self._storageFailed(failure.value)
+
+    def _stepHeld(self) -> None:
+        """Step what waited for a snapshot's save, in order, until another save begins."""
+        while self._held and self._saving is None:
+            self._held.pop(0)()
+
     def _syncSoon(self) -> None:
         """
         Make a leader's new entries durable at the next turn of the
@@ -690,8 +855,9 @@ class RaftNode:
     def _syncLog(self) -> None:
         """fsync the log, then let the core count this node for what it holds."""
         self._syncCall = None
-        if not self.logManager.unsynced:
-            # A Ready since made everything durable (falling silent cancels this call).
+        if not self.logManager.unsynced or self._saving is not None:
+            # A Ready since made everything durable, or a snapshot's save
+            # will (falling silent cancels this call).
             return
         started = self.clock.seconds()
         try:
@@ -821,6 +987,9 @@ class RaftNode:
         no more messages sent; every client still waiting gets C{answer}.
         """
         self.silent = True
+        if self._installation is not None:
+            self._installation.cancel()
+            self._installation = None
         for call in (self._flushCall, self._syncCall):
             if call is not None and call.active():
                 call.cancel()
@@ -833,6 +1002,10 @@ class RaftNode:
         for _, read in reads:
             read.answer.give(answer)
         self._reads.fail(answer)
+        # Held peer requests are now refused (L{peerRequest} of a silent node).
+        held, self._held = self._held, []
+        for step in held:
+            step()
         self._checkDrained()
 
     def _failWaiting(self, answer: str) -> None:
@@ -888,6 +1061,10 @@ class RaftNode:
         corrupt stops the node, as it would stop a start.
         """
         self._diskRetry = None
+        if self._saving is not None:
+            # A snapshot is still being written: read the disk after it.
+            self._diskRetry = self.clock.callLater(self.diskRetrySeconds, self._rejoin)
+            return
         try:
             hardState, entries = self.logManager.recoverAfterFailure()
         except StorageError as e:

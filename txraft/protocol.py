@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import deque
 from functools import partial
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -36,6 +37,7 @@ from txraft.auth import AUTH1, AuthError, Responder, Session, authWord
 from txraft.interfaces import IRequestHandler
 from txraft.messages import (
     REQUESTS,
+    Message,
     MessageError,
     formatMessage,
     parseMessage,
@@ -186,7 +188,11 @@ class NodeProtocol(LineReceiver):
             return "ERROR request is not valid UTF-8"
         sender, rest = splitSender(text)
         if sender is not None and rpcName(rest):
-            return self._peerLine(sender, rest)
+            answer = self._peerLine(sender, rest)
+            if isinstance(answer, Deferred):
+                answer.addCallback(self._fill, slot=slot)
+                return None
+            return answer
         try:
             request = splitRequest(text)
         except RequestError as e:
@@ -223,7 +229,7 @@ class NodeProtocol(LineReceiver):
         """Whether this connection must yet prove the cluster key to be trusted."""
         return self.clusterKey is not None and self.session is None
 
-    def _peerLine(self, sender: str, rest: str) -> str:
+    def _peerLine(self, sender: str, rest: str) -> str | Deferred[str]:
         if not self.node.isPeer(sender):
             self._warn("rejected a peer line from unknown node {sender!r}", sender=sender)
             return f"ERROR {sender!r} is not a peer of this node"
@@ -248,6 +254,12 @@ class NodeProtocol(LineReceiver):
         if not isinstance(message, REQUESTS):
             return f"ERROR {type(message).__name__} is not a request"
         reply = self.node.peerRequest(sender, message)
+        if isinstance(reply, Deferred):
+            return reply.addCallback(self._peerAnswer)
+        return self._peerAnswer(reply)
+
+    def _peerAnswer(self, reply: Message | None) -> str:
+        """The line that answers a peer's request with C{reply}."""
         if reply is None:
             return "ERROR this node is not serving"
         return formatMessage(self.node.name, reply)

@@ -28,7 +28,7 @@ from txraft.messages import Message
 from txraft.node import MAX_BACKLOG, SNAPSHOT_ENTRIES, RaftNode
 from txraft.peers import PeerLink
 from txraft.protocol import NodeFactory
-from txraft.snapshotting import Snapshotter
+from txraft.snapshotting import Background, Snapshotter
 
 if TYPE_CHECKING:
     from txraft.tls import TLSConfig
@@ -80,6 +80,7 @@ class RaftService(MultiService):
         join: bool = False,
         maxBacklog: int = MAX_BACKLOG,
         maxInflightAppends: int = MAX_INFLIGHT_APPENDS,
+        saveInBackground: Background | None = None,
     ) -> None:
         """
         @param reactor: the reactor to listen, connect and keep time on.
@@ -97,7 +98,8 @@ class RaftService(MultiService):
         @param join: without a membership in the data directory, wait to be
             added to a running cluster instead of starting one from
             C{config} (L{RaftNode}'s C{join}).
-        @param maxBacklog: see L{RaftNode}; so is C{maxInflightAppends}.
+        @param maxBacklog: see L{RaftNode}; so are C{maxInflightAppends}
+            and C{saveInBackground}.
         """
         super().__init__()
         self.name = name
@@ -128,6 +130,7 @@ class RaftService(MultiService):
             onMembership=self._followMembership,
             maxBacklog=maxBacklog,
             maxInflightAppends=maxInflightAppends,
+            saveInBackground=saveInBackground,
         )
         self._ticker = LoopingCall.withCount(self.node.ticks)
         self._ticker.clock = reactor

@@ -19,8 +19,9 @@ Shards also make a snapshot cheap to take.  L{ShardedMap.freeze} hands out
 the shards as they are, in no time, and marks them shared; the map copies
 a shared shard before its first change (copy on write, a shard at a time),
 so the frozen ones never change.  A forked child or another thread
-serializes them one shard at a time (L{frozenJSON}), no call holding the
-GIL for long, while the event loop goes on applying commands.
+serializes them a piece at a time (L{frozenJSON}), no call holding the
+GIL for long, while the event loop goes on applying commands.  And a node
+that installs a snapshot loads it a piece per turn (L{jsonPieces}).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from itertools import chain
+from itertools import chain, islice
 from typing import overload
 
 #: How many dicts a map is split over (a power of two).  A million keys make
@@ -37,6 +38,10 @@ from typing import overload
 #: small map: its comparisons and copies visit every shard.)
 SHARDS = 256
 _MASK = SHARDS - 1
+
+#: The most items L{frozenJSON} writes in one piece: a reader parses and
+#: loads one in a few milliseconds (L{jsonPieces}), however large the map.
+PIECE_ITEMS = 4096
 
 #: The shards of a map as L{ShardedMap.freeze} hands them out: never changed.
 FrozenShards = Sequence[Mapping[str, str]]
@@ -61,9 +66,7 @@ class ShardedMap:
         #: Which shards a L{freeze} handed out: copied before they change.
         self._shared = bytearray(SHARDS)
         if items:
-            shards = self._shards
-            for key, value in items.items():
-                shards[shardOf(key)][key] = value
+            self.update(items)
 
     def _writable(self, number: int) -> dict[str, str]:
         """Shard C{number}, copied first if a freeze handed it out."""
@@ -121,6 +124,15 @@ class ShardedMap:
             return self._shards[number].pop(key, *default)
         return self._writable(number).pop(key)
 
+    def update(self, items: Mapping[str, str]) -> None:
+        """Set every key of C{items} to its value, in C{items}' order."""
+        shards, shared = self._shards, self._shared
+        for key, value in items.items():
+            number = shardOf(key)
+            if shared[number]:
+                self._writable(number)
+            shards[number][key] = value
+
     def keys(self) -> Iterator[str]:
         """Every key, shard by shard (so C{dict(m)} copies the map)."""
         return iter(self)
@@ -150,15 +162,59 @@ class ShardedMap:
 def frozenJSON(shards: FrozenShards) -> Iterator[bytes]:
     """
     The map of frozen C{shards} as one compact JSON object on one line
-    (JSON escapes every newline in a string), UTF-8, in pieces of a shard
-    each: the same bytes on every node that applied the same commands.
-    Each piece is one short call that holds the GIL.
+    (JSON escapes every newline in a string), UTF-8, in pieces of at most
+    L{PIECE_ITEMS} items each: the same bytes on every node that applied
+    the same commands.  Each piece is one short call that holds the GIL.
+
+    A tab follows the comma between two pieces.  JSON allows it there,
+    and never holds one unescaped in a string, so a reader can split the
+    line at them and parse it a piece at a time (L{jsonPieces}).
     """
     yield b"{"
     separator = b""
     for shard in shards:
-        if shard:
-            text = json.dumps(shard, ensure_ascii=False, separators=(",", ":"))
+        for piece in _split(shard):
+            text = json.dumps(piece, ensure_ascii=False, separators=(",", ":"))
             yield separator + text[1:-1].encode()
-            separator = b","
+            separator = b",\t"
     yield b"}"
+
+
+def _split(shard: Mapping[str, str]) -> Iterator[Mapping[str, str]]:
+    """C{shard}'s items, in order, as mappings of at most L{PIECE_ITEMS} (none if it is empty)."""
+    if len(shard) <= PIECE_ITEMS:
+        if shard:
+            yield shard
+        return
+    items = iter(shard.items())
+    while piece := dict(islice(items, PIECE_ITEMS)):
+        yield piece
+
+
+def jsonPieces(data: bytes, end: int | None = None) -> Iterator[bytes]:
+    """
+    The map line that L{frozenJSON} wrote, C{data} up to C{end} (default:
+    all of it), as JSON objects that together hold its items in order: one
+    per piece it wrote, or the whole line if it holds no tab (a snapshot
+    from before pieces).  Each is cut out as it is needed, never the whole
+    line at once (tens of megabytes for a million keys); each is only cut,
+    not checked: parsing it does that.
+
+    @raise ValueError: if the line has tabs but is no object split at them.
+    """
+    end = len(data) if end is None else end
+    if data.find(b"\t", 0, end) < 0:
+        yield data[:end]
+        return
+    if not (data.startswith(b"{") and data[end - 1 : end] == b"}"):
+        raise ValueError("a map split into pieces is not one JSON object")
+    start, last = 1, end - 1
+    while True:
+        cut = data.find(b",\t", start, last)
+        stop = last if cut < 0 else cut
+        if not data[start:stop].strip():
+            raise ValueError("a map holds an empty piece")
+        yield b"{" + data[start:stop] + b"}"
+        if cut < 0:
+            return
+        start = cut + 2

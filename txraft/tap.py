@@ -347,6 +347,7 @@ def makeService(options: Options) -> IService:
             maxConnections=options["max-connections"],
             maxBacklog=options["max-backlog"],
             maxInflightAppends=options["max-inflight"],
+            saveInBackground=threads.deferToThread,
             tls=options.tls,
             observer=metrics,
             join=options["join"],

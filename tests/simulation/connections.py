@@ -35,6 +35,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import attrs
+from twisted.internet import defer
 
 from tests.simulation.invariants import isPreVote
 from txraft.auth import AUTH1, AUTH2, AuthError, Initiator, Responder, Session, authWord
@@ -281,7 +282,20 @@ class Connections:
         if newer is not None and newer.number > connection.number:
             sim.stats["linesAfterReconnect"] += 1
         reply = node.driver.peerRequest(connection.initiator, request)
-        if node.disk.powerLost or name in connection.closed:
+        if isinstance(reply, defer.Deferred):
+            # Answered once the disk holds what the reply promises; the
+            # driver fires its replies in the order the requests came.
+            incarnation = node.incarnation
+            reply.addCallback(self._answer, connection, node, incarnation)
+        else:
+            self._answer(reply, connection, node, node.incarnation)
+
+    def _answer(
+        self, reply: Message | None, connection: Connection, node: SimNode, incarnation: int
+    ) -> None:
+        """Send the responder's C{reply} on C{connection}, unless it or its process ended."""
+        name = connection.responder
+        if node.disk.powerLost or name in connection.closed or node.incarnation != incarnation:
             return  # the process is ending: it answers nothing more
         if reply is None:
             answer = NOT_SERVING

@@ -10,6 +10,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import attrs
+from twisted.internet import defer
 
 from tests.simulation.connections import Connections
 from tests.simulation.invariants import isPreVote
@@ -170,6 +171,18 @@ class Network:
             sim.record("{}->{} replayed: {}", envelope.src, envelope.dst, envelope.message)
             sim.events.after(self.delay(envelope.src, envelope.dst), self._deliver, envelope)
 
+    def _reply(
+        self,
+        reply: Message | None,
+        node: SimNode,
+        incarnation: int,
+        src: str,
+        envelope: Envelope,
+    ) -> None:
+        """Send C{node}'s C{reply} to C{envelope}'s request, unless its process died since."""
+        if reply is not None and node.up and node.incarnation == incarnation:
+            self.send(node, src, reply, requesterIncarnation=envelope.srcIncarnation)
+
     def _deliver(self, envelope: Envelope) -> None:
         sim = self.sim
         node = sim.node(envelope.dst)
@@ -193,8 +206,12 @@ class Network:
         sim.record("{}->{} {}", src, node.name, message)
         if isinstance(message, REQUESTS):
             reply = node.driver.peerRequest(src, message)
-            if reply is not None:
-                self.send(node, src, reply, requesterIncarnation=envelope.srcIncarnation)
+            if isinstance(reply, defer.Deferred):
+                # Answered once the disk holds what the reply promises.
+                incarnation = node.incarnation
+                reply.addCallback(self._reply, node, incarnation, src, envelope)
+            else:
+                self._reply(reply, node, node.incarnation, src, envelope)
             return
         node.steppingResponse = True
         try:

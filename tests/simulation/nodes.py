@@ -147,6 +147,7 @@ class SimNode:
                 maxAppendBytes=options.maxAppendBytes or MAX_APPEND_BYTES,
                 snapshotEntries=options.snapshotEntries or None,
                 snapshotter=inBackground(self._background),
+                saveInBackground=self._background,
                 commitTimeout=options.commitTimeoutMs / 1000,
                 maxBacklog=options.maxBacklog or MAX_BACKLOG,
                 diskRetrySeconds=options.diskRetryMs / 1000,
@@ -161,7 +162,10 @@ class SimNode:
         self.sim.network.send(self, peer, message)
 
     def _background(self, work: Callable[[], Any]) -> defer.Deferred[Any]:
-        """Run a snapshot's slow part after a while, unless the process dies first."""
+        """
+        Run a snapshot's slow part (taking one, or saving the leader's)
+        after a while, unless the process dies first.
+        """
         d: defer.Deferred[None] = defer.Deferred()
         delay = self.sim.rng.randint(0, self.sim.options.snapshotWriteMs)
         self.clock.callLater(delay / 1000, d.callback, None)
