@@ -7,7 +7,7 @@ nothing until it has.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from twisted.internet import defer
 from twisted.internet.task import Clock, TaskStopped
@@ -18,7 +18,7 @@ from tests.helpers import clientRequest
 from tests.test_node import buildNode, electS1
 from txraft import answers
 from txraft.core import LEADER
-from txraft.installation import Installation
+from txraft.installation import APPLY_STEP_ENTRIES, Installation
 from txraft.interfaces import INodeObserver
 from txraft.kv import KeyValueStore
 from txraft.messages import (
@@ -302,42 +302,76 @@ class SavingOffTheLoopTests(SynchronousTestCase):
 class InstallationTests(SynchronousTestCase):
     """L{Installation} on its own."""
 
+    def setUp(self) -> None:
+        self.clock = TurnClock()
+        self.events: list[object] = []
+
+    def installation(self, steps: Iterator[None]) -> Installation:
+        """An installation of C{steps} that records when it loaded and what it applied."""
+        return Installation(
+            Snapshot(1, 1, b""),
+            steps,
+            self.clock,
+            loaded=lambda: self.events.append("loaded"),
+            apply=lambda entries: self.events.append([entry.index for entry in entries]),
+        )
+
     def test_oneStepPerTurn(self) -> None:
         """The first step is taken at once, each other at a later turn of the clock."""
-        clock = TurnClock()
         taken: list[int] = []
 
-        def steps() -> object:
+        def steps() -> Iterator[None]:
             for step in range(3):
                 taken.append(step)
                 yield None
 
-        installation = Installation(Snapshot(1, 1, b""), steps(), clock)
+        installation = self.installation(steps())
         done = installation.start()
         self.assertEqual(taken, [0])
-        clock.turn()
+        self.clock.turn()
         self.assertEqual(taken, [0, 1])
         self.assertNoResult(done)
-        clock.turn()
-        clock.turn()
+        self.clock.turn()
+        self.assertEqual(self.events, [])
+        self.clock.turn()
+        self.assertEqual(self.events, ["loaded"])
         self.assertIs(self.successResultOf(done), installation)
+
+    def test_waitingEntriesAppliedInSteps(self) -> None:
+        """
+        Entries that waited for the snapshot are applied after it loaded,
+        at most L{APPLY_STEP_ENTRIES} per turn, those that come meanwhile
+        included, in order.
+        """
+        installation = self.installation(iter([None]))
+        done = installation.start()
+        count = 2 * APPLY_STEP_ENTRIES + 1
+        installation.unapplied += [Entry(i, 1, "noop") for i in range(1, count + 1)]
+        self.clock.turn()
+        self.assertEqual(self.events[0], "loaded")
+        self.assertEqual(self.events[1], list(range(1, APPLY_STEP_ENTRIES + 1)))
+        installation.unapplied.append(Entry(count + 1, 1, "noop"))
+        self.clock.turn()
+        self.clock.turn()
+        self.assertEqual(self.events[3], [count, count + 1])
+        self.clock.turn()
+        self.successResultOf(done)
 
     def test_cancel(self) -> None:
         """A cancelled installation takes no more steps and says it was stopped."""
-        clock = Clock()
-        installation = Installation(Snapshot(1, 1, b""), iter([None, None, None]), clock)
+        installation = self.installation(iter([None, None, None]))
         done = installation.start()
         installation.cancel()
-        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
         self.failureResultOf(done, TaskStopped)
         installation.cancel()
+        self.assertEqual(self.events, [])
 
     def test_failingFirstStep(self) -> None:
         """What the first step raises fails the Deferred."""
 
-        def steps() -> object:
+        def steps() -> Iterator[None]:
             raise ValueError("bad")
             yield None
 
-        done = Installation(Snapshot(1, 1, b""), steps(), Clock()).start()
-        self.failureResultOf(done, ValueError)
+        self.failureResultOf(self.installation(steps()).start(), ValueError)

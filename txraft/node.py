@@ -761,26 +761,35 @@ class RaftNode:
             # The newer snapshot covers the older one and every entry waiting on it.
             self._installation.cancel()
             self._installation = None
-        installation = Installation(snapshot, self.logManager.installing(snapshot), self.clock)
-        loaded = installation.start()
-        if not loaded.called:
+        installation = Installation(
+            snapshot,
+            self.logManager.installing(snapshot),
+            self.clock,
+            loaded=lambda: self._loaded(snapshot),
+            apply=self._applyCommitted,
+        )
+        done = installation.start()
+        if not done.called:
             self._installation = installation
-        loaded.addCallbacks(self._installed, self._installFailed)
+        done.addCallbacks(self._installed, self._installFailed)
 
-    def _installed(self, installation: Installation) -> None:
-        """
-        The snapshot is loaded.  If that took more than the turn that began
-        it, apply the entries that waited for it.
-        """
-        self.observer.snapshotInstalled(installation.snapshot)
+    def _loaded(self, snapshot: Snapshot) -> None:
+        """The state machine holds the leader's C{snapshot}."""
+        self.observer.snapshotInstalled(snapshot)
         self.log.info(
             "node {name} installed the leader's snapshot up to index {index}",
             name=self.name,
-            index=installation.snapshot.index,
+            index=snapshot.index,
         )
+
+    def _installed(self, installation: Installation) -> None:
+        """
+        The snapshot is loaded and what waited for it applied.  If that
+        took more than the turn that began it, see what that changed.
+        """
         if self._installation is installation:
             self._installation = None
-            self._applyCommitted(installation.unapplied)
+            self._applyCommitted([])  # reads of the snapshot's index
             self._maybeSnapshot()
             self._checkDrained()
 
