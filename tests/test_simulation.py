@@ -114,6 +114,8 @@ COVERED = (
     "answeredLeadershipLost",
     "snapshotsTaken",
     "snapshotsInstalled",
+    "snapshotsLoadedOverTurns",
+    "repliesAfterSave",
     "restartsFromSnapshot",
     "diskFailures",
     "rejoins",

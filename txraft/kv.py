@@ -97,13 +97,18 @@ class KeyValueStore:
     and L{restore} are their only ways to change.
     """
 
-    def __init__(self, sessions: SessionTable | None = None) -> None:
+    def __init__(
+        self, sessions: SessionTable | None = None, restoreStepBytes: int = RESTORE_STEP_BYTES
+    ) -> None:
         """
         @param sessions: the session table to start with (default: an empty
             one with the default bounds).
+        @param restoreStepBytes: how much of a snapshot's map one step of
+            L{restoring} loads, at least (tests make it small).
         """
         self.data = ShardedMap()
         self.sessions = sessions if sessions is not None else SessionTable()
+        self.restoreStepBytes = restoreStepBytes
 
     def capture(self) -> Callable[[], bytes]:
         """
@@ -142,7 +147,8 @@ class KeyValueStore:
     def restoring(self, data: bytes) -> Iterator[None]:
         """
         L{restore} in steps, for an event loop to take one per turn: each
-        parses and loads about L{RESTORE_STEP_BYTES} of the map.  The
+        parses and loads whole pieces of the map until it has loaded
+        C{restoreStepBytes}.  The
         state is replaced, all at once, when the last step ends; until
         then this store stays as it was, and stays so if the steps are
         abandoned.
@@ -162,7 +168,7 @@ class KeyValueStore:
                 raise ValueError("a key-value snapshot is a JSON object of strings")
             restored.update(state)
             loaded += len(piece)
-            if loaded >= RESTORE_STEP_BYTES:
+            if loaded >= self.restoreStepBytes:
                 loaded = 0
                 yield
         sessions = SessionTable(self.sessions.maxSessions, self.sessions.window)

@@ -285,6 +285,7 @@ class Connections:
         if isinstance(reply, defer.Deferred):
             # Answered once the disk holds what the reply promises; the
             # driver fires its replies in the order the requests came.
+            self.sim.stats["repliesAfterSave"] += 1
             incarnation = node.incarnation
             reply.addCallback(self._answer, connection, node, incarnation)
         else:

@@ -208,6 +208,7 @@ class Network:
             reply = node.driver.peerRequest(src, message)
             if isinstance(reply, defer.Deferred):
                 # Answered once the disk holds what the reply promises.
+                sim.stats["repliesAfterSave"] += 1
                 incarnation = node.incarnation
                 reply.addCallback(self._reply, node, incarnation, src, envelope)
             else:

@@ -126,7 +126,9 @@ class SimNode:
         self.heldRequests = deque()
         self.pausedUntil = self.missedTicks = 0
         self.driver = None  # type: ignore[assignment]
-        self.stateMachine = KeyValueStore()
+        # A piece of a snapshot per step: the small maps of a run load over
+        # several turns, as a large one does.
+        self.stateMachine = KeyValueStore(restoreStepBytes=1)
         self.logManager = LogManager(
             self.logStore, self.stateStore, self.stateMachine, self.snapshotStore
         )
@@ -217,6 +219,9 @@ class NodeObserver(NullObserver):
         """The leader's snapshot replaced the state machine: it must be the replay."""
         assert isinstance(snapshot, Snapshot)
         self.sim.stats["snapshotsInstalled"] += 1
+        if self.node.driver.installingSnapshot:
+            # Loaded over several turns (a small one loads in the turn it came).
+            self.sim.stats["snapshotsLoadedOverTurns"] += 1
         self.sim.record("{} installs the snapshot up to {}", self.node.name, snapshot.index)
         self.sim.checker.observeSnapshot(self.node, snapshot)
 
