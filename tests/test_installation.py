@@ -309,7 +309,6 @@ class InstallationTests(SynchronousTestCase):
     def installation(self, steps: Iterator[None]) -> Installation:
         """An installation of C{steps} that records when it loaded and what it applied."""
         return Installation(
-            Snapshot(1, 1, b""),
             steps,
             self.clock,
             loaded=lambda: self.events.append("loaded"),
@@ -356,6 +355,16 @@ class InstallationTests(SynchronousTestCase):
         self.assertEqual(self.events[3], [count, count + 1])
         self.clock.turn()
         self.successResultOf(done)
+
+    def test_doneInTheFirstStep(self) -> None:
+        """
+        An installation done in its first step fires at once, with itself;
+        cancelling it then changes nothing.
+        """
+        installation = self.installation(iter([]))
+        self.assertIs(self.successResultOf(installation.start()), installation)
+        installation.cancel()
+        self.assertEqual((self.events, self.clock.getDelayedCalls()), (["loaded"], []))
 
     def test_cancel(self) -> None:
         """A cancelled installation takes no more steps and says it was stopped."""

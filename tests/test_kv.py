@@ -379,6 +379,28 @@ class RestoringTests(SynchronousTestCase):
         self.assertGreater(pieces, steps)
         self.assertEqual(steps, len(mapLine) // RESTORE_STEP_BYTES)
 
+    def test_stepEndsAtTheBound(self) -> None:
+        """
+        A step ends as soon as it has loaded C{restoreStepBytes} or more
+        (each piece counted as the object it is parsed as), not before.
+        """
+        data = b'{"a":"1",\t"b":"2",\t"c":"3"}'  # three pieces of 9 bytes
+        for bound, steps in [(9, 3), (10, 1), (27, 1), (28, 0)]:
+            store = KeyValueStore(restoreStepBytes=bound)
+            self.assertEqual(sum(1 for _ in store.restoring(data)), steps, bound)
+            self.assertEqual(store.data, {"a": "1", "b": "2", "c": "3"})
+
+    def test_trailingNewline(self) -> None:
+        """A newline after the sessions' line is whitespace, as it was to a whole parse."""
+        store = KeyValueStore()
+        store.restore(b'{"a":"1"}\n[["c1",1,3,["OK"]]]\n')
+        self.assertEqual((store.data, store.sessions.lastIndex("c1")), ({"a": "1"}, 3))
+
+    def test_emptyMapLine(self) -> None:
+        """A snapshot whose map line is empty is refused as JSON that does not parse."""
+        error = self.assertRaises(ValueError, KeyValueStore().restore, b'\n[["c1",1,3,["OK"]]]')
+        self.assertIn("Expecting value", str(error))
+
     def test_unchangedUntilTheLastStep(self) -> None:
         """
         The store keeps its old map and sessions through every step; the

@@ -224,10 +224,30 @@ class ShardedMapTests(SynchronousTestCase):
         for line in (b"{}", b'{"a":"1","b":"2"}'):
             self.assertEqual(list(jsonPieces(line)), [line])
 
+    def test_jsonPiecesLooksOnlyAtTheMapLine(self) -> None:
+        """
+        Only a tab before C{end} makes a line pieces: a tab after it (in the
+        sessions' line) does not, and a tab at the very start does.
+        """
+        self.assertEqual(list(jsonPieces(b'["x"]\n[\t]', 5)), [b'["x"]'])
+        self.assertRaises(ValueError, list, jsonPieces(b'\t{"a":"1"}'))
+        data = b'{"a":"1",\t"b":"2"}\n[1,\t2]'
+        self.assertEqual(list(jsonPieces(data, data.index(b"\n"))), [b'{"a":"1"}', b'{"b":"2"}'])
+
     def test_jsonPiecesRefusesWhatIsNoSplitObject(self) -> None:
         """A tabbed line that is not one object, or holds an empty piece, is refused."""
-        for line in (b'["a",\t"b"]', b'{"a":"1",\t}', b'{,\t"a":"1"}', b'{"a":"1",\t \t}'):
-            self.assertRaises(ValueError, list, jsonPieces(line))
+        notOne = "a map split into pieces is not one JSON object"
+        empty = "a map holds an empty piece"
+        for line, reason in [
+            (b'["a",\t"b"]', notOne),
+            (b' {"a":"1",\t"b":"2"}', notOne),
+            (b'{"a":"1",\t"b":"2"} ', notOne),
+            (b'{"a":"1",\t}', empty),
+            (b'{,\t"a":"1"}', empty),
+            (b'{"a":"1",\t \t}', empty),
+        ]:
+            error = self.assertRaises(ValueError, list, jsonPieces(line))
+            self.assertEqual(str(error), reason)
 
     def test_update(self) -> None:
         """

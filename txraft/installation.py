@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from txraft.messages import Entry, Snapshot
+from txraft.messages import Entry
 
 #: How many committed entries that waited for a snapshot one step applies:
 #: tens of thousands can pile up while a large one loads.
@@ -33,7 +33,6 @@ class Installation:
 
     def __init__(
         self,
-        snapshot: Snapshot,
         steps: Iterator[None],
         clock: IReactorTime,
         loaded: Callable[[], None],
@@ -46,7 +45,6 @@ class Installation:
         @param loaded: called once the snapshot is loaded.
         @param apply: applies committed entries, after C{loaded}.
         """
-        self.snapshot = snapshot
         self.unapplied: list[Entry] = []
         self._steps = steps
         self._clock = clock

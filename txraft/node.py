@@ -762,7 +762,6 @@ class RaftNode:
             self._installation.cancel()
             self._installation = None
         installation = Installation(
-            snapshot,
             self.logManager.installing(snapshot),
             self.clock,
             loaded=lambda: self._loaded(snapshot),
