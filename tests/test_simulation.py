@@ -36,7 +36,6 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 
-import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import clientRequest
@@ -603,9 +602,7 @@ class PlantedViolationTests(SynchronousTestCase):
         apply = node.logManager.apply
 
         def plantedApply(entries: list[Entry]) -> list[tuple[Entry, str | None]]:
-            changed = [
-                e if e.command == NOOP else attrs.evolve(e, command="set x 1") for e in entries
-            ]
+            changed = [e if e.command == NOOP else e._replace(command="set x 1") for e in entries]
             return apply(changed)
 
         node.logManager.apply = plantedApply  # type: ignore[method-assign]
