@@ -94,7 +94,7 @@ def parseCommand(text: str) -> Command:
 class KeyValueStore:
     """
     The replicated map (a L{ShardedMap}) and its client sessions; L{apply}
-    and L{restore} are their only ways to change.
+    and L{restoring} (or L{restore}) are their only ways to change.
     """
 
     def __init__(
@@ -148,10 +148,9 @@ class KeyValueStore:
         """
         L{restore} in steps, for an event loop to take one per turn: each
         parses and loads whole pieces of the map until it has loaded
-        C{restoreStepBytes}.  The
-        state is replaced, all at once, when the last step ends; until
-        then this store stays as it was, and stays so if the steps are
-        abandoned.
+        C{restoreStepBytes}.  The state is replaced, all at once, when the
+        last step ends; until then this store stays as it was, and stays
+        so if the steps are abandoned.
 
         @raise ValueError: (from a step) if C{data} is not a snapshot.
         """
