@@ -70,6 +70,7 @@ SAMPLE_TESTS = (
     "tests/test_core.py",
     "tests/test_raftlog.py",
     "tests/test_node.py",
+    "tests/test_installation.py",
     "tests/test_reads.py",
     "tests/test_membership.py",
     "tests/test_admin.py",

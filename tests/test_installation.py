@@ -47,10 +47,15 @@ class InstallObserver(NullObserver):
 
     def __init__(self) -> None:
         self.installed: list[int] = []
+        self.syncTimes: list[float] = []
 
     def snapshotInstalled(self, snapshot: Snapshot) -> None:
         """Record an installed snapshot's index."""
         self.installed.append(snapshot.index)
+
+    def synced(self, seconds: float) -> None:
+        """Record how long a write to the disk took."""
+        self.syncTimes.append(seconds)
 
 
 class TurnClock(Clock):
@@ -159,6 +164,7 @@ class FollowerLoadingTests(SynchronousTestCase):
         self.install(100, self.snapshot)
         self.clock.turn()
         self.node.stop()
+        self.assertFalse(self.node.installingSnapshot)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.node.logManager.lastApplied, 0)
         self.assertEqual(self.observer.installed, [])
@@ -252,6 +258,13 @@ class SavingOffTheLoopTests(SynchronousTestCase):
         self.assertEqual(self.observer.installed, [3])
         self.assertEqual(manager.read("get b"), "OK 2")
         self.assertFalse(self.node.installingSnapshot)
+
+    def test_saveTimeReported(self) -> None:
+        """The observer hears how long the save took, from the chunk to the disk's answer."""
+        self.node.peerRequest("s2", InstallSnapshot(1, 3, 1, 0, b'{"a":"1"}', True))
+        self.clock.advance(0.25)
+        self.saves[0].callback(None)
+        self.assertEqual(self.observer.syncTimes, [0.25])
 
     def test_responsesWaitToo(self) -> None:
         """A peer's response that comes while the snapshot is saved is stepped after it."""
