@@ -116,13 +116,16 @@ class FollowerLoadingTests(SynchronousTestCase):
             "s2", AppendEntries(1, 100, 1, (Entry(101, 1, "set key000001 new"),), 101)
         )
         self.assertEqual(reply, AppendEntriesResponse(1, True, matchIndex=101))
-        self.assertEqual(self.node.core.commitIndex, 101)
+        self.clock.turn()
+        self.node.peerRequest("s2", AppendEntries(1, 101, 1, (Entry(102, 1, "set z 1"),), 102))
+        self.assertEqual(self.node.core.commitIndex, 102)
         self.assertEqual(manager.lastApplied, 0)
         turns = loadUntilInstalled(self.clock, self.observer)
         self.assertGreater(turns, 3)
         self.assertEqual(self.observer.installed, [100])
-        self.assertEqual(manager.lastApplied, 101)
-        self.assertEqual(len(manager.stateMachine.data), 20_000)
+        self.assertEqual(manager.lastApplied, 102)
+        self.assertEqual(manager.read("get z"), "OK 1")
+        self.assertEqual(len(manager.stateMachine.data), 20_001)
         self.assertEqual(manager.read("get key000001"), "OK new")
         self.assertEqual(manager.read("get key019999"), "OK v019999")
 
@@ -141,6 +144,24 @@ class FollowerLoadingTests(SynchronousTestCase):
         manager = self.node.logManager
         self.assertEqual(manager.lastApplied, 200)
         self.assertEqual(manager.read("get key000007"), "OK w000007")
+        self.assertEqual((self.fatal, self.node.silent), ([], False))
+
+    def test_smallerNewerSnapshotReplacesOneLoading(self) -> None:
+        """
+        A newer snapshot small enough to load at once, coming while a large
+        one loads, is installed at once, and the node then applies as usual.
+        """
+        self.install(100, self.snapshot)
+        self.clock.turn()
+        self.install(200, b'{"a":"1"}')
+        self.assertEqual(self.observer.installed, [200])
+        self.assertFalse(self.node.installingSnapshot)
+        self.node.peerRequest("s2", AppendEntries(1, 200, 1, (Entry(201, 1, "set b 2"),), 201))
+        self.assertEqual(self.node.logManager.read("get b"), "OK 2")
+        for _ in range(20):
+            self.clock.turn()
+        self.assertEqual(self.observer.installed, [200])
+        self.assertEqual(self.node.logManager.read("get key000001"), "NOT_FOUND")
 
     def test_unusableSnapshotStopsTheNode(self) -> None:
         """
@@ -180,37 +201,64 @@ class FollowerLoadingTests(SynchronousTestCase):
 class LeaderLoadingTests(SynchronousTestCase):
     """A node elected while it still loads a snapshot."""
 
-    def test_answersOnceLoaded(self) -> None:
+    def setUp(self) -> None:
+        self.observer = InstallObserver()
+        self.clock = TurnClock()
+        self.fatal: list[str] = []
+        self.node, _, self.sent = buildNode(
+            ("s1", "s2", "s3"), self.observer, self.clock, onFatal=self.fatal.append
+        )
+
+    def electWhileLoading(self, snapshot: bytes) -> tuple[object, object]:
         """
-        Commands the node commits as leader while it loads are applied
-        after the snapshot, and their clients answered only then, as are
-        its reads: each sees the snapshot's state.
+        Install C{snapshot}, be elected, take a write and a read and commit
+        the write while the snapshot loads; return their answers.
         """
-        observer = InstallObserver()
-        clock = TurnClock()
-        node, _, sent = buildNode(("s1", "s2", "s3"), observer, clock)
-        node.peerRequest("s2", InstallSnapshot(1, 100, 1, 0, mapSnapshot(20_000), True))
-        electS1(node, sent)
+        node, clock = self.node, self.clock
+        node.peerRequest("s2", InstallSnapshot(1, 100, 1, 0, snapshot, True))
+        electS1(node, self.sent)
         self.assertEqual(node.core.role, LEADER)
         written = clientRequest(node, "c1", "set key000003 mine")
         read = clientRequest(node, "c1", "get key000004")
         clock.turn()  # proposed and sent
         clock.turn()  # durable here
         lastIndex = node.core.log.lastIndex
-        heartbeat = [m for peer, m in sent if peer == "s2" and isinstance(m, AppendEntries)][-1]
+        appends = [m for peer, m in self.sent if peer == "s2" and isinstance(m, AppendEntries)]
         node.peerResponse(
             "s2",
             AppendEntriesResponse(
-                node.core.currentTerm, True, matchIndex=lastIndex, readRound=heartbeat.readRound
+                node.core.currentTerm, True, matchIndex=lastIndex, readRound=appends[-1].readRound
             ),
         )
         self.assertEqual(node.core.commitIndex, lastIndex)
         self.assertNoResult(written)
         self.assertNoResult(read)
-        loadUntilInstalled(clock, observer)
+        return written, read
+
+    def test_answersOnceLoaded(self) -> None:
+        """
+        Commands the node commits as leader while it loads are applied
+        after the snapshot, and their clients answered only then, as are
+        its reads: each sees the snapshot's state.
+        """
+        written, read = self.electWhileLoading(mapSnapshot(20_000))
+        loadUntilInstalled(self.clock, self.observer)
         self.assertEqual(self.successResultOf(written), answers.OK)
         self.assertEqual(self.successResultOf(read), "OK v000004")
-        self.assertEqual(node.logManager.read("get key000003"), "OK mine")
+        self.assertEqual(self.node.logManager.read("get key000003"), "OK mine")
+
+    def test_waitingClientsToldTheNodeStops(self) -> None:
+        """
+        The clients waiting when the snapshot turns out unusable are told
+        that the node is shutting down.
+        """
+        bad = mapSnapshot(20_000).replace(b'"key019999":"v019999"', b'"key019999":19999')
+        written, read = self.electWhileLoading(bad)
+        for _ in range(100):
+            self.clock.turn()
+        self.assertEqual(len(self.fatal), 1)
+        self.assertEqual(self.successResultOf(written), answers.SHUTTING_DOWN)
+        self.assertEqual(self.successResultOf(read), answers.SHUTTING_DOWN)
 
 
 class SavingOffTheLoopTests(SynchronousTestCase):
@@ -222,8 +270,9 @@ class SavingOffTheLoopTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.observer = InstallObserver()
         self.saves: list[defer.Deferred[None]] = []
-        self.node, self.clock, self.sent = buildNode(
-            ("s1", "s2", "s3"), self.observer, saveInBackground=self.heldSave
+        self.clock = TurnClock()
+        self.node, _, self.sent = buildNode(
+            ("s1", "s2", "s3"), self.observer, self.clock, saveInBackground=self.heldSave
         )
 
     def heldSave(self, work: Callable[[], object]) -> defer.Deferred[object]:
@@ -248,6 +297,7 @@ class SavingOffTheLoopTests(SynchronousTestCase):
         self.assertIsNone(manager.snapshotStore.load())
         after = self.node.peerRequest("s2", AppendEntries(1, 3, 1, (Entry(4, 1, "set b 2"),), 4))
         self.assertNoResult(after)
+        self.assertEqual(self.node.status()["leaderCommit"], 3)
         self.assertEqual(self.node.core.log.lastIndex, 3)
         self.node.ticks(100)
         self.assertEqual(self.sent, [])
@@ -258,13 +308,61 @@ class SavingOffTheLoopTests(SynchronousTestCase):
         self.assertEqual(self.observer.installed, [3])
         self.assertEqual(manager.read("get b"), "OK 2")
         self.assertFalse(self.node.installingSnapshot)
+        self.assertEqual(self.node.core.durableIndex, 4)
+        self.assertEqual(self.node.status()["leaderCommit"], 4)
 
     def test_saveTimeReported(self) -> None:
-        """The observer hears how long the save took, from the chunk to the disk's answer."""
+        """
+        The observer hears how long the save took, from the chunk to the
+        disk's answer; the core then counts the snapshot durable.
+        """
+        self.clock.advance(1)
         self.node.peerRequest("s2", InstallSnapshot(1, 3, 1, 0, b'{"a":"1"}', True))
         self.clock.advance(0.25)
         self.saves[0].callback(None)
         self.assertEqual(self.observer.syncTimes, [0.25])
+        self.assertEqual(self.node.core.durableIndex, 3)
+
+    def test_heldSnapshotStartsTheNextSave(self) -> None:
+        """
+        A newer snapshot's last chunk held behind a save starts the next
+        save when it is stepped; its reply still comes before the replies
+        to what came after it, and it replaces the older one, even one
+        still loading.
+        """
+        fired: list[str] = []
+        self.node.peerRequest("s2", InstallSnapshot(1, 100, 1, 0, mapSnapshot(20_000), True))
+        self.saves[0].callback(None)
+        self.assertTrue(self.node.installingSnapshot)  # loading, a step per turn
+        newer = self.node.peerRequest("s2", InstallSnapshot(1, 200, 1, 0, b'{"b":"2"}', True))
+        self.assertEqual(len(self.saves), 2)
+        after = self.node.peerRequest("s2", AppendEntries(1, 200, 1, (), 200))
+        newer.addCallback(lambda _: fired.append("snapshot"))
+        after.addCallback(lambda _: fired.append("append"))
+        self.saves[1].callback(None)
+        self.assertEqual(fired, ["snapshot", "append"])
+        for _ in range(50):
+            self.clock.turn()
+        self.assertEqual(self.observer.installed, [200])
+        self.assertEqual(self.node.logManager.read("get b"), "OK 2")
+
+    def test_snapshotHeldBehindASave(self) -> None:
+        """
+        A snapshot's last chunk that comes while another is saved is
+        stepped after it and starts its own save; the requests held behind
+        it wait for that one, and their replies come after its reply.
+        """
+        fired: list[str] = []
+        self.node.peerRequest("s2", InstallSnapshot(1, 3, 1, 0, b'{"a":"1"}', True))
+        newer = self.node.peerRequest("s2", InstallSnapshot(1, 9, 1, 0, b'{"b":"2"}', True))
+        after = self.node.peerRequest("s2", AppendEntries(1, 9, 1, (), 9))
+        newer.addCallback(lambda reply: fired.append(f"snapshot {reply.matchIndex}"))
+        after.addCallback(lambda reply: fired.append(f"append {reply.matchIndex}"))
+        self.saves[0].callback(None)
+        self.assertEqual((fired, len(self.saves)), ([], 2))
+        self.saves[1].callback(None)
+        self.assertEqual(fired, ["snapshot 9", "append 9"])
+        self.assertEqual(self.node.logManager.read("get b"), "OK 2")
 
     def test_responsesWaitToo(self) -> None:
         """A peer's response that comes while the snapshot is saved is stepped after it."""

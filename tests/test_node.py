@@ -675,6 +675,18 @@ class ReadBarrierTests(SynchronousTestCase):
         node.peerRequest("s2", AppendEntries(1, 0, 0, (), 0))
         self.assertEqual(node.readBarrier(), answers.redirect("s2", "127.0.0.1", 10001))
 
+    def test_readOfALeaderDeposedBeforeItsTurn(self) -> None:
+        """
+        A read that reached a leader which another leader deposed before
+        the read's turn came is redirected to the new leader.
+        """
+        node, clock, sent = buildNode(("s1", "s2", "s3"))
+        electS1(node, sent)
+        read = clientRequest(node, "c1", "get a")
+        node.peerRequest("s2", AppendEntries(node.core.currentTerm + 1, 0, 0, (), 0))
+        clock.advance(0)
+        self.assertEqual(self.successResultOf(read), answers.redirect("s2", "127.0.0.1", 10001))
+
 
 class LogTests(SynchronousTestCase):
     """The driver's log tells the story of the cluster as this node lives it."""
