@@ -116,7 +116,7 @@ class KeyValueStore:
         The freezing takes no time (L{ShardedMap.freeze}; the sessions are
         copied, a bounded table); the serializing, the slow part, can run
         in another thread while this store goes on applying commands, and
-        holds the GIL a shard at a time.
+        holds the GIL a piece (at most 4,096 keys) at a time.
 
         The bytes are the map as one line of JSON, then, if any client has
         a session, a newline and the sessions as another (see
