@@ -22,15 +22,20 @@ C{/proc/PID/schedstat}): on a busy machine, part of each stall.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event
 
 from twisted.python import usage
 
 from txraft import answers
+from txraft.client import LineConnection
 from txraft.testing.load import pipelinedConnection
 from txraft.testing.localcluster import LocalCluster, stopOnSignals
 
@@ -79,41 +84,81 @@ def fill(
         raise SystemExit(f"filling the map failed: {errors[:3]}")
 
 
-class Probe(threading.Thread):
-    """Asks a node for C{status} back to back, timing each answer, until stopped."""
+def ask(
+    address: tuple[str, int],
+    stopping: Event,
+    applied: Synchronized[int],
+    snapshotIndex: Synchronized[int],
+    results: Connection,
+) -> None:
+    """
+    The probe's process: ask C{status} back to back until C{stopping} is set,
+    keeping C{applied} and C{snapshotIndex} up to date; then send the
+    longest and 99th-percentile waits (ms) and the count over C{results}.
+    """
+    waits: list[float] = []
+    with LineConnection(*address, timeout=60) as connection:
+        while not stopping.is_set():
+            sent = time.perf_counter()
+            answer = connection.request("status")
+            waits.append(time.perf_counter() - sent)
+            value = answers.okValue(answer)
+            if value is not None:
+                status = json.loads(value)
+                snapshotIndex.value = status["snapshotIndex"]
+                applied.value = status["lastApplied"]
+    results.send(
+        {"max": max(waits) * 1000, "p99": percentile(waits, 0.99) * 1000, "probes": len(waits)}
+    )
+
+
+class Probe:
+    """
+    Asks a node for C{status} back to back, timing each answer, until
+    finished.  It asks from a process of its own: in this one, the threads
+    that generate the load and the garbage collector would delay the
+    probe's own reading of an answer, and it would count that as the node's.
+    """
 
     def __init__(self, cluster: LocalCluster, node: str = "s1") -> None:
-        super().__init__(daemon=True)
-        self.connection = cluster.connect(node, timeout=60)
-        self.waits: list[float] = []
-        self.snapshotIndex = 0
-        self.applied = 0
-        self.stopping = threading.Event()
+        """
+        @raise OSError: (C{ConnectionRefusedError}, say) if the node does
+            not take connections yet.
+        """
+        if cluster.tls is not None:
+            raise ValueError("the probe speaks plain TCP")
+        address = cluster.address(node)
+        cluster.connect(node, timeout=60).close()
+        context = multiprocessing.get_context("spawn")
+        self._stopping = context.Event()
+        self._applied = context.Value("q", 0)
+        self._snapshotIndex = context.Value("q", 0)
+        self._results, sending = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=ask,
+            args=(address, self._stopping, self._applied, self._snapshotIndex, sending),
+            daemon=True,
+        )
 
-    def run(self) -> None:
-        """Ask, time, and note the node's snapshot and applied indexes, until told to stop."""
-        with self.connection:
-            while not self.stopping.is_set():
-                sent = time.perf_counter()
-                answer = self.connection.request("status")
-                self.waits.append(time.perf_counter() - sent)
-                value = answers.okValue(answer)
-                if value is not None:
-                    status = json.loads(value)
-                    self.snapshotIndex = status["snapshotIndex"]
-                    self.applied = status["lastApplied"]
+    @property
+    def applied(self) -> int:
+        """The node's C{lastApplied} in its latest answer."""
+        return int(self._applied.value)
+
+    def start(self) -> None:
+        """Start asking."""
+        self._process.start()
+
+    def is_alive(self) -> bool:
+        """Whether the probe is still asking."""
+        return self._process.is_alive()
 
     def finish(self) -> dict[str, float]:
         """Stop asking; the longest and 99th-percentile waits (ms), and the rest seen."""
-        self.stopping.set()
-        self.join()
-        return {
-            "max": max(self.waits) * 1000,
-            "p99": percentile(self.waits, 0.99) * 1000,
-            "probes": len(self.waits),
-            "snapshotIndex": self.snapshotIndex,
-            "load": os.getloadavg()[0],
-        }
+        self._stopping.set()
+        seen = self._results.recv()
+        self._process.join()
+        return {**seen, "snapshotIndex": self._snapshotIndex.value, "load": os.getloadavg()[0]}
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
