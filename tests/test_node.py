@@ -810,7 +810,7 @@ class SnapshotPolicyTests(SynchronousTestCase):
     def test_retriedAfterAFailedWrite(self) -> None:
         """
         A snapshot whose write fails is logged, and taken again at the
-        next Ready.  Reference: dissertation section 5.1.
+        first Ready after the next tick.  Reference: dissertation section 5.1.
         """
         attempts: list[str] = []
 
@@ -829,8 +829,30 @@ class SnapshotPolicyTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         clientRequest(node, "c1", "set b 2")
         clock.advance(0)
+        self.assertEqual(len(attempts), 1)
+        node.ticks(1)
+        clientRequest(node, "c1", "set c 3")
+        clock.advance(0)
         # The proposal's Ready, before its entry is durable and applied.
-        self.assertEqual((len(attempts), node.core.log.snapshotIndex), (2, 2))
+        self.assertEqual((len(attempts), node.core.log.snapshotIndex), (2, 3))
+
+    def test_nextSnapshotWaitsForATick(self) -> None:
+        """
+        Once a snapshot is in place the node takes the next one, however
+        many entries came meanwhile, only after a tick: the turn that
+        compacted the log does not also start another snapshot.
+        """
+        node, clock, _ = buildNode(snapshotEntries=2)
+        electSingleNode(node)
+        clientRequest(node, "c1", "set a 1")
+        clock.advance(0)
+        self.assertEqual(node.core.log.snapshotIndex, 2)
+        for key in "bcd":
+            clientRequest(node, "c1", f"set {key} 1")
+            clock.advance(0)
+        self.assertEqual((node.logManager.lastApplied, node.core.log.snapshotIndex), (5, 2))
+        node.ticks(1)
+        self.assertEqual(node.core.log.snapshotIndex, 5)
 
 
 class RejoinTests(SynchronousTestCase):
@@ -920,7 +942,7 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
         """
         A snapshot is taken once C{snapshotEntries} entries were applied
         since the last one, in this reactor turn when no background runner
-        is given.
+        is given (and a tick came since the last one).
         """
         node, clock, _ = buildNode(snapshotEntries=2)
         electSingleNode(node)
@@ -929,6 +951,7 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
             clientRequest(node, "c1", f"set k{i} {i}")
             clock.advance(0)
             taken.append(node.core.log.snapshotIndex)
+            node.ticks(1)
         # The no-op and the first set make 2; then every second entry.
         self.assertEqual(taken, [2, 2, 4, 4])
 

@@ -265,6 +265,10 @@ class RaftNode:
         self._saving: defer.Deferred[None] | None = None
         self._held: list[Callable[[], None]] = []
         self._snapshotting = False
+        # Set when a snapshot was put in place (or failed) and cleared by the
+        # next tick: the turn that spent its time on one snapshot never also
+        # starts the next, however fast the entries come.
+        self._snapshotResting = False
         self.maxBacklog = maxBacklog
         # Fired once an overloaded node has drained to half its maxBacklog.
         self._drained: list[defer.Deferred[None]] | None = None
@@ -305,6 +309,7 @@ class RaftNode:
         this node decides that its leader is gone.
         """
         self.tickCount += count
+        self._snapshotResting = False
         for _ in range(min(count, self.core.heartbeatTicks)):
             if self.silent or self._saving is not None:
                 # While a snapshot is saved, time stands still for the core:
@@ -936,12 +941,16 @@ class RaftNode:
         Once C{snapshotEntries} entries were applied since the last
         snapshot, take one: freeze the state machine here, serialize and
         write it in the background, then compact (dissertation section 5.1).
+        Not before the tick after the last one was put in place: under full
+        load the next would otherwise start in the same turn, and the two
+        together make the longest turn a snapshot costs.
         """
         manager = self.logManager
         base = manager.snapshot.index if manager.snapshot else 0
         if (
             self.snapshotEntries is None
             or self._snapshotting
+            or self._snapshotResting
             or manager.lastApplied - base < self.snapshotEntries
         ):
             return
@@ -954,6 +963,7 @@ class RaftNode:
     def _snapshotWritten(self, snapshot: Snapshot, staged: object, started: float) -> None:
         """Put a written snapshot in place and compact the log, unless overtaken."""
         self._snapshotting = False
+        self._snapshotResting = True
         core = self.core
         # Meanwhile the node may have installed a later snapshot from its
         # leader, or rebuilt its core after a disk failure.
@@ -971,6 +981,7 @@ class RaftNode:
 
     def _snapshotFailed(self, failure: Failure) -> None:
         self._snapshotting = False
+        self._snapshotResting = True
         self.log.failure("could not write a snapshot; will try again", failure)
 
     # -- answering clients ----------------------------------------------------------
