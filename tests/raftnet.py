@@ -156,15 +156,22 @@ class RaftNetwork:
         preVote: bool = False,
         checkQuorum: bool = False,
         joining: Sequence[str] = (),
+        trailingEntries: int = 0,
     ) -> None:
         """
         @param joining: nodes that start with no membership, waiting to be
             added; the others bootstrap with every other name as a voter.
+        @param trailingEntries: see L{RaftCore}; by default a compaction
+            drops every entry its snapshot covers (dissertation chapter 5).
         """
         self.names = tuple(names)
         self.joining = frozenset(joining)
         # Figure 2's algorithm by default; PreVote and CheckQuorum on request.
-        self.coreOptions = {"preVote": preVote, "checkQuorum": checkQuorum}
+        self.coreOptions: dict[str, object] = {
+            "preVote": preVote,
+            "checkQuorum": checkQuorum,
+            "trailingEntries": trailingEntries,
+        }
         self.electionTicks = electionTicks
         self.heartbeatTicks = heartbeatTicks
         self.seed = seed
@@ -195,6 +202,7 @@ class RaftNetwork:
     def _start(self, name: str) -> None:
         disk = self.disks[name]
         extra = dict(self.coreOptions)
+        base = disk.snapshot.index if disk.snapshot else 0
         if self.maxAppendBytes is not None:
             extra["maxAppendBytes"] = self.maxAppendBytes
         self._incarnation[name] += 1
@@ -204,7 +212,9 @@ class RaftNetwork:
             membership=Membership.ofVoters(voters),
             hardState=disk.hardState,
             snapshot=disk.snapshot,
-            entries=list(disk.entries),
+            # What the disk holds after the snapshot: a restart drops the
+            # entries kept before it, as the file store's load does.
+            entries=[e for e in disk.entries if e.index > base],
             electionTicks=self.electionTicks,
             heartbeatTicks=self.heartbeatTicks,
             rng=random.Random(f"{self.seed}/{name}/{self._incarnation[name]}"),
@@ -244,12 +254,12 @@ class RaftNetwork:
         """
         core, applied = self.cores[name], self.applied[name]
         snapshot = Snapshot(index, core.log.term(index), encodeApplied(applied[:index]))
-        core.compact(snapshot)
+        upTo = core.compact(snapshot)
         # The core records the membership of the time in the snapshot, as
         # the LogManager does in production.
         disk = self.disks[name]
         disk.snapshot = snapshot = core.snapshot
-        disk.entries = [e for e in disk.entries if e.index > index]
+        disk.entries = [e for e in disk.entries if e.index > upTo]
         return snapshot
 
     def restart(self, name: str) -> RaftCore:

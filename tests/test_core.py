@@ -67,12 +67,18 @@ def makeCore(
     maxInflightAppends: int | None = None,
     preVote: bool = False,
     checkQuorum: bool = False,
+    trailingEntries: int = 0,
 ) -> RaftCore:
     """
     A core with a seeded timer and a log with the given C{terms}, running
-    Figure 2's algorithm unless PreVote or CheckQuorum are asked for.
+    Figure 2's algorithm unless PreVote or CheckQuorum are asked for, and
+    compacting every entry a snapshot covers unless C{trailingEntries}.
     """
-    extra: dict[str, object] = {"preVote": preVote, "checkQuorum": checkQuorum}
+    extra: dict[str, object] = {
+        "preVote": preVote,
+        "checkQuorum": checkQuorum,
+        "trailingEntries": trailingEntries,
+    }
     if maxAppendBytes is not None:
         extra["maxAppendBytes"] = maxAppendBytes
     if maxInflightAppends is not None:
@@ -1327,7 +1333,7 @@ class RobustnessTests(SynchronousTestCase):
         makeLeader(core)
         ready = core.step("b", InstallSnapshot(1, 5, 1, 0, b"[]", True))
         self.assertEqual(ready.reply, InstallSnapshotResponse(1))
-        self.assertEqual((core.role, core.log.snapshotIndex), (LEADER, 0))
+        self.assertEqual((core.role, core.log.compactedIndex), (LEADER, 0))
 
     def test_forgedMatchIndexIgnored(self) -> None:
         """
@@ -1651,12 +1657,12 @@ class SnapshotTests(SynchronousTestCase):
         """
         net, leader, _ = self.leaderWithBacklog(10)
         core = net[leader]
-        self.assertEqual(core.log.snapshotIndex, core.commitIndex)
-        self.assertEqual(core.log.term(core.log.snapshotIndex), core.currentTerm)
+        self.assertEqual(core.log.compactedIndex, core.commitIndex)
+        self.assertEqual(core.log.term(core.log.compactedIndex), core.currentTerm)
         self.assertEqual(entriesOf(core), [])
         self.assertEqual(decodeApplied(core.snapshot.data), net.applied[leader])
         [entry] = net.propose(leader, ["set after compaction"])
-        self.assertEqual(entry.index, core.log.snapshotIndex + 1)
+        self.assertEqual(entry.index, core.log.compactedIndex + 1)
 
     def test_compactOnlyAppliedEntries(self) -> None:
         """The core refuses to compact past what it handed out to apply."""
@@ -1673,10 +1679,10 @@ class SnapshotTests(SynchronousTestCase):
         """
         net, leader, _ = self.leaderWithBacklog(10)
         core = net[leader]
-        index = core.log.snapshotIndex
+        index = core.log.compactedIndex
         error = self.assertRaises(ValueError, core.compact, core.snapshot)
         self.assertEqual(str(error), f"cannot compact to {index}: not applied or not new")
-        self.assertEqual(core.log.snapshotIndex, index)
+        self.assertEqual(core.log.compactedIndex, index)
 
     def test_compactRefusesAnotherTerm(self) -> None:
         """
@@ -1690,7 +1696,7 @@ class SnapshotTests(SynchronousTestCase):
         wrong = Snapshot(entry.index, entry.term + 1, b"[]")
         error = self.assertRaises(ValueError, core.compact, wrong)
         self.assertEqual(str(error), f"snapshot {entry.index} has the wrong term")
-        self.assertLess(core.log.snapshotIndex, entry.index)
+        self.assertLess(core.log.compactedIndex, entry.index)
 
     def test_laggingFollowerGetsSnapshot(self) -> None:
         """
@@ -1705,12 +1711,104 @@ class SnapshotTests(SynchronousTestCase):
         installs = [e for e in net.sent if isinstance(e.message, InstallSnapshot)]
         self.assertTrue(installs)
         self.assertEqual({e.dst for e in installs}, {lagging})
-        self.assertEqual(net[lagging].log.snapshotIndex, net[leader].log.snapshotIndex)
+        self.assertEqual(net[lagging].log.compactedIndex, net[leader].log.compactedIndex)
         self.assertEqual(net.applied[lagging], net.applied[leader])
         [entry] = net.propose(leader, ["set later 1"])
         net.runUntil(lambda: entry in net.applied[lagging], 10)
         appends = [e.message for e in net.sent if e.dst == lagging and isAppend(e)]
         self.assertTrue(any(entry in message.entries for message in appends))
+
+    def test_compactKeepsTrailingEntries(self) -> None:
+        """
+        A compaction keeps the last C{trailingEntries} entries its snapshot
+        covers: the log's base is that many before the snapshot's index,
+        which is still the snapshot followers get.
+        """
+        net = RaftNetwork(THREE, trailingEntries=4)
+        net.runUntil(lambda: net.leader() is not None, 200)
+        leader = net.leader()
+        for number in range(10):
+            net.propose(leader, [f"set k{number} {number}"])
+            net.deliver()
+        core = net[leader]
+        snapshot = net.compact(leader, core.commitIndex)
+        self.assertEqual(core.snapshotIndex, snapshot.index)
+        self.assertEqual(core.log.compactedIndex, snapshot.index - 4)
+        self.assertEqual(
+            [e.index for e in entriesOf(core)], list(range(snapshot.index - 3, snapshot.index + 1))
+        )
+        self.assertEqual(core.snapshot, snapshot)
+
+    def test_followerALittleBehindGetsEntries(self) -> None:
+        """
+        A follower that lacks only entries the leader kept after compacting
+        is sent those entries, and no snapshot.
+        """
+        net = RaftNetwork(THREE, trailingEntries=20)
+        net.runUntil(lambda: net.leader() is not None, 200)
+        leader = net.leader()
+        lagging = next(n for n in THREE if n != leader)
+        net.crash(lagging)
+        for number in range(10):
+            net.propose(leader, [f"set k{number} {number}"])
+            net.deliver()
+        net.compact(leader, net[leader].commitIndex)
+        self.assertLess(net[leader].log.compactedIndex, net.disks[lagging].entries[-1].index)
+        net.restart(lagging)
+        net.runUntil(lambda: net[lagging].commitIndex == net[leader].commitIndex, 50)
+        self.assertEqual([e for e in net.sent if isinstance(e.message, InstallSnapshot)], [])
+        self.assertEqual(net.applied[lagging], net.applied[leader])
+
+    def test_leaderKeepsEntriesAfterASnapshotItSends(self) -> None:
+        """
+        While a follower receives a snapshot, its leader's compactions keep
+        the entries after that snapshot, so once the follower holds it, it
+        gets those entries rather than the next snapshot.
+        """
+        self.patch(txraft.core, "SNAPSHOT_CHUNK_BYTES", 64)
+        net, leader, lagging = self.leaderWithBacklog()
+        first = net[leader].snapshot
+        net.restart(lagging)
+        # The first chunk is out; the leader takes more writes and a snapshot.
+        net.tick(leader, times=net.heartbeatTicks)
+        net.deliver(hold=lambda e: isinstance(e.message, InstallSnapshot))
+        for number in range(5):
+            net.propose(leader, [f"set later{number} {number}"])
+            net.deliver(hold=lambda e: e.dst == lagging)
+        second = net.compact(leader, net[leader].commitIndex)
+        self.assertGreater(second.index, first.index)
+        self.assertEqual(net[leader].log.compactedIndex, first.index)
+        net.runUntil(lambda: net[lagging].commitIndex == net[leader].commitIndex, 100)
+        installed = {
+            e.message.lastIncludedIndex
+            for e in net.delivered
+            if isinstance(e.message, InstallSnapshot) and e.dst == lagging
+        }
+        self.assertEqual(installed, {first.index})
+        self.assertEqual(net.applied[lagging], net.applied[leader])
+
+    def test_silentFollowerHoldsNoEntries(self) -> None:
+        """
+        A follower that has not answered since the leader's last election
+        timeout keeps nothing in the leader's log, though it was being sent
+        a snapshot: one that is down must not stop compaction.
+        """
+        self.patch(txraft.core, "SNAPSHOT_CHUNK_BYTES", 64)
+        net, leader, lagging = self.leaderWithBacklog()
+        first = net[leader].snapshot
+        net.restart(lagging)
+        net.tick(leader, times=net.heartbeatTicks)
+        net.deliver(hold=lambda e: isinstance(e.message, InstallSnapshot) and e.message.offset > 0)
+        self.assertIsNotNone(net[leader].progress(lagging).snapshot)
+        net.crash(lagging)
+        net.queue.clear()
+        for number in range(5):
+            net.propose(leader, [f"set later{number} {number}"])
+            net.deliver()
+        net.tick(leader, times=2 * net.electionTicks[0])
+        second = net.compact(leader, net[leader].commitIndex)
+        self.assertGreater(second.index, first.index)
+        self.assertEqual(net[leader].log.compactedIndex, second.index)
 
     def test_snapshotSentInChunks(self) -> None:
         """
@@ -1765,7 +1863,7 @@ class SnapshotTests(SynchronousTestCase):
         self.assertEqual(ready.reply, InstallSnapshotResponse(2, 3, len(snapshot.data), 3))
         self.assertEqual(ready.snapshot, snapshot)
         self.assertIsNone(ready.truncateFrom)
-        self.assertEqual((core.log.snapshotIndex, core.log.lastIndex), (3, 5))
+        self.assertEqual((core.log.compactedIndex, core.log.lastIndex), (3, 5))
         self.assertEqual(core.commitIndex, 3)
 
     def test_installDiscardsConflictingLog(self) -> None:
@@ -1781,7 +1879,7 @@ class SnapshotTests(SynchronousTestCase):
         self.assertEqual(ready.reply.matchIndex, 4)
         self.assertEqual(ready.truncateFrom, 5)
         self.assertEqual(
-            (core.log.snapshotIndex, core.log.lastIndex, core.log.lastTerm), (4, 4, 3)
+            (core.log.compactedIndex, core.log.lastIndex, core.log.lastTerm), (4, 4, 3)
         )
         self.assertEqual(ready.committed, [])
 
@@ -1827,7 +1925,7 @@ class SnapshotTests(SynchronousTestCase):
         core = makeCore()
         data = encodeApplied(makeEntries([1, 1]))
         ready = core.step("b", InstallSnapshot(1, 2, 1, 0, data, True))
-        self.assertEqual(core.log.snapshotIndex, 2)
+        self.assertEqual(core.log.compactedIndex, 2)
         ready = core.step("b", InstallSnapshot(1, 9, 1, 64, b"x" * 10))
         self.assertEqual(ready.reply, InstallSnapshotResponse(1, 9, 0))
 
@@ -1847,7 +1945,7 @@ class SnapshotTests(SynchronousTestCase):
                 break
         net.deliver()
         self.assertGreater(net.count(leader, lagging, InstallSnapshot), 2)
-        self.assertEqual(net[lagging].log.snapshotIndex, net[leader].log.snapshotIndex)
+        self.assertEqual(net[lagging].log.compactedIndex, net[leader].log.compactedIndex)
         self.assertEqual(net[lagging].log.lastIndex, net[leader].log.lastIndex)
 
     def test_entriesFollowASnapshotAtOnce(self) -> None:
@@ -1979,14 +2077,14 @@ class SnapshotTests(SynchronousTestCase):
             return isinstance(envelope.message, InstallSnapshotResponse)
 
         for _ in range(10 * chunks):
-            if net[lagging].log.snapshotIndex == snapshot.index:
+            if net[lagging].log.compactedIndex == snapshot.index:
                 break
             # Answers take four heartbeat intervals to come back.
             for _ in range(4 * net.heartbeatTicks):
                 net.tick(leader)
                 net.deliver(hold=answer)
             net.deliver()
-        self.assertEqual(net[lagging].log.snapshotIndex, snapshot.index)
+        self.assertEqual(net[lagging].log.compactedIndex, snapshot.index)
         # A chunk out for four intervals is resent at most twice, and the
         # answers to those copies send nothing more.
         self.assertLessEqual(net.count(leader, lagging, InstallSnapshot), 2 * chunks)
@@ -2037,7 +2135,7 @@ class SnapshotTests(SynchronousTestCase):
         net, leader, _ = self.leaderWithBacklog()
         net.crash(leader)
         core = net.restart(leader)
-        self.assertEqual(core.commitIndex, core.log.snapshotIndex)
+        self.assertEqual(core.commitIndex, core.log.compactedIndex)
         self.assertEqual(len(net.applied[leader]), core.commitIndex)
         net.runUntil(lambda: net.leader() is not None and len(net.up()) == 2, 300)
 
@@ -2088,7 +2186,7 @@ class RandomizedTests(SynchronousTestCase):
                 net.restart(rng.choice([n for n in FIVE if n not in net.cores]))
             if compactEvery and number % compactEvery == 0:
                 for name in net.up():
-                    if net[name].commitIndex > net[name].log.snapshotIndex:
+                    if net[name].commitIndex > net[name].log.compactedIndex:
                         net.compact(name, net[name].commitIndex)
             leaders = [n for n in net.up() if net[n].role == LEADER]
             if leaders and rng.random() < 0.3:

@@ -121,7 +121,7 @@ class FuzzTests(SynchronousTestCase):
             core.log.lastIndex,
             core.log.lastTerm,
             core.commitIndex,
-            core.log.snapshotIndex,
+            core.log.compactedIndex,
         )
 
     def assertOneAnswerOrDropped(self, sent: int, transport: StringTransport) -> None:

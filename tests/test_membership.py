@@ -38,6 +38,7 @@ from txraft.messages import (
     InstallSnapshotResponse,
     RequestVote,
     RequestVoteResponse,
+    Snapshot,
 )
 
 FOUR = ("a", "b", "c", "d")
@@ -506,7 +507,7 @@ class ClusterChangeTests(SynchronousTestCase):
         self.assertEqual(net["a"].snapshot.membership, learner.encode())
         net.heal()
         settle(net)
-        self.assertEqual(net["d"].log.snapshotIndex, net["a"].log.snapshotIndex)
+        self.assertEqual(net["d"].log.compactedIndex, net["a"].log.compactedIndex)
         self.assertEqual(net["d"].membership, learner)
         self.assertGreaterEqual(net["d"].membershipIndex, entry.index)
         net.crash("d")
@@ -735,11 +736,33 @@ class SnapshotMembershipTests(SynchronousTestCase):
             "a", InstallSnapshot(1, 2, 1, 0, b"x", done=True, membership=then.encode())
         )
         self.assertIsNotNone(ready.snapshot)
-        self.assertEqual((core.log.snapshotIndex, core.log.lastIndex), (2, 3))
+        self.assertEqual((core.log.compactedIndex, core.log.lastIndex), (2, 3))
         self.assertEqual((core.membership, core.membershipIndex), (grown, 3))
         self.assertEqual(core.membershipAt(2), then)
         error = self.assertRaises(ValueError, core.membershipAt, 1)
-        self.assertEqual(str(error), "entry 1 is before the snapshot")
+        self.assertEqual(str(error), "entry 1 is compacted away")
+
+    def test_compactionKeepsAMembershipEntryItCovers(self) -> None:
+        """
+        A compaction that keeps entries its snapshot covers keeps a
+        membership entry among them as the newest; the snapshot records it
+        as the membership of its time, and the one before is still known
+        back to the log's new base.
+        """
+        core = makeCore("b", terms=[1], trailingEntries=3)
+        grown = withLearner(voters("a", "b", "c"), "d")
+        entries = (
+            Entry(2, 1, "set x 1"),
+            Entry(3, 1, grown.encode()),
+            Entry(4, 1, "set y 1"),
+            Entry(5, 1, "set z 1"),
+        )
+        core.step("a", AppendEntries(1, 1, 1, entries, 5))
+        self.assertEqual(core.compact(Snapshot(5, 1, b"x")), 2)
+        self.assertEqual((core.log.compactedIndex, core.snapshotIndex), (2, 5))
+        self.assertEqual((core.membership, core.membershipIndex), (grown, 3))
+        self.assertEqual(core.snapshot.membership, grown.encode())
+        self.assertEqual(core.membershipAt(2), voters("a", "b", "c"))
 
     def test_conflictingSuffixTakesItsMembershipAlong(self) -> None:
         """
@@ -766,7 +789,7 @@ class SnapshotMembershipTests(SynchronousTestCase):
         )
         self.assertIsNone(ready.snapshot)
         self.assertEqual(ready.reply, InstallSnapshotResponse(1, 5, 0))
-        self.assertEqual((core.log.snapshotIndex, core.membership), (0, voters("a", "b", "c")))
+        self.assertEqual((core.log.compactedIndex, core.membership), (0, voters("a", "b", "c")))
 
     def test_leaderIgnoresSnapshotAnswerOfStranger(self) -> None:
         """A leader ignores an InstallSnapshot answer from a server it does not replicate to."""

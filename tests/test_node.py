@@ -825,7 +825,7 @@ class SnapshotPolicyTests(SynchronousTestCase):
         clientRequest(node, "c1", "set a 1")
         clock.advance(0)
         # The no-op and the set: a snapshot is due, and its write fails.
-        self.assertEqual((len(attempts), node.core.log.snapshotIndex), (1, 0))
+        self.assertEqual((len(attempts), node.core.snapshotIndex), (1, 0))
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         clientRequest(node, "c1", "set b 2")
         clock.advance(0)
@@ -834,7 +834,7 @@ class SnapshotPolicyTests(SynchronousTestCase):
         clientRequest(node, "c1", "set c 3")
         clock.advance(0)
         # The proposal's Ready, before its entry is durable and applied.
-        self.assertEqual((len(attempts), node.core.log.snapshotIndex), (2, 3))
+        self.assertEqual((len(attempts), node.core.snapshotIndex), (2, 3))
 
     def test_nextSnapshotWaitsForATick(self) -> None:
         """
@@ -846,13 +846,13 @@ class SnapshotPolicyTests(SynchronousTestCase):
         electSingleNode(node)
         clientRequest(node, "c1", "set a 1")
         clock.advance(0)
-        self.assertEqual(node.core.log.snapshotIndex, 2)
+        self.assertEqual(node.core.snapshotIndex, 2)
         for key in "bcd":
             clientRequest(node, "c1", f"set {key} 1")
             clock.advance(0)
-        self.assertEqual((node.logManager.lastApplied, node.core.log.snapshotIndex), (5, 2))
+        self.assertEqual((node.logManager.lastApplied, node.core.snapshotIndex), (5, 2))
         node.ticks(1)
-        self.assertEqual(node.core.log.snapshotIndex, 5)
+        self.assertEqual(node.core.snapshotIndex, 5)
 
 
 class RejoinTests(SynchronousTestCase):
@@ -950,7 +950,7 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
         for i in range(4):
             clientRequest(node, "c1", f"set k{i} {i}")
             clock.advance(0)
-            taken.append(node.core.log.snapshotIndex)
+            taken.append(node.core.snapshotIndex)
             node.ticks(1)
         # The no-op and the first set make 2; then every second entry.
         self.assertEqual(taken, [2, 2, 4, 4])
@@ -982,10 +982,10 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
         self.assertEqual((node.logManager.lastApplied, len(writes)), (2, 1))
         later = Snapshot(5, 1, b'{"a": "2"}')
         node.peerRequest("s2", InstallSnapshot(1, 5, 1, 0, later.data, done=True))
-        self.assertEqual(node.core.log.snapshotIndex, 5)
+        self.assertEqual(node.core.snapshotIndex, 5)
         writes[0].callback(None)
         self.assertEqual(node.logManager.snapshot, later)
-        self.assertEqual(node.core.log.snapshotIndex, 5)
+        self.assertEqual(node.core.snapshotIndex, 5)
         self.assertEqual(node.logManager.read("get a"), "OK 2")
 
     def test_snapshotTimeReported(self) -> None:
@@ -1013,7 +1013,7 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
         node, clock, _ = buildNode(observer=observer, snapshotEntries=2)
         electSingleNode(node)
 
-        def diskFull(snapshot: object, staged: object) -> None:
+        def diskFull(snapshot: object, staged: object, compactTo: int) -> None:
             raise OSError("no space left on device")
 
         node.logManager.commitSnapshot = diskFull  # type: ignore[method-assign]

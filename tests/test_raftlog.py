@@ -207,7 +207,7 @@ class CompactionTests(SynchronousTestCase):
         """
         log = logWithTerms(1, 1, 2, 2, 3)
         log.compact(3)
-        self.assertEqual((log.snapshotIndex, log.snapshotTerm, log.firstIndex), (3, 2, 4))
+        self.assertEqual((log.compactedIndex, log.compactedTerm, log.firstIndex), (3, 2, 4))
         self.assertEqual((log.lastIndex, log.lastTerm, log.term(3), log.term(5)), (5, 3, 2, 3))
         self.assertEqual([e.index for e in log.slice(4, 6)], [4, 5])
         self.assertRaises(CompactedError, log.term, 2)
@@ -228,13 +228,13 @@ class CompactionTests(SynchronousTestCase):
         log = logWithTerms(1, 1, 1)
         log.compact(2)
         log.compact(1)
-        self.assertEqual((log.snapshotIndex, log.lastIndex), (2, 3))
+        self.assertEqual((log.compactedIndex, log.lastIndex), (2, 3))
 
     def test_restoreKeepsMatchingSuffix(self) -> None:
         """Restoring to a point the log holds (same term) keeps the entries after it."""
         log = logWithTerms(1, 1, 2, 2)
         log.restore(2, 1)
-        self.assertEqual((log.snapshotIndex, log.firstIndex, log.lastIndex), (2, 3, 4))
+        self.assertEqual((log.compactedIndex, log.firstIndex, log.lastIndex), (2, 3, 4))
 
     def test_restoreDiscardsOtherwise(self) -> None:
         """
@@ -273,7 +273,7 @@ class SnapshotPointTests(SynchronousTestCase):
         """
         log = self.makeLog()
         log.restore(2, 3)
-        self.assertEqual((log.snapshotIndex, log.lastIndex), (2, 5))
+        self.assertEqual((log.compactedIndex, log.lastIndex), (2, 5))
 
     def test_findConflictStopsAtSnapshotPoint(self) -> None:
         """

@@ -784,6 +784,7 @@ class SnapshotServiceTests(SynchronousTestCase):
             rng=random.Random(0),
             snapshotEntries=5,
             snapshotter=inBackground(background),
+            trailingEntries=2,
         )
         self.service.startService()
         self.addCleanup(self.service.stopService)
@@ -796,7 +797,8 @@ class SnapshotServiceTests(SynchronousTestCase):
     def test_snapshotAfterEnoughEntries(self) -> None:
         """
         Once 5 entries were applied, the node snapshots its state machine in
-        the background and, when that is done, compacts its log.
+        the background and, when that is done, compacts its log but for the
+        last C{trailingEntries} entries the snapshot covers.
         """
         entries = [Entry(i, 1, f"set k{i} {i}") for i in range(1, 8)]
         self.follow(entries[:4], 4)
@@ -808,8 +810,8 @@ class SnapshotServiceTests(SynchronousTestCase):
         snapshot = self.snapshotStore.snapshot
         self.assertEqual((snapshot.index, snapshot.term), (6, 1))
         self.assertEqual(json.loads(snapshot.data), {f"k{i}": str(i) for i in range(1, 7)})
-        self.assertEqual([e.index for e in self.logStore.durable], [7])
-        self.assertEqual(self.service.node.core.log.snapshotIndex, 6)
+        self.assertEqual([e.index for e in self.logStore.durable], [5, 6, 7])
+        self.assertEqual(self.service.node.core.log.compactedIndex, 4)
         self.assertEqual(self.service.node.status()["snapshotIndex"], 6)
 
     def test_installFromLeader(self) -> None:
@@ -840,7 +842,7 @@ class SnapshotServiceTests(SynchronousTestCase):
         self.service.node.peerRequest("s2", InstallSnapshot(1, 20, 1, 0, data, done=True))
         self.reactor.advance(0.001)
         self.assertEqual(self.snapshotStore.snapshot.index, 20)
-        self.assertEqual(self.service.node.core.log.snapshotIndex, 20)
+        self.assertEqual(self.service.node.core.log.compactedIndex, 20)
 
 
 class LineClient(LineReceiver):

@@ -498,7 +498,7 @@ class DriverTests(SynchronousTestCase):
         self.assertEqual(self.stores[0].load(3), [])
         node.stop()
         node = self.start()
-        self.assertEqual(node.core.log.snapshotIndex, 3)
+        self.assertEqual(node.core.log.compactedIndex, 3)
         self.assertEqual(self.request(node, "delete k", seq=2), "OK")
         self.assertEqual(self.request(node, "delete k"), "NOT_FOUND")
 

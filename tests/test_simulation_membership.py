@@ -377,8 +377,8 @@ class MembershipScenarioTests(SynchronousTestCase):
         # The new leader compacts past all of the old one's log: only a
         # snapshot can bring it back.
         stale = old.core.log.lastIndex
-        sim.runUntil(lambda: new.core.log.snapshotIndex > stale, limitMs=3000)
-        self.assertGreater(new.core.log.snapshotIndex, stale)
+        sim.runUntil(lambda: new.core.log.compactedIndex > stale, limitMs=3000)
+        self.assertGreater(new.core.log.compactedIndex, stale)
         self.assertLess(old.core.log.term(orphan), new.core.currentTerm)
         sim.network.blocked.clear()
         installed = sim.stats["snapshotsInstalled"]
@@ -387,7 +387,7 @@ class MembershipScenarioTests(SynchronousTestCase):
         self.assertTrue(committedMembership(sim).isVoter(old.name))
         self.assertNotEqual(lost, [answers.OK])
         finish(sim)
-        self.assertGreater(old.core.log.snapshotIndex, orphan)
+        self.assertGreater(old.core.log.compactedIndex, orphan)
         self.assertNotIn("orphan", old.stateMachine.data)
 
     def test_backupOfDeposedLeaderRefused(self) -> None:

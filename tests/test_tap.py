@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.helpers import temporaryDirectory
 from txraft import tap
 from txraft.auth import readKeyFile, writeKeyFile
-from txraft.core import MAX_INFLIGHT_APPENDS
+from txraft.core import MAX_INFLIGHT_APPENDS, TRAILING_ENTRIES
 from txraft.membership import Membership
 from txraft.metrics import NodeMetrics
 from txraft.node import MAX_BACKLOG, NullObserver
@@ -160,6 +160,7 @@ class OptionsTests(SynchronousTestCase):
         for option in (
             "--heartbeat",
             "--snapshot-entries",
+            "--trailing-entries",
             "--max-connections",
             "--max-backlog",
             "--max-inflight",
@@ -393,6 +394,18 @@ class MakeServiceTests(SynchronousTestCase):
             with self.subTest(option=option):
                 error = self.assertRaises(usage.UsageError, self.options, "s2", option, "0")
                 self.assertEqual(str(error), f"{option} must be at least 1")
+
+    def test_trailingEntries(self) -> None:
+        """
+        --trailing-entries reaches the core, zero included; without it the
+        core keeps L{TRAILING_ENTRIES}; a negative count is refused.
+        """
+        service = self.makeService(self.options("s2", "--trailing-entries", "0"))
+        self.assertEqual(service.node.core.trailingEntries, 0)
+        service = self.makeService(self.options("s3"))
+        self.assertEqual(service.node.core.trailingEntries, TRAILING_ENTRIES)
+        error = self.assertRaises(usage.UsageError, self.options, "s2", "--trailing-entries", "-1")
+        self.assertEqual(str(error), "--trailing-entries must be at least 0")
 
     def test_keyedService(self) -> None:
         """

@@ -250,7 +250,7 @@ class SnapshotMetricsTests(SynchronousTestCase):
         for i in range(3):
             clientRequest(node, "c1", f"set k{i} v")
         clock.advance(0)
-        self.assertEqual(node.core.log.snapshotIndex, 4)
+        self.assertEqual(node.core.snapshotIndex, 4)
         self.assertEqual(metrics.registry.get_sample_value("txraft_snapshot_seconds_count"), 1)
         self.assertEqual(metrics.registry.get_sample_value("txraft_leader_changes_seen_total"), 1)
 

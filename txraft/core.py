@@ -101,6 +101,14 @@ MAX_INFLIGHT_APPENDS = 4
 #: InstallSnapshot carries at most this many bytes of snapshot.
 SNAPSHOT_CHUNK_BYTES = 256 * 1024
 
+#: When a server compacts its log after a snapshot, it keeps this many of
+#: the entries the snapshot covers (etcd keeps 5,000, hashicorp/raft
+#: 10,240), so that a follower a little behind is sent entries rather than
+#: the whole snapshot.  A leader also keeps the entries after any snapshot
+#: it is still sending: the follower that loads it goes on with entries,
+#: not with the next snapshot, however long the loading took.
+TRAILING_ENTRIES = 5_000
+
 
 class CoreLogger(Protocol):
     """
@@ -229,7 +237,7 @@ class Progress:
     #: While pipelining: the last index of each append with entries sent and
     #: not yet known to have landed, oldest first.
     inflight: list[int] = attrs.Factory(list)
-    #: Whether the follower answered since the leader's last quorum check.
+    #: Whether the follower answered since the leader's last election timeout.
     recentActive: bool = False
     #: The snapshot being sent to a follower that needs entries the leader
     #: compacted away, and how many of its bytes the follower holds.
@@ -293,6 +301,7 @@ class RaftCore:
         rng: random.Random | None = None,
         maxAppendBytes: int = MAX_APPEND_BYTES,
         maxInflightAppends: int = MAX_INFLIGHT_APPENDS,
+        trailingEntries: int = TRAILING_ENTRIES,
         preVote: bool = True,
         checkQuorum: bool = True,
         logger: CoreLogger | None = None,
@@ -320,6 +329,8 @@ class RaftCore:
             carries (at least one entry).
         @param maxInflightAppends: the most AppendEntries with entries out
             to one follower, unanswered (L{MAX_INFLIGHT_APPENDS}).
+        @param trailingEntries: how many entries a snapshot covers stay in
+            the log when it compacts (L{TRAILING_ENTRIES}).
         @param preVote: run a pre-vote round before each election, so that a
             server that cannot win (one rejoining after a partition, say)
             does not bump everyone's term and depose a healthy leader
@@ -335,6 +346,8 @@ class RaftCore:
         low, high = electionTicks
         if not 0 < heartbeatTicks < low < high:
             raise ValueError("need 0 < heartbeatTicks < electionTicks low < high")
+        if trailingEntries < 0:
+            raise ValueError("trailingEntries must be at least 0")
         self.name = name
         if membership is None:
             membership = Membership.ofVoters(list(dict.fromkeys([*peers, name])))
@@ -367,6 +380,7 @@ class RaftCore:
         self.heartbeatTicks = heartbeatTicks
         self.maxAppendBytes = maxAppendBytes
         self.maxInflightAppends = maxInflightAppends
+        self.trailingEntries = trailingEntries
         self.preVote = preVote
         self.checkQuorum = checkQuorum
         self._rng = rng if rng is not None else random.Random()
@@ -406,8 +420,7 @@ class RaftCore:
             self._tickTransfer()
             if self._electionElapsed >= self.electionTicks[0]:
                 self._electionElapsed = 0
-                if self.checkQuorum:
-                    self._checkQuorum()
+                self._checkQuorum()
         elif self._electionElapsed >= self._electionTimeout:
             if not self.isVoter() and not self._stillNeeded():
                 # A learner, a removed server or one waiting to join never
@@ -571,24 +584,45 @@ class RaftCore:
         self._startReadRound()
         return self._takeReady()
 
-    def compact(self, snapshot: Snapshot) -> None:
+    def compact(self, snapshot: Snapshot) -> int:
         """
-        Forget the log entries that C{snapshot} covers.  The driver calls
-        this once it has saved a snapshot of the state machine taken right
-        after applying entry C{snapshot.index}; the core ships it to
-        followers that need what it replaced (dissertation chapter 5).
+        Take C{snapshot} as this server's newest and forget log entries it
+        covers.  The driver calls this once it has saved a snapshot of the
+        state machine taken right after applying entry C{snapshot.index};
+        the core ships it to followers that need what it replaced
+        (dissertation chapter 5).  The log keeps the last
+        C{trailingEntries} entries it covers, and, on a leader, every
+        entry after a snapshot still being sent to a follower that
+        answered since the last election timeout.
+
+        @return: the index of the last entry forgotten, to which the driver
+            compacts the log on disk.
         """
-        if not self.log.snapshotIndex < snapshot.index <= self._handedOut:
+        if not self.snapshotIndex < snapshot.index <= self._handedOut:
             raise ValueError(f"cannot compact to {snapshot.index}: not applied or not new")
         if self.log.term(snapshot.index) != snapshot.term:
             raise ValueError(f"snapshot {snapshot.index} has the wrong term")
-        self._baseMembership = membership = self.membershipAt(snapshot.index)
+        upTo = snapshot.index - self.trailingEntries
+        for progress in self._progress.values():
+            # (Not for a follower silent since the last election timeout:
+            # one that is down must not keep the log from being compacted.)
+            if progress.snapshot is not None and progress.recentActive:
+                upTo = min(upTo, progress.snapshot.index)
+        upTo = max(upTo, self.log.compactedIndex)
+        membership = self.membershipAt(snapshot.index)
         if membership is not self._bootstrap:
             # What a follower installs must say who the members were then.
             snapshot = attrs.evolve(snapshot, membership=membership.encode())
-        self._memberships = [(i, m) for i, m in self._memberships if i > snapshot.index]
-        self.log.compact(snapshot.index)
+        self._baseMembership = self.membershipAt(upTo)
+        self._memberships = [(i, m) for i, m in self._memberships if i > upTo]
+        self.log.compact(upTo)
         self.snapshot = snapshot
+        return upTo
+
+    @property
+    def snapshotIndex(self) -> int:
+        """The index of the last entry this server's newest snapshot covers (0: none)."""
+        return self.snapshot.index if self.snapshot is not None else 0
 
     # -- status ---------------------------------------------------------------
 
@@ -603,10 +637,10 @@ class RaftCore:
     def membershipAt(self, index: int) -> Membership:
         """
         The membership as of entry C{index}, which may not be before the
-        snapshot.
+        log's compaction point.
         """
-        if index < self.log.snapshotIndex:
-            raise ValueError(f"entry {index} is before the snapshot")
+        if index < self.log.compactedIndex:
+            raise ValueError(f"entry {index} is compacted away")
         found = self._baseMembership
         for at, membership in self._memberships:
             if at > index:
@@ -748,16 +782,17 @@ class RaftCore:
 
     def _checkQuorum(self) -> None:
         """
-        A leader that has not heard from a majority within an election
-        timeout steps down, so its clients are told instead of left waiting
-        (dissertation section 6.2).
+        Every election timeout a leader counts anew which followers answer.
+        With CheckQuorum, one that has not heard from a majority in the
+        timeout that ended steps down, so its clients are told instead of
+        left waiting (dissertation section 6.2).
         """
         active = self.isVoter() + sum(
             self._progress[peer].recentActive for peer in self._voterPeers()
         )
         for progress in self._progress.values():
             progress.recentActive = False
-        if active < self.quorum():
+        if self.checkQuorum and active < self.quorum():
             self._logger.info(
                 "{name} lost contact with a majority; stepping down in term {term}",
                 name=self.name,
@@ -826,10 +861,12 @@ class RaftCore:
     def _appendEntries(self, request: AppendEntries) -> AppendEntriesResponse:
         """Figure 2, AppendEntries receiver rules 2 to 5, for the leader of our term."""
         prevIndex, prevTerm = request.prevLogIndex, request.prevLogTerm
-        if prevIndex < self.log.snapshotIndex:
-            # Our snapshot covers entries the leader is still probing: they
+        if prevIndex < self.log.compactedIndex:
+            # We compacted away entries the leader is still probing: they
             # are committed, so they match; say where our log really starts.
-            return AppendEntriesResponse(self.currentTerm, True, matchIndex=self.log.snapshotIndex)
+            return AppendEntriesResponse(
+                self.currentTerm, True, matchIndex=self.log.compactedIndex
+            )
         if prevIndex > self.log.lastIndex or self.log.term(prevIndex) != prevTerm:
             # Consistency check failed: tell the leader where to resume.
             hintIndex = self.log.findConflictByTerm(prevIndex, prevTerm)
@@ -962,7 +999,7 @@ class RaftCore:
         progress = self._progress[peer]
         if progress.probing and progress.probeSent and not heartbeat:
             return
-        if progress.nextIndex <= self.log.snapshotIndex:
+        if progress.nextIndex <= self.log.compactedIndex:
             if progress.probeSent and not progress.chunkOverdue:
                 # One chunk at a time: it is sent again only if it is still
                 # unanswered a whole heartbeat interval from now.
@@ -1179,7 +1216,7 @@ class RaftCore:
         if self._memberships:
             self.membershipIndex, self.membership = self._memberships[-1]
         else:
-            self.membershipIndex, self.membership = self.log.snapshotIndex, self._baseMembership
+            self.membershipIndex, self.membership = self.log.compactedIndex, self._baseMembership
         self._voters = self.membership.voters()
         self.peers = tuple(name for name in self.membership.names() if name != self.name)
         if self.role != LEADER:

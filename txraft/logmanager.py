@@ -67,7 +67,8 @@ class LogManager(Service):
         """
         Read back the term, vote, snapshot and log, as the core needs them
         to start: the latest valid snapshot, then the log after it
-        (dissertation section 5.1).  The state machine is loaded from the
+        (dissertation section 5.1); the entries the snapshot covers that
+        the log kept are dropped.  The state machine is loaded from the
         snapshot unless it is already further along.
         """
         hardState = self.stateStore.load()
@@ -223,14 +224,17 @@ class LogManager(Service):
 
         return write
 
-    def commitSnapshot(self, snapshot: Snapshot, staged: object) -> None:
+    def commitSnapshot(
+        self, snapshot: Snapshot, staged: object, compactTo: int | None = None
+    ) -> None:
         """
-        Make a staged snapshot the saved one, then drop the log entries it
-        covers.
+        Make a staged snapshot the saved one, then drop the log entries up
+        to C{compactTo} (default: all it covers).  A restart drops the
+        rest it covers (L{recover}).
         """
         self.snapshotStore.commit(staged)
         self.snapshot = snapshot
-        self.logStore.compact(snapshot.index)
+        self.logStore.compact(snapshot.index if compactTo is None else compactTo)
 
     def stopService(self) -> None:
         """Close the log file and release the data directory's lock."""

@@ -42,6 +42,7 @@ from txraft.core import (
     LEADER,
     MAX_APPEND_BYTES,
     MAX_INFLIGHT_APPENDS,
+    TRAILING_ENTRIES,
     RaftCore,
     Ready,
 )
@@ -185,6 +186,7 @@ class RaftNode:
         onMembership: MembershipListener | None = None,
         maxBacklog: int = MAX_BACKLOG,
         maxInflightAppends: int = MAX_INFLIGHT_APPENDS,
+        trailingEntries: int = TRAILING_ENTRIES,
         saveInBackground: Background | None = None,
     ) -> None:
         """
@@ -196,7 +198,8 @@ class RaftNode:
             the time of commit deadlines.
         @param send: how to send a message to a peer.
         @param electionTicks: see L{RaftCore}; so are C{heartbeatTicks},
-            C{rng}, C{maxAppendBytes} and C{maxInflightAppends}.
+            C{rng}, C{maxAppendBytes}, C{maxInflightAppends} and
+            C{trailingEntries}.
         @param snapshotEntries: how many applied entries trigger a snapshot
             (L{None}: never).
         @param snapshotter: how to serialize and write a snapshot (default:
@@ -231,6 +234,7 @@ class RaftNode:
             "rng": rng,
             "maxAppendBytes": maxAppendBytes,
             "maxInflightAppends": maxInflightAppends,
+            "trailingEntries": trailingEntries,
         }
         self.snapshotEntries = snapshotEntries
         self._snapshotter = snapshotter or inBackground(defer.maybeDeferred)
@@ -575,7 +579,7 @@ class RaftNode:
             "commitIndex": core.commitIndex,
             "lastApplied": self.logManager.lastApplied,
             "lastIndex": core.log.lastIndex,
-            "snapshotIndex": core.log.snapshotIndex,
+            "snapshotIndex": core.snapshotIndex,
             "leaderCommit": self.leaderCommitIndex(),
             "members": {
                 member.name: f"{member.host}:{member.port}" for member in core.membership.members
@@ -961,23 +965,31 @@ class RaftNode:
         d.addErrback(self._snapshotFailed)
 
     def _snapshotWritten(self, snapshot: Snapshot, staged: object, started: float) -> None:
-        """Put a written snapshot in place and compact the log, unless overtaken."""
+        """
+        Put a written snapshot in place and compact the log (but for the
+        entries the core keeps), unless overtaken.
+        """
         self._snapshotting = False
         self._snapshotResting = True
         core = self.core
         # Meanwhile the node may have installed a later snapshot from its
         # leader, or rebuilt its core after a disk failure.
-        if self.silent or not core.log.snapshotIndex < snapshot.index <= core.commitIndex:
+        if self.silent or not core.snapshotIndex < snapshot.index <= core.commitIndex:
             return
+        # Should the disk fail, the core is rebuilt from what it holds.
+        upTo = core.compact(snapshot)
         try:
-            self.logManager.commitSnapshot(snapshot, staged)
+            self.logManager.commitSnapshot(snapshot, staged, upTo)
         except Exception as e:
             self._storageFailed(e)
             return
-        core.compact(snapshot)
         self.observer.snapshotSaved(snapshot)
         self.observer.snapshotTaken(self.clock.seconds() - started)
-        self.log.info("snapshot up to index {index} saved; log compacted", index=snapshot.index)
+        self.log.info(
+            "snapshot up to index {index} saved; log compacted up to {upTo}",
+            index=snapshot.index,
+            upTo=upTo,
+        )
 
     def _snapshotFailed(self, failure: Failure) -> None:
         self._snapshotting = False

@@ -2,9 +2,12 @@
 The in-memory Raft log the core reasons about.
 
 Indexes start at 1.  The log may begin after a snapshot: entries up to
-C{snapshotIndex} are compacted away and only the index and term of the last
-one are kept (dissertation chapter 5), so C{term(snapshotIndex)} still
-answers.  On an uncompacted log, C{snapshotIndex} is 0 with term 0: the
+C{compactedIndex} are compacted away and only the index and term of the last
+one are kept (dissertation chapter 5), so C{term(compactedIndex)} still
+answers.  A server keeps some entries its newest snapshot covers (see
+L{txraft.core.TRAILING_ENTRIES}), so C{compactedIndex} may lie before that
+snapshot's index, never after.  On an uncompacted log, C{compactedIndex}
+is 0 with term 0: the
 sentinel that makes C{prevLogIndex == 0} always match.
 
 This module does no I/O: the core reports every change it makes here in its
@@ -19,50 +22,50 @@ from txraft.messages import Entry
 
 
 class CompactedError(LookupError):
-    """The entry asked for is covered by the snapshot and no longer kept."""
+    """The entry asked for is compacted away: a snapshot covers it."""
 
 
 class RaftLog:
-    """An ordered list of entries after a snapshot point, with the lookups Raft needs."""
+    """An ordered list of entries after a compaction point, with the lookups Raft needs."""
 
     def __init__(
-        self, entries: Iterable[Entry] = (), snapshotIndex: int = 0, snapshotTerm: int = 0
+        self, entries: Iterable[Entry] = (), compactedIndex: int = 0, compactedTerm: int = 0
     ) -> None:
-        self.snapshotIndex = snapshotIndex
-        self.snapshotTerm = snapshotTerm
+        self.compactedIndex = compactedIndex
+        self.compactedTerm = compactedTerm
         self._entries: list[Entry] = []
         self.append(list(entries))
 
     @property
     def firstIndex(self) -> int:
         """The index of the first entry still held."""
-        return self.snapshotIndex + 1
+        return self.compactedIndex + 1
 
     @property
     def lastIndex(self) -> int:
-        """The index of the last entry (the snapshot's when no entry follows it)."""
-        return self.snapshotIndex + len(self._entries)
+        """The index of the last entry (the compaction point's when no entry follows it)."""
+        return self.compactedIndex + len(self._entries)
 
     @property
     def lastTerm(self) -> int:
-        """The term of the last entry (or of the snapshot's last one)."""
-        return self._entries[-1].term if self._entries else self.snapshotTerm
+        """The term of the last entry (or of the last one compacted away)."""
+        return self._entries[-1].term if self._entries else self.compactedTerm
 
     def term(self, index: int) -> int:
         """
         The term of the entry at C{index}.
 
-        @raise CompactedError: if C{index} is before the snapshot point.
+        @raise CompactedError: if C{index} is before the compaction point.
         """
-        if index == self.snapshotIndex:
-            return self.snapshotTerm
-        if index < self.snapshotIndex:
+        if index == self.compactedIndex:
+            return self.compactedTerm
+        if index < self.compactedIndex:
             raise CompactedError(index)
         return self._entries[index - self.firstIndex].term
 
     def entry(self, index: int) -> Entry:
-        """The entry at C{index}, which must be after the snapshot point."""
-        if index <= self.snapshotIndex:
+        """The entry at C{index}, which must be after the compaction point."""
+        if index <= self.compactedIndex:
             raise CompactedError(index)
         return self._entries[index - self.firstIndex]
 
@@ -71,7 +74,7 @@ class RaftLog:
         Entries with C{start <= index < stop}; if C{maxBytes} is given, stop
         once the commands add up to more than it (but return at least one).
         """
-        if start <= self.snapshotIndex:
+        if start <= self.compactedIndex:
             raise CompactedError(start)
         entries = self._entries[start - self.firstIndex : stop - self.firstIndex]
         if maxBytes is None:
@@ -93,18 +96,18 @@ class RaftLog:
             self._entries.append(entry)
 
     def truncateFrom(self, index: int) -> None:
-        """Drop every entry at C{index} and after (never the snapshot)."""
-        if index <= self.snapshotIndex:
+        """Drop every entry at C{index} and after (never one compacted away)."""
+        if index <= self.compactedIndex:
             raise CompactedError(index)
         del self._entries[index - self.firstIndex :]
 
     def compact(self, index: int) -> None:
         """Forget the entries up to C{index}, which a snapshot now covers."""
-        if index <= self.snapshotIndex:
+        if index <= self.compactedIndex:
             return
         term = self.term(index)
-        del self._entries[: index - self.snapshotIndex]
-        self.snapshotIndex, self.snapshotTerm = index, term
+        del self._entries[: index - self.compactedIndex]
+        self.compactedIndex, self.compactedTerm = index, term
 
     def restore(self, index: int, term: int) -> None:
         """
@@ -112,23 +115,23 @@ class RaftLog:
         entries after it if this log holds that very entry, else drop all
         (dissertation Figure 5.3, InstallSnapshot receiver rules 6 and 7).
         """
-        if self.snapshotIndex <= index <= self.lastIndex and self.term(index) == term:
+        if self.compactedIndex <= index <= self.lastIndex and self.term(index) == term:
             self.compact(index)
             return
         self._entries = []
-        self.snapshotIndex, self.snapshotTerm = index, term
+        self.compactedIndex, self.compactedTerm = index, term
 
     def findConflictByTerm(self, index: int, term: int) -> int:
         """
         The largest index not after C{index} whose entry's term is not after
         C{term}: the last place where a log that has C{term} at C{index}
-        can still agree with this one.  Never before the snapshot point,
+        can still agree with this one.  Never before the compaction point,
         which is committed and so agrees with every leader's log.
         """
         index = min(index, self.lastIndex)
-        while index > self.snapshotIndex and self.term(index) > term:
+        while index > self.compactedIndex and self.term(index) > term:
             index -= 1
-        return max(index, self.snapshotIndex)
+        return max(index, self.compactedIndex)
 
     def isUpToDate(self, lastIndex: int, lastTerm: int) -> bool:
         """

@@ -20,7 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from txraft.config import ClusterConfig, NodeAddress
-from txraft.core import ELECTION_TICKS, HEARTBEAT_TICKS, MAX_INFLIGHT_APPENDS
+from txraft.core import ELECTION_TICKS, HEARTBEAT_TICKS, MAX_INFLIGHT_APPENDS, TRAILING_ENTRIES
 from txraft.interfaces import INodeObserver
 from txraft.logmanager import LogManager
 from txraft.membership import Membership
@@ -80,6 +80,7 @@ class RaftService(MultiService):
         join: bool = False,
         maxBacklog: int = MAX_BACKLOG,
         maxInflightAppends: int = MAX_INFLIGHT_APPENDS,
+        trailingEntries: int = TRAILING_ENTRIES,
         saveInBackground: Background | None = None,
     ) -> None:
         """
@@ -98,8 +99,8 @@ class RaftService(MultiService):
         @param join: without a membership in the data directory, wait to be
             added to a running cluster instead of starting one from
             C{config} (L{RaftNode}'s C{join}).
-        @param maxBacklog: see L{RaftNode}; so are C{maxInflightAppends}
-            and C{saveInBackground}.
+        @param maxBacklog: see L{RaftNode}; so are C{maxInflightAppends},
+            C{trailingEntries} and C{saveInBackground}.
         """
         super().__init__()
         self.name = name
@@ -130,6 +131,7 @@ class RaftService(MultiService):
             onMembership=self._followMembership,
             maxBacklog=maxBacklog,
             maxInflightAppends=maxInflightAppends,
+            trailingEntries=trailingEntries,
             saveInBackground=saveInBackground,
         )
         self._ticker = LoopingCall.withCount(self.node.ticks)

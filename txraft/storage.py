@@ -382,8 +382,9 @@ class FileLogStore:
         what remains durable; see the module docstring.  After a failed
         write it also writes the unsynced part again, since an fsync that
         failed may have left pages the kernel no longer means to write.
-        Entries up to C{after}, which a snapshot covers (a crash came
-        between saving it and compacting), are compacted away.  After a
+        Entries up to C{after}, which a snapshot covers (kept when the log
+        was compacted, or a crash came between saving it and compacting),
+        are compacted away.  After a
         compaction that renamed its file into place but failed to fsync the
         directory, it fsyncs the directory.
 

@@ -20,7 +20,7 @@ from twisted.python import usage
 from txraft import cli
 from txraft.auth import KeyFileError, readKeyFile
 from txraft.config import ClusterConfig, ConfigError, loadConfig
-from txraft.core import MAX_INFLIGHT_APPENDS
+from txraft.core import MAX_INFLIGHT_APPENDS, TRAILING_ENTRIES
 from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import NAME_PATTERN
@@ -128,6 +128,14 @@ class Options(cli.Options):
             cli.wholeNumber("snapshot-entries"),
         ],
         [
+            "trailing-entries",
+            None,
+            TRAILING_ENTRIES,
+            "Keep this many of the entries a snapshot covers when compacting, so a "
+            "follower a little behind is sent entries, not the snapshot.",
+            cli.wholeNumber("trailing-entries"),
+        ],
+        [
             "snapshot-writer",
             None,
             "fork" if hasattr(os, "fork") else "thread",
@@ -215,6 +223,8 @@ class Options(cli.Options):
             )
         if self["snapshot-entries"] < 1:
             raise usage.UsageError("--snapshot-entries must be at least 1")
+        if self["trailing-entries"] < 0:
+            raise usage.UsageError("--trailing-entries must be at least 0")
         for option in ("max-connections", "max-backlog", "max-inflight"):
             if self[option] < 1:
                 raise usage.UsageError(f"--{option} must be at least 1")
@@ -347,6 +357,7 @@ def makeService(options: Options) -> IService:
             maxConnections=options["max-connections"],
             maxBacklog=options["max-backlog"],
             maxInflightAppends=options["max-inflight"],
+            trailingEntries=options["trailing-entries"],
             saveInBackground=threads.deferToThread,
             tls=options.tls,
             observer=metrics,

@@ -431,7 +431,7 @@ class InvariantChecker:
             before = next(
                 (
                     index
-                    for index in range(entry.index - 1, log.snapshotIndex, -1)
+                    for index in range(entry.index - 1, log.compactedIndex, -1)
                     if isMembershipCommand(log.entry(index).command)
                 ),
                 0,
@@ -482,7 +482,7 @@ class InvariantChecker:
         log = core.log
         found: tuple[int, Membership] | None = None
         pending = []
-        for index in range(log.snapshotIndex + 1, log.lastIndex + 1):
+        for index in range(log.compactedIndex + 1, log.lastIndex + 1):
             command = log.entry(index).command
             if isMembershipCommand(command):
                 found = (index, parseMembership(command))
@@ -493,13 +493,13 @@ class InvariantChecker:
             if node.driver is not None and node.driver.savingSnapshot:
                 saved = core.snapshot  # on its way to the disk
             if saved is not None and saved.membership:
-                found = (log.snapshotIndex, parseMembership(saved.membership))
+                found = (log.compactedIndex, parseMembership(saved.membership))
             else:
-                found = (log.snapshotIndex, node.bootstrap)
+                found = (log.compactedIndex, node.bootstrap)
         # A membership from the snapshot or the bootstrap has no entry in
         # the log: its index is at most the snapshot's.
         index = core.membershipIndex
-        if found[0] == log.snapshotIndex and index <= log.snapshotIndex:
+        if found[0] == log.compactedIndex and index <= log.compactedIndex:
             index = found[0]
         if (index, core.membership) != found:
             self.fail(
@@ -658,8 +658,8 @@ class InvariantChecker:
     def _holds(core: RaftCore, index: int, entry: Entry) -> bool:
         """Whether C{core}'s log (or snapshot) holds C{entry} at C{index}."""
         log = core.log
-        if index <= log.snapshotIndex:
-            return index < log.snapshotIndex or log.snapshotTerm == entry.term
+        if index <= log.compactedIndex:
+            return index < log.compactedIndex or log.compactedTerm == entry.term
         return index <= log.lastIndex and log.entry(index) == entry
 
     def checkEntries(self, node: CoreView, first: int) -> None:
@@ -673,11 +673,11 @@ class InvariantChecker:
         snapshot must start after a committed entry.
         """
         log = node.core.log
-        base = log.snapshotIndex
+        base = log.compactedIndex
         if base and first <= base + 1:
-            if base > len(self.committed) or self.committed[base - 1].term != log.snapshotTerm:
+            if base > len(self.committed) or self.committed[base - 1].term != log.compactedTerm:
                 self.fail(
-                    f"Log Matching: {node.name}'s log starts after {base}/{log.snapshotTerm}, "
+                    f"Log Matching: {node.name}'s log starts after {base}/{log.compactedTerm}, "
                     "which is not a committed entry"
                 )
         registry = self.registry
@@ -701,15 +701,17 @@ class InvariantChecker:
         """
         core = node.core
         log = core.log
-        base = log.snapshotIndex
+        base = log.compactedIndex
         written, durable = node.logStore.entries, node.logStore.durable
         same = len(written) == log.lastIndex - base and (
             not written or written[-1] == log.entry(log.lastIndex)
         )
         if same and full:
             saved = node.snapshotStore.snapshot
-            same = written == log.slice(base + 1, log.lastIndex + 1) and base == (
-                saved.index if saved else 0
+            # The log may keep entries its snapshot covers, never lack one after it.
+            same = (
+                written == log.slice(base + 1, log.lastIndex + 1)
+                and base <= (saved.index if saved else 0) == core.snapshotIndex
             )
         if not same:
             self.fail(f"{node.name}: the log written differs from the core's log")
@@ -778,7 +780,7 @@ class InvariantChecker:
             # (A node saving its leader's snapshot is ahead of its disk
             # until the save ends, and says nothing meanwhile.)
             self.checkDurable(node, full=True)
-        base = log.snapshotIndex
+        base = log.compactedIndex
         if log.slice(base + 1, core.commitIndex + 1) != self.committed[base : core.commitIndex]:
             self.fail(f"{node.name}'s log up to commitIndex is not the committed log")
         if core.snapshot is not None:

@@ -16,6 +16,7 @@ from tests.simulation.connections import Connections
 from tests.simulation.invariants import isPreVote
 from txraft.messages import (
     REQUESTS,
+    AppendEntries,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -131,6 +132,13 @@ class Network:
     def sent(self, node: SimNode, dst: str, message: Message) -> None:
         """Count a message C{node} sends; a vote it grants is checked as it is cast."""
         self.sim.stats["messages"] += 1
+        if (
+            isinstance(message, AppendEntries)
+            and message.entries
+            and message.prevLogIndex < node.core.snapshotIndex
+        ):
+            # Entries a snapshot covers, kept for a follower a little behind.
+            self.sim.stats["entriesSentBehindSnapshot"] += 1
         if isinstance(message, RequestVote):
             self.sim.checker.observeCampaign(node, message)
         if (

@@ -152,6 +152,7 @@ class SimNode:
                 saveInBackground=self._background,
                 commitTimeout=options.commitTimeoutMs / 1000,
                 maxBacklog=options.maxBacklog or MAX_BACKLOG,
+                trailingEntries=options.trailingEntries or 0,
                 diskRetrySeconds=options.diskRetryMs / 1000,
                 onFatal=lambda reason: sim.fail(f"{self.name} stops: {reason}"),
                 observer=NodeObserver(self),
@@ -199,7 +200,7 @@ class NodeObserver(NullObserver):
                 "{} rejoins: term {}, snapshot up to {}, log up to {}, {} applied",
                 node.name,
                 core.currentTerm,
-                core.log.snapshotIndex,
+                core.log.compactedIndex,
                 core.log.lastIndex,
                 node.logManager.lastApplied,
             )
@@ -239,6 +240,9 @@ class NodeObserver(NullObserver):
         assert isinstance(snapshot, Snapshot)
         node = self.node
         self.sim.stats["snapshotsTaken"] += 1
+        if node.core.log.compactedIndex < snapshot.index - node.core.trailingEntries:
+            # A leader kept the entries after a snapshot it is still sending.
+            self.sim.stats["compactionsHeldForAFollower"] += 1
         self.sim.record("{} saved a snapshot up to {}; log compacted", node.name, snapshot.index)
         self.sim.checker.observeSnapshot(node, snapshot)
         self.sim.checker.checkEntries(node, 1)

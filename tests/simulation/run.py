@@ -87,6 +87,10 @@ class SimulationOptions:
     #: small, from a generator of its own, so that seeds exercise admission
     #: control and keep the rest of their schedule.
     maxBacklog: int | None = None
+    #: A compaction keeps this many of the entries its snapshot covers
+    #: (C{--trailing-entries}; 0: none, as in the paper).  Drawn from a
+    #: generator of its own, as C{maxBacklog} is.
+    trailingEntries: int | None = None
     #: A node whose disk failed tries to rejoin this often (C{DISK_RETRY_SECONDS}).
     diskRetryMs: int = 300
     #: A node that stays up must answer every request within this time
@@ -196,6 +200,9 @@ class Simulation:
             maxBacklog=options.maxBacklog
             if options.maxBacklog is not None
             else random.Random(f"backlog {self.seed}").choice((0, 2, 3)),
+            trailingEntries=options.trailingEntries
+            if options.trailingEntries is not None
+            else random.Random(f"trailing {self.seed}").choice((0, 0, 3, 12)),
             answerTimeoutMs=options.answerTimeoutMs
             or options.commitTimeoutMs + 2 * options.pauseMs[1] + 1000,
         )
@@ -406,14 +413,14 @@ class Simulation:
             node.setJoin(self.rng.random() < 0.5)
         node.start()
         self.stats["restarts"] += 1
-        if node.core.log.snapshotIndex:
+        if node.core.log.compactedIndex:
             self.stats["restartsFromSnapshot"] += 1
         self.record(
             "{} restarts: term {}, vote {}, snapshot up to {}, log up to {}",
             node.name,
             node.core.currentTerm,
             node.core.votedFor,
-            node.core.log.snapshotIndex,
+            node.core.log.compactedIndex,
             node.core.log.lastIndex,
         )
 
@@ -496,7 +503,7 @@ class Simulation:
         """One line per node: role, term, log and commit index."""
         return "; ".join(
             f"{n.name} {'down' if not n.up else 'silent' if n.silent else n.core.role} term "
-            f"{n.core.currentTerm} snapshot {n.core.log.snapshotIndex} last "
+            f"{n.core.currentTerm} snapshot {n.core.log.compactedIndex} last "
             f"{n.core.log.lastIndex} commit {n.core.commitIndex}"
             + (
                 f" members {describeMembership(n.core.membership)}"
