@@ -36,6 +36,8 @@ from txraft.testing.localcluster import LocalCluster, stopOnSignals, writeConfig
 #: The nodes that found the cluster, and the one added once the map is full.
 FOUNDERS = ("s1", "s2", "s3")
 NEWCOMER = "s4"
+#: What a node logs for each leader's snapshot it has loaded.
+INSTALLED = "installed the leader's snapshot"
 
 
 class Options(usage.Options):
@@ -105,7 +107,8 @@ def run(options: Options) -> dict[str, float]:
         caughtUp = time.perf_counter() - started
         seen = probe.finish()
         adding.join(options["timeout"])
-    return {**seen, "fill": filled, "caughtUp": caughtUp}
+        installed = cluster.nodes[NEWCOMER].output().count(INSTALLED)
+    return {**seen, "fill": filled, "caughtUp": caughtUp, "installed": installed}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -120,13 +123,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\n{options['keys']:,} keys, {time.strftime('%Y-%m-%d %H:%M')}, one run")
     print(
         f"{'longest ms':>10}{'p99 ms':>9}{'probes':>8}{'snapshot':>11}"
-        f"{'fill s':>8}{'caught up s':>13}{'load':>6}"
+        f"{'fill s':>8}{'caught up s':>13}{'installed':>11}{'load':>6}"
     )
     print(
         f"{r['max']:>10.1f}{r['p99']:>9.1f}{r['probes']:>8}{r['snapshotIndex']:>11,}"
-        f"{r['fill']:>8.1f}{r['caughtUp']:>13.1f}{r['load']:>6.1f}"
+        f"{r['fill']:>8.1f}{r['caughtUp']:>13.1f}{r['installed']:>11}{r['load']:>6.1f}"
     )
     print("caught up: from the new node's start until it applied what the leader had")
+    print("installed: snapshots the new node loaded on the way (its log says each)")
 
 
 if __name__ == "__main__":
