@@ -1324,6 +1324,12 @@ class RobustnessTests(SynchronousTestCase):
         )
         self.assertEqual(str(error), "committed up to 2 beyond the log's end")
 
+    def test_negativeTrailingEntriesRefused(self) -> None:
+        """A log cannot keep fewer than no entries when it compacts."""
+        error = self.assertRaises(ValueError, makeCore, trailingEntries=-1)
+        self.assertEqual(str(error), "trailingEntries must be at least 0")
+        self.assertEqual(makeCore(trailingEntries=0).trailingEntries, 0)
+
     def test_installSnapshotToLeaderOfSameTermRefused(self) -> None:
         """
         InstallSnapshot claiming the term a server itself leads is refused
