@@ -384,9 +384,8 @@ class FileLogStore:
         failed may have left pages the kernel no longer means to write.
         Entries up to C{after}, which a snapshot covers (kept when the log
         was compacted, or a crash came between saving it and compacting),
-        are compacted away.  After a
-        compaction that renamed its file into place but failed to fsync the
-        directory, it fsyncs the directory.
+        are compacted away.  After a compaction that renamed its file into
+        place but failed to fsync the directory, it fsyncs the directory.
 
         @raise StorageError: if the log starts after C{after + 1}.
         """
