@@ -11,9 +11,11 @@ The log file is the essay's format, one entry per line::
 
     INDEX TERM COMMAND
 
-Indexes increase by one per line, from 1, or from just after the last entry
-a snapshot covers once the log has been compacted (the entries before it are
-in C{NAME.snapshot}, see L{txraft.snapshots}); terms are positive and never
+Indexes increase by one per line, from 1, or once the log has been compacted
+from the first entry it kept, at most one after the last entry a snapshot
+covers (the entries before are in C{NAME.snapshot}, see L{txraft.snapshots},
+and a node keeps some the snapshot covers, L{txraft.core.TRAILING_ENTRIES});
+terms are positive and never
 decrease; COMMAND is UTF-8 text without carriage return, newline or NUL (the
 store refuses to write one that has them).  The format is a contract that
 other tools read, so the lines carry nothing else.
