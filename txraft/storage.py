@@ -15,10 +15,9 @@ Indexes increase by one per line, from 1, or once the log has been compacted
 from the first entry it kept, at most one after the last entry a snapshot
 covers (the entries before are in C{NAME.snapshot}, see L{txraft.snapshots},
 and a node keeps some the snapshot covers, L{txraft.core.TRAILING_ENTRIES});
-terms are positive and never
-decrease; COMMAND is UTF-8 text without carriage return, newline or NUL (the
-store refuses to write one that has them).  The format is a contract that
-other tools read, so the lines carry nothing else.
+terms are positive and never decrease; COMMAND is UTF-8 text without carriage
+return, newline or NUL (the store refuses to write one that has them).  The
+format is a contract that other tools read, so the lines carry nothing else.
 
 What is durable, and when:
 
