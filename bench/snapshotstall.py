@@ -133,10 +133,10 @@ class Probe:
         self._stopping = context.Event()
         self._applied = context.Value("q", 0)
         self._snapshotIndex = context.Value("q", 0)
-        self._results, sending = context.Pipe(duplex=False)
+        self._results, self._sending = context.Pipe(duplex=False)
         self._process = context.Process(
             target=ask,
-            args=(address, self._stopping, self._applied, self._snapshotIndex, sending),
+            args=(address, self._stopping, self._applied, self._snapshotIndex, self._sending),
             daemon=True,
         )
 
@@ -148,6 +148,9 @@ class Probe:
     def start(self) -> None:
         """Start asking."""
         self._process.start()
+        # The child holds the only sending end now: should it die without
+        # sending, finish() reads EOF rather than waiting forever.
+        self._sending.close()
 
     def is_alive(self) -> bool:
         """Whether the probe is still asking."""
@@ -156,7 +159,13 @@ class Probe:
     def finish(self) -> dict[str, float]:
         """Stop asking; the longest and 99th-percentile waits (ms), and the rest seen."""
         self._stopping.set()
-        seen = self._results.recv()
+        try:
+            seen = self._results.recv()
+        except EOFError:
+            self._process.join()
+            raise SystemExit(
+                f"the probe ended without its results (exit code {self._process.exitcode})"
+            ) from None
         self._process.join()
         return {**seen, "snapshotIndex": self._snapshotIndex.value, "load": os.getloadavg()[0]}
 
