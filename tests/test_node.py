@@ -551,9 +551,9 @@ class EventObserver(NullObserver):
         """Record a commit and its latency."""
         self.events.append(("committed", seconds))
 
-    def answered(self, command: str, kind: str, seconds: float) -> None:
+    def answered(self, command: str, answer: str, seconds: float) -> None:
         """Record an answer."""
-        self.events.append(("answered", command, kind, seconds))
+        self.events.append(("answered", command, answer, seconds))
 
     def snapshotTaken(self, seconds: float) -> None:
         """Record a snapshot and how long it took."""
@@ -592,7 +592,7 @@ class ObserverEventTests(SynchronousTestCase):
         clock.advance(0.25)
         self.assertEqual(self.successResultOf(answer), answers.OK)
         self.assertEqual(
-            observer.events[-2:], [("committed", 0.0), ("answered", "set", "ok", 0.25)]
+            observer.events[-2:], [("committed", 0.0), ("answered", "set", "OK", 0.25)]
         )
         # No time passes on this clock while a write is made durable, at
         # 1.25 s as at the start.
@@ -627,7 +627,7 @@ class ObserverEventTests(SynchronousTestCase):
         clientRequest(node, None, "frob x")
         clientRequest(node, None, "get a")
         self.assertEqual(
-            [event[1:3] for event in observer.events if event[0] == "answered"],
+            [(e[1], answers.kind(e[2])) for e in observer.events if e[0] == "answered"],
             [("status", "ok"), ("status", "error"), ("invalid", "error"), ("get", "unavailable")],
         )
 

@@ -139,11 +139,10 @@ class INodeObserver(Interface):
     def committed(seconds: float) -> None:
         """A client command this leader proposed ran, C{seconds} after it was proposed."""
 
-    def answered(command: str, kind: str, seconds: float) -> None:
+    def answered(command: str, answer: str, seconds: float) -> None:
         """
-        A client request was answered, C{seconds} after it arrived: C{command}
-        is its command word (or C{"invalid"}), C{kind} the answer's kind (see
-        L{txraft.answers.kind}).
+        A client request was answered with the line C{answer}, C{seconds}
+        after it arrived: C{command} is its command word (or C{"invalid"}).
         """
 
     def snapshotTaken(seconds: float) -> None:

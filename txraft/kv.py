@@ -31,6 +31,9 @@ _ARITY = {"get": 1, "delete": 1, "show": 0}
 #: entry (L{KeyValueStore.read}), unless they are numbered.
 READS = frozenset({"get", "show"})
 
+#: Every command word of the map: C{set} and those of C{_ARITY}.
+COMMAND_WORDS = frozenset({"set", *_ARITY})
+
 #: A step of L{KeyValueStore.restoring} loads whole pieces of a snapshot's
 #: map until it has loaded this many bytes: one piece of a large map (at
 #: most 4,096 keys), or many small ones; a few milliseconds.
@@ -186,6 +189,13 @@ class KeyValueStore:
         @param index: the entry's log index, by which the sessions know how
             recently each client was heard from (0 outside a log).
         """
+        if commandText.startswith("set ") and not _CONTROL.search(commandText):
+            # The canonical set a leader logs, most entries: parsed in place.
+            # (No numbered command starts with a command word.)
+            key, _, value = commandText[4:].partition(" ")
+            if key and value:
+                self.data[key] = value
+                return "OK"
         numbered = parseNumbered(commandText)
         try:
             command = parseCommand(commandText if numbered is None else numbered.command)

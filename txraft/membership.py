@@ -27,6 +27,7 @@ from txraft.messages import NAME_PATTERN
 
 #: The first word of every membership entry's command.
 MEMBERSHIP_WORD = "membership"
+_MEMBERSHIP_PREFIX = MEMBERSHIP_WORD + " "
 
 VOTER = "voter"
 LEARNER = "learner"
@@ -148,7 +149,7 @@ class Membership:
 
 def isMembershipCommand(command: str) -> bool:
     """Whether the log entry command C{command} holds a membership."""
-    return command == MEMBERSHIP_WORD or command.startswith(MEMBERSHIP_WORD + " ")
+    return command == MEMBERSHIP_WORD or command.startswith(_MEMBERSHIP_PREFIX)
 
 
 def parseMembership(command: str) -> Membership:

@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from zope.interface import implementer
 
+from txraft import answers
 from txraft.core import LEADER
 from txraft.interfaces import INodeObserver
 
@@ -135,8 +136,9 @@ class NodeMetrics:
         """Time a command from proposal to commit and apply."""
         self._commitLatency.observe(seconds)
 
-    def answered(self, command: str, kind: str, seconds: float) -> None:
-        """Count an answered request by command and answer kind."""
+    def answered(self, command: str, answer: str, seconds: float) -> None:
+        """Count an answered request by command and answer kind (L{answers.kind})."""
+        kind = answers.kind(answer)
         counter = self._requestCounters.get((command, kind))
         if counter is None:
             # Looking a child up by its labels costs more than counting.

@@ -48,7 +48,7 @@ from txraft.core import (
 )
 from txraft.installation import Installation
 from txraft.interfaces import INodeObserver, IRequestHandler, IResponseHandler
-from txraft.kv import READS, CommandError, parseCommand
+from txraft.kv import COMMAND_WORDS, READS, CommandError, parseCommand
 from txraft.logmanager import LogManager
 from txraft.membership import Membership
 from txraft.messages import (
@@ -137,7 +137,7 @@ class NullObserver:
     def committed(self, seconds: float) -> None:
         """Ignore how long a command took to commit."""
 
-    def answered(self, command: str, kind: str, seconds: float) -> None:
+    def answered(self, command: str, answer: str, seconds: float) -> None:
         """Ignore an answered client request."""
 
     def snapshotTaken(self, seconds: float) -> None:
@@ -442,7 +442,7 @@ class RaftNode:
 
         # Called only once _dispatch below has named the command word.
         def observed(answer: str) -> None:
-            self.observer.answered(word, answers.kind(answer), self.clock.seconds() - arrived)
+            self.observer.answered(word, answer, self.clock.seconds() - arrived)
             respond(answer)
 
         reply = Reply(observed)
@@ -465,13 +465,17 @@ class RaftNode:
         The command word of a request (C{invalid} if none), and its answer
         now, or a Deferred of it, or L{None} once C{reply} waits for it.
         """
-        if text.strip() == "status":
-            if seq is not None:
-                return "status", UNNUMBERED_ONLY
-            return "status", answers.ok(json.dumps(self.status()))
         try:
-            admin = parseAdmin(text)
-            command = parseCommand(text) if admin is None else None
+            if text.partition(" ")[0] in COMMAND_WORDS:
+                # The usual request: no status or administrative word can be it.
+                admin, command = None, parseCommand(text)
+            elif text.strip() == "status":
+                if seq is not None:
+                    return "status", UNNUMBERED_ONLY
+                return "status", answers.ok(json.dumps(self.status()))
+            else:
+                admin = parseAdmin(text)
+                command = parseCommand(text) if admin is None else None
         except (AdminError, CommandError) as e:
             return "invalid", answers.error(str(e))
         if admin is not None:
@@ -522,7 +526,11 @@ class RaftNode:
         down to half as many.  Meanwhile the listening side reads no more
         requests (flow control, as for a client that reads no answers).
         """
-        if self._drained is None and self.backlog() < self.maxBacklog:
+        if self._drained is None and (
+            # backlog(), inlined: this runs for every request.
+            len(self._batch) + len(self._waiting) + len(self._readBatch) + len(self._reads)
+            < self.maxBacklog
+        ):
             return None
         if self._drained is None:
             self._drained = []

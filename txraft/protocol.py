@@ -45,7 +45,7 @@ from txraft.messages import (
     splitSender,
 )
 from txraft.ratelimit import LogLimiter
-from txraft.sessions import RequestError, splitRequest
+from txraft.sessions import Request, RequestError, splitRequest
 
 #: The default reason of a connection's end, as Twisted's own protocols use.
 CONNECTION_DONE = Failure(ConnectionDone())
@@ -166,7 +166,10 @@ class NodeProtocol(LineReceiver):
                 self._warn("dropped an authenticated connection: {error}", error=e)
                 self._refuse(answers.error(str(e)))
                 return
-        elif self._responder is not None or authWord(line[:100].decode("utf-8", "replace")):
+        elif self._responder is not None or (
+            # Every handshake line holds "@AUTH": most lines skip the decoding.
+            b"@AUTH" in line[:100] and authWord(line[:100].decode("utf-8", "replace"))
+        ):
             self._handshake(line)
             return
         if len(line) > MAX_REQUEST and not self._looksLikePeerLine(line):
@@ -186,17 +189,21 @@ class NodeProtocol(LineReceiver):
             text = line.decode("utf-8")
         except UnicodeDecodeError:
             return "ERROR request is not valid UTF-8"
-        sender, rest = splitSender(text)
-        if sender is not None and rpcName(rest):
-            answer = self._peerLine(sender, rest)
-            if isinstance(answer, Deferred):
-                answer.addCallback(self._fill, slot=slot)
-                return None
-            return answer
-        try:
-            request = splitRequest(text)
-        except RequestError as e:
-            return answers.error(str(e))
+        if "@" not in text:
+            # A bare command, most clients' every line: no sender to split off.
+            request = Request(None, None, text)
+        else:
+            sender, rest = splitSender(text)
+            if sender is not None and rpcName(rest):
+                answer = self._peerLine(sender, rest)
+                if isinstance(answer, Deferred):
+                    answer.addCallback(self._fill, slot=slot)
+                    return None
+                return answer
+            try:
+                request = splitRequest(text)
+            except RequestError as e:
+                return answers.error(str(e))
         if self._needsProof() and request.command.split(" ", 1)[0] in ADMIN_COMMANDS:
             return NOT_AUTHORIZED
         try:
