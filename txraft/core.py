@@ -848,7 +848,9 @@ class RaftCore:
         # Whatever the answer, it tells the leader that we follow it in its
         # term, and so confirms its leadership for the reads of that round.
         answer = self._appendEntries(request)
-        self._ready.reply = attrs.evolve(answer, readRound=request.readRound)
+        if request.readRound:
+            answer = attrs.evolve(answer, readRound=request.readRound)
+        self._ready.reply = answer
         if request.timeoutNow and answer.success and self.isVoter():
             # Our leader hands over to us, and our log holds all of its (it
             # sends this with its last entry as prevLogIndex): campaign now,

@@ -214,6 +214,35 @@ _FIELDS: dict[type, tuple[tuple[str, object], ...]] = {
 }
 
 
+def _fieldKind(field: attrs.Attribute) -> str:
+    """How L{parseMessage} checks one field's value."""
+    if field.name in ("entries", "data"):
+        return field.name
+    if field.type in (bool, "bool"):
+        return "bool"
+    if field.type in (str, "str"):
+        return "str"
+    return "count"
+
+
+class _Schema(NamedTuple):
+    """What L{parseMessage} checks of one record's JSON body, worked out once."""
+
+    #: The field names the body may hold, with how each is checked.
+    kinds: dict[str, str]
+    #: The field names it must hold (those without a default).
+    required: frozenset[str]
+
+
+_SCHEMAS: dict[str, _Schema] = {
+    name: _Schema(
+        {field.name: _fieldKind(field) for field in attrs.fields(cls)},
+        frozenset(field.name for field in attrs.fields(cls) if field.default is attrs.NOTHING),
+    )
+    for name, cls in _RECORDS.items()
+}
+
+
 def splitSender(line: str) -> tuple[str | None, str]:
     """
     Split C{SENDER@REST}; the sender is L{None} when the text before the
@@ -266,24 +295,25 @@ def parseMessage(text: str) -> Message:
         raise MessageError(f"{name}: body is not valid JSON") from None
     if not isinstance(fields, dict):
         raise MessageError(f"{name}: body is not a JSON object")
-    expected = {a.name: a for a in attrs.fields(cls)}
-    missing = [n for n, a in expected.items() if n not in fields and a.default is attrs.NOTHING]
-    unknown = sorted(set(fields) - set(expected))
-    if missing or unknown:
+    kinds, required = _SCHEMAS[name]
+    if not required.issubset(fields) or not kinds.keys() >= fields.keys():
+        missing = [n for n in kinds if n in required and n not in fields]
+        unknown = sorted(set(fields) - set(kinds))
         raise MessageError(f"{name}: missing fields {missing} or unknown fields {unknown}")
     for fieldName, value in fields.items():
-        if fieldName == "entries":
+        kind = kinds[fieldName]
+        if kind == "count":
+            if not _isCount(value):
+                raise MessageError(f"{name}: {fieldName} must be a non-negative integer")
+        elif kind == "entries":
             fields[fieldName] = _parseEntries(name, value)
-        elif fieldName == "data":
+        elif kind == "data":
             fields[fieldName] = _parseData(name, value)
-        elif expected[fieldName].type in (bool, "bool"):
+        elif kind == "bool":
             if not isinstance(value, bool):
                 raise MessageError(f"{name}: {fieldName} must be true or false")
-        elif expected[fieldName].type in (str, "str"):
-            if not isinstance(value, str) or UNSTORABLE.search(value):
-                raise MessageError(f"{name}: {fieldName} must be a string of one line")
-        elif not _isCount(value):
-            raise MessageError(f"{name}: {fieldName} must be a non-negative integer")
+        elif not isinstance(value, str) or UNSTORABLE.search(value):
+            raise MessageError(f"{name}: {fieldName} must be a string of one line")
     message = cls(**fields)
     if isinstance(message, REQUESTS) and message.term == 0:
         raise MessageError(f"{name}: requests start at term 1")
@@ -299,7 +329,8 @@ def parseMessage(text: str) -> Message:
 
 
 def _isCount(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    # A decoded JSON value: an int is exactly an int (a bool is not one).
+    return type(value) is int and value >= 0
 
 
 def _parseData(name: str, value: object) -> bytes:
@@ -314,18 +345,14 @@ def _parseData(name: str, value: object) -> bytes:
 def _parseEntries(name: str, value: object) -> tuple[Entry, ...]:
     if not isinstance(value, list):
         raise MessageError(f"{name}: entries must be a list")
-    entries = []
-    for item in value:
-        if not (
-            isinstance(item, list)
-            and len(item) == 3
-            and _isCount(item[0])
-            and _isCount(item[1])
-            and isinstance(item[2], str)
-        ):
-            raise MessageError(f"{name}: each entry must be [index, term, command]")
-        entries.append(Entry(item[0], item[1], item[2]))
-    return tuple(entries)
+    # Decoded JSON values: each type check is exact (a bool is no int).
+    entries = tuple([Entry._make(item) for item in value if type(item) is list and len(item) == 3])
+    if len(entries) != len(value) or not all(
+        type(index) is int and type(term) is int and type(command) is str and index >= 0 and term >= 0
+        for index, term, command in entries
+    ):
+        raise MessageError(f"{name}: each entry must be [index, term, command]")
+    return entries
 
 
 def _checkEntries(message: AppendEntries) -> None:
