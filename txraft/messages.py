@@ -272,7 +272,8 @@ def formatMessage(sender: str, message: Message) -> str:
         if value != default:
             fields[name] = value
     if isinstance(message, AppendEntries):
-        fields["entries"] = list(map(list, message.entries))  # [index, term, command] each
+        # JSON writes a tuple, an Entry too, as an array: [index, term, command] each.
+        fields["entries"] = message.entries
     if isinstance(message, InstallSnapshot):
         fields["data"] = base64.b64encode(message.data).decode("ascii")
     body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))

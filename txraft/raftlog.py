@@ -88,12 +88,14 @@ class RaftLog:
 
     def append(self, entries: list[Entry]) -> None:
         """Append C{entries}, which must continue the log without a gap."""
+        lastIndex, lastTerm = self.lastIndex, self.lastTerm
         for entry in entries:
-            if entry.index != self.lastIndex + 1:
-                raise ValueError(f"entry {entry.index} does not follow {self.lastIndex}")
-            if entry.term < self.lastTerm:
-                raise ValueError(f"entry {entry.index} has a term before {self.lastTerm}")
-            self._entries.append(entry)
+            if entry.index != lastIndex + 1:
+                raise ValueError(f"entry {entry.index} does not follow {lastIndex}")
+            if entry.term < lastTerm:
+                raise ValueError(f"entry {entry.index} has a term before {lastTerm}")
+            lastIndex, lastTerm = entry.index, entry.term
+        self._entries += entries
 
     def truncateFrom(self, index: int) -> None:
         """Drop every entry at C{index} and after (never one compacted away)."""

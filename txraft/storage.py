@@ -62,7 +62,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import json
+import operator
 import os
 import re
 from collections.abc import Iterator
@@ -522,35 +524,52 @@ class FileLogStore:
             continue the log or cannot be stored (see L{formatEntry}).
         """
         self._checkWritable()
-        lines = []
+        if not entries:
+            return
         lastIndex = self.lastIndex
         lastTerm = self._terms[-1] if self._terms else 0
-        for entry in entries:
-            if entry.index != lastIndex + 1 or entry.term < lastTerm:
-                raise ValueError(f"entry {entry.index} does not continue the log")
-            lines.append(formatEntry(entry))
-            lastIndex, lastTerm = entry.index, entry.term
+        indexes = [entry.index for entry in entries]
+        terms = [entry.term for entry in entries]
+        # Checked a batch at a time; only a bad one is gone through entry by entry.
+        if indexes != list(range(lastIndex + 1, lastIndex + 1 + len(entries))) or not all(
+            map(operator.le, [lastTerm, *terms], terms)
+        ):
+            for entry in entries:
+                if entry.index != lastIndex + 1 or entry.term < lastTerm:
+                    raise ValueError(f"entry {entry.index} does not continue the log")
+                lastIndex, lastTerm = entry.index, entry.term
+        if terms[0] < 1 or UNSTORABLE.search(" ".join([entry.command for entry in entries])):
+            for entry in entries:
+                formatEntry(entry)  # raises for the first entry that cannot be stored
+        lines = [f"{index} {term} {command}\n".encode() for index, term, command in entries]
         with self._writing():
-            batch: list[bytes] = []
-            batchBytes = 0
-            for entry, line in zip(entries, lines, strict=True):
-                unsynced = self._size - self._synced + batchBytes
-                if unsynced and unsynced + len(line) > MAX_UNSYNCED_BYTES:
-                    self._write(batch)
-                    batch, batchBytes = [], 0
-                    self._fs.fdatasync(self._fd)
-                    self._synced = self._size
-                batch.append(line)
-                batchBytes += len(line)
-                self._terms.append(entry.term)
-            self._write(batch)
+            if self._size - self._synced + sum(map(len, lines)) <= MAX_UNSYNCED_BYTES:
+                self._write(lines)
+            else:
+                self._writeSyncing(lines)
+            self._terms += terms
+
+    def _writeSyncing(self, lines: list[bytes]) -> None:
+        """Write C{lines}, an fdatasync before the unsynced bytes would pass the bound."""
+        batch: list[bytes] = []
+        batchBytes = 0
+        for line in lines:
+            unsynced = self._size - self._synced + batchBytes
+            if unsynced and unsynced + len(line) > MAX_UNSYNCED_BYTES:
+                self._write(batch)
+                batch, batchBytes = [], 0
+                self._fs.fdatasync(self._fd)
+                self._synced = self._size
+            batch.append(line)
+            batchBytes += len(line)
+        self._write(batch)
 
     def _write(self, lines: list[bytes]) -> None:
         data = b"".join(lines)
         _writeAll(self._fs, self._fd, data, self._size)
-        for line in lines:
-            self._offsets.append(self._size)
-            self._size += len(line)
+        # Each line's offset, and after the last the new size.
+        *offsets, self._size = itertools.accumulate(map(len, lines), initial=self._size)
+        self._offsets += offsets
 
     def sync(self) -> None:
         """fdatasync the file."""
