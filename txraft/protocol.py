@@ -153,6 +153,9 @@ class NodeProtocol(LineReceiver):
         self._responder: Responder | None = None
         #: Set once the other side has proved the cluster key.
         self.session: Session | None = None
+        #: Whole lines received and not yet taken (see L{dataReceived});
+        #: C{_buffer} holds the unfinished one after them.
+        self._lines: deque[bytes] = deque()
 
     def lineReceived(self, line: bytes) -> None:
         """Answer one request line, in order with the others."""
@@ -340,11 +343,48 @@ class NodeProtocol(LineReceiver):
             self._resume("answers")
 
     def dataReceived(self, data: bytes) -> None:
-        """Take the bytes, and watch for a line (or handshake) left unfinished."""
-        super().dataReceived(data)
+        """
+        Take the bytes, answer each whole line in order while not paused,
+        and watch for a line (or handshake) left unfinished.
+
+        This is L{LineReceiver.dataReceived} split a chunk at a time: that
+        one copies the rest of its buffer for every line it takes, which
+        for a chunk of a few thousand pipelined requests cost more than a
+        microsecond a line.
+        """
+        if b"\n" in data:
+            lines = (self._buffer + data).split(b"\n")
+            self._buffer = lines.pop()
+            self._lines.extend(lines)
+        elif data:
+            self._buffer += data
+        if not self._busyReceiving:
+            self._busyReceiving = True
+            try:
+                self._takeLines()
+            finally:
+                self._busyReceiving = False
         if data:
             self._partial = not data.endswith(self.delimiter)
         self._watchIdle(self._partial or self._responder is not None)
+
+    def _takeLines(self) -> None:
+        """Answer the whole lines received, in order, until paused or hanging up."""
+        lines = self._lines
+        while lines and not self.paused:
+            line = lines.popleft()
+            if len(line) > self.MAX_LENGTH:
+                lines.clear()
+                self._buffer = b""
+                self.lineLengthExceeded(line)
+                return
+            self.lineReceived(line)
+            if self.transport is not None and self.transport.disconnecting:
+                return
+        if not lines and len(self._buffer) > self.MAX_LENGTH:
+            # A line too long even unfinished.
+            self._buffer = b""
+            self.lineLengthExceeded(b"")
 
     def _watchIdle(self, waiting: bool) -> None:
         """Start the idle clock when something is left unfinished; stop it when not."""
