@@ -335,11 +335,21 @@ class NodeProtocol(LineReceiver):
 
     def _fill(self, response: str, slot: list[str | None]) -> None:
         slot[0] = response
-        while self._slots and self._slots[0][0] is not None:
-            self.sendLine(self._slots.popleft()[0].encode("utf-8"))
-        if self._closing and not self._slots:
+        slots = self._slots
+        if slots and slots[0][0] is not None:
+            if self.session is None:
+                # Every answer ready at the front, in one write.
+                ready = []
+                while slots and slots[0][0] is not None:
+                    ready.append(slots.popleft()[0])
+                ready.append("")
+                self.transport.write("\n".join(ready).encode("utf-8"))
+            else:
+                while slots and slots[0][0] is not None:
+                    self.sendLine(slots.popleft()[0].encode("utf-8"))
+        if self._closing and not slots:
             self.transport.loseConnection()
-        elif len(self._slots) <= MAX_PENDING // 2:
+        elif "answers" in self._pauses and len(slots) <= MAX_PENDING // 2:
             self._resume("answers")
 
     def dataReceived(self, data: bytes) -> None:
