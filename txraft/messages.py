@@ -349,7 +349,11 @@ def _parseEntries(name: str, value: object) -> tuple[Entry, ...]:
     # Decoded JSON values: each type check is exact (a bool is no int).
     entries = tuple([Entry._make(item) for item in value if type(item) is list and len(item) == 3])
     if len(entries) != len(value) or not all(
-        type(index) is int and type(term) is int and type(command) is str and index >= 0 and term >= 0
+        type(index) is int
+        and type(term) is int
+        and type(command) is str
+        and index >= 0
+        and term >= 0
         for index, term, command in entries
     ):
         raise MessageError(f"{name}: each entry must be [index, term, command]")
