@@ -21,7 +21,7 @@ from txraft.logmanager import LogManager
 from txraft.messages import Entry, HardState
 from txraft.node import RaftNode
 from txraft.service import RaftService
-from txraft.storage import MemoryLogStore, MemoryStateStore, OSFileSystem
+from txraft.storage import MemoryLogStore, MemoryStateStore, OSFileSystem, SyncPoint
 
 #: Timing used by service tests: short enough to elect in a few dozen ticks.
 TICK_SECONDS = 0.01
@@ -81,6 +81,11 @@ class RecordingLogStore(MemoryLogStore):
         """Record, then make durable."""
         self._write("sync", None)
         super().sync()
+
+    def syncTo(self, point: SyncPoint) -> None:
+        """Record as a sync, then make the entries of C{point} durable."""
+        self._write("sync", None)
+        super().syncTo(point)
 
 
 class RecordingStateStore(MemoryStateStore):

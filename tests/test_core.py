@@ -1155,6 +1155,20 @@ class DurableLeaderTests(SynchronousTestCase):
         self.assertEqual(core.commitIndex, 2)
         self.assertEqual(core.durableIndex, 1)
 
+    def test_leaderAppliesOnlyWhatItHoldsDurably(self) -> None:
+        """
+        An entry its followers alone committed is handed to the leader's
+        state machine only once its own copy is durable: a disk that fails
+        before never leaves the state machine ahead of the log.
+        """
+        core = makeCore()
+        makeLeader(core)
+        entry = core.propose(["set x 1"]).entries[0]
+        core.step("b", AppendEntriesResponse(1, True, matchIndex=2))
+        ready = core.step("c", AppendEntriesResponse(1, True, matchIndex=2))
+        self.assertEqual((core.commitIndex, ready.committed), (2, []))
+        self.assertEqual(core.persisted(2).committed, [entry])
+
     def test_durableIndexNeverGoesBackNorPastTheLog(self) -> None:
         """
         An older C{persisted} arriving late changes nothing, and one past

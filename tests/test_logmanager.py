@@ -123,6 +123,36 @@ class PersistTests(SynchronousTestCase):
         self.logStore.crash()
         self.assertEqual(self.logStore.load(), ENTRIES[:2])
 
+    def test_syncMarkCoversWhatWasWritten(self) -> None:
+        """
+        A sync mark covers the entries written before it: once its sync has
+        returned, a crash keeps them and loses those written after; the
+        manager stays unsynced until a mark taken after the last write has.
+        """
+        self.manager.persist(Ready(entries=ENTRIES[:2]), sync=False)
+        mark = self.manager.syncMark()
+        self.manager.persist(Ready(entries=ENTRIES[2:3]), sync=False)
+        self.manager.syncTo(mark)
+        self.assertTrue(self.manager.synced(mark))
+        self.assertTrue(self.manager.unsynced)
+        later = self.manager.syncMark()
+        self.manager.syncTo(later)
+        self.assertTrue(self.manager.synced(later))
+        self.assertFalse(self.manager.unsynced)
+        self.logStore.crash()
+        self.assertEqual(self.logStore.load(), ENTRIES[:3])
+
+    def test_syncMarkOfCutEntries(self) -> None:
+        """
+        A mark taken before its entries were cut says, once its sync
+        returns, that it made nothing of the log durable.
+        """
+        self.manager.persist(Ready(entries=ENTRIES[:3]), sync=False)
+        mark = self.manager.syncMark()
+        self.manager.persist(Ready(truncateFrom=3))
+        self.manager.syncTo(mark)
+        self.assertFalse(self.manager.synced(mark))
+
     def test_storageFailurePropagates(self) -> None:
         """
         An L{OSError} from a store propagates: the node must not go on as if

@@ -365,10 +365,10 @@ class ParallelWriteTests(SynchronousTestCase):
         self.settle()
         answer = clientRequest(self.node, "c1", "set a 1")
 
-        def failingSync() -> None:
+        def failingSync(point: object) -> None:
             raise OSError("no space left on device")
 
-        self.logStore.sync = failingSync  # type: ignore[method-assign]
+        self.logStore.syncTo = failingSync  # type: ignore[method-assign]
         self.clock.advance(0)
         self.assertTrue(self.node.silent)
         self.assertEqual(self.node.diskError, "no space left on device")
@@ -388,6 +388,131 @@ class ParallelWriteTests(SynchronousTestCase):
         self.node.peerResponse("s2", AppendEntriesResponse(term, True, matchIndex=2))
         self.assertEqual(self.successResultOf(answer), "OK")
         self.assertEqual(self.events.count(("sync", None)), 1)
+
+
+class BackgroundSyncTests(SynchronousTestCase):
+    """
+    A leader's fsync of its own entries runs off the event loop
+    (C{syncInBackground}): the node goes on meanwhile, and counts itself
+    for the entries the fsync covered once it returns.
+    """
+
+    def setUp(self) -> None:
+        """s1 leads three nodes; each background sync waits in C{self.syncs} to be run."""
+        self.events: list[tuple[str, object]] = []
+        self.sent: list[tuple[str, Message]] = []
+        self.clock = Clock()
+        self.logStore = RecordingLogStore(self.events)
+        self.syncs: list[tuple[defer.Deferred[None], Callable[[], None]]] = []
+
+        def syncInBackground(work: Callable[[], None]) -> defer.Deferred[None]:
+            d: defer.Deferred[None] = defer.Deferred()
+            self.syncs.append((d, work))
+            return d
+
+        self.node = RaftNode(
+            "s1",
+            makeConfig(("s1", "s2", "s3")),
+            LogManager(self.logStore, MemoryStateStore(), KeyValueStore()),
+            self.clock,
+            lambda peer, message: self.sent.append((peer, message)),
+            electionTicks=(10, 20),
+            heartbeatTicks=3,
+            rng=random.Random(7),
+            syncInBackground=syncInBackground,
+        )
+        electS1(self.node, self.sent)
+        self.clock.advance(0)
+        self.finishSync()
+        self.term = self.node.core.currentTerm
+        for peer in ("s2", "s3"):
+            self.node.peerResponse(peer, AppendEntriesResponse(self.term, True, matchIndex=1))
+
+    def finishSync(self) -> None:
+        """Run the oldest background sync, then fire its Deferred."""
+        d, work = self.syncs.pop(0)
+        work()
+        d.callback(None)
+
+    def test_appliedOnceItsOwnCopyIsDurable(self) -> None:
+        """
+        Both followers' acknowledgments commit the entry, but the leader
+        applies it, and answers, only once its own fsync has returned: a
+        disk that fails meanwhile never leaves its state machine ahead of
+        its log.
+        """
+        answer = clientRequest(self.node, "c1", "set a 1")
+        self.clock.advance(0)
+        self.assertEqual(len(self.syncs), 1)
+        self.assertEqual(self.node.core.durableIndex, 1)
+        for peer in ("s2", "s3"):
+            self.node.peerResponse(peer, AppendEntriesResponse(self.term, True, matchIndex=2))
+        self.assertEqual(self.node.core.commitIndex, 2)
+        self.assertEqual(self.node.logManager.lastApplied, 1)
+        self.assertNoResult(answer)
+        self.finishSync()
+        self.assertEqual(self.node.core.durableIndex, 2)
+        self.assertEqual(self.successResultOf(answer), "OK")
+
+    def test_entriesWrittenMeanwhileGetTheirOwnSync(self) -> None:
+        """
+        While a sync runs the node takes, writes and sends more entries,
+        and starts no second sync; once the first returns it counts only
+        the entries that sync covered, and syncs the rest.
+        """
+        clientRequest(self.node, "c1", "set a 1")
+        self.clock.advance(0)
+        clientRequest(self.node, "c1", "set b 2")
+        self.clock.advance(0)
+        self.assertEqual(len(self.syncs), 1)
+        self.assertEqual(self.node.core.log.lastIndex, 3)
+        self.assertEqual([message.entries[-1].index for _, message in self.sent[-2:]], [3, 3])
+        self.finishSync()
+        self.assertEqual(self.node.core.durableIndex, 2)
+        self.assertEqual([e.index for e in self.logStore.durable], [1, 2])
+        self.clock.advance(0)
+        self.assertEqual(len(self.syncs), 1)
+        self.finishSync()
+        self.assertEqual(self.node.core.durableIndex, 3)
+        self.assertFalse(self.node.logManager.unsynced)
+
+    def test_cutEntriesNotCounted(self) -> None:
+        """
+        A leader deposed while its sync runs, whose entry the new leader
+        replaces, tells its core nothing when the old sync returns: that
+        sync covered the entry that was cut, not the one now at its index
+        (whatever makes that one durable tells the core so itself).
+        """
+        clientRequest(self.node, "c1", "set a 1")
+        self.clock.advance(0)
+        newer = AppendEntries(self.term + 1, 1, self.term, (Entry(2, self.term + 1, "noop"),), 1)
+        reply = self.node.peerRequest("s2", newer)
+        self.assertEqual(reply, AppendEntriesResponse(self.term + 1, True, matchIndex=2))
+        told: list[int] = []
+        self.patch(self.node.core, "persisted", told.append)
+        self.finishSync()
+        self.assertEqual(told, [])
+
+    def test_failureSilencesTheNode(self) -> None:
+        """
+        A background sync that fails silences the node, and its clients
+        are told the disk failed.
+        """
+        answer = clientRequest(self.node, "c1", "set a 1")
+        self.clock.advance(0)
+        d, _ = self.syncs.pop(0)
+        d.errback(OSError("no space left on device"))
+        self.assertTrue(self.node.silent)
+        self.assertEqual(self.node.diskError, "no space left on device")
+        self.assertEqual(self.successResultOf(answer), answers.DISK_FAILED)
+
+    def test_lateSyncOfASilencedNodeIgnored(self) -> None:
+        """A sync that returns after the node fell silent counts nothing."""
+        clientRequest(self.node, "c1", "set a 1")
+        self.clock.advance(0)
+        self.node.stop()
+        self.finishSync()
+        self.assertEqual(self.node.core.durableIndex, 1)
 
 
 class BacklogTests(SynchronousTestCase):

@@ -206,6 +206,42 @@ class FileLogStoreTests(SynchronousTestCase):
         """
         self.assertTrue(verifyObject(ILogStore, self.openStore()))
 
+    def test_syncToAPoint(self) -> None:
+        """
+        L{FileLogStore.syncTo} fdatasyncs the file (it may run in another
+        thread than the writes); L{FileLogStore.markSynced} then says its
+        point's lines are still the log's.
+        """
+        fileSystem = RecordingFileSystem()
+        store = FileLogStore(self.path, fileSystem=fileSystem)
+        self.addCleanup(store.close)
+        store.load()
+        store.append(ENTRIES[:2])
+        point = store.syncPoint()
+        store.append(ENTRIES[2:])
+        del fileSystem.calls[:]
+        store.syncTo(point)
+        self.assertEqual(fileSystem.calls, [("fdatasync", None)])
+        self.assertTrue(store.markSynced(point))
+
+    def test_syncPointOfCutOrReplacedLines(self) -> None:
+        """
+        A point taken before a truncation, a compaction or a close is not
+        marked: its sync covered lines cut, or another file; one taken
+        after a compaction replaced the file syncs nothing of the old one.
+        """
+        fileSystem = RecordingFileSystem()
+        store = FileLogStore(self.path, fileSystem=fileSystem)
+        store.load()
+        store.append(ENTRIES)
+        for change in (lambda: store.truncateFrom(3), lambda: store.compact(1), store.close):
+            point = store.syncPoint()
+            change()
+            del fileSystem.calls[:]
+            store.syncTo(point)
+            self.assertFalse(store.markSynced(point))
+            self.assertEqual(fileSystem.calls, [])
+
     def test_newFileIsEmpty(self) -> None:
         """
         Opening a store creates an empty file, which loads as an empty log.
@@ -1353,6 +1389,35 @@ class MemoryLogStoreTests(SynchronousTestCase):
         store.append(ENTRIES[2:])
         store.crash()
         self.assertEqual(store.load(), ENTRIES[:2])
+
+    def test_syncToMakesThePointDurable(self) -> None:
+        """
+        L{MemoryLogStore.syncTo} makes durable the entries appended before
+        its point, not those after, and never takes back a later L{sync}.
+        """
+        store = MemoryLogStore()
+        store.append(ENTRIES[:2])
+        point = store.syncPoint()
+        store.append(ENTRIES[2:])
+        store.syncTo(point)
+        self.assertTrue(store.markSynced(point))
+        store.crash()
+        self.assertEqual(store.load(), ENTRIES[:2])
+        store.append(ENTRIES[2:])
+        store.sync()
+        store.syncTo(point)
+        store.crash()
+        self.assertEqual(store.load(), ENTRIES)
+
+    def test_syncPointOfCutEntries(self) -> None:
+        """A point taken before a truncation makes nothing durable and is not marked."""
+        store = MemoryLogStore()
+        store.append(ENTRIES)
+        point = store.syncPoint()
+        store.truncateFrom(2)
+        store.syncTo(point)
+        self.assertFalse(store.markSynced(point))
+        self.assertEqual(store.durable, [])
 
     def test_crashUndoesUnsyncedTruncate(self) -> None:
         """

@@ -1266,7 +1266,14 @@ class RaftCore:
         hardState = HardState(self.currentTerm, self.votedFor)
         if hardState != self._persisted:
             ready.hardState = self._persisted = hardState
-        if self.commitIndex > self._handedOut:
-            ready.committed = self.log.slice(self._handedOut + 1, self.commitIndex + 1)
-            self._handedOut = self.commitIndex
+        applicable = self.commitIndex
+        if self.role == LEADER:
+            # A leader may commit before its own fsync of the entries has
+            # returned (dissertation section 10.2.1), but it applies only
+            # what it holds durably: a disk that fails meanwhile never
+            # leaves its state machine ahead of its log.
+            applicable = min(applicable, self.durableIndex)
+        if applicable > self._handedOut:
+            ready.committed = self.log.slice(self._handedOut + 1, applicable + 1)
+            self._handedOut = applicable
         return ready

@@ -176,6 +176,23 @@ class ILogStore(Interface):
     def sync() -> None:
         """Make every earlier change durable."""
 
+    def syncPoint() -> object:
+        """What a L{syncTo} started now would make durable: every entry appended so far."""
+
+    def syncTo(point: object) -> None:
+        """
+        Make the entries of C{point} durable.  Unlike every other method,
+        this one may run in another thread than the one that changes the
+        store, at the same time.
+        """
+
+    def markSynced(point: object) -> bool:
+        """
+        Record, in the thread that changes the store, that L{syncTo} of
+        C{point} returned; whether its entries are still the log's (none was
+        cut or compacted away since C{point} was taken).
+        """
+
     def close() -> None:
         """Release the store's resources."""
 

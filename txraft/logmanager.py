@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from twisted.application.service import Service
 from twisted.logger import Logger
@@ -20,6 +21,15 @@ from txraft.membership import isMembershipCommand
 from txraft.messages import Entry, HardState, Snapshot
 from txraft.snapshots import MemorySnapshotStore
 from txraft.storage import StorageError
+
+
+class SyncMark(NamedTuple):
+    """Where a sync off the event loop reaches (L{LogManager.syncMark})."""
+
+    #: The log store's own sync point.
+    point: object
+    #: How many writes of entries came before it.
+    appends: int
 
 
 class LogManager(Service):
@@ -62,6 +72,8 @@ class LogManager(Service):
         self.dataDirectoryLock = dataDirectoryLock
         #: Whether log entries were written and not yet fsynced (L{persist}).
         self.unsynced = False
+        # How many times entries were written: a sync mark records it.
+        self._appends = 0
 
     def recover(self) -> tuple[HardState, list[Entry]]:
         """
@@ -135,6 +147,7 @@ class LogManager(Service):
             self.snapshot = ready.snapshot
         if ready.entries:
             self.logStore.append(ready.entries)
+            self._appends += 1
         if not sync:
             self.unsynced = self.unsynced or bool(ready.entries)
         elif ready.truncateFrom is not None or ready.entries or self.unsynced:
@@ -144,6 +157,28 @@ class LogManager(Service):
         """Make every entry written so far durable (after L{persist} without C{sync})."""
         self.logStore.sync()
         self.unsynced = False
+
+    def syncMark(self) -> SyncMark:
+        """
+        Where a sync started now reaches: every entry written so far.  Pass
+        it to L{syncTo}, off the event loop, then to L{synced}.
+        """
+        return SyncMark(self.logStore.syncPoint(), self._appends)
+
+    def syncTo(self, mark: SyncMark) -> None:
+        """Make the entries of C{mark} durable; safe in another thread (L{ILogStore.syncTo})."""
+        self.logStore.syncTo(mark.point)
+
+    def synced(self, mark: SyncMark) -> bool:
+        """
+        L{syncTo} of C{mark} returned: whether its entries are durable and
+        still the log's.  C{unsynced} is cleared if nothing was written since.
+        """
+        if not self.logStore.markSynced(mark.point):
+            return False
+        if mark.appends == self._appends:
+            self.unsynced = False
+        return True
 
     def apply(self, entries: list[Entry]) -> list[tuple[Entry, str | None]]:
         """

@@ -49,7 +49,7 @@ from txraft.core import (
 from txraft.installation import Installation
 from txraft.interfaces import INodeObserver, IRequestHandler, IResponseHandler
 from txraft.kv import COMMAND_WORDS, READS, CommandError, parseCommand
-from txraft.logmanager import LogManager
+from txraft.logmanager import LogManager, SyncMark
 from txraft.membership import Membership
 from txraft.messages import (
     AppendEntries,
@@ -188,6 +188,7 @@ class RaftNode:
         maxInflightAppends: int = MAX_INFLIGHT_APPENDS,
         trailingEntries: int = TRAILING_ENTRIES,
         saveInBackground: Background | None = None,
+        syncInBackground: Background | None = None,
     ) -> None:
         """
         Recover the node's state through C{logManager} and start a core.
@@ -222,6 +223,11 @@ class RaftNode:
         @param saveInBackground: runs the saving of a leader's snapshot off
             the event loop (a thread pool), its Deferred firing on the loop
             once the snapshot is durable (default: save it on the loop).
+        @param syncInBackground: runs the fsync of a leader's own entries off
+            the event loop (a thread pool), its Deferred firing on the loop
+            once they are durable (default: fsync on the loop).  The loop
+            meanwhile goes on (dissertation section 10.2.1): a leader counts
+            itself for its entries only once they are durable.
         """
         self.name = name
         self.config = config
@@ -252,8 +258,11 @@ class RaftNode:
         # Client commands that arrived in this reactor turn, not yet proposed.
         self._batch: list[tuple[str, Reply]] = []
         self._flushCall: IDelayedCall | None = None
-        # The fsync of a leader's own entries, written and sent but not yet durable.
+        # The fsync of a leader's own entries, written and sent but not yet
+        # durable: to come, then running in the background.
         self._syncCall: IDelayedCall | None = None
+        self._syncInBackground = syncInBackground
+        self._syncing: defer.Deferred[None] | None = None
         # Client commands proposed and not yet applied, by log index (so in
         # proposal order): (term, time proposed, the answer's L{Reply}).
         self._waiting: dict[int, tuple[int, float, Reply]] = {}
@@ -878,20 +887,63 @@ class RaftNode:
             self._syncCall = self.clock.callLater(0, self._syncLog)
 
     def _syncLog(self) -> None:
-        """fsync the log, then let the core count this node for what it holds."""
+        """
+        fsync the log (off the event loop, with L{syncInBackground}), then
+        let the core count this node for the entries it held at the start.
+        """
         self._syncCall = None
-        if not self.logManager.unsynced or self._saving is not None:
+        if not self.logManager.unsynced or self._saving is not None or self._syncing is not None:
             # A Ready since made everything durable, or a snapshot's save
-            # will (falling silent cancels this call).
+            # will, or the sync running looks again once done (falling
+            # silent cancels this call).
             return
+        mark = self.logManager.syncMark()
+        upTo = self.core.log.lastIndex
         started = self.clock.seconds()
-        try:
-            self.logManager.sync()
-        except Exception as e:
-            self._storageFailed(e)
+        if self._syncInBackground is None:
+            try:
+                self.logManager.syncTo(mark)
+            except Exception as e:
+                self._storageFailed(e)
+                return
+            self._logSynced(mark, upTo, started)
             return
-        self.observer.synced(self.clock.seconds() - started)
-        self._process(self.core.persisted(self.core.log.lastIndex))
+        manager = self.logManager
+        syncing = self._syncInBackground(lambda: manager.syncTo(mark))
+        self._syncing = syncing
+        syncing.addCallbacks(
+            lambda _: self._backgroundSynced(syncing, mark, upTo, started),
+            lambda failure: self._backgroundSyncFailed(syncing, failure),
+        )
+
+    def _backgroundSynced(
+        self, syncing: defer.Deferred[None], mark: SyncMark, upTo: int, started: float
+    ) -> None:
+        """A sync in the background returned, unless the node fell silent since."""
+        if self._syncing is not syncing:
+            return
+        self._syncing = None
+        self._logSynced(mark, upTo, started)
+
+    def _backgroundSyncFailed(self, syncing: defer.Deferred[None], failure: Failure) -> None:
+        """A sync in the background failed: the disk did."""
+        if self._syncing is not syncing:
+            return
+        self._syncing = None
+        self._storageFailed(failure.value)
+
+    def _logSynced(self, mark: SyncMark, upTo: int, started: float) -> None:
+        """
+        The log is durable up to C{mark}, which held the entries up to
+        C{upTo}: unless one was cut since (they are not the log's any
+        more), the core may count this node for them.  Entries written
+        meanwhile get a sync of their own.
+        """
+        if self.logManager.synced(mark):
+            self.observer.synced(self.clock.seconds() - started)
+            self._process(self.core.persisted(upTo))
+        if self.logManager.unsynced and not self.silent:
+            self._syncSoon()
 
     def _noticeMembership(self) -> None:
         """Tell the listener when the newest membership changed."""
@@ -1033,6 +1085,8 @@ class RaftNode:
             if call is not None and call.active():
                 call.cancel()
         self._flushCall = self._syncCall = None
+        # A sync running in the background is left to finish, unheeded.
+        self._syncing = None
         batch, self._batch = self._batch, []
         for _, reply in batch:
             reply.give(answer)

@@ -82,6 +82,7 @@ class RaftService(MultiService):
         maxInflightAppends: int = MAX_INFLIGHT_APPENDS,
         trailingEntries: int = TRAILING_ENTRIES,
         saveInBackground: Background | None = None,
+        syncInBackground: Background | None = None,
     ) -> None:
         """
         @param reactor: the reactor to listen, connect and keep time on.
@@ -100,7 +101,7 @@ class RaftService(MultiService):
             added to a running cluster instead of starting one from
             C{config} (L{RaftNode}'s C{join}).
         @param maxBacklog: see L{RaftNode}; so are C{maxInflightAppends},
-            C{trailingEntries} and C{saveInBackground}.
+            C{trailingEntries}, C{saveInBackground} and C{syncInBackground}.
         """
         super().__init__()
         self.name = name
@@ -133,6 +134,7 @@ class RaftService(MultiService):
             maxInflightAppends=maxInflightAppends,
             trailingEntries=trailingEntries,
             saveInBackground=saveInBackground,
+            syncInBackground=syncInBackground,
         )
         self._ticker = LoopingCall.withCount(self.node.ticks)
         self._ticker.clock = reactor

@@ -67,8 +67,10 @@ import json
 import operator
 import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import attrs
 from twisted.logger import Logger
@@ -346,6 +348,17 @@ def scanLog(data: bytes, path: str) -> ScannedLog:
     return ScannedLog(entries, offsets, position, None)
 
 
+class SyncPoint(NamedTuple):
+    """
+    How far a log store's sync started at one moment reaches: C{position}
+    (bytes of the file, entries of a memory log) of the store's
+    C{generation} (see L{FileLogStore.syncPoint}).
+    """
+
+    generation: int
+    position: int
+
+
 @implementer(ILogStore)
 class FileLogStore:
     """
@@ -378,6 +391,12 @@ class FileLogStore:
         self._loaded = False
         self._failed = False
         self._renameUnsynced = False  # a compaction's rename, not yet made durable
+        # Changes whenever lines written may be cut or the file replaced: a
+        # sync point from before no longer says what is durable.
+        self._generation = 0
+        # Held by a sync off the event loop while it uses the file
+        # descriptor, and by whatever replaces or closes it.
+        self._fdLock = threading.Lock()
 
     def load(self, after: int = 0) -> list[Entry]:
         """
@@ -429,6 +448,7 @@ class FileLogStore:
         self._size = self._synced = scanned.end
         self._loaded = True
         self._failed = False
+        self._generation += 1
         if entries and entries[0].index <= after:
             self.compact(after)
         return [entry for entry in entries if entry.index > after]
@@ -475,6 +495,7 @@ class FileLogStore:
         if index < self._first:
             raise ValueError(f"entry {index} is compacted away")
         position = index - self._first
+        self._generation += 1
         with self._writing():
             size = self._offsets[position]
             self._fs.ftruncate(self._fd, size)
@@ -506,8 +527,10 @@ class FileLogStore:
                 fs.close(fd)
                 raise
             self._renameUnsynced = True
-            old, self._fd = self._fd, fd
-            fs.close(old)
+            with self._fdLock:
+                self._generation += 1
+                old, self._fd = self._fd, fd
+                fs.close(old)
             fs.fsyncDirectory(self._directory)
             self._renameUnsynced = False
         self._offsets = [offset - start for offset in self._offsets[keep:]]
@@ -577,11 +600,37 @@ class FileLogStore:
             self._fs.fdatasync(self._fd)
             self._synced = self._size
 
+    def syncPoint(self) -> SyncPoint:
+        """What a L{syncTo} started now makes durable: every line written so far."""
+        return SyncPoint(self._generation, self._size)
+
+    def syncTo(self, point: SyncPoint) -> None:
+        """
+        fdatasync the file, safely from another thread than the one that
+        writes; nothing to do if the file was cut or replaced since C{point}.
+        """
+        with self._fdLock:
+            if point.generation == self._generation:
+                with self._writing():
+                    self._fs.fdatasync(self._fd)
+
+    def markSynced(self, point: SyncPoint) -> bool:
+        """
+        Record that a L{syncTo} of C{point} returned; whether what it covers
+        is still there to be durable (no cut or replacement since).
+        """
+        if point.generation != self._generation:
+            return False
+        self._synced = max(self._synced, point.position)
+        return True
+
     def close(self) -> None:
         """Close the file."""
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            self._fs.close(fd)
+        with self._fdLock:
+            self._generation += 1
+            if self._fd >= 0:
+                fd, self._fd = self._fd, -1
+                self._fs.close(fd)
 
 
 @implementer(IStateStore)
@@ -656,6 +705,8 @@ class MemoryLogStore:
     def __init__(self) -> None:
         self.entries: list[Entry] = []
         self.durable: list[Entry] = []
+        # Changes whenever entries may be cut or dropped (see FileLogStore).
+        self._generation = 0
 
     def load(self, after: int = 0) -> list[Entry]:
         """The durable entries after C{after} (what a restarted node finds)."""
@@ -667,10 +718,12 @@ class MemoryLogStore:
 
     def truncateFrom(self, index: int) -> None:
         """Drop entries from C{index} on (not yet durably)."""
+        self._generation += 1
         self.entries = [e for e in self.entries if e.index < index]
 
     def compact(self, index: int) -> None:
         """Drop entries up to C{index}, durably at once (like the file's rename)."""
+        self._generation += 1
         self.entries = [e for e in self.entries if e.index > index]
         self.durable = [e for e in self.durable if e.index > index]
 
@@ -682,11 +735,25 @@ class MemoryLogStore:
         """Make the current entries durable."""
         self.durable = list(self.entries)
 
+    def syncPoint(self) -> SyncPoint:
+        """What a L{syncTo} started now makes durable: the entries so far."""
+        return SyncPoint(self._generation, len(self.entries))
+
+    def syncTo(self, point: SyncPoint) -> None:
+        """Make the entries of C{point} durable, unless cut or dropped since."""
+        if point.generation == self._generation and point.position > len(self.durable):
+            self.durable = self.entries[: point.position]
+
+    def markSynced(self, point: SyncPoint) -> bool:
+        """Whether the entries of C{point} are still the log's (no cut since)."""
+        return point.generation == self._generation
+
     def close(self) -> None:
         """Nothing to release."""
 
     def crash(self) -> None:
         """Lose every change since the last L{sync}."""
+        self._generation += 1
         self.entries = list(self.durable)
 
 

@@ -359,6 +359,7 @@ def makeService(options: Options) -> IService:
             maxInflightAppends=options["max-inflight"],
             trailingEntries=options["trailing-entries"],
             saveInBackground=threads.deferToThread,
+            syncInBackground=threads.deferToThread,
             tls=options.tls,
             observer=metrics,
             join=options["join"],

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from txraft.messages import HardState, Snapshot
 from txraft.snapshots import MemorySnapshotStore
-from txraft.storage import MemoryLogStore, MemoryStateStore
+from txraft.storage import MemoryLogStore, MemoryStateStore, SyncPoint
 
 
 class SimulatedCrashError(OSError):
@@ -71,6 +71,11 @@ class SimLogStore(MemoryLogStore):
         """Make the entries durable (unless the disk says otherwise)."""
         self.disk.write("syncing the log")
         super().sync()
+
+    def syncTo(self, point: SyncPoint) -> None:
+        """Make the entries of C{point} durable (unless the disk says otherwise)."""
+        self.disk.write("syncing the log")
+        super().syncTo(point)
 
     def compact(self, index: int) -> None:
         """Drop entries up to C{index} durably (unless the disk says otherwise)."""

@@ -11,6 +11,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tests.simulation.clock import NodeClock
@@ -150,6 +151,7 @@ class SimNode:
                 snapshotEntries=options.snapshotEntries or None,
                 snapshotter=inBackground(self._background),
                 saveInBackground=self._background,
+                syncInBackground=self._syncLater,
                 commitTimeout=options.commitTimeoutMs / 1000,
                 maxBacklog=options.maxBacklog or MAX_BACKLOG,
                 trailingEntries=options.trailingEntries or 0,
@@ -164,15 +166,42 @@ class SimNode:
     def _send(self, peer: str, message: Message) -> None:
         self.sim.network.send(self, peer, message)
 
+    def _syncLater(self, work: Callable[[], Any]) -> defer.Deferred[Any]:
+        """
+        Run a leader's fsync, off its event loop, after a while (at most
+        a tick, often none), unless the process dies first: meanwhile it
+        goes on, appending and sending more.
+        """
+        return self._after(self.sim.rng.choice((0, 0, self.sim.rng.randint(1, self.tickMs))), work)
+
     def _background(self, work: Callable[[], Any]) -> defer.Deferred[Any]:
         """
         Run a snapshot's slow part (taking one, or saving the leader's)
         after a while, unless the process dies first.
         """
+        return self._after(self.sim.rng.randint(0, self.sim.options.snapshotWriteMs), work)
+
+    def _after(self, delayMs: int, work: Callable[[], Any]) -> defer.Deferred[Any]:
+        """
+        Run C{work} in C{delayMs}, unless the process dies first; the
+        Deferred it returns fires with its result, through whatever the
+        node added to it.
+        """
         d: defer.Deferred[None] = defer.Deferred()
-        delay = self.sim.rng.randint(0, self.sim.options.snapshotWriteMs)
-        self.clock.callLater(delay / 1000, d.callback, None)
+
+        def fire() -> None:
+            d.callback(None)
+            # A check that failed in the node's callbacks has stopped the
+            # run already (sim.failure): the Deferred must not log it again,
+            # into another test, once it is collected.
+            d.addErrback(self._dropStoppedRun)
+
+        self.clock.callLater(delayMs / 1000, fire)
         return d.addCallback(lambda _: work())
+
+    def _dropStoppedRun(self, failure: Failure) -> Failure | None:
+        """Swallow the failure that stopped the run; pass any other on."""
+        return None if failure.value is self.sim.failure else failure
 
 
 @implementer(INodeObserver)

@@ -452,7 +452,7 @@ class Simulation:
             self.fail(
                 f"Liveness: no client write committed within {self.options.livenessMs} ms "
                 f"after the faults stopped (leader now: {leader.name if leader else None}): "
-                f"{self.describeNodes()}"
+                f"{self.describeNodes()}{self._describeHeld()}"
             )
 
     def _checkConvergence(self) -> None:
@@ -465,13 +465,16 @@ class Simulation:
             self.finished = True
             return
         if self.now - self.livenessAt > self.options.convergeMs:
-            held = [node.name for node in self.nodes.values() if node.up and node.readingHeld]
             self.fail(
                 f"Liveness: nodes did not converge within {self.options.convergeMs} ms "
-                f"of the liveness write: {self.describeNodes()}"
-                + (f"; {', '.join(held)}{HELD}" if held else "")
+                f"of the liveness write: {self.describeNodes()}{self._describeHeld()}"
             )
         self.events.after(self.options.tickMs, self._checkConvergence)
+
+    def _describeHeld(self) -> str:
+        """The nodes that stopped reading their clients, said after a liveness failure."""
+        held = [node.name for node in self.nodes.values() if node.up and node.readingHeld]
+        return f"; {', '.join(held)}{HELD}" if held else ""
 
     def converged(self) -> bool:
         """
