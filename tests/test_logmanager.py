@@ -106,7 +106,7 @@ class PersistTests(SynchronousTestCase):
         self.assertEqual(self.logStore.load(), ENTRIES[:1])
         self.manager.persist(Ready(entries=ENTRIES[1:3]), sync=False)
         self.manager.sync()
-        self.assertFalse(self.manager.unsynced)
+        self.assertIs(self.manager.unsynced, False)
         self.logStore.crash()
         self.assertEqual(self.logStore.load(), ENTRIES[:3])
 
@@ -138,7 +138,7 @@ class PersistTests(SynchronousTestCase):
         later = self.manager.syncMark()
         self.manager.syncTo(later)
         self.assertTrue(self.manager.synced(later))
-        self.assertFalse(self.manager.unsynced)
+        self.assertIs(self.manager.unsynced, False)
         self.logStore.crash()
         self.assertEqual(self.logStore.load(), ENTRIES[:3])
 
@@ -152,6 +152,17 @@ class PersistTests(SynchronousTestCase):
         self.manager.persist(Ready(truncateFrom=3))
         self.manager.syncTo(mark)
         self.assertFalse(self.manager.synced(mark))
+
+    def test_recoveryRefusesALogBehindTheStateMachine(self) -> None:
+        """
+        After a disk failure the state machine is kept: a log that lost an
+        entry it applied (none left, and no snapshot) is refused.
+        """
+        self.manager.persist(Ready(entries=ENTRIES[:1]))
+        self.manager.apply(ENTRIES[:1])
+        self.logStore.durable = []
+        error = self.assertRaises(StorageError, self.manager.recoverAfterFailure)
+        self.assertEqual(str(error), "the log ends at index 0 but 1 were applied")
 
     def test_storageFailurePropagates(self) -> None:
         """
@@ -225,7 +236,8 @@ class ApplyTests(SynchronousTestCase):
         order would make replicas diverge.
         """
         self.manager.apply(ENTRIES[:1])
-        self.assertRaises(RuntimeError, self.manager.apply, ENTRIES[2:])
+        error = self.assertRaises(RuntimeError, self.manager.apply, ENTRIES[2:])
+        self.assertEqual(str(error), "apply gap: 3 after 1")
         self.assertEqual(self.manager.lastApplied, 1)
 
     def test_empty(self) -> None:

@@ -929,7 +929,7 @@ class RaftNode:
         """A sync in the background failed: the disk did."""
         if self._syncing is not syncing:
             return
-        self._syncing = None
+        # Falling silent forgets the sync (_fallSilent).
         self._storageFailed(failure.value)
 
     def _logSynced(self, mark: SyncMark, upTo: int, started: float) -> None:
@@ -942,7 +942,7 @@ class RaftNode:
         if self.logManager.synced(mark):
             self.observer.synced(self.clock.seconds() - started)
             self._process(self.core.persisted(upTo))
-        if self.logManager.unsynced and not self.silent:
+        if self.logManager.unsynced:
             self._syncSoon()
 
     def _noticeMembership(self) -> None:
