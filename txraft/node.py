@@ -535,11 +535,7 @@ class RaftNode:
         down to half as many.  Meanwhile the listening side reads no more
         requests (flow control, as for a client that reads no answers).
         """
-        if self._drained is None and (
-            # backlog(), inlined: this runs for every request.
-            len(self._batch) + len(self._waiting) + len(self._readBatch) + len(self._reads)
-            < self.maxBacklog
-        ):
+        if self._drained is None and self.backlog() < self.maxBacklog:
             return None
         if self._drained is None:
             self._drained = []
