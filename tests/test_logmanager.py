@@ -15,7 +15,7 @@ from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import Entry, HardState, Snapshot
 from txraft.snapshots import FileSnapshotStore
-from txraft.storage import FileLogStore, FileStateStore, StorageError
+from txraft.storage import FileLogStore, FileStateStore, StorageError, lockDataDirectory
 
 ENTRIES = [
     Entry(1, 1, NOOP),
@@ -246,6 +246,27 @@ class ApplyTests(SynchronousTestCase):
         """
         self.assertEqual(self.manager.apply([]), [])
         self.assertEqual(self.manager.lastApplied, 0)
+
+
+class StopTests(SynchronousTestCase):
+    """Tests for L{LogManager.stopService}."""
+
+    def test_releasesTheDataDirectoryLock(self) -> None:
+        """
+        Stopping releases the data directory's lock it was given, once: the
+        same node may lock the directory again (a restart in one process).
+        """
+        directory = temporaryDirectory(self)
+        manager = LogManager(
+            FileLogStore(os.path.join(directory, "s1.log")),
+            FileStateStore(os.path.join(directory, "s1.state")),
+            KeyValueStore(),
+            dataDirectoryLock=lockDataDirectory(directory, "s1"),
+        )
+        manager.stopService()
+        self.assertIsNone(manager.dataDirectoryLock)
+        manager.stopService()
+        self.addCleanup(os.close, lockDataDirectory(directory, "s1"))
 
 
 class RecoverTests(SynchronousTestCase):
