@@ -291,6 +291,43 @@ class KeyValueStoreTests(SynchronousTestCase):
         self.assertEqual(first.apply("show"), second.apply("show"))
 
 
+class SetFastPathTests(SynchronousTestCase):
+    """
+    L{KeyValueStore.apply} reads a canonical C{set} in place, not through
+    L{parseCommand}: it must agree with it on every text that starts so.
+    """
+
+    def test_agreesWithParseCommand(self) -> None:
+        """
+        Each text gets the answer, and leaves the map, that applying
+        L{parseCommand}'s reading of it gives (or its error).
+        """
+        texts = [
+            "set k v",
+            "set k two words",
+            "set k  leading space",
+            "set  k v",
+            "set \tk v",
+            "set k",
+            "set k ",
+            "set ",
+            "set k v\x01",
+            "set k\x7fv w",
+            "set k\tv w",
+        ]
+        for text in texts:
+            store = KeyValueStore()
+            answer = store.apply(text)
+            try:
+                command = parseCommand(text)
+            except CommandError as e:
+                self.assertEqual((answer, store.data.toDict()), (f"ERROR {e}", {}), text)
+            else:
+                self.assertEqual(
+                    (answer, store.data.toDict()), ("OK", {command.key: command.value}), text
+                )
+
+
 class SnapshotTests(SynchronousTestCase):
     """Capturing and restoring the whole map, for snapshots."""
 

@@ -747,8 +747,8 @@ class InvariantChecker:
         core = node.core
         applicable = core.commitIndex
         if core.role == LEADER:
-            applicable = min(applicable, max(core.durableIndex, node.logManager.lastApplied))
-        if applied > core.commitIndex or (applied < applicable and not installing):
+            applicable = min(applicable, core.durableIndex)
+        if applied > applicable or (applied < applicable and not installing):
             self.fail(
                 f"{node.name} applied up to {applied} but commitIndex is {core.commitIndex}"
                 + (f" and durableIndex {core.durableIndex}" if core.role == LEADER else "")
