@@ -89,10 +89,11 @@ def buildNode(
     """
     clock = clock if clock is not None else Clock()
     sent: list[tuple[str, Message]] = []
+    manager = options.pop("logManager", None)
     node = RaftNode(
         "s1",
         makeConfig(names),
-        LogManager(MemoryLogStore(), MemoryStateStore(), KeyValueStore()),
+        manager or LogManager(MemoryLogStore(), MemoryStateStore(), KeyValueStore()),
         clock,
         lambda peer, message: sent.append((peer, message)),
         electionTicks=(10, 20),
@@ -1069,7 +1070,7 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
         since the last one, in this reactor turn when no background runner
         is given (and a tick came since the last one).
         """
-        node, clock, _ = buildNode(snapshotEntries=2)
+        node, clock, _ = buildNode(snapshotEntries=2, snapshotGrowth=0.0)
         electSingleNode(node)
         taken = []
         for i in range(4):
@@ -1079,6 +1080,61 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
             node.ticks(1)
         # The no-op and the first set make 2; then every second entry.
         self.assertEqual(taken, [2, 2, 4, 4])
+
+    def test_snapshotWaitsForTheLogToGrowWithTheState(self) -> None:
+        """
+        With C{snapshotGrowth}, a snapshot also waits until the commands
+        applied since the last one add up to that share of its size: a large
+        state is not written again every few entries.
+        """
+        node, clock, _ = buildNode(snapshotEntries=1, snapshotGrowth=1.0)
+        electSingleNode(node)
+        clientRequest(node, "c1", "set big " + "x" * 100)
+        clock.advance(0)
+        first = node.logManager.snapshot
+        assert first is not None
+        size = len(first.data)
+        applied = 0
+        for i in range(size // 20):
+            node.ticks(1)
+            clientRequest(node, "c1", f"set k{i:03} {'v' * 10}")  # 20 bytes
+            clock.advance(0)
+            applied += 20
+            if applied < size:
+                self.assertIs(node.logManager.snapshot, first)
+        node.ticks(1)
+        clientRequest(node, "c1", f"set k{i:03} {'v' * 10}")
+        clock.advance(0)
+        self.assertEqual(node.logManager.snapshot.index, node.logManager.lastApplied)
+
+    def test_growthCountsTheRecoveredLog(self) -> None:
+        """
+        A node that restarts counts the commands its log holds after its
+        snapshot toward the next one as it applies them again, so restarts
+        do not put it off.
+        """
+        manager = LogManager(MemoryLogStore(), MemoryStateStore(), KeyValueStore())
+        node, clock, _ = buildNode(snapshotEntries=1, snapshotGrowth=1.0, logManager=manager)
+        electSingleNode(node)
+        clientRequest(node, "c1", "set big " + "x" * 100)
+        clock.advance(0)
+        first = manager.snapshot
+        assert first is not None
+        command = "set k " + "v" * (len(first.data) - 6)
+        node.ticks(1)
+        clientRequest(node, "c1", command[:-10])
+        clock.advance(0)
+        self.assertIs(manager.snapshot, first)
+
+        again = LogManager(
+            manager.logStore, manager.stateStore, KeyValueStore(), manager.snapshotStore
+        )
+        restarted, clock, _ = buildNode(snapshotEntries=1, snapshotGrowth=1.0, logManager=again)
+        electSingleNode(restarted)
+        self.assertEqual(again.snapshot, first)
+        clientRequest(restarted, "c1", "set k2 " + "v" * 10)
+        clock.advance(0)
+        self.assertEqual(again.snapshot.index, again.lastApplied)
 
     def test_oneSnapshotAtATime(self) -> None:
         """While a snapshot is being written, no other one starts."""

@@ -723,9 +723,10 @@ class StartupErrorTests(ProcessTestCase):
 class SnapshotProcessTests(ProcessTestCase):
     """
     Snapshots, InstallSnapshot and log compaction in real node processes
-    run with C{--snapshot-entries 100}, and C{--trailing-entries 0}: a
-    compaction keeps none of the entries its snapshot covers, so a follower
-    that lacks any of them needs the snapshot (dissertation chapter 5).
+    run with C{--snapshot-entries 100}, C{--snapshot-growth 0} and
+    C{--trailing-entries 0}: a compaction keeps none of the entries its
+    snapshot covers, so a follower that lacks any of them needs the
+    snapshot (dissertation chapter 5).
     """
 
     #: What the nodes are given as C{--snapshot-entries}.
@@ -734,10 +735,17 @@ class SnapshotProcessTests(ProcessTestCase):
     def makeSnapshottingCluster(self) -> LocalCluster:
         """
         A three-node cluster that snapshots every L{SNAPSHOT_ENTRIES}
-        entries and keeps none it covers.
+        entries, however large the map, and keeps none it covers.
         """
         return self.makeCluster(
-            extraArgs=["--snapshot-entries", str(self.SNAPSHOT_ENTRIES), "--trailing-entries", "0"]
+            extraArgs=[
+                "--snapshot-entries",
+                str(self.SNAPSHOT_ENTRIES),
+                "--snapshot-growth",
+                "0",
+                "--trailing-entries",
+                "0",
+            ]
         )
 
     def settled(

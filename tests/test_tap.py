@@ -22,7 +22,7 @@ from txraft.auth import readKeyFile, writeKeyFile
 from txraft.core import MAX_INFLIGHT_APPENDS, TRAILING_ENTRIES
 from txraft.membership import Membership
 from txraft.metrics import NodeMetrics
-from txraft.node import MAX_BACKLOG, NullObserver
+from txraft.node import MAX_BACKLOG, SNAPSHOT_GROWTH, NullObserver
 from txraft.service import RaftService
 from txraft.web import HTTPService
 
@@ -406,6 +406,24 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(service.node.core.trailingEntries, TRAILING_ENTRIES)
         error = self.assertRaises(usage.UsageError, self.options, "s2", "--trailing-entries", "-1")
         self.assertEqual(str(error), "--trailing-entries must be at least 0")
+
+    def test_snapshotGrowth(self) -> None:
+        """
+        --snapshot-growth reaches the node, zero included; without it the
+        node uses L{SNAPSHOT_GROWTH}; a negative share or a word is refused.
+        """
+        service = self.makeService(self.options("s2", "--snapshot-growth", "0"))
+        self.assertEqual(service.node.snapshotGrowth, 0.0)
+        service = self.makeService(self.options("s1", "--snapshot-growth", "2.5"))
+        self.assertEqual(service.node.snapshotGrowth, 2.5)
+        service = self.makeService(self.options("s3"))
+        self.assertEqual(service.node.snapshotGrowth, SNAPSHOT_GROWTH)
+        error = self.assertRaises(usage.UsageError, self.options, "s2", "--snapshot-growth", "-1")
+        self.assertEqual(str(error), "--snapshot-growth must be at least 0")
+        error = self.assertRaises(
+            usage.UsageError, self.options, "s2", "--snapshot-growth", "lots"
+        )
+        self.assertIn("--snapshot-growth must be a number, not 'lots'", str(error))
 
     def test_keyedService(self) -> None:
         """

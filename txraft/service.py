@@ -25,7 +25,7 @@ from txraft.interfaces import INodeObserver
 from txraft.logmanager import LogManager
 from txraft.membership import Membership
 from txraft.messages import Message
-from txraft.node import MAX_BACKLOG, SNAPSHOT_ENTRIES, RaftNode
+from txraft.node import MAX_BACKLOG, SNAPSHOT_ENTRIES, SNAPSHOT_GROWTH, RaftNode
 from txraft.peers import PeerLink
 from txraft.protocol import NodeFactory
 from txraft.snapshotting import Background, Snapshotter
@@ -72,6 +72,7 @@ class RaftService(MultiService):
         heartbeatTicks: int = HEARTBEAT_TICKS,
         rng: random.Random | None = None,
         snapshotEntries: int = SNAPSHOT_ENTRIES,
+        snapshotGrowth: float = SNAPSHOT_GROWTH,
         snapshotter: Snapshotter | None = None,
         clusterKey: bytes | None = None,
         maxConnections: int | None = None,
@@ -87,7 +88,8 @@ class RaftService(MultiService):
         """
         @param reactor: the reactor to listen, connect and keep time on.
         @param tickSeconds: the length of one tick of the core's clock.
-        @param snapshotEntries: how many applied entries trigger a snapshot.
+        @param snapshotEntries: how many applied entries trigger a snapshot
+            (with C{snapshotGrowth}: see L{RaftNode}).
         @param snapshotter: how to serialize and write a snapshot (default:
             right away, in the reactor thread; a node forks a child).
         @param clusterKey: the key every peer connection proves (both
@@ -125,6 +127,7 @@ class RaftService(MultiService):
             heartbeatTicks=heartbeatTicks,
             rng=rng,
             snapshotEntries=snapshotEntries,
+            snapshotGrowth=snapshotGrowth,
             snapshotter=snapshotter,
             onFatal=self._fatal,
             observer=observer,

@@ -25,7 +25,7 @@ from txraft.kv import KeyValueStore
 from txraft.logmanager import LogManager
 from txraft.messages import NAME_PATTERN
 from txraft.node import MAX_BACKLOG
-from txraft.service import SNAPSHOT_ENTRIES, RaftService
+from txraft.service import SNAPSHOT_ENTRIES, SNAPSHOT_GROWTH, RaftService
 from txraft.snapshots import FileSnapshotStore
 from txraft.snapshotting import inBackground, inChild
 from txraft.storage import (
@@ -124,8 +124,17 @@ class Options(cli.Options):
             "snapshot-entries",
             None,
             SNAPSHOT_ENTRIES,
-            "Snapshot the state machine and compact the log every this many entries.",
+            "Snapshot the state machine and compact the log every this many entries at least.",
             cli.wholeNumber("snapshot-entries"),
+        ],
+        [
+            "snapshot-growth",
+            None,
+            SNAPSHOT_GROWTH,
+            "... and once the commands since the last snapshot add up to this share of "
+            "its size (0: entries alone): a large map is not written again every few "
+            "entries.",
+            cli.number("snapshot-growth"),
         ],
         [
             "trailing-entries",
@@ -223,6 +232,8 @@ class Options(cli.Options):
             )
         if self["snapshot-entries"] < 1:
             raise usage.UsageError("--snapshot-entries must be at least 1")
+        if self["snapshot-growth"] < 0:
+            raise usage.UsageError("--snapshot-growth must be at least 0")
         if self["trailing-entries"] < 0:
             raise usage.UsageError("--trailing-entries must be at least 0")
         for option in ("max-connections", "max-backlog", "max-inflight"):
@@ -348,6 +359,7 @@ def makeService(options: Options) -> IService:
             heartbeatTicks=_ticks(options["heartbeat"]),
             rng=random.SystemRandom(),
             snapshotEntries=options["snapshot-entries"],
+            snapshotGrowth=options["snapshot-growth"],
             snapshotter=(
                 inChild(reactor, threads.deferToThread)
                 if options["snapshot-writer"] == "fork"

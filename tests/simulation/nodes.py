@@ -149,6 +149,7 @@ class SimNode:
                 rng=random.Random(sim.rng.getrandbits(64)),
                 maxAppendBytes=options.maxAppendBytes or MAX_APPEND_BYTES,
                 snapshotEntries=options.snapshotEntries or None,
+                snapshotGrowth=options.snapshotGrowth or 0.0,
                 snapshotter=inBackground(self._background),
                 saveInBackground=self._background,
                 syncInBackground=self._syncLater,

@@ -70,6 +70,10 @@ class SimulationOptions:
     maxAppendBytes: int | None = None
     #: Take a snapshot every this many applied entries (0: never).
     snapshotEntries: int | None = None
+    #: ... and once the commands since the last one add up to this share of
+    #: its size (C{--snapshot-growth}).  Drawn from a generator of its own,
+    #: as C{maxBacklog} is.
+    snapshotGrowth: float | None = None
     #: InstallSnapshot carries at most this many bytes (0: the core's default).
     snapshotChunkBytes: int | None = None
     #: Writing a snapshot in the background takes up to this long.
@@ -200,6 +204,9 @@ class Simulation:
             maxBacklog=options.maxBacklog
             if options.maxBacklog is not None
             else random.Random(f"backlog {self.seed}").choice((0, 2, 3)),
+            snapshotGrowth=options.snapshotGrowth
+            if options.snapshotGrowth is not None
+            else random.Random(f"growth {self.seed}").choice((0.0, 0.0, 0.5, 2.0)),
             trailingEntries=options.trailingEntries
             if options.trailingEntries is not None
             else random.Random(f"trailing {self.seed}").choice((0, 0, 3, 12)),
