@@ -9,7 +9,10 @@ is installed.  One load generator (C{loadgen.py}, one thread) drives the
 leader of each in the same shape:
 
   - sequential C{set}: one request at a time on one connection (latency);
-  - pipelined C{set}s of unique keys on several connections for some seconds;
+  - pipelined C{set}s on several connections for some seconds, cycling over
+    C{--keys} keys, so that every system ends it holding the same map (with
+    a new key per write a faster system would hold more, and its memory
+    would say so rather than what it spends per key);
   - pipelined C{get}s of the keys the sequential phase wrote, as long;
 
 and the table gives writes/s, sequential p50/p99, reads/s, each node's peak
@@ -64,6 +67,13 @@ class Options(usage.Options):
             int,
         ],
         ["value-size", None, 16, "Bytes per value.", int],
+        [
+            "keys",
+            "k",
+            100_000,
+            "Distinct keys the pipelined writes cycle over (0: a new key for each).",
+            int,
+        ],
         ["systems", None, ",".join(SYSTEMS), "Comma-separated systems to run."],
         ["etcd", None, "etcd", "The etcd binary (apt-get install -y etcd-server)."],
     ]
@@ -75,6 +85,8 @@ class Options(usage.Options):
         for name in ("sequential", "connections", "window", "etcd-connections", "value-size"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
+        if self["keys"] < 0:
+            raise usage.UsageError("--keys must be at least 0")
         if self["seconds"] <= 0:
             raise usage.UsageError("--seconds must be positive")
         self["systems"] = [name for name in self["systems"].split(",") if name]
@@ -95,6 +107,17 @@ def makeSystem(name: str, options: Options) -> System | str:
     if binary is None:
         return f"no {options['etcd']!r} binary (apt-get install -y etcd-server)"
     return Etcd(binary, options["etcd-connections"])
+
+
+def pipelinedKey(connection: int, number: int, connections: int, keys: int) -> str:
+    """
+    The key of write C{number} on C{connection} of C{connections}: the
+    next of C{keys} keys in turn over all connections, or a new key if
+    C{keys} is 0.
+    """
+    if keys:
+        return f"p{(number * connections + connection) % keys}"
+    return f"p{connection}-{number}"
 
 
 def measure(system: System, options: Options) -> Measurement:
@@ -123,10 +146,11 @@ def measure(system: System, options: Options) -> Measurement:
             count=count,
             seconds=options["seconds"],
         )
+        keys = options["keys"]
         writes = drive(
             address,
             codec,
-            lambda i, j: ("set", f"p{i}-{j}", value),
+            lambda i, j: ("set", pipelinedKey(i, j, connections, keys), value),
             seconds=options["seconds"],
             **pipelined,
         )

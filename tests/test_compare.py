@@ -44,8 +44,28 @@ class OptionsTests(SynchronousTestCase):
 
     def test_badValues(self) -> None:
         """An unknown system, a zero count or a non-positive duration is refused."""
-        for argv in (["--systems", "redis"], ["--window", "0"], ["--seconds", "0"]):
+        for argv in (
+            ["--systems", "redis"],
+            ["--window", "0"],
+            ["--seconds", "0"],
+            ["--keys", "-1"],
+        ):
             self.assertRaises(usage.UsageError, compare.Options().parseOptions, argv)
+
+    def test_pipelinedKeys(self) -> None:
+        """
+        Pipelined writes cycle over C{--keys} keys (100,000 by default),
+        across all connections, so that every system ends the phase holding
+        the same map; with 0 every write is a new key.
+        """
+        options = compare.Options()
+        options.parseOptions([])
+        self.assertEqual(options["keys"], 100_000)
+        keys = {compare.pipelinedKey(i, j, 4, 10) for i in range(4) for j in range(5)}
+        self.assertEqual(keys, {f"p{n}" for n in range(10)})
+        self.assertEqual(compare.pipelinedKey(1, 2, 4, 10), "p9")
+        fresh = {compare.pipelinedKey(i, j, 4, 0) for i in range(4) for j in range(5)}
+        self.assertEqual(len(fresh), 20)
 
     def test_missingEtcd(self) -> None:
         """Without an etcd binary the system is a reason to skip, naming the package."""
