@@ -772,6 +772,28 @@ class LeaderReplicationTests(SynchronousTestCase):
         net.deliver()
         self.assertEqual(net["a"].commitIndex, 4)
 
+    def test_batchSentAsOneTupleToEveryFollower(self) -> None:
+        """
+        A new batch goes to every follower as the very same tuple, so that
+        it is encoded once; once the log has changed, the next append is
+        cut afresh, even from the same index.
+        """
+        core = makeCore(terms=[1, 1])
+        makeLeader(core)
+        for peer in core.peers:
+            core.step(peer, AppendEntriesResponse(core.currentTerm, True, matchIndex=3))
+        sent = appendsIn(core.propose(["set x 1", "set y 2"]))
+        self.assertEqual([e.command for e in sent["b"].entries], ["set x 1", "set y 2"])
+        self.assertIs(sent["b"].entries, sent["c"].entries)
+        for peer in core.peers:
+            core.progress(peer).nextIndex = 4
+            core.progress(peer).inflight.clear()
+        again = appendsIn(core.propose(["set z 3"]))
+        self.assertEqual(
+            [e.command for e in again["b"].entries], ["set x 1", "set y 2", "set z 3"]
+        )
+        self.assertIs(again["b"].entries, again["c"].entries)
+
     def test_probeModeOneOutstanding(self) -> None:
         """
         While the leader does not know where a follower's log matches, it

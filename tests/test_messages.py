@@ -3,10 +3,12 @@ Tests for L{txraft.messages}: the RPC records and the C{SENDER@RPC JSON} wire fo
 """
 
 import json
+from unittest.mock import patch
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
+from txraft import messages
 from txraft.messages import (
     RPC_NAMES,
     AppendEntries,
@@ -101,7 +103,27 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(
             line,
             's1@AppendEntries {"term":3,"prevLogIndex":5,"prevLogTerm":2,'
-            '"entries":[[6,3,"set a 1"]],"leaderCommit":5}',
+            '"leaderCommit":5,"entries":[[6,3,"set a 1"]]}',
+        )
+
+    def test_entriesEncodedOncePerTuple(self) -> None:
+        """
+        The same tuple of entries sent twice in a row (a batch to each
+        follower) is encoded once; another tuple is encoded afresh, and an
+        append without entries still carries an empty array.
+        """
+        entries = (Entry(6, 3, "set a 1"), Entry(7, 3, "set b 2"))
+        first = formatMessage("s1", AppendEntries(3, 5, 2, entries, 5))
+        with patch.object(messages.json, "dumps", wraps=json.dumps) as dumps:
+            second = formatMessage("s1", AppendEntries(3, 5, 2, entries, leaderCommit=6))
+            self.assertEqual(dumps.call_count, 1)
+            third = formatMessage("s1", AppendEntries(3, 5, 2, (Entry(6, 3, "set a 9"),), 5))
+            self.assertEqual(dumps.call_count, 3)
+        self.assertEqual(parseMessage(first.partition("@")[2]).entries, entries)
+        self.assertEqual(parseMessage(second.partition("@")[2]).entries, entries)
+        self.assertEqual(parseMessage(third.partition("@")[2]).entries, (Entry(6, 3, "set a 9"),))
+        self.assertTrue(
+            formatMessage("s1", AppendEntries(3, 5, 2, (), 5)).endswith(',"entries":[]}')
         )
 
     def test_responseDefaults(self) -> None:

@@ -398,6 +398,9 @@ class RaftCore:
         self._readQueue: list[object] = []
         self._readsOut: _ReadRound | None = None
         self.leadTransferee: str | None = None
+        # The entries last sent in an AppendEntries, and where they were cut
+        # from (L{_entriesFrom}).
+        self._lastSent: tuple[int, Entry | None, tuple[Entry, ...]] = (0, None, ())
         self._transferElapsed = 0
         self._persisted = hardState
         #: The last index of this server's log known to be on its disk (the
@@ -1013,16 +1016,12 @@ class RaftCore:
         if full and not heartbeat:
             return
         prevIndex = progress.nextIndex - 1
-        entries = (
-            []
-            if full
-            else self.log.slice(progress.nextIndex, self.log.lastIndex + 1, self.maxAppendBytes)
-        )
+        entries = () if full else self._entriesFrom(progress.nextIndex)
         message = AppendEntries(
             self.currentTerm,
             prevIndex,
             self.log.term(prevIndex),
-            tuple(entries),
+            entries,
             self.commitIndex,
             self._readRound,
         )
@@ -1032,6 +1031,25 @@ class RaftCore:
         elif entries:
             progress.nextIndex = entries[-1].index + 1
             progress.inflight.append(entries[-1].index)
+
+    def _entriesFrom(self, start: int) -> tuple[Entry, ...]:
+        """
+        The entries an AppendEntries carries from C{start} on: the very
+        tuple of the last one when it would hold the same, as when a leader
+        sends a new batch to each follower in turn, so that the batch is
+        encoded once (L{txraft.messages.formatMessage}).  The log's last
+        entry being the same object shows that nothing was cut meanwhile.
+        """
+        log = self.log
+        if start > log.lastIndex:
+            return ()
+        last = log.entry(log.lastIndex)
+        sentStart, sentLast, sent = self._lastSent
+        if sentStart == start and sentLast is last:
+            return sent
+        entries = tuple(log.slice(start, log.lastIndex + 1, self.maxAppendBytes))
+        self._lastSent = (start, last, entries)
+        return entries
 
     def _handleAppendResponse(self, peer: str, response: AppendEntriesResponse) -> None:
         progress = self._progress.get(peer)

@@ -207,9 +207,12 @@ _RECORDS: dict[str, type] = {
 #: The RPC names that mark a line as a peer line rather than a client command.
 RPC_NAMES = frozenset(_RECORDS)
 
-#: Each record's fields with their defaults, in order, for L{formatMessage}.
+#: Each record's fields with their defaults, in order, for L{formatMessage}
+#: (which writes an AppendEntries' entries last, on their own).
 _FIELDS: dict[type, tuple[tuple[str, object], ...]] = {
-    cls: tuple((field.name, field.default) for field in attrs.fields(cls))
+    cls: tuple(
+        (field.name, field.default) for field in attrs.fields(cls) if field.name != "entries"
+    )
     for cls in _RECORDS.values()
 }
 
@@ -271,13 +274,30 @@ def formatMessage(sender: str, message: Message) -> str:
         value = getattr(message, name)
         if value != default:
             fields[name] = value
-    if isinstance(message, AppendEntries):
-        # JSON writes a tuple, an Entry too, as an array: [index, term, command] each.
-        fields["entries"] = message.entries
     if isinstance(message, InstallSnapshot):
         fields["data"] = base64.b64encode(message.data).decode("ascii")
     body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(message, AppendEntries):
+        # Its other fields have no defaults: the object is never empty.
+        body = f'{body[:-1]},"entries":{_encodeEntries(message.entries)}}}'
     return f"{sender}@{type(message).__name__} {body}"
+
+
+#: The entries L{_encodeEntries} encoded last, and their JSON.
+_lastEncoded: tuple[tuple[Entry, ...], str] = ((), "[]")
+
+
+def _encodeEntries(entries: tuple[Entry, ...]) -> str:
+    """
+    C{entries} as a JSON array of C{[index, term, command]} arrays; the
+    same tuple twice in a row is encoded once (a leader sends each batch to
+    every follower: the core hands them the very same tuple).  The tuple
+    and the entries in it never change, so it is safe to tell by identity.
+    """
+    global _lastEncoded
+    if _lastEncoded[0] is not entries:
+        _lastEncoded = (entries, json.dumps(entries, ensure_ascii=False, separators=(",", ":")))
+    return _lastEncoded[1]
 
 
 def parseMessage(text: str) -> Message:
