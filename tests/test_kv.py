@@ -12,7 +12,14 @@ import random
 from twisted.trial.unittest import SynchronousTestCase
 
 import txraft.kv
-from txraft.kv import RESTORE_STEP_BYTES, Command, CommandError, KeyValueStore, parseCommand
+from txraft.kv import (
+    RESTORE_STEP_BYTES,
+    Command,
+    CommandError,
+    KeyValueStore,
+    canonicalWord,
+    parseCommand,
+)
 from txraft.sessions import SessionTable
 
 
@@ -326,6 +333,83 @@ class SetFastPathTests(SynchronousTestCase):
                 self.assertEqual(
                     (answer, store.data.toDict()), ("OK", {command.key: command.value}), text
                 )
+
+
+class CanonicalWordTests(SynchronousTestCase):
+    """
+    L{canonicalWord} names the command of a text that is already its own
+    L{Command.text}, for the node to pass on unparsed; it must never name
+    one that L{parseCommand} would refuse or write differently.
+    """
+
+    TEXTS = [
+        "set k v",
+        "set k two  words",
+        "set k\tv w",
+        "set k  leading space",
+        "set  k v",
+        "set \tk v",
+        "set k",
+        "set k ",
+        "set ",
+        "set k v\x01",
+        "set k\x7fv w",
+        "get k",
+        "get k ",
+        "get  k",
+        "get k\tv",
+        "get k\u3000v",
+        "get k\xa0",
+        "get \x00",
+        "get ",
+        "get",
+        "getk",
+        "delete k",
+        "show",
+        " set k v",
+        "SET k v",
+        "set k \u00e9t\u00e9",
+        "get \u00e9t\u00e9",
+    ]
+
+    def test_agreesWithParseCommand(self) -> None:
+        """
+        Wherever it names a word, L{parseCommand} reads the text as that
+        command and writes it back unchanged.
+        """
+        named = []
+        for text in self.TEXTS:
+            word = canonicalWord(text)
+            if word is None:
+                continue
+            named.append(text)
+            command = parseCommand(text)
+            self.assertEqual((command.name, command.text), (word, text), repr(text))
+        self.assertEqual(
+            named,
+            [
+                "set k v",
+                "set k two  words",
+                "set k\tv w",
+                "set k  leading space",
+                "set \tk v",
+                "get k",
+                "set k \u00e9t\u00e9",
+                "get \u00e9t\u00e9",
+            ],
+        )
+
+    def test_randomTexts(self) -> None:
+        """The same, over random texts made of the characters that matter."""
+        rng = random.Random(4)
+        alphabet = ["s", "e", "t", "g", " ", " ", "k", "v", "\t", "\x01", "\u3000", "\x7f"]
+        for _ in range(20_000):
+            word = rng.choice(["set ", "get ", "", "delete "])
+            text = word + "".join(rng.choice(alphabet) for _ in range(rng.randrange(6)))
+            named = canonicalWord(text)
+            if named is not None:
+                command = parseCommand(text)
+                self.assertEqual((command.name, command.text), (named, text), repr(text))
 
 
 class SnapshotTests(SynchronousTestCase):

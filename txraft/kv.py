@@ -64,6 +64,25 @@ class Command(NamedTuple):
         return self.name
 
 
+def canonicalWord(text: str) -> str | None:
+    """
+    C{"set"} or C{"get"} if C{text} is a valid command of that word written
+    exactly as its L{Command.text} (one space after the word and after a
+    set's key, no control character): most requests, which then need no
+    full L{parseCommand}.  L{None} for anything else, valid or not.
+    """
+    word = text[:4]
+    if word == "set ":
+        key, _, value = text[4:].partition(" ")
+        if key and value and not _CONTROL.search(text):
+            return "set"
+    elif word == "get ":
+        key = text[4:]
+        if key and key.isprintable() and " " not in key:
+            return "get"
+    return None
+
+
 def parseCommand(text: str) -> Command:
     """
     Parse a client command.  C{set KEY VALUE} takes the rest of the line as

@@ -48,7 +48,7 @@ from txraft.core import (
 )
 from txraft.installation import Installation
 from txraft.interfaces import INodeObserver, IRequestHandler, IResponseHandler
-from txraft.kv import COMMAND_WORDS, READS, CommandError, parseCommand
+from txraft.kv import COMMAND_WORDS, READS, CommandError, canonicalWord, parseCommand
 from txraft.logmanager import LogManager, SyncMark
 from txraft.membership import Membership
 from txraft.messages import (
@@ -62,7 +62,7 @@ from txraft.messages import (
     Snapshot,
 )
 from txraft.reads import PendingRead, ReadQueue
-from txraft.replies import Reply
+from txraft.replies import AlreadyAnsweredError, Reply
 from txraft.sessions import UNNUMBERED_ONLY, Numbered
 from txraft.snapshotting import Background, Snapshotter, inBackground
 from txraft.storage import StorageError
@@ -153,6 +153,33 @@ class NullObserver:
 
     def snapshotTaken(self, seconds: float) -> None:
         """Ignore how long a snapshot took."""
+
+
+class _ObservedReply(Reply):
+    """
+    A client request's L{Reply} that tells the node's observer of its
+    answer, and of the time since C{arrived} (L{INodeObserver.answered}).
+    """
+
+    __slots__ = ("arrived", "node", "word")
+
+    def __init__(self, respond: Callable[[str], object], node: RaftNode, arrived: float) -> None:
+        # Reply.__init__'s two fields set here: one call less per request.
+        self.respond = respond
+        self.called = False
+        self.node = node
+        self.arrived = arrived
+        #: The request's command word, once known.
+        self.word = "invalid"
+
+    def give(self, answer: str) -> None:
+        """Tell the observer, then answer (once: see L{Reply.give})."""
+        if self.called:
+            raise AlreadyAnsweredError(f"answered twice, now with {answer!r}")
+        self.called = True
+        node = self.node
+        node.observer.answered(self.word, answer, node.clock.seconds() - self.arrived)
+        self.respond(answer)
 
 
 @implementer(IRequestHandler, IResponseHandler)
@@ -466,15 +493,8 @@ class RaftNode:
         records it (see L{txraft.sessions}).  The observer hears of every
         answer.
         """
-        arrived = self.clock.seconds()
-
-        # Called only once _dispatch below has named the command word.
-        def observed(answer: str) -> None:
-            self.observer.answered(word, answer, self.clock.seconds() - arrived)
-            respond(answer)
-
-        reply = Reply(observed)
-        word, answer = self._dispatch(clientId, text, seq, reply)
+        reply = _ObservedReply(respond, self, self.clock.seconds())
+        reply.word, answer = self._dispatch(clientId, text, seq, reply)
         if isinstance(answer, str):
             reply.give(answer)
         elif answer is not None:
@@ -493,6 +513,12 @@ class RaftNode:
         The command word of a request (C{invalid} if none), and its answer
         now, or a Deferred of it, or L{None} once C{reply} waits for it.
         """
+        if seq is None:
+            word = canonicalWord(text)
+            if word == "set":
+                return word, self._execute(text, reply)
+            if word is not None:
+                return word, self._read(text, reply)
         try:
             if text.partition(" ")[0] in COMMAND_WORDS:
                 # The usual request: no status or administrative word can be it.

@@ -45,7 +45,7 @@ from txraft.messages import (
     splitSender,
 )
 from txraft.ratelimit import LogLimiter
-from txraft.sessions import Request, RequestError, splitRequest
+from txraft.sessions import RequestError, splitRequest
 
 #: The default reason of a connection's end, as Twisted's own protocols use.
 CONNECTION_DONE = Failure(ConnectionDone())
@@ -184,7 +184,7 @@ class NodeProtocol(LineReceiver):
             self._pause("answers")
         answer = self._dispatch(line, slot)
         if answer is not None:
-            self._fill(answer, slot)
+            self._fill(slot, answer)
 
     def _dispatch(self, line: bytes, slot: list[str | None]) -> str | None:
         """The answer to C{line}, or L{None} if the node will fill C{slot} with it."""
@@ -194,25 +194,23 @@ class NodeProtocol(LineReceiver):
             return "ERROR request is not valid UTF-8"
         if "@" not in text:
             # A bare command, most clients' every line: no sender to split off.
-            request = Request(None, None, text)
+            clientId, seq, command = None, None, text
         else:
             sender, rest = splitSender(text)
             if sender is not None and rpcName(rest):
                 answer = self._peerLine(sender, rest)
                 if isinstance(answer, Deferred):
-                    answer.addCallback(self._fill, slot=slot)
+                    answer.addCallback(partial(self._fill, slot))
                     return None
                 return answer
             try:
-                request = splitRequest(text)
+                clientId, seq, command = splitRequest(text)
             except RequestError as e:
                 return answers.error(str(e))
-        if self._needsProof() and request.command.split(" ", 1)[0] in ADMIN_COMMANDS:
+        if self._needsProof() and command.split(" ", 1)[0] in ADMIN_COMMANDS:
             return NOT_AUTHORIZED
         try:
-            self.node.submit(
-                request.clientId, request.command, request.seq, partial(self._fill, slot=slot)
-            )
+            self.node.submit(clientId, command, seq, partial(self._fill, slot))
         except Exception:
             self.log.failure("request failed")
             if slot[0] is None:
@@ -326,24 +324,29 @@ class NodeProtocol(LineReceiver):
         self.transport.pauseProducing()
         slot: list[str | None] = [None]
         self._slots.append(slot)
-        self._fill(answer, slot)
+        self._fill(slot, answer)
 
     @staticmethod
     def _looksLikePeerLine(line: bytes) -> bool:
         sender, rest = splitSender(line[:200].decode("utf-8", "replace"))
         return sender is not None and rpcName(rest) is not None
 
-    def _fill(self, response: str, slot: list[str | None]) -> None:
+    def _fill(self, slot: list[str | None], response: str) -> None:
+        """Fill C{slot} with C{response}; write every answer ready at the front."""
         slot[0] = response
         slots = self._slots
         if slots and slots[0][0] is not None:
             if self.session is None:
-                # Every answer ready at the front, in one write.
-                ready = []
-                while slots and slots[0][0] is not None:
-                    ready.append(slots.popleft()[0])
-                ready.append("")
-                self.transport.write("\n".join(ready).encode("utf-8"))
+                if len(slots) == 1 or slots[1][0] is None:
+                    # The usual case: answers come in order, one at a time.
+                    self.transport.write(f"{slots.popleft()[0]}\n".encode())
+                else:
+                    # Every answer ready at the front, in one write.
+                    ready = []
+                    while slots and slots[0][0] is not None:
+                        ready.append(slots.popleft()[0])
+                    ready.append("")
+                    self.transport.write("\n".join(ready).encode("utf-8"))
             else:
                 while slots and slots[0][0] is not None:
                     self.sendLine(slots.popleft()[0].encode("utf-8"))
