@@ -794,6 +794,25 @@ class LeaderReplicationTests(SynchronousTestCase):
         )
         self.assertIs(again["b"].entries, again["c"].entries)
 
+    def test_rewrittenLogCutAfresh(self) -> None:
+        """
+        Entries cut from the end and written again up to the same index are
+        sent as they now are, not as the tuple cut before.
+        """
+        core = makeCore(terms=[1, 1])
+        makeLeader(core)
+        for peer in core.peers:
+            core.step(peer, AppendEntriesResponse(core.currentTerm, True, matchIndex=3))
+        core.propose(["set x 1"])
+        core.log.truncateFrom(4)
+        core.log.append([Entry(4, core.currentTerm, "set x 2")])
+        for peer in core.peers:
+            core.progress(peer).nextIndex = 4
+            core.progress(peer).inflight.clear()
+        core.tick()
+        sent = appendsIn(core.tick()) or appendsIn(core.tick()) or appendsIn(core.tick())
+        self.assertEqual([e.command for e in sent["b"].entries], ["set x 2"])
+
     def test_probeModeOneOutstanding(self) -> None:
         """
         While the leader does not know where a follower's log matches, it

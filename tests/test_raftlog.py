@@ -2,10 +2,13 @@
 Tests for L{txraft.raftlog}.
 """
 
+import gc
+
 from twisted.trial.unittest import SynchronousTestCase
 
+from txraft.core import RaftCore
 from txraft.messages import Entry
-from txraft.raftlog import CompactedError, RaftLog
+from txraft.raftlog import RELEASE_CHUNK, CompactedError, RaftLog
 
 
 def logWithTerms(*terms: int) -> RaftLog:
@@ -297,3 +300,76 @@ class SnapshotPointTests(SynchronousTestCase):
         self.assertEqual(str(error), "entry 7 does not follow 5")
         error = self.assertRaises(ValueError, log.append, [Entry(6, 2, "set k 6")])
         self.assertEqual(str(error), "entry 6 has a term before 3")
+
+
+class ReleaseTests(SynchronousTestCase):
+    """A compaction lets go of what it drops a chunk at a time."""
+
+    def test_compactionReleasesAChunkAtATime(self) -> None:
+        """
+        A compaction keeps the entries it drops but for L{RELEASE_CHUNK} of
+        them, and each append or L{RaftLog.release} lets go of as many more,
+        the kept entries untouched.
+        """
+        count = 3 * RELEASE_CHUNK + 10
+        log = logWithTerms(*[1] * (count + 5))
+        log.compact(count)
+        self.assertEqual(log.releasing, count - RELEASE_CHUNK)
+        log.append([Entry(count + 6, 1, "new")])
+        self.assertEqual(log.releasing, count - 2 * RELEASE_CHUNK)
+        log.release()
+        log.release()
+        self.assertEqual(log.releasing, 0)
+        log.release()
+        kept = [Entry(i, 1, f"c{i}") for i in range(count + 1, count + 6)]
+        self.assertEqual(log.slice(count + 1, count + 7), [*kept, Entry(count + 6, 1, "new")])
+
+    def test_restoreReleasesTheWholeLogLikewise(self) -> None:
+        """A snapshot that replaces the whole log lets go of it the same way."""
+        log = logWithTerms(*[1] * (2 * RELEASE_CHUNK))
+        log.restore(5 * RELEASE_CHUNK, 3)
+        self.assertEqual((log.lastIndex, log.releasing), (5 * RELEASE_CHUNK, RELEASE_CHUNK))
+
+    def test_coreTickReleases(self) -> None:
+        """The core lets go of another chunk every tick."""
+        core = RaftCore(
+            "a", ("a",), entries=[Entry(i, 1, "c") for i in range(1, 3 * RELEASE_CHUNK)]
+        )
+        core.log.compact(3 * RELEASE_CHUNK - 1)
+        before = core.log.releasing
+        core.tick()
+        self.assertEqual(core.log.releasing, before - RELEASE_CHUNK)
+
+
+class StorageTests(SynchronousTestCase):
+    """How the log holds its entries."""
+
+    def test_entriesNotTrackedByTheCollector(self) -> None:
+        """
+        Once the garbage collector has looked at them, the entries the log
+        holds are no longer among the objects it tracks (and walks in each
+        full collection); an entry asked for is still an L{Entry}.
+        """
+        log = RaftLog(Entry(i, 1, f"untracked-{i}") for i in range(1, 101))
+        gc.collect()
+        tracked = [o for o in gc.get_objects() if isinstance(o, tuple) and "untracked-7" in o]
+        self.assertEqual(tracked, [])
+        self.assertEqual(log.entry(7), Entry(7, 1, "untracked-7"))
+        self.assertIs(type(log.entry(7)), Entry)
+        self.assertEqual([type(e) for e in log.slice(1, 3)], [Entry, Entry])
+
+    def test_rewritesCountCutsFromTheEnd(self) -> None:
+        """
+        A truncation, or a restore that drops the whole log, counts as a
+        rewrite; appending, compacting and a restore that keeps the log's
+        suffix do not.
+        """
+        log = logWithTerms(1, 1, 2, 2)
+        log.append([Entry(5, 2, "c5")])
+        log.compact(1)
+        log.restore(2, 1)
+        self.assertEqual(log.rewrites, 0)
+        log.truncateFrom(4)
+        self.assertEqual(log.rewrites, 1)
+        log.restore(9, 3)
+        self.assertEqual(log.rewrites, 2)

@@ -398,9 +398,9 @@ class RaftCore:
         self._readQueue: list[object] = []
         self._readsOut: _ReadRound | None = None
         self.leadTransferee: str | None = None
-        # The entries last sent in an AppendEntries, and where they were cut
-        # from (L{_entriesFrom}).
-        self._lastSent: tuple[int, Entry | None, tuple[Entry, ...]] = (0, None, ())
+        # The entries last sent in an AppendEntries, and the start, the log's
+        # last index and its rewrites when they were cut (L{_entriesFrom}).
+        self._lastSent: tuple[tuple[int, int, int], tuple[Entry, ...]] = ((0, 0, -1), ())
         self._transferElapsed = 0
         self._persisted = hardState
         #: The last index of this server's log known to be on its disk (the
@@ -412,7 +412,11 @@ class RaftCore:
     # -- inputs -------------------------------------------------------------
 
     def tick(self) -> Ready:
-        """Advance logical time by one tick: maybe start an election or heartbeat."""
+        """
+        Advance logical time by one tick: maybe start an election or
+        heartbeat; let go of some of the entries a compaction dropped.
+        """
+        self.log.release()
         self._electionElapsed += 1
         if self.role == LEADER:
             self._heartbeatElapsed += 1
@@ -1037,18 +1041,18 @@ class RaftCore:
         The entries an AppendEntries carries from C{start} on: the very
         tuple of the last one when it would hold the same, as when a leader
         sends a new batch to each follower in turn, so that the batch is
-        encoded once (L{txraft.messages.formatMessage}).  The log's last
-        entry being the same object shows that nothing was cut meanwhile.
+        encoded once (L{txraft.messages.formatMessage}): the log's last
+        index and its rewrites the same show that it holds the same entries.
         """
         log = self.log
         if start > log.lastIndex:
             return ()
-        last = log.entry(log.lastIndex)
-        sentStart, sentLast, sent = self._lastSent
-        if sentStart == start and sentLast is last:
+        key = (start, log.lastIndex, log.rewrites)
+        sentKey, sent = self._lastSent
+        if sentKey == key:
             return sent
         entries = tuple(log.slice(start, log.lastIndex + 1, self.maxAppendBytes))
-        self._lastSent = (start, last, entries)
+        self._lastSent = (key, entries)
         return entries
 
     def _handleAppendResponse(self, peer: str, response: AppendEntriesResponse) -> None:
