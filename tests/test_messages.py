@@ -73,6 +73,42 @@ def goodAppend(**overrides: object) -> str:
     return body("AppendEntries", **fields)
 
 
+class FieldKindTests(SynchronousTestCase):
+    """How L{parseMessage} checks each field, worked out once from the records."""
+
+    def test_kinds(self) -> None:
+        """
+        C{entries} and C{data} by their names; a C{bool} or C{str} field by
+        its type, written as the type or as its name (postponed
+        annotations); anything else is a count.
+        """
+        sample = attrs.make_class(
+            "Sample",
+            {
+                "entries": attrs.field(type=tuple),
+                "data": attrs.field(type=bytes),
+                "flag": attrs.field(type=bool),
+                "named": attrs.field(type="bool"),
+                "text": attrs.field(type=str),
+                "label": attrs.field(type="str"),
+                "number": attrs.field(type=int),
+            },
+        )
+        kinds = {field.name: messages._fieldKind(field) for field in attrs.fields(sample)}
+        self.assertEqual(
+            kinds,
+            {
+                "entries": "entries",
+                "data": "data",
+                "flag": "bool",
+                "named": "bool",
+                "text": "str",
+                "label": "str",
+                "number": "count",
+            },
+        )
+
+
 class RoundTripTests(SynchronousTestCase):
     """
     L{formatMessage} and L{parseMessage} are inverse.

@@ -324,6 +324,21 @@ class ReleaseTests(SynchronousTestCase):
         kept = [Entry(i, 1, f"c{i}") for i in range(count + 1, count + 6)]
         self.assertEqual(log.slice(count + 1, count + 7), [*kept, Entry(count + 6, 1, "new")])
 
+    def test_laterCompactionDropsOnlyWhatItCovers(self) -> None:
+        """
+        A compaction of a log compacted before lets go of the entries
+        between the two points only, and keeps the rest.
+        """
+        log = logWithTerms(*[1] * (3 * RELEASE_CHUNK))
+        log.compact(RELEASE_CHUNK)
+        log.release()
+        self.assertEqual(log.releasing, 0)
+        log.compact(RELEASE_CHUNK + 10)
+        self.assertEqual(log.releasing, 0)
+        log.compact(2 * RELEASE_CHUNK + 20)
+        self.assertEqual(log.releasing, RELEASE_CHUNK + 10 - RELEASE_CHUNK)
+        self.assertEqual(log.entry(2 * RELEASE_CHUNK + 21).command, f"c{2 * RELEASE_CHUNK + 21}")
+
     def test_restoreReleasesTheWholeLogLikewise(self) -> None:
         """A snapshot that replaces the whole log lets go of it the same way."""
         log = logWithTerms(*[1] * (2 * RELEASE_CHUNK))
@@ -371,5 +386,7 @@ class StorageTests(SynchronousTestCase):
         self.assertEqual(log.rewrites, 0)
         log.truncateFrom(4)
         self.assertEqual(log.rewrites, 1)
-        log.restore(9, 3)
+        log.truncateFrom(3)
         self.assertEqual(log.rewrites, 2)
+        log.restore(9, 3)
+        self.assertEqual(log.rewrites, 3)
