@@ -298,6 +298,22 @@ class KeyValueStoreTests(SynchronousTestCase):
         self.assertEqual(first.apply("show"), second.apply("show"))
 
 
+#: Texts that start like a set, valid or not, canonical or not.
+SET_TEXTS = [
+    "set k v",
+    "set k two words",
+    "set k  leading space",
+    "set  k v",
+    "set \tk v",
+    "set k",
+    "set k ",
+    "set ",
+    "set k v\x01",
+    "set k\x7fv w",
+    "set k\tv w",
+]
+
+
 class SetFastPathTests(SynchronousTestCase):
     """
     L{KeyValueStore.apply} reads a canonical C{set} in place, not through
@@ -309,20 +325,7 @@ class SetFastPathTests(SynchronousTestCase):
         Each text gets the answer, and leaves the map, that applying
         L{parseCommand}'s reading of it gives (or its error).
         """
-        texts = [
-            "set k v",
-            "set k two words",
-            "set k  leading space",
-            "set  k v",
-            "set \tk v",
-            "set k",
-            "set k ",
-            "set ",
-            "set k v\x01",
-            "set k\x7fv w",
-            "set k\tv w",
-        ]
-        for text in texts:
+        for text in SET_TEXTS:
             store = KeyValueStore()
             answer = store.apply(text)
             try:
@@ -343,17 +346,8 @@ class CanonicalWordTests(SynchronousTestCase):
     """
 
     TEXTS = [
-        "set k v",
+        *SET_TEXTS,
         "set k two  words",
-        "set k\tv w",
-        "set k  leading space",
-        "set  k v",
-        "set \tk v",
-        "set k",
-        "set k ",
-        "set ",
-        "set k v\x01",
-        "set k\x7fv w",
         "get k",
         "get k ",
         "get  k",
@@ -389,10 +383,11 @@ class CanonicalWordTests(SynchronousTestCase):
             named,
             [
                 "set k v",
-                "set k two  words",
-                "set k\tv w",
+                "set k two words",
                 "set k  leading space",
                 "set \tk v",
+                "set k\tv w",
+                "set k two  words",
                 "get k",
                 "set k \u00e9t\u00e9",
                 "get \u00e9t\u00e9",
