@@ -109,6 +109,25 @@ class FieldKindTests(SynchronousTestCase):
         )
 
 
+class EntryTermZeroTests(SynchronousTestCase):
+    """An entry of term 0 is well formed, and refused as no leader's."""
+
+    def test_termZeroEntryRefusedByTheLeaderCheck(self) -> None:
+        """
+        The parse takes any whole number as an entry's term; the check of
+        what a leader can send refuses term 0 (terms start at 1).
+        """
+        error = self.assertRaises(
+            MessageError,
+            parseMessage,
+            'AppendEntries {"term":1,"prevLogIndex":0,"prevLogTerm":0,'
+            '"leaderCommit":0,"entries":[[1,0,"set a 1"]]}',
+        )
+        self.assertEqual(
+            str(error), "AppendEntries: entry terms must be ordered and not after term"
+        )
+
+
 class RoundTripTests(SynchronousTestCase):
     """
     L{formatMessage} and L{parseMessage} are inverse.

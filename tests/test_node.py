@@ -39,7 +39,8 @@ from txraft.messages import (
     RequestVoteResponse,
     Snapshot,
 )
-from txraft.node import MAX_BACKLOG, NullObserver, RaftNode
+from txraft.node import MAX_BACKLOG, NullObserver, RaftNode, _ObservedReply
+from txraft.replies import AlreadyAnsweredError
 from txraft.snapshotting import inBackground
 from txraft.storage import MemoryLogStore, MemoryStateStore, StorageError
 
@@ -697,6 +698,20 @@ def electSingleNode(node: RaftNode) -> None:
     assert node.core.role == LEADER
 
 
+class ObservedReplyTests(SynchronousTestCase):
+    """The reply a client request waits for."""
+
+    def test_answeredOnce(self) -> None:
+        """A second answer is a bug in whoever gave it, and says what it was."""
+        node, _, _ = buildNode()
+        given: list[str] = []
+        reply = _ObservedReply(given.append, node, 0.0)
+        reply.give("OK")
+        error = self.assertRaises(AlreadyAnsweredError, reply.give, "again")
+        self.assertEqual(str(error), "answered twice, now with 'again'")
+        self.assertEqual(given, ["OK"])
+
+
 class ObserverEventTests(SynchronousTestCase):
     """What the driver tells its observer, for metrics."""
 
@@ -1135,6 +1150,74 @@ class MoreSnapshotPolicyTests(SynchronousTestCase):
         clientRequest(restarted, "c1", "set k2 " + "v" * 10)
         clock.advance(0)
         self.assertEqual(again.snapshot.index, again.lastApplied)
+
+    def applyTurn(self, node: RaftNode, clock: Clock, length: int) -> None:
+        """Apply, in a turn of its own, a C{set} command C{length} bytes long."""
+        node.ticks(1)
+        clientRequest(node, "c1", "set k " + "v" * (length - 6))
+        clock.advance(0)
+
+    def test_growthCountedToTheByte(self) -> None:
+        """
+        A snapshot comes once the commands applied since the last one add
+        up to exactly C{snapshotGrowth} times its size, not a byte sooner,
+        counted afresh from each snapshot.
+        """
+        for short in (1, 0):
+            node, clock, _ = buildNode(snapshotEntries=1, snapshotGrowth=1.0)
+            electSingleNode(node)
+            node.ticks(1)
+            clientRequest(node, "c1", "set big " + "x" * 100)
+            clock.advance(0)
+            manager = node.logManager
+            for _ in range(2):
+                last = manager.snapshot
+                assert last is not None
+                self.applyTurn(node, clock, len(last.data) - 7 - short)
+                self.assertIs(manager.snapshot, last)
+                self.applyTurn(node, clock, 7)
+                if short:
+                    self.assertIs(manager.snapshot, last)
+                    self.applyTurn(node, clock, 7)
+                self.assertEqual(manager.snapshot.index, manager.lastApplied)
+
+    def test_growthCountedAfreshOnRestart(self) -> None:
+        """
+        A restarted node counts from its snapshot what it applies again: a
+        byte short of the growth (its new leader's no-op included) takes no
+        snapshot.
+        """
+        manager = LogManager(MemoryLogStore(), MemoryStateStore(), KeyValueStore())
+        node, clock, _ = buildNode(snapshotEntries=1, snapshotGrowth=1.0, logManager=manager)
+        electSingleNode(node)
+        clientRequest(node, "c1", "set big " + "x" * 100)
+        clock.advance(0)
+        first = manager.snapshot
+        assert first is not None
+        self.applyTurn(node, clock, len(first.data) - len("noop") - 1)
+        again = LogManager(
+            manager.logStore, manager.stateStore, KeyValueStore(), manager.snapshotStore
+        )
+        restarted, clock, _ = buildNode(snapshotEntries=1, snapshotGrowth=1.0, logManager=again)
+        electSingleNode(restarted)
+        self.assertEqual(again.lastApplied, first.index + 2)
+        self.assertEqual(again.snapshot, first)
+
+    def test_growthCountedFromAnInstalledSnapshot(self) -> None:
+        """A follower counts from the snapshot its leader sent, to the byte."""
+        node, clock, _ = buildNode(("s1", "s2", "s3"), snapshotEntries=1, snapshotGrowth=1.0)
+        data = b'{"a": "2"}'
+        node.peerRequest("s2", InstallSnapshot(1, 5, 1, 0, data, done=True))
+        clock.advance(0)
+        self.assertEqual(node.logManager.snapshot.index, 5)
+        almost = Entry(6, 1, "set k " + "v" * (len(data) - 7))
+        node.peerRequest("s2", AppendEntries(1, 5, 1, (almost,), 6))
+        clock.advance(0)
+        self.assertEqual((node.logManager.lastApplied, node.logManager.snapshot.index), (6, 5))
+        node.ticks(1)
+        node.peerRequest("s2", AppendEntries(1, 6, 1, (Entry(7, 1, "set b 1"),), 7))
+        clock.advance(0)
+        self.assertEqual(node.logManager.snapshot.index, 7)
 
     def test_oneSnapshotAtATime(self) -> None:
         """While a snapshot is being written, no other one starts."""

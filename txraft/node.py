@@ -79,8 +79,8 @@ SNAPSHOT_ENTRIES = 10_000
 #: share of its size.  Writing a snapshot costs in proportion to the state
 #: machine's size, so with a fixed number of entries between snapshots a
 #: large map made every write pay for many of its entries being written
-#: again: with 400,000 keys, a 3-node cluster under full write load spent
-#: most of its two cores in snapshot children.  Growth in proportion to the
+#: again: with 400,000 keys, a 3-node cluster under full write load wrote
+#: 40% more per second without.  Growth in proportion to the
 #: size bounds that to two bytes written per byte applied, as Redis's
 #: C{auto-aof-rewrite-percentage} does for its log; the entries held in
 #: memory meanwhile stay within half the snapshot's size in commands.
