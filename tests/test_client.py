@@ -339,7 +339,9 @@ class ClientTests(SynchronousTestCase):
     def test_redirect(self) -> None:
         """A REDIRECT sends the same request to the leader, noted on stderr."""
         leader = FakeNode(self, lambda line: "OK 5")
-        follower = FakeNode(self, lambda line: leader.redirect("s1"))
+        follower = FakeNode(
+            self, lambda line: "OK {}" if line == "status" else leader.redirect("s1")
+        )
         client = self.makeClient(follower.port, "client4")
         self.assertEqual(client.request("get b"), "OK 5")
         self.assertEqual(follower.received, [b"get b\n"])
@@ -531,7 +533,10 @@ class InteractiveTests(SynchronousTestCase):
         return status, stdout.getvalue(), stderr.getvalue()
 
     def test_session(self) -> None:
-        """Each non-blank line is sent with the ID and its answer printed, until EOF."""
+        """
+        The session asks the node for the members first; then each non-blank
+        line is sent with the ID and its answer printed, until EOF.
+        """
         node = FakeNode(self, lambda line: {"get b": "NOT_FOUND"}.get(line, "OK"))
         readLine = FakeInput("set b 5", "", "   ", "get b")
         status, out, err = self.runMain(readLine, "--id", "client4", str(node.port))
@@ -539,7 +544,7 @@ class InteractiveTests(SynchronousTestCase):
         self.assertEqual(out, f"[*] Connecting to 127.0.0.1 port {node.port}\nOK\nNOT_FOUND\n\n")
         self.assertEqual(
             [numbered(line, "client4") for line in node.received],
-            ["client4-RANDOM#1@set b 5\n", "get b\n"],
+            ["status\n", "client4-RANDOM#1@set b 5\n", "get b\n"],
         )
         self.assertEqual(readLine.prompts, [">> "] * 5)
 
@@ -550,7 +555,7 @@ class InteractiveTests(SynchronousTestCase):
                 node = FakeNode(self, lambda line: "OK")
                 readLine = FakeInput("show", word, "set never 1")
                 self.assertEqual(self.runMain(readLine, str(node.port))[0], 0)
-                self.assertEqual(node.received, [b"show\n"])
+                self.assertEqual(node.received, [b"status\n", b"show\n"])
                 self.assertEqual(readLine.lines, ["set never 1"])
 
     def test_prettyShow(self) -> None:
@@ -563,20 +568,54 @@ class InteractiveTests(SynchronousTestCase):
     def test_redirectSticks(self) -> None:
         """After a redirect the rest of the session talks to the leader."""
         leader = FakeNode(self, lambda line: "OK")
-        follower = FakeNode(self, lambda line: leader.redirect("s1"))
+        follower = FakeNode(
+            self, lambda line: "OK {}" if line == "status" else leader.redirect("s1")
+        )
         status, out, err = self.runMain(
             FakeInput("set a 1", "set b 2"), "--id", "c1", str(follower.port)
         )
         self.assertEqual(status, 0)
         self.assertTrue(out.endswith("\nOK\nOK\n\n"), out)
         self.assertEqual(
-            [numbered(line, "c1") for line in follower.received], ["c1-RANDOM#1@set a 1\n"]
+            [numbered(line, "c1") for line in follower.received],
+            ["status\n", "c1-RANDOM#1@set a 1\n"],
         )
         self.assertEqual(
             [numbered(line, "c1") for line in leader.received],
             ["c1-RANDOM#1@set a 1\n", "c1-RANDOM#2@set b 2\n"],
         )
         self.assertEqual(err, f"[*] redirected to s1 at 127.0.0.1:{leader.port}\n")
+
+    def test_goesOnAtAnotherMember(self) -> None:
+        """
+        The first node names the cluster's members; when it then drops the
+        connection, the session's next request goes to another member.
+        """
+        other = FakeNode(self, lambda line: "OK 1")
+        members: dict[str, str] = {}
+
+        def first(line: str) -> str | None:
+            if line == "status":
+                return "OK " + json.dumps({"members": members})
+            return None
+
+        node = FakeNode(self, first)
+        members.update({"s1": f"127.0.0.1:{node.port}", "s2": f"127.0.0.1:{other.port}"})
+        status, out, err = self.runMain(FakeInput("get k"), "--timeout", "5", str(node.port))
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn(
+            f"[*] The cluster's nodes: 127.0.0.1:{node.port}, 127.0.0.1:{other.port}\n", out
+        )
+        self.assertTrue(out.endswith("OK 1\n\n"), out)
+        self.assertEqual(other.received, [b"get k\n"])
+
+    def test_membersUnknown(self) -> None:
+        """A first node that names no members is said so, and the session goes on."""
+        node = FakeNode(self, lambda line: None if line == "status" else "OK 1")
+        status, out, err = self.runMain(FakeInput("get k"), "--timeout", "0.5", str(node.port))
+        self.assertEqual(status, 0)
+        self.assertIn("[!] the cluster's members are unknown: ", err)
+        self.assertTrue(out.endswith("OK 1\n\n"), out)
 
     def test_errorDoesNotEndSession(self) -> None:
         """A failed request is reported and the next line is still sent."""
@@ -616,13 +655,16 @@ class LocalCommandTests(SynchronousTestCase):
         return status, stdout.getvalue(), stderr.getvalue()
 
     def test_help(self) -> None:
-        """C{help}, one-shot or at the prompt, lists the commands and sends nothing."""
+        """
+        C{help}, one-shot or at the prompt, lists the commands and sends
+        nothing (the prompt asked for the members when it began).
+        """
         node = FakeNode(self, lambda line: "OK")
         status, out, _ = self.runMain(str(node.port), "help")
         self.assertEqual((status, out), (0, HELP + "\n"))
         status, out, _ = self.runMain(str(node.port), readLine=FakeInput("help"))
         self.assertIn("status --all", out)
-        self.assertEqual(node.received, [])
+        self.assertEqual(node.received, [b"status\n"])
 
     def test_version(self) -> None:
         """C{--version} prints txraft's version from its package metadata, not Twisted's."""

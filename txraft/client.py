@@ -355,6 +355,8 @@ class Client:
             L{None} for plain TCP.
         """
         self._first = (host, port)
+        #: The members' addresses, once a node named them (L{discover}).
+        self._known: list[tuple[str, int]] = []
         self.clientId = clientId
         self.timeout = timeout
         self.timeouts = dict(timeouts or {})
@@ -417,6 +419,21 @@ class Client:
         except ClientLibError as e:
             raise ClientError(str(e)) from e
 
+    def discover(self) -> list[tuple[str, int]]:
+        """
+        Learn every member's address from the node (its C{status}), so that
+        the client goes on at another when that one goes down; return
+        every address known.
+
+        @raise ClientError: if no node answered in time.
+        """
+        try:
+            known = self._connected().discover()
+        except ClientLibError as e:
+            raise ClientError(str(e)) from e
+        self._known = known
+        return known
+
     def close(self) -> None:
         """Hang up, if connected; the next request connects again."""
         if self._library is not None:
@@ -441,7 +458,7 @@ class Client:
         if self._library is None:
             name = self.clientId or ADMIN_NAME
             self._library = BlockingClient(
-                [self._first],
+                [self._first, *(a for a in self._known if a != self._first)],
                 clientId=f"{name}-{secrets.token_hex(4)}" if self.clientId else None,
                 authName=name,
                 timeout=self.timeout,
@@ -779,7 +796,9 @@ def interact(
     """
     Read commands with C{readLine} until end of input, C{quit} or C{exit},
     printing each response for a person.  Return 1 if the first node cannot
-    be reached; later failures are reported and the session goes on.
+    be reached; later failures are reported and the session goes on.  The
+    first node names the cluster's members (L{Client.discover}), so that
+    the session goes on at another node when that one goes down.
     """
     print(f"[*] Connecting to {client.host} port {client.port}", file=stdout)
     try:
@@ -787,6 +806,14 @@ def interact(
     except ClientError as e:
         print(f"[!] {e}", file=stderr)
         return 1
+    try:
+        known = client.discover()
+    except ClientError as e:
+        print(f"[!] the cluster's members are unknown: {e}", file=stderr)
+        known = []
+    if len(known) > 1:
+        where = ", ".join(f"{host}:{port}" for host, port in known)
+        print(f"[*] The cluster's nodes: {where}", file=stdout)
     for command in _readCommands(readLine, stdout):
         if local(client, command, stdout, stderr) is not None:
             continue
