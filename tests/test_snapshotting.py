@@ -46,8 +46,56 @@ class BrokenStore(KeyValueStore):
         return serialize
 
 
+class WitnessStore(KeyValueStore):
+    """A state machine that notes in a file which process freezes it and which serializes it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def capture(self):  # type: ignore[no-untyped-def]
+        """Note the freezing, then hand out a serializing that notes itself too."""
+        self.note("freeze")
+        serialize = super().capture()
+
+        def serializing() -> bytes:
+            self.note("serialize")
+            return serialize()
+
+        return serializing
+
+    def note(self, what: str) -> None:
+        """Append C{what} and this process's ID to the file."""
+        with open(self.path, "a") as f:
+            f.write(f"{what} {os.getpid()}\n")
+
+
 class InChildTests(TestCase):
     """L{inChild} writes the snapshot in a forked child."""
+
+    @inlineCallbacks
+    def test_nodeProcessNeitherFreezesNorSerializes(self) -> Deferred[None]:  # type: ignore[misc]
+        """
+        The node's own process does no work that grows with the map: the
+        child freezes the state and serializes it, the parent neither (a
+        million keys cost the event loop a second of C{json.dumps} when a
+        thread of the node serialized them, and their copy before that).
+        """
+        directory = temporaryDirectory(self)
+        notes = os.path.join(directory, "notes")
+        manager = LogManager(
+            MemoryLogStore(),
+            MemoryStateStore(),
+            WitnessStore(notes),
+            FileSnapshotStore(os.path.join(directory, "s1.snapshot")),
+        )
+        manager.apply([Entry(1, 1, "set a 1")])
+        snapshot, _ = yield inChild(reactor, threads.deferToThread)(manager)
+        self.assertEqual(snapshot.index, 1)
+        with open(notes) as f:
+            seen = [line.split() for line in f]
+        self.assertEqual([what for what, _ in seen], ["freeze", "serialize"])
+        self.assertNotIn(str(os.getpid()), {pid for _, pid in seen})
 
     @inlineCallbacks
     def test_writesStateAsOfTheFork(self) -> Deferred[None]:  # type: ignore[misc]
