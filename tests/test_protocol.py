@@ -824,8 +824,10 @@ class KeyedConnectionTests(SynchronousTestCase):
 
 class StrangerLimitTests(SynchronousTestCase):
     """
-    What one connection can make a node hold: pending answers, a partial
-    line, and how many connections are open at once.
+    What one connection can make a node hold, and when the node stops
+    reading it: pending answers, an overloaded node (admission control), a
+    client that reads no answers, a partial line, and how many connections
+    are open at once.
     """
 
     def connect(
