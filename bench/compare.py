@@ -44,7 +44,14 @@ from twisted.python import usage
 from txraft.testing.localcluster import ClusterError, stopOnSignals
 
 #: Every system, by the name --systems takes, in the order they run.
-SYSTEMS = ["txraft", "txraft-1", "pysyncobj-batched", "pysyncobj-unbatched", "etcd"]
+SYSTEMS = [
+    "txraft",
+    "txraft-once",
+    "txraft-1",
+    "pysyncobj-batched",
+    "pysyncobj-unbatched",
+    "etcd",
+]
 
 
 class Options(usage.Options):
@@ -98,7 +105,7 @@ class Options(usage.Options):
 def makeSystem(name: str, options: Options) -> System | str:
     """The system called C{name}, or why it cannot run here."""
     if name.startswith("txraft"):
-        return Txraft(1 if name == "txraft-1" else 3)
+        return Txraft(1 if name == "txraft-1" else 3, exactlyOnce=name == "txraft-once")
     if name.startswith("pysyncobj"):
         if importlib.util.find_spec("pysyncobj") is None:
             return "pysyncobj is not installed for this Python (pip install pysyncobj)"

@@ -32,8 +32,8 @@ Request = tuple[str, str, str]
 class Codec(Protocol):
     """How one system's requests and answers look on the wire."""
 
-    def encode(self, request: Request) -> bytes:
-        """The bytes of one C{set} or C{get} request."""
+    def encode(self, request: Request, connection: int = 0) -> bytes:
+        """The bytes of one C{set} or C{get} request, sent on C{connection}."""
 
     def decode(self, buffer: bytearray) -> list[str]:
         """Remove every complete answer from C{buffer} and return them, in order."""
@@ -43,12 +43,28 @@ class Codec(Protocol):
 
 
 class LineCodec:
-    """The txraft line protocol: C{set KEY VALUE} answered C{OK}, C{get KEY} C{OK VALUE}."""
+    """
+    The txraft line protocol: C{set KEY VALUE} answered C{OK}, C{get KEY}
+    C{OK VALUE}.  With a C{session}, writes are numbered as the client
+    library numbers them (exactly once): those of connection C carry
+    C{SESSION-C#SEQ@}, SEQ counting up from 1 over every phase the codec
+    serves; reads go bare, as the library sends them.
+    """
 
-    def encode(self, request: Request) -> bytes:
+    def __init__(self, session: str | None = None) -> None:
+        self.session = session
+        #: The SEQ of each connection's last numbered write.
+        self._seqs: dict[int, int] = {}
+
+    def encode(self, request: Request, connection: int = 0) -> bytes:
         """One request line."""
         verb, key, value = request
-        return f"{verb} {key} {value}\n".encode() if verb == "set" else f"get {key}\n".encode()
+        if verb != "set":
+            return f"get {key}\n".encode()
+        if self.session is None:
+            return f"set {key} {value}\n".encode()
+        seq = self._seqs[connection] = self._seqs.get(connection, 0) + 1
+        return f"{self.session}-{connection}#{seq}@set {key} {value}\n".encode()
 
     def decode(self, buffer: bytearray) -> list[str]:
         """Every complete answer line."""
@@ -74,7 +90,7 @@ class HTTPCodec:
     def __init__(self, host: str) -> None:
         self.host = host
 
-    def encode(self, request: Request) -> bytes:
+    def encode(self, request: Request, connection: int = 0) -> bytes:
         """One HTTP request with a JSON body."""
         verb, key, value = request
         document = {"key": base64.b64encode(key.encode()).decode()}
@@ -203,7 +219,7 @@ def _fill(
     now = time.perf_counter()
     while len(connection.pending) < window and _more(connection, count):
         request = makeRequest(connection.number, connection.sent)
-        connection.output += codec.encode(request)
+        connection.output += codec.encode(request, connection.number)
         connection.pending.append((now, request[0]))
         connection.sent += 1
     if connection.output:

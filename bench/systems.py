@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -82,13 +83,23 @@ class System:
 
 
 class Txraft(System):
-    """A txraft cluster of C{twistd -n txraft} nodes (L{LocalCluster}), with a cluster key."""
+    """
+    A txraft cluster of C{twistd -n txraft} nodes (L{LocalCluster}), with a
+    cluster key; its writes numbered as the client library sends them if
+    C{exactlyOnce}.
+    """
 
-    note = "txraft: its line protocol, to the leader."
+    note = (
+        "txraft: its line protocol, to the leader; exactly-once numbers each write "
+        "ID#SEQ@ as the client library does, one session per connection."
+    )
 
-    def __init__(self, nodes: int) -> None:
+    def __init__(self, nodes: int, exactlyOnce: bool = False) -> None:
         self.name = "txraft" if nodes > 1 else "txraft 1 node"
+        if exactlyOnce:
+            self.name += " exactly-once"
         self.nodes = nodes
+        self.exactlyOnce = exactlyOnce
         self.cluster: LocalCluster | None = None
         self.leaderName = ""
 
@@ -105,7 +116,8 @@ class Txraft(System):
 
     def leader(self) -> tuple[tuple[str, int], Codec]:
         """The leader's client port; the line protocol."""
-        return self.cluster.address(self.leaderName), LineCodec()
+        session = f"bench{secrets.token_hex(4)}" if self.exactlyOnce else None
+        return self.cluster.address(self.leaderName), LineCodec(session)
 
     def term(self) -> int:
         """The highest term in the nodes' C{status}."""

@@ -67,6 +67,22 @@ class OptionsTests(SynchronousTestCase):
         fresh = {compare.pipelinedKey(i, j, 4, 0) for i in range(4) for j in range(5)}
         self.assertEqual(len(fresh), 20)
 
+    def test_exactlyOnceSystem(self) -> None:
+        """
+        C{txraft-once} is the 3-node cluster with its writes numbered, as
+        the client library sends them, in a column of its own.
+        """
+        options = compare.Options()
+        options.parseOptions(["--systems", "txraft-once"])
+        system = compare.makeSystem("txraft-once", options)
+        assert isinstance(system, compare.Txraft)
+        self.assertEqual(
+            (system.name, system.nodes, system.exactlyOnce), ("txraft exactly-once", 3, True)
+        )
+        plain = compare.makeSystem("txraft", options)
+        assert isinstance(plain, compare.Txraft)
+        self.assertEqual((plain.name, plain.exactlyOnce), ("txraft", False))
+
     def test_missingEtcd(self) -> None:
         """Without an etcd binary the system is a reason to skip, naming the package."""
         options = compare.Options()
@@ -150,6 +166,18 @@ class CodecTests(SynchronousTestCase):
         self.assertEqual(buffer, bytearray(b"UNAV"))
         self.assertTrue(codec.isSuccess("get", "OK v"))
         self.assertFalse(codec.isSuccess("get", "NOT_FOUND"))
+
+    def test_numberedWrites(self) -> None:
+        """
+        With a session, each connection's writes carry C{SESSION-C#SEQ@},
+        SEQ counting up from 1 across every phase the codec serves (so a
+        later phase never repeats an earlier one's SEQ); reads go bare.
+        """
+        codec = loadgen.LineCodec("bench1")
+        self.assertEqual(codec.encode(("set", "k", "v"), 0), b"bench1-0#1@set k v\n")
+        self.assertEqual(codec.encode(("set", "k", "w"), 1), b"bench1-1#1@set k w\n")
+        self.assertEqual(codec.encode(("get", "k", ""), 0), b"get k\n")
+        self.assertEqual(codec.encode(("set", "j", "v"), 0), b"bench1-0#2@set j v\n")
 
     def test_http(self) -> None:
         """
