@@ -2,8 +2,9 @@
 txraft side by side with PySyncObj and etcd, on this machine, in one run.
 
 Each system is started as three processes on 127.0.0.1 in a fresh temporary
-directory, measured, and stopped, one after the other: txraft, one txraft
-node alone (the ceiling of the code itself, with no replication), PySyncObj
+directory, measured, and stopped, one after the other: txraft, txraft with
+its writes numbered as the client library sends them (exactly once), one
+txraft node alone (the ceiling of the code itself, with no replication), PySyncObj
 with its default batching and with batching off, and etcd where its binary
 is installed.  One load generator (C{loadgen.py}, one thread) drives the
 leader of each in the same shape:
