@@ -822,6 +822,82 @@ class KeyedConnectionTests(SynchronousTestCase):
         self.assertGreater(len(warnings), 0)
 
 
+class AnswerWriteTests(SynchronousTestCase):
+    """
+    How answers reach the transport: a lone request's at once, a pipelined
+    batch's in one write at the end of the reactor turn.
+    """
+
+    def connect(self) -> tuple[FakeNode, NodeProtocol, list[bytes], Clock]:
+        """A protocol over a fake node with a clock; the list of its transport's writes."""
+        node, clock = FakeNode(), Clock()
+        protocol_ = NodeFactory(node, None, clock).buildProtocol(None)
+        transport = StringTransport()
+        writes: list[bytes] = []
+        write = transport.write
+
+        def recording(data: bytes) -> None:
+            writes.append(data)
+            write(data)
+
+        transport.write = recording  # type: ignore[method-assign]
+        protocol_.makeConnection(transport)
+        return node, protocol_, writes, clock
+
+    def test_loneAnswerAtOnce(self) -> None:
+        """The answer to the only request waiting is written when it comes."""
+        node, protocol_, writes, _ = self.connect()
+        answer: defer.Deferred[str] = defer.Deferred()
+        node.answers = [answer]
+        protocol_.dataReceived(b"get a\n")
+        self.assertEqual(writes, [])
+        answer.callback("OK 1")
+        self.assertEqual(writes, [b"OK 1\n"])
+
+    def test_batchInOneWriteAtTheTurnsEnd(self) -> None:
+        """
+        Answers that come while later requests of the connection still wait
+        are written together when the reactor turn ends, in order; once the
+        last request waiting is answered, everything goes at once.
+        """
+        node, protocol_, writes, clock = self.connect()
+        answers: list[defer.Deferred[str]] = [defer.Deferred() for _ in range(4)]
+        node.answers = list(answers)
+        protocol_.dataReceived(b"get a\nget b\nget c\nget d\n")
+        answers[1].callback("OK 2")
+        answers[0].callback("OK 1")
+        self.assertEqual(writes, [])
+        clock.advance(0)
+        self.assertEqual(writes, [b"OK 1\nOK 2\n"])
+        answers[2].callback("OK 3")
+        answers[3].callback("OK 4")
+        self.assertEqual(writes, [b"OK 1\nOK 2\n", b"OK 3\nOK 4\n"])
+        clock.advance(0)
+        self.assertEqual(len(writes), 2)
+
+    def test_lostConnectionDropsTheTurnsAnswers(self) -> None:
+        """A connection lost before the turn's end writes nothing more."""
+        node, protocol_, writes, clock = self.connect()
+        answers: list[defer.Deferred[str]] = [defer.Deferred(), defer.Deferred()]
+        node.answers = list(answers)
+        protocol_.dataReceived(b"get a\nget b\n")
+        answers[0].callback("OK 1")
+        protocol_.connectionLost()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(0)
+        self.assertEqual(writes, [])
+
+    def test_ownLinesAfterTheTurnsAnswers(self) -> None:
+        """A line the protocol sends of its own goes after the answers taken before it."""
+        node, protocol_, writes, _ = self.connect()
+        answers: list[defer.Deferred[str]] = [defer.Deferred(), defer.Deferred()]
+        node.answers = list(answers)
+        protocol_.dataReceived(b"get a\nget b\n")
+        answers[0].callback("OK 1")
+        protocol_.sendLine(b"AUTH challenge")
+        self.assertEqual(b"".join(writes), b"OK 1\nAUTH challenge\n")
+
+
 class StrangerLimitTests(SynchronousTestCase):
     """
     What one connection can make a node hold, and when the node stops

@@ -156,6 +156,10 @@ class NodeProtocol(LineReceiver):
         #: Whole lines received and not yet taken (see L{dataReceived});
         #: C{_buffer} holds the unfinished one after them.
         self._lines: deque[bytes] = deque()
+        #: Answers taken from the front of the slots, to be written in one
+        #: piece at the end of this reactor turn (L{_fill}).
+        self._out: list[str] = []
+        self._outCall: IDelayedCall | None = None
 
     def lineReceived(self, line: bytes) -> None:
         """Answer one request line, in order with the others."""
@@ -305,6 +309,7 @@ class NodeProtocol(LineReceiver):
 
     def sendLine(self, line: bytes) -> None:
         """Send one line, with its MAC once the connection is authenticated."""
+        self._writeOut()
         if self.session is not None:
             line = self.session.seal(line)
         super().sendLine(line)
@@ -332,21 +337,25 @@ class NodeProtocol(LineReceiver):
         return sender is not None and rpcName(rest) is not None
 
     def _fill(self, slot: list[str | None], response: str) -> None:
-        """Fill C{slot} with C{response}; write every answer ready at the front."""
+        """
+        Fill C{slot} with C{response}; send every answer ready at the front:
+        at once if no request of the connection waits any more (a lone
+        request's answer goes without delay), else with the others of this
+        reactor turn in one write at its end (under pipelined load a batch
+        of answers costs one write, not one each).
+        """
         slot[0] = response
         slots = self._slots
         if slots and slots[0][0] is not None:
             if self.session is None:
-                if len(slots) == 1 or slots[1][0] is None:
-                    # The usual case: answers come in order, one at a time.
-                    self.transport.write(f"{slots.popleft()[0]}\n".encode())
-                else:
-                    # Every answer ready at the front, in one write.
-                    ready = []
-                    while slots and slots[0][0] is not None:
-                        ready.append(slots.popleft()[0])
-                    ready.append("")
-                    self.transport.write("\n".join(ready).encode("utf-8"))
+                out = self._out
+                out.append(slots.popleft()[0])
+                while slots and slots[0][0] is not None:
+                    out.append(slots.popleft()[0])
+                if not slots or self._clock is None:
+                    self._writeOut()
+                elif self._outCall is None:
+                    self._outCall = self._clock.callLater(0, self._writeOut)
             else:
                 while slots and slots[0][0] is not None:
                     self.sendLine(slots.popleft()[0].encode("utf-8"))
@@ -354,6 +363,18 @@ class NodeProtocol(LineReceiver):
             self.transport.loseConnection()
         elif "answers" in self._pauses and len(slots) <= MAX_PENDING // 2:
             self._resume("answers")
+
+    def _writeOut(self) -> None:
+        """Write the answers taken for this turn's write (L{_fill}), if any."""
+        if self._outCall is not None:
+            if self._outCall.active():
+                self._outCall.cancel()
+            self._outCall = None
+        out = self._out
+        if out:
+            out.append("")
+            self.transport.write("\n".join(out).encode("utf-8"))
+            out.clear()
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -473,6 +494,10 @@ class NodeProtocol(LineReceiver):
         if self.factory is not None:
             self.factory.connected.discard(self)
         self._slots.clear()
+        self._out.clear()
+        if self._outCall is not None and self._outCall.active():
+            self._outCall.cancel()
+        self._outCall = None
         self._closing = True
         self._watchIdle(False)
 
