@@ -7,7 +7,8 @@ message loss, duplication, reordering and delay (on a keyed cluster: broken
 connections, late lines, injected copies of sealed lines, impostors),
 symmetric and one-way partitions, leader isolation, crashes (some in the
 middle of a series of durable writes) and restarts, failing disks, slow and
-paused nodes, with snapshots and log compaction, and clients that retry;
+paused nodes, wall clocks stepping back (some as their machine drops off
+the network), with snapshots and log compaction, and clients that retry;
 one seed in L{MEMBERSHIP_EVERY} also has an operator adding, promoting and
 removing nodes (the leader too) and handing leadership over
 (L{tests.simulation.operator}).  After every event the safety properties
@@ -102,6 +103,12 @@ COVERED = (
     "messagesReplayed",
     "pauses",
     "ticksSkipped",
+    # Clock steps: ticks lost, and machines off the network meanwhile,
+    # whose clients elsewhere could not reach them.
+    "clockSteps",
+    "ticksLostToClockSteps",
+    "machinesOffline",
+    "requestsUnreachable",
     "redirects",
     "operationsUnknown",
     "retriesUnknown",
@@ -547,6 +554,46 @@ class ReadTests(SynchronousTestCase):
         sim.network.blocked.clear()
         self.assertEqual(answerOf(sim, new, "r", "get x"), "OK new")
 
+    def test_steppedBackLeaderCutOffAnswersNoStaleRead(self) -> None:
+        """
+        A leader whose wall clock stepped back, cut off from its peers while
+        clients still reach it, answers no stale read: it must confirm its
+        leadership with a majority round for each read.  Its ticks are lost
+        for the length of the step, so it neither sends heartbeats nor
+        steps down by check-quorum, and still believes it leads while the
+        others elect a new leader, which commits a write; a read it then
+        takes must not be answered from its own state, and is refused once
+        it finds out (check-quorum, after the step).  A read a deposed
+        leader answers without that round is what the fault schedule's
+        clock steps catch (L{tests.simulation.faults.FaultSchedule}).
+        Reference: dissertation section 6.4.
+        """
+        sim = calmSimulation(seed=3)
+        sim.workload.stopped = True
+        sim.runUntil(lambda: not sim.workload.busy(), limitMs=3000)
+        old = sim.leader()
+        assert old is not None
+        self.assertEqual(answerOf(sim, old, "w", "set x old"), "OK")
+        old.stepClockBack(1500)
+        for other in sim.names:
+            if other != old.name:
+                sim.network.blocked.update({(other, old.name), (old.name, other)})
+
+        def newLeader() -> SimNode | None:
+            return next((n for n in sim.nodes.values() if n.role == LEADER and n is not old), None)
+
+        sim.runUntil(lambda: newLeader() is not None, limitMs=1000)
+        new = newLeader()
+        assert new is not None
+        self.assertEqual(answerOf(sim, new, "w", "set x new"), "OK")
+        self.assertTrue(old.clockStepped())
+        self.assertEqual(old.core.role, LEADER)
+        answer = answerOf(sim, old, "r", "get x")
+        self.assertIn(answer, answers.NOT_EXECUTED)
+        self.assertGreaterEqual(sim.now, old.clockSteppedUntil)
+        sim.network.blocked.clear()
+        self.assertEqual(answerOf(sim, new, "r", "get x"), "OK new")
+
 
 class PlantedViolationTests(SynchronousTestCase):
     """
@@ -706,6 +753,29 @@ class PlantedViolationTests(SynchronousTestCase):
             return sim
 
         self.assertSomeSeedCatches(staleReads, 10, "Linearizability")
+
+    def test_readsUnconfirmedByMajority(self) -> None:
+        """
+        A leader that answers reads without a majority confirming that it
+        still leads (ReadIndex without its round of heartbeats) gives stale
+        reads when its clock steps back as its machine drops off the
+        network: it keeps leading while the others elect a new leader and
+        commit writes, and answers its local reader from its old state.
+        The schedule's clock steps alone catch it for some of a few seeds.
+        Reference: dissertation section 6.4.
+        """
+
+        def confirmAtOnce(core: RaftCore) -> None:
+            out = core._readsOut
+            if out is not None:
+                core._readsOut = None
+                core._ready.reads.extend(out.contexts)
+                core._startReadRound()
+
+        self.patch(RaftCore, "_confirmReads", confirmAtOnce)
+        self.assertSomeSeedCatches(
+            lambda seed: Simulation(seed, faultWeights={"clockStep": 1}), 10, "Linearizability"
+        )
 
     def test_retriedWriteRunsTwice(self) -> None:
         """

@@ -54,7 +54,14 @@ stores; disk errors (writes fail for a while: the node falls silent and
 rejoins); slow nodes (their messages delayed more, their ticks sometimes
 skipped) and paused nodes (a stalled process: it does nothing, then
 catches up on the ticks it missed, as L{RaftNode.ticks} allows); clocks
-that run at slightly different rates.  Clients retry: a
+that run at slightly different rates; wall clocks that step back (an NTP
+step, L{clock.NodeClock.stepBack}: the node's ticks are lost for as long,
+never caught up on, and the timers it had set run that much late, while it
+reads its peers and clients as ever), often as the node's machine drops
+off the network for as long (no peer hears it, clients elsewhere lose
+their connections, and a process on that machine reads keys from it
+through the loopback: a leader cut off so must answer no read without a
+majority's confirmation).  Clients retry: a
 request that surely did not execute (a redirect, no leader known, an
 overwritten entry, a refused connection) is resent as the same operation;
 one whose outcome is unknown (leadership lost, commit timeout, disk

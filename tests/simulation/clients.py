@@ -61,11 +61,18 @@ class SimClient:
     @ivar onReply: who takes its answers (with the request id, the answer
         line or L{None} for a closed connection, and the node's name), if
         not the workload: the operator's client (L{tests.simulation.operator}).
+    @ivar home: for a local reader, the node on whose machine it runs: it
+        only reads, from that node alone (through the loopback, so even
+        while the machine is off the network), follows no redirect, and
+        starts no operation once C{until} or the machine is back on the
+        network (L{Workload.startLocalReader}).
     """
 
     name: str
     numbered: bool = False
     onReply: Callable[[int, str | None, str], None] | None = None
+    home: str | None = None
+    until: int = 0
     seq: int = 0
     generation: int = 0
     target: str | None = None
@@ -93,6 +100,7 @@ class Workload:
     runs at most once), else recorded as unknown and retried as a new one.
 
     @ivar history: the operations every client completed or gave up on.
+    @ivar localReaders: the local readers started so far (L{startLocalReader}).
     @ivar stopped: clients start no new operations (the run is ending).
     @ivar livenessClient: the client whose write must commit once the
         faults stop; C{livenessAt} is when it did.
@@ -105,6 +113,7 @@ class Workload:
             for i in range(1, simulation.options.clients + 1)
         ]
         self.history: list[HistoryRecord] = []
+        self.localReaders: list[SimClient] = []
         self.stopped = False
         self.livenessClient: SimClient | None = None
         self.livenessAt: int | None = None
@@ -122,11 +131,11 @@ class Workload:
 
     def busy(self) -> bool:
         """Whether some client waits for an answer."""
-        return any(client.op is not None for client in self.clients)
+        return any(client.op is not None for client in self.clients + self.localReaders)
 
     def finish(self) -> None:
         """Record every operation still waiting as one whose outcome is unknown."""
-        clients = list(self.clients)
+        clients = self.clients + self.localReaders
         if self.livenessClient is not None:
             clients.append(self.livenessClient)
         for client in clients:
@@ -159,6 +168,43 @@ class Workload:
                 f"{result.explanation}\nIts {len(ops)} operations (times in ms):\n{shown}{more}"
             )
 
+    # -- a node's machine off the network ------------------------------------------------
+
+    def machineOffline(self, node: SimNode) -> None:
+        """
+        C{node}'s machine dropped off the network: the connections of the
+        clients elsewhere close (the requests it read stay with it, their
+        outcome unknown to their clients); a local reader's stays open.
+        """
+        for key, client in list(node.inbound.items()):
+            if client.home is None:
+                del node.inbound[key]
+                self._reply(client, key[1], None, node.name)
+
+    def startLocalReader(self, node: SimNode, until: int) -> None:
+        """
+        A process on C{node}'s machine (a health check, a cache refresher)
+        reads keys from it through the loopback, one at a time, until
+        C{until} or until the machine is back on the network: while the
+        machine is off the network, it is the one client that node has.
+        """
+        if any(r.home == node.name and r.until > self.sim.now for r in self.localReaders):
+            return  # one is reading there already
+        name = f"{node.name}-local{len(self.localReaders) + 1}"
+        reader = SimClient(name, home=node.name, until=until)
+        self.localReaders.append(reader)
+        self.sim.stats["localReaders"] += 1
+        self.sim.record("{} starts, on {}'s machine, until {} ms", reader.name, node.name, until)
+        self.sim.events.after(
+            self.sim.rng.randint(*self.sim.options.thinkMs), self._nextOperation, reader
+        )
+
+    def _reachable(self, client: SimClient, node: str) -> bool:
+        """Whether C{client} can connect to C{node}."""
+        return client.home == node or (
+            client.home is None and node not in self.sim.network.offline
+        )
+
     # -- one operation ------------------------------------------------------------------
 
     def _nextOperation(self, client: SimClient) -> None:
@@ -166,6 +212,12 @@ class Workload:
             return
         sim = self.sim
         rng = sim.rng
+        if client.home is not None:
+            if sim.now < client.until and client.home in sim.network.offline:
+                self._begin(client, "get", rng.choice(sim.options.keys), None)
+            else:
+                client.until = 0  # done
+            return
         key = rng.choice(sim.options.keys)
         kind = rng.choices(("get", "set", "delete"), (4, 5, 1))[0]
         value = None
@@ -185,6 +237,8 @@ class Workload:
         sim = self.sim
         op = client.op
         assert op is not None
+        if client.home is not None:
+            client.target = client.home
         if client.target is None:
             client.target = sim.rng.choice(sim.names)
         client.requestId += 1
@@ -195,6 +249,10 @@ class Workload:
         sim.record("{}#{} sends {!r} to {}", client.name, seq, text, client.target)
         node = sim.nodes[client.target]
         if not node.up:
+            self._reply(client, client.requestId, CONNECTION_REFUSED, node.name)
+        elif not self._reachable(client, node.name):
+            # Its machine is off the network: the client cannot connect.
+            sim.stats["requestsUnreachable"] += 1
             self._reply(client, client.requestId, CONNECTION_REFUSED, node.name)
         else:
             node.inbound[client.name, client.requestId] = client
@@ -295,6 +353,9 @@ class Workload:
         if text is None:
             self._unknown(client)
             return
+        if client.home is not None:
+            self._localAnswer(client, op, text)
+            return
         redirect = answers.parseRedirect(text)
         if redirect is not None:
             client.target = redirect.leader
@@ -311,6 +372,21 @@ class Workload:
             sim.stats["retriesNotExecuted"] += 1
             client.target = None
             sim.events.after(sim.rng.randint(*sim.options.backoffMs), self._sendRequest, client)
+        elif answers.isUnavailable(text):
+            self._unknown(client)
+        else:
+            self._complete(client, op, text)
+
+    def _localAnswer(self, client: SimClient, op: HistoryRecord, text: str) -> None:
+        """
+        A local reader's answer: a read not executed (a redirect, no
+        leader) is dropped, one of unknown outcome recorded as such; either
+        way the reader goes on with its next read.
+        """
+        sim = self.sim
+        if answers.parseRedirect(text) is not None or text in NOT_EXECUTED:
+            client.op = None
+            sim.events.after(sim.rng.randint(*sim.options.backoffMs), self._nextOperation, client)
         elif answers.isUnavailable(text):
             self._unknown(client)
         else:
@@ -353,6 +429,12 @@ class Workload:
         assert op is not None
         client.target = None
         delay = sim.rng.randint(*sim.options.backoffMs)
+        if client.home is not None:
+            self.history.append(op)
+            client.generation += 1
+            client.op = None
+            sim.events.after(delay, self._nextOperation, client)
+            return
         if client.numbered:
             sim.stats["retriesSameSeq"] += 1
             sim.events.after(delay, self._resend, client, op)

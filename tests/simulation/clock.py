@@ -75,7 +75,7 @@ class SimDelayedCall:
     called: bool = False
 
     def getTime(self) -> float:
-        """When it runs, in seconds."""
+        """When it runs, in seconds of its clock (L{NodeClock.seconds})."""
         return self.time / 1000
 
     def cancel(self) -> None:
@@ -101,26 +101,47 @@ class NodeClock:
     The C{IReactorTime} of one incarnation of a node's process: its calls
     run on the simulation's L{EventQueue}, wait while the process is
     paused, and die with the process.
+
+    Its time is the machine's wall clock, as Twisted's reactor reads
+    C{time.time()}: the simulation's time less L{behindMs}, which grows each
+    time the clock steps back (L{stepBack}, an NTP step).  A call is due at
+    a time of this clock: those scheduled before a step back of X ms run X
+    ms late, those scheduled after it run on time.
+
+    @ivar behindMs: how far this clock is behind the simulation's time.
     """
 
     def __init__(self, events: EventQueue, process: Process) -> None:
         self.events = events
         self.process = process
         self.incarnation = process.incarnation
+        self.behindMs = 0
         self._calls: list[SimDelayedCall] = []
 
+    def nowMs(self) -> int:
+        """This clock's time, in milliseconds."""
+        return self.events.now - self.behindMs
+
     def seconds(self) -> float:
-        """The simulated time, in seconds."""
-        return self.events.now / 1000
+        """This clock's time, in seconds: the simulated time, less the steps back."""
+        return self.nowMs() / 1000
+
+    def stepBack(self, ms: int) -> None:
+        """
+        The wall clock steps back C{ms} milliseconds: it reads what it read
+        C{ms} ago, and every call already scheduled runs that much later.
+        """
+        self.behindMs += ms
 
     def callLater(
         self, delay: float, callable: Callable[..., object], *args: Any, **kw: Any
     ) -> SimDelayedCall:
         """Run C{callable(*args, **kw)} C{delay} seconds from now (to the millisecond)."""
-        call = SimDelayedCall(self, self.events.now + round(delay * 1000), callable, args, kw)
+        delayMs = round(delay * 1000)
+        call = SimDelayedCall(self, self.nowMs() + delayMs, callable, args, kw)
         self._calls = [c for c in self._calls if c.active()]
         self._calls.append(call)
-        self.events.at(call.time, self._fire, call)
+        self.events.after(delayMs, self._fire, call)
         return call
 
     def getDelayedCalls(self) -> list[SimDelayedCall]:
@@ -130,6 +151,10 @@ class NodeClock:
     def _fire(self, call: SimDelayedCall) -> None:
         process = self.process
         if not call.active() or process.incarnation != self.incarnation or not process.up:
+            return
+        if call.time > self.nowMs():
+            # The clock stepped back since the call was scheduled.
+            self.events.at(call.time + self.behindMs, self._fire, call)
             return
         resume = process.pausedUntil
         if resume > self.events.now:

@@ -426,7 +426,7 @@ class Connections:
         dst = connection.end(toResponder)
         delay = network.delay(src, dst)
         if line != CLOSE:
-            if (src, dst) in network.blocked or sim.rng.random() < network.dropRate:
+            if network.cut(src, dst) or sim.rng.random() < network.dropRate:
                 sim.stats["messagesDropped"] += 1
                 self.close(connection, src, "a line was lost: the stream is broken")
                 return

@@ -24,8 +24,14 @@ FAULT_WEIGHTS: dict[str, int] = {
     "replay": 3,
     "slow": 2,
     "pause": 2,
+    "clockStep": 4,
     "impostor": 2,
 }
+
+#: The machine of a leader that drops off the network as its clock steps
+#: back does so once every entry of its log is committed, if that comes
+#: within this many ms (L{FaultSchedule._fault_clockStep}).
+OFFLINE_WAIT_MS = 100
 
 #: The faults that only a keyed cluster has (elsewhere an impostor would be a peer).
 KEYED_FAULTS = frozenset({"impostor"})
@@ -42,8 +48,10 @@ class FaultSchedule:
     a restart; copies of old messages of every kind delivered long after,
     across elections; disk errors (writes fail for a while: the node falls
     silent and rejoins); slow nodes (their messages delayed more, their
-    ticks sometimes skipped) and paused nodes (a stalled process); on a
-    keyed cluster, an impostor holding another key.
+    ticks sometimes skipped) and paused nodes (a stalled process); wall
+    clocks that step back, the machine sometimes off the network meanwhile
+    (L{_fault_clockStep}); on a keyed cluster, an impostor holding another
+    key.
     """
 
     def __init__(self, simulation: Simulation) -> None:
@@ -106,8 +114,8 @@ class FaultSchedule:
         self.sim.record("isolate leader {} ({})", leader.name, mode)
 
     def _fault_heal(self) -> None:
-        self.sim.network.blocked.clear()
-        self.sim.record("links healed")
+        self.sim.network.heal()
+        self.sim.record("links healed, every machine on the network")
 
     def _victim(self) -> SimNode | None:
         """A running node to hurt, the leader more often than the others."""
@@ -188,3 +196,96 @@ class FaultSchedule:
         self.sim.events.at(node.pausedUntil, self.sim.resume, node, node.incarnation)
         self.sim.stats["pauses"] += 1
         self.sim.record("{} pauses until {} ms", node.name, node.pausedUntil)
+
+    def _fault_clockStep(self) -> None:
+        """
+        A node's wall clock steps back X ms (an NTP step), the leader more
+        often than the others.  Twisted's reactor times its calls with
+        C{time.time()}, so the node's ticker (a C{LoopingCall.withCount})
+        next runs X ms late and counts one tick: the ticks between are
+        lost, never caught up on (unlike a pause's, L{Simulation.resume}).
+        Its other timers already set run X ms late; those set later run on
+        time, on the stepped clock (L{NodeClock.stepBack}).  Meanwhile it
+        reads its peers and its clients as ever: a leader whose clock
+        stepped back sends no heartbeats, and does not count, every
+        election timeout, whether a majority still answers it
+        (check-quorum), so it may believe it leads while the others elect
+        another.  A node's clock steps at most once a commit timeout (NTP
+        slews after a step), so a step delays a request's commit deadline
+        once at most: the answer timeout allows for the longest step.
+
+        Often (C{clockStepOffline}) the step comes as the machine drops off
+        the network for as long, as when a virtual machine is migrated:
+        no peer hears it or reaches it, the connections of clients
+        elsewhere close and no new one opens, and a process on the machine
+        (L{Workload.startLocalReader}) reads keys from it through the
+        loopback.  The machine of a leader drops off at the worst moment of
+        the next L{OFFLINE_WAIT_MS}: once every entry of its log is
+        committed.  A leader that holds an uncommitted write answers a read
+        only after that write (its read index is its last index); one that
+        holds none, cut off and still believing it leads, must answer no
+        read it has not confirmed with a majority: the others may have
+        elected a leader and committed newer writes meanwhile (dissertation
+        section 6.4).  The step, and the time off the network, end before
+        the faults stop.
+        """
+        sim = self.sim
+        node = self._victim()
+        if node is None:
+            return
+        ms = sim.rng.randint(*sim.options.clockStepMs)
+        offline = sim.rng.random() < sim.options.clockStepOffline
+        if offline and node.core.commitIndex < node.core.log.lastIndex:
+            # The worst moment within a while: once its log is all committed.
+            deadline = sim.now + OFFLINE_WAIT_MS
+            self._stepWhenCommitted(node, node.incarnation, ms, deadline)
+        else:
+            self._stepBack(node, ms, offline)
+
+    def _stepWhenCommitted(self, node: SimNode, incarnation: int, ms: int, deadline: int) -> None:
+        """Step C{node}'s clock back, its machine off the network, once its log is committed."""
+        if node.incarnation != incarnation or not node.up:
+            return
+        if node.core.commitIndex < node.core.log.lastIndex and self.sim.now < deadline:
+            self.sim.events.after(1, self._stepWhenCommitted, node, incarnation, ms, deadline)
+            return
+        self._stepBack(node, ms, offline=True)
+
+    def _stepBack(self, node: SimNode, ms: int, offline: bool) -> None:
+        """Step C{node}'s clock back C{ms} ms (less if the faults stop sooner)."""
+        sim = self.sim
+        ms = min(ms, sim.options.faultMs - sim.now)
+        if not node.up or node.paused() or ms <= 0:
+            return
+        if (
+            node.clockSteppedUntil
+            and sim.now < node.clockSteppedUntil + sim.options.commitTimeoutMs
+        ):
+            # NTP slews after a step; and so one step at most delays each
+            # commit deadline (the answer timeout allows for one).
+            return
+        node.stepClockBack(ms)
+        sim.stats["clockSteps"] += 1
+        sim.record(
+            "{}'s clock steps back {} ms: its ticks are lost until {} ms{}",
+            node.name,
+            ms,
+            node.clockSteppedUntil,
+            ", its machine off the network" if offline else "",
+        )
+        if offline:
+            sim.stats["machinesOffline"] += 1
+            sim.network.offline.add(node.name)
+            sim.workload.machineOffline(node)
+            sim.workload.startLocalReader(node, node.clockSteppedUntil)
+            sim.events.at(node.clockSteppedUntil, self._backOnline, node, node.clockSteppedUntil)
+
+    def _backOnline(self, node: SimNode, until: int) -> None:
+        """
+        C{node}'s machine, off the network since its clock stepped back
+        until C{until}, is back on it (unless a later step took it off
+        again, or the links healed already).
+        """
+        if node.name in self.sim.network.offline and node.clockSteppedUntil <= until:
+            self.sim.network.offline.discard(node.name)
+            self.sim.record("{}'s machine is back on the network", node.name)

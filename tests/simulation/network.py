@@ -67,6 +67,9 @@ class Network:
     a TCP stream under an attacker (see L{tests.simulation.connections}).
 
     @ivar blocked: the (from, to) links that deliver nothing.
+    @ivar offline: the nodes whose machine is off the network: no link to
+        or from one delivers anything, and no client elsewhere reaches it
+        (a client on its machine does, L{tests.simulation.clients}).
     @ivar dropRate: the chance that a message is lost.
     @ivar duplicateRate: the chance that a message arrives twice.
     @ivar lateRate: the chance that a message arrives long after newer ones.
@@ -78,9 +81,19 @@ class Network:
     def __init__(self, simulation: Simulation) -> None:
         self.sim = simulation
         self.blocked: set[tuple[str, str]] = set()
+        self.offline: set[str] = set()
         self.past: dict[str, deque[Envelope]] = {}
         self.calm()
         self.connections = Connections(simulation) if simulation.options.authenticate else None
+
+    def cut(self, src: str, dst: str) -> bool:
+        """Whether the link from C{src} to C{dst} delivers nothing."""
+        return (src, dst) in self.blocked or src in self.offline or dst in self.offline
+
+    def heal(self) -> None:
+        """Every link works again, and every machine is back on the network."""
+        self.blocked.clear()
+        self.offline.clear()
 
     def calm(self) -> None:
         """No more loss, duplication or late messages; normal delays."""
@@ -108,7 +121,7 @@ class Network:
             self.connections.send(node, dst, message)
             return
         envelope = Envelope(node.name, node.incarnation, dst, message, requesterIncarnation)
-        if (node.name, dst) in self.blocked:
+        if self.cut(node.name, dst):
             sim.stats["messagesCut"] += 1
             return
         self._remember(envelope)
@@ -195,7 +208,7 @@ class Network:
         sim = self.sim
         node = sim.node(envelope.dst)
         src, message = envelope.src, envelope.message
-        if node is None or not node.up or node.silent or (src, envelope.dst) in self.blocked:
+        if node is None or not node.up or node.silent or self.cut(src, envelope.dst):
             return  # no process there (a node not started yet, or stopped)
         if (
             envelope.requesterIncarnation is not None

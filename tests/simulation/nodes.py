@@ -53,6 +53,12 @@ class SimNode:
     @ivar bootstrap: the membership its core starts from while its log and
         snapshot hold none: the config's, or none with C{join}.
     @ivar retired: it was removed from the cluster and stopped for good.
+    @ivar pausedUntil: until when its process is stalled; C{missedTicks}
+        counts the ticks it missed meanwhile, which it catches up on.
+    @ivar clockSteppedUntil: until when the ticks of its process are lost
+        because its wall clock stepped back (L{NodeClock.stepBack}): its
+        ticker's next call runs that late, and counts one tick, not the
+        ones between; it reads its peers and clients meanwhile.
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class SimNode:
         self.appliedSeen = 0
         self.pausedUntil = 0
         self.missedTicks = 0
+        self.clockSteppedUntil = 0
         self.slow = False
         #: This process's tick period: clocks run at slightly different rates.
         self.tickMs = simulation.options.tickMs
@@ -116,6 +123,20 @@ class SimNode:
         """Whether the node's process is stalled right now."""
         return self.pausedUntil > self.sim.now
 
+    def clockStepped(self) -> bool:
+        """Whether the node's ticks are lost right now, after its clock stepped back."""
+        return self.clockSteppedUntil > self.sim.now
+
+    def stepClockBack(self, ms: int) -> None:
+        """
+        Its process's wall clock steps back C{ms} milliseconds (an NTP
+        step): its ticks are lost for that long, not caught up on, and the
+        calls its clock had scheduled run that much late
+        (L{NodeClock.stepBack}); it reads its peers and its clients as ever.
+        """
+        self.clock.stepBack(ms)
+        self.clockSteppedUntil = self.sim.now + ms
+
     def start(self) -> None:
         """Start a new incarnation of the process from the stores."""
         sim = self.sim
@@ -125,7 +146,7 @@ class SimNode:
         self.inbound = {}
         self.readingHeld = False
         self.heldRequests = deque()
-        self.pausedUntil = self.missedTicks = 0
+        self.pausedUntil = self.missedTicks = self.clockSteppedUntil = 0
         self.driver = None  # type: ignore[assignment]
         # A piece of a snapshot per step: the small maps of a run load over
         # several turns, as a large one does.

@@ -292,7 +292,8 @@ class Operator:
         client.sentAt = sim.now
         sim.record("operator sends {!r} to {}", request.text, target)
         node = sim.node(target)
-        if node is None or not node.up:
+        if node is None or not node.up or target in sim.network.offline:
+            # No process there, or its machine is off the network.
             sim.workload._reply(client, client.requestId, CONNECTION_REFUSED, target)
         else:
             node.inbound[client.name, client.requestId] = client

@@ -98,7 +98,8 @@ class SimulationOptions:
     #: A node whose disk failed tries to rejoin this often (C{DISK_RETRY_SECONDS}).
     diskRetryMs: int = 300
     #: A node that stays up must answer every request within this time
-    #: (L{None}: the commit timeout plus two of the longest pauses plus a second).
+    #: (L{None}: the commit timeout plus two of the longest pauses, the
+    #: longest clock step and a second).
     answerTimeoutMs: int | None = None
     #: A client waits this long between operations, and this long before a retry.
     thinkMs: tuple[int, int] = (5, 60)
@@ -109,6 +110,13 @@ class SimulationOptions:
     #: How long a crashed node stays down, a paused node stays paused, a disk fails.
     downMs: tuple[int, int] = (20, 600)
     pauseMs: tuple[int, int] = (50, 400)
+    #: How far a node's wall clock steps back (an NTP step): its ticks are
+    #: lost for that long, and its timers already set run that much late.
+    #: Often longer than an election timeout (60 to 300 ms).
+    clockStepMs: tuple[int, int] = (100, 1000)
+    #: The share of clock steps that come with the machine off the network
+    #: for as long (L{FaultSchedule._fault_clockStep}).
+    clockStepOffline: float = 0.75
     diskErrorMs: tuple[int, int] = (50, 800)
     #: Normal one-way message delay is uniform in [1, baseDelayMs].
     baseDelayMs: int | None = None
@@ -211,7 +219,7 @@ class Simulation:
             if options.trailingEntries is not None
             else random.Random(f"trailing {self.seed}").choice((0, 0, 3, 12)),
             answerTimeoutMs=options.answerTimeoutMs
-            or options.commitTimeoutMs + 2 * options.pauseMs[1] + 1000,
+            or options.commitTimeoutMs + 2 * options.pauseMs[1] + options.clockStepMs[1] + 1000,
         )
 
     @property
@@ -372,6 +380,11 @@ class Simulation:
         self.events.after(node.tickMs, self._tick, node)
         if not node.up or node.silent:
             return
+        if node.clockStepped():
+            # Its ticker waits for its clock to come back to where it was:
+            # these ticks are lost, not caught up on.
+            self.stats["ticksLostToClockSteps"] += 1
+            return
         if node.paused():
             node.missedTicks += 1
             return
@@ -436,14 +449,17 @@ class Simulation:
     def heal(self) -> None:
         """The faults stop; a write must now commit, and the nodes converge."""
         self.healedAt = self.now
-        self.network.blocked.clear()
+        self.network.heal()
         self.network.calm()
         for node in list(self.nodes.values()):
             node.slow = False
             node.disk.crashAfter = node.disk.failingUntil = 0
             if not node.up:
                 self.restart(node)
-        self.record("faults stop: links healed, network calm, disks fine, every node up")
+        self.record(
+            "faults stop: links healed, machines on the network, network calm, disks fine, "
+            "every node up"
+        )
         self.workload.startLivenessWrite()
         self.events.after(self.options.livenessMs, self._livenessDeadline)
         self.events.after(self.options.tickMs, self._checkConvergence)
