@@ -340,6 +340,22 @@ class KeyValueSessionTests(SynchronousTestCase):
         self.assertEqual(store.apply("c#1@set k first", 6), "OK")
         self.assertEqual(store.data, {"k": "second"})
 
+    def test_numberedSetInAnyForm(self) -> None:
+        """
+        A numbered C{set} written as a leader logs it (canonical) and one
+        written otherwise (two spaces after the word, a value with spaces)
+        both set what their parse says, and both run once.
+        """
+        store = KeyValueStore()
+        self.assertEqual(store.apply("c#1@set  k v", 1), "OK")
+        self.assertEqual(store.apply("c#2@set j  two words", 2), "OK")
+        self.assertEqual(store.data, {"k": "v", "j": " two words"})
+        store.apply("set k later", 3)
+        self.assertEqual(store.apply("c#1@set  k v", 4), "OK")
+        self.assertEqual(store.apply("c#2@set j  two words", 5), "OK")
+        self.assertEqual(store.data, {"k": "later", "j": " two words"})
+        self.assertEqual(store.sessions.highest("c"), 2)
+
     def test_numberedReads(self) -> None:
         """Numbered reads answer as reads do, and open a session."""
         store = KeyValueStore()

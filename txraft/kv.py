@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import NamedTuple
 
 from zope.interface import implementer
@@ -216,6 +217,12 @@ class KeyValueStore:
                 self.data[key] = value
                 return "OK"
         numbered = parseNumbered(commandText)
+        if numbered is not None and canonicalWord(numbered.command) == "set":
+            # The canonical set of a numbered request, as a leader logs it.
+            key, _, value = numbered.command[4:].partition(" ")
+            return self.sessions.apply(
+                numbered.clientId, numbered.seq, index, partial(self._set, key, value)
+            )
         try:
             command = parseCommand(commandText if numbered is None else numbered.command)
         except CommandError as e:
@@ -230,11 +237,15 @@ class KeyValueStore:
             read=command.name in READS,
         )
 
+    def _set(self, key: str, value: str) -> str:
+        """Set C{key} to C{value}; the reply is C{OK}."""
+        self.data[key] = value
+        return "OK"
+
     def _execute(self, command: Command) -> str:
         """Run C{command} on the map and return its reply."""
         if command.name == "set":
-            self.data[command.key] = command.value
-            return "OK"
+            return self._set(command.key, command.value)
         if command.name == "delete":
             return "NOT_FOUND" if self.data.pop(command.key, None) is None else "OK"
         return self._answerRead(command)

@@ -513,12 +513,14 @@ class RaftNode:
         The command word of a request (C{invalid} if none), and its answer
         now, or a Deferred of it, or L{None} once C{reply} waits for it.
         """
-        if seq is None:
-            word = canonicalWord(text)
-            if word == "set":
-                return word, self._execute(text, reply)
-            if word is not None:
-                return word, self._read(text, reply)
+        word = canonicalWord(text)
+        if word is not None:
+            if seq is None:
+                answer = self._execute(text, reply) if word == "set" else self._read(text, reply)
+                return word, answer
+            if clientId is not None:
+                # Numbered reads too go to the log, where the session records their SEQ.
+                return word, self._execute(Numbered(clientId, seq, text).text, reply)
         try:
             if text.partition(" ")[0] in COMMAND_WORDS:
                 # The usual request: no status or administrative word can be it.
