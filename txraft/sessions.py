@@ -101,6 +101,10 @@ def splitRequest(line: str) -> Request:
 
     @raise RequestError: for a malformed C{CLIENTID#SEQ@} prefix.
     """
+    numbered = _NUMBERED.match(line)
+    if numbered is not None and int(numbered[2]) <= MAX_SEQ:
+        # The usual numbered request, in one step.
+        return Request(numbered[1], int(numbered[2]), line[numbered.end() :])
     prefix, at, rest = line.partition("@")
     if not at or "#" not in prefix or _WHITESPACE.search(prefix):
         sender, rest = splitSender(line)
