@@ -471,6 +471,21 @@ class DriverTests(SynchronousTestCase):
         commands = [e.command for e in self.stores[0].load()]
         self.assertEqual(commands, ["noop", "c#1@set a 1", "c#2@get a"])
 
+    def test_seqWithoutClientIsUnnumbered(self) -> None:
+        """
+        A SEQ without a client ID opens no session (no line on the wire
+        splits so, but the driver's interface allows it): the command is
+        logged and applied as an unnumbered one.
+        """
+        node = self.start()
+        for text in ("set a 1", "get a"):
+            answer = clientRequest(node, None, text, seq=4)
+            self.clock.advance(0)
+            self.successResultOf(defer.maybeDeferred(lambda answer=answer: answer))
+        commands = [e.command for e in self.stores[0].load()]
+        self.assertEqual(commands, ["noop", "set a 1"])
+        self.assertEqual(len(node.logManager.stateMachine.sessions), 0)
+
     def test_numberedStatusRefused(self) -> None:
         """
         C{status} is each node's own, not the log's: a numbered one is
