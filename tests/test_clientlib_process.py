@@ -5,12 +5,14 @@ C{twistd -n txraft} nodes, one of them killed while writes are in flight.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
 
 from tests.test_process import PATIENCE, ProcessTestCase, showingNodeOutput
 from txraft.blocking import BlockingClient, connect
+from txraft.client import main
 from txraft.clientlib import SessionsUnsupportedError
 from txraft.testing.localcluster import POLL_INTERVAL, LocalCluster
 
@@ -79,6 +81,38 @@ class ClientLibraryProcessTests(ProcessTestCase):
         self.assertLessEqual(set(deletes), allowed)
         state = json.loads(client.show().removeprefix("OK "))
         self.assertEqual(state, {"probe": "1"} | {f"k{i}": f"v{i}" for i in range(WRITES)})
+        self.assertNotEqual(cluster.waitForLeader(PATIENCE), leader)
+
+    @showingNodeOutput
+    def test_promptGoesOnWhenItsNodeDies(self) -> None:
+        """
+        C{txraft-client} at the prompt, started on the leader, learns the
+        members from it; once that node is killed (C{SIGKILL}) the session's
+        next commands are answered by the others (a new leader), and the
+        write taken before the kill is there.
+        """
+        cluster, leader = self.startedCluster()
+        host, port = cluster.address(leader)
+        script = ["set a 1", "get a", "set b 2", "get b"]
+
+        def readLine(prompt: str) -> str:
+            if not script:
+                raise EOFError()
+            if len(script) == 3:
+                cluster.kill(leader)
+            return script.pop(0)
+
+        stdout, stderr = io.StringIO(), io.StringIO()
+        argv = ["--id", "c1", "--host", host, "--timeout", str(PATIENCE), str(port)]
+        status = main(argv, readLine=readLine, stdout=stdout, stderr=stderr)
+        self.assertEqual(status, 0, stderr.getvalue())
+        out = stdout.getvalue()
+        [named] = [line for line in out.splitlines() if line.startswith("[*] The cluster's")]
+        self.assertEqual(
+            sorted(named.split(": ", 1)[1].split(", ")),
+            sorted(f"{h}:{p}" for h, p in map(cluster.address, cluster.names)),
+        )
+        self.assertTrue(out.endswith("OK\nOK 1\nOK\nOK 2\n\n"), out)
         self.assertNotEqual(cluster.waitForLeader(PATIENCE), leader)
 
     def waitForCommits(self, cluster: LocalCluster, leader: str, index: int) -> None:
