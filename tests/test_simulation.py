@@ -503,6 +503,11 @@ class DiskFailureTests(SynchronousTestCase):
         self.assertEqual(leader.stateMachine.data, other.stateMachine.data)
 
 
+def leaderOtherThan(sim: Simulation, old: SimNode) -> SimNode | None:
+    """A node other than C{old} that leads now, if any."""
+    return next((n for n in sim.nodes.values() if n.role == LEADER and n is not old), None)
+
+
 def answerOf(sim: Simulation, node: SimNode, client: str, command: str) -> str:
     """Send C{command} to C{node}'s driver and run the cluster until it is answered."""
     answer = clientRequest(node.driver, client, command)
@@ -537,11 +542,8 @@ class ReadTests(SynchronousTestCase):
         self.assertEqual(answerOf(sim, old, "w", "set x old"), "OK")
         old.pausedUntil = sim.now + 5000
 
-        def newLeader() -> SimNode | None:
-            return next((n for n in sim.nodes.values() if n.role == LEADER and n is not old), None)
-
-        sim.runUntil(lambda: newLeader() is not None, limitMs=3000)
-        new = newLeader()
+        sim.runUntil(lambda: leaderOtherThan(sim, old) is not None, limitMs=3000)
+        new = leaderOtherThan(sim, old)
         assert new is not None
         self.assertEqual(answerOf(sim, new, "w", "set x new"), "OK")
         self.assertEqual(old.core.role, LEADER)
@@ -579,11 +581,8 @@ class ReadTests(SynchronousTestCase):
             if other != old.name:
                 sim.network.blocked.update({(other, old.name), (old.name, other)})
 
-        def newLeader() -> SimNode | None:
-            return next((n for n in sim.nodes.values() if n.role == LEADER and n is not old), None)
-
-        sim.runUntil(lambda: newLeader() is not None, limitMs=1000)
-        new = newLeader()
+        sim.runUntil(lambda: leaderOtherThan(sim, old) is not None, limitMs=1000)
+        new = leaderOtherThan(sim, old)
         assert new is not None
         self.assertEqual(answerOf(sim, new, "w", "set x new"), "OK")
         self.assertTrue(old.clockStepped())
