@@ -89,15 +89,16 @@ class Txraft(System):
     C{exactlyOnce}.
     """
 
-    note = (
-        "txraft: its line protocol, to the leader; exactly-once numbers each write "
-        "ID#SEQ@ as the client library does, one session per connection."
-    )
+    note = "txraft: its line protocol, to the leader."
 
     def __init__(self, nodes: int, exactlyOnce: bool = False) -> None:
         self.name = "txraft" if nodes > 1 else "txraft 1 node"
         if exactlyOnce:
             self.name += " exactly-once"
+            self.note = (
+                "txraft exactly-once: the same, each write numbered ID#SEQ@ as the client "
+                "library does, one session per connection."
+            )
         self.nodes = nodes
         self.exactlyOnce = exactlyOnce
         self.cluster: LocalCluster | None = None

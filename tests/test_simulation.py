@@ -524,6 +524,16 @@ def answerOf(sim: Simulation, node: SimNode, client: str, command: str) -> str:
 class ReadTests(SynchronousTestCase):
     """Reads without log writes in the running cluster (dissertation section 6.4)."""
 
+    def leaderThatWrote(self) -> tuple[Simulation, SimNode]:
+        """A calm cluster, its clients stopped, and its leader, which committed C{x=old}."""
+        sim = calmSimulation(seed=3)
+        sim.workload.stopped = True
+        sim.runUntil(lambda: not sim.workload.busy(), limitMs=3000)
+        old = sim.leader()
+        assert old is not None
+        self.assertEqual(answerOf(sim, old, "w", "set x old"), "OK")
+        return sim, old
+
     def test_deposedLeaderAnswersNoStaleRead(self) -> None:
         """
         A leader stalled while the others elect a new leader, which commits
@@ -534,12 +544,7 @@ class ReadTests(SynchronousTestCase):
         meet this: a deposed leader usually holds a write it cannot commit,
         and a read waits behind it.)  Reference: dissertation section 6.4.
         """
-        sim = calmSimulation(seed=3)
-        sim.workload.stopped = True
-        sim.runUntil(lambda: not sim.workload.busy(), limitMs=3000)
-        old = sim.leader()
-        assert old is not None
-        self.assertEqual(answerOf(sim, old, "w", "set x old"), "OK")
+        sim, old = self.leaderThatWrote()
         old.pausedUntil = sim.now + 5000
 
         sim.runUntil(lambda: leaderOtherThan(sim, old) is not None, limitMs=3000)
@@ -570,12 +575,7 @@ class ReadTests(SynchronousTestCase):
         clock steps catch (L{tests.simulation.faults.FaultSchedule}).
         Reference: dissertation section 6.4.
         """
-        sim = calmSimulation(seed=3)
-        sim.workload.stopped = True
-        sim.runUntil(lambda: not sim.workload.busy(), limitMs=3000)
-        old = sim.leader()
-        assert old is not None
-        self.assertEqual(answerOf(sim, old, "w", "set x old"), "OK")
+        sim, old = self.leaderThatWrote()
         old.stepClockBack(1500)
         for other in sim.names:
             if other != old.name:
